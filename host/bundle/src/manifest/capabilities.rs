@@ -1,0 +1,222 @@
+//! The `capabilities` section of a manifest and the keys a tenant approves.
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+
+/// What an extension asks the host for. Anything not listed is never linked.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Capabilities {
+    /// Structured logging (`palisade:extension/log`); on unless set to `false`.
+    pub log: bool,
+    /// Application metrics (`palisade:extension/metrics`).
+    pub metrics: bool,
+    /// Key/value storage in the named namespaces (`palisade:extension/storage`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub storage: Option<StorageCapability>,
+    /// Names of the secrets the extension may read (`palisade:extension/secrets`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub secrets: Vec<String>,
+    /// Outgoing HTTP to the allow-listed origins (`wasi:http/outgoing-handler`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub http: Option<HttpCapability>,
+}
+
+impl Default for Capabilities {
+    fn default() -> Self {
+        Self {
+            log: true,
+            metrics: false,
+            storage: None,
+            secrets: Vec::new(),
+            http: None,
+        }
+    }
+}
+
+/// The `storage` capability: which namespaces, and an optional size cap.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StorageCapability {
+    /// Namespaces the extension may read and write; every other one is denied.
+    pub namespaces: Vec<String>,
+    /// Upper bound on the bytes stored per install, if the extension wants a lower one than
+    /// the operator's quota.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_bytes: Option<u64>,
+}
+
+/// The `http` capability: origins the extension may call.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpCapability {
+    /// Origins `scheme://host[:port]`; a host may start with `*.` to allow its subdomains.
+    pub allow: Vec<String>,
+}
+
+/// One capability as a whole, as a tenant approves it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CapabilityKey {
+    /// `capabilities.log`.
+    Log,
+    /// `capabilities.metrics`.
+    Metrics,
+    /// `capabilities.storage`.
+    Storage,
+    /// `capabilities.secrets`.
+    Secrets,
+    /// `capabilities.http`.
+    Http,
+}
+
+/// A string that names no capability.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown capability `{0}`; expected one of log, metrics, storage, secrets, http")]
+pub struct UnknownCapability(pub String);
+
+impl CapabilityKey {
+    /// Every capability key, in manifest order.
+    pub const ALL: [CapabilityKey; 5] = [
+        CapabilityKey::Log,
+        CapabilityKey::Metrics,
+        CapabilityKey::Storage,
+        CapabilityKey::Secrets,
+        CapabilityKey::Http,
+    ];
+
+    /// The manifest key: `log`, `metrics`, `storage`, `secrets` or `http`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CapabilityKey::Log => "log",
+            CapabilityKey::Metrics => "metrics",
+            CapabilityKey::Storage => "storage",
+            CapabilityKey::Secrets => "secrets",
+            CapabilityKey::Http => "http",
+        }
+    }
+}
+
+impl fmt::Display for CapabilityKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for CapabilityKey {
+    type Err = UnknownCapability;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        CapabilityKey::ALL
+            .into_iter()
+            .find(|key| key.as_str() == s)
+            .ok_or_else(|| UnknownCapability(s.to_owned()))
+    }
+}
+
+impl Capabilities {
+    /// No capability at all (not even `log`).
+    pub fn none() -> Self {
+        Self {
+            log: false,
+            ..Self::default()
+        }
+    }
+
+    /// The capabilities this section requests, in manifest order. `secrets` counts as
+    /// requested when at least one name is listed.
+    pub fn keys(&self) -> Vec<CapabilityKey> {
+        CapabilityKey::ALL
+            .into_iter()
+            .filter(|key| self.requests(*key))
+            .collect()
+    }
+
+    /// Whether this section requests `key`.
+    pub fn requests(&self, key: CapabilityKey) -> bool {
+        match key {
+            CapabilityKey::Log => self.log,
+            CapabilityKey::Metrics => self.metrics,
+            CapabilityKey::Storage => self.storage.is_some(),
+            CapabilityKey::Secrets => !self.secrets.is_empty(),
+            CapabilityKey::Http => self.http.is_some(),
+        }
+    }
+
+    /// The part of this section that `approved` covers; everything else is dropped.
+    pub fn restrict_to(&self, approved: &[CapabilityKey]) -> Capabilities {
+        let ok = |key| approved.contains(&key);
+        Capabilities {
+            log: self.log && ok(CapabilityKey::Log),
+            metrics: self.metrics && ok(CapabilityKey::Metrics),
+            storage: self.storage.clone().filter(|_| ok(CapabilityKey::Storage)),
+            secrets: if ok(CapabilityKey::Secrets) {
+                self.secrets.clone()
+            } else {
+                Vec::new()
+            },
+            http: self.http.clone().filter(|_| ok(CapabilityKey::Http)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn everything() -> Capabilities {
+        Capabilities {
+            log: true,
+            metrics: true,
+            storage: Some(StorageCapability {
+                namespaces: vec!["notes".into()],
+                max_bytes: None,
+            }),
+            secrets: vec!["TOKEN".into()],
+            http: Some(HttpCapability {
+                allow: vec!["https://example.com".into()],
+            }),
+        }
+    }
+
+    #[test]
+    fn keys_roundtrip_through_strings() {
+        for key in CapabilityKey::ALL {
+            assert_eq!(key.as_str().parse::<CapabilityKey>().unwrap(), key);
+            assert_eq!(key.to_string(), key.as_str());
+            let json = serde_json::to_string(&key).unwrap();
+            assert_eq!(json, format!("\"{key}\""));
+        }
+        let err = "sockets".parse::<CapabilityKey>().unwrap_err();
+        assert!(err.to_string().contains("`sockets`"));
+    }
+
+    #[test]
+    fn keys_lists_what_is_requested() {
+        assert_eq!(Capabilities::default().keys(), vec![CapabilityKey::Log]);
+        assert!(Capabilities::none().keys().is_empty());
+        assert_eq!(everything().keys(), CapabilityKey::ALL.to_vec());
+        let empty_secrets = Capabilities {
+            secrets: Vec::new(),
+            ..everything()
+        };
+        assert!(!empty_secrets.keys().contains(&CapabilityKey::Secrets));
+    }
+
+    #[test]
+    fn restrict_to_drops_unapproved() {
+        let all = everything();
+        assert_eq!(all.restrict_to(&CapabilityKey::ALL), all);
+        assert_eq!(all.restrict_to(&[]), Capabilities::none());
+        let some = all.restrict_to(&[CapabilityKey::Storage, CapabilityKey::Http]);
+        assert!(!some.log && !some.metrics && some.secrets.is_empty());
+        assert_eq!(some.storage, all.storage);
+        assert_eq!(some.http, all.http);
+        assert_eq!(
+            some.keys(),
+            vec![CapabilityKey::Storage, CapabilityKey::Http]
+        );
+    }
+}

@@ -1,0 +1,214 @@
+//! The extension manifest (`manifest.json`): model, strict parsing and validation.
+//!
+//! Parsing refuses unknown fields anywhere and names the path of the offending field;
+//! [`Manifest::validate`] then checks every value.
+
+mod capabilities;
+mod cron;
+mod origin;
+mod validate;
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+pub use capabilities::{
+    Capabilities, CapabilityKey, HttpCapability, StorageCapability, UnknownCapability,
+};
+pub use origin::{AllowedOrigin, OriginError};
+
+/// The only runtime this platform runs: a `wasi:http/incoming-handler` component.
+pub const RUNTIME_WASI_HTTP: &str = "wasi-http@0.2";
+
+/// The manifest of one extension version.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Manifest {
+    /// Reverse-domain, lowercase id, e.g. `com.example.hello`.
+    pub id: String,
+    /// Human-readable name.
+    pub name: String,
+    /// Who publishes the extension.
+    pub publisher: String,
+    /// The version of this release.
+    pub version: semver::Version,
+    /// Must be [`RUNTIME_WASI_HTTP`].
+    pub runtime: String,
+    /// Path of the component inside the bundle (relative, ends in `.wasm`).
+    pub component: String,
+    /// What the extension asks the host for.
+    #[serde(default)]
+    pub capabilities: Capabilities,
+    /// The HTTP endpoints the gateway routes to the extension.
+    #[serde(default)]
+    pub api: Api,
+    /// The extension's UI, served from the bundle's `ui/` tree.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ui: Option<Ui>,
+    /// Event topics the extension subscribes to.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub events: Vec<EventSubscription>,
+    /// Periodic invocations.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub schedules: Vec<Schedule>,
+    /// Resource limits the extension asks for (the operator's policy caps them).
+    #[serde(default)]
+    pub limits: Limits,
+}
+
+/// The `api` section.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Api {
+    /// Routed endpoints; a request matching none is answered 404 by the gateway.
+    pub endpoints: Vec<Endpoint>,
+}
+
+/// One routed endpoint.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Endpoint {
+    /// Upper-case HTTP method: GET, POST, PUT, PATCH, DELETE, HEAD or OPTIONS.
+    pub method: String,
+    /// Path starting with `/`; segments `:name` match any single segment.
+    pub path: String,
+}
+
+/// The `ui` section.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Ui {
+    /// Entry document, relative to the bundle's `ui/` directory (e.g. `index.html`).
+    pub entry: String,
+    /// Places in the host application where the UI may be shown (e.g. `settings`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub hooks: Vec<String>,
+}
+
+/// One event subscription: events on `topic` are delivered as `POST path`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EventSubscription {
+    /// Topic name, e.g. `order.created`.
+    pub topic: String,
+    /// Path the event is posted to.
+    pub path: String,
+}
+
+/// One schedule: the extension receives `POST path` whenever `cron` fires.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Schedule {
+    /// Five-field cron expression (`minute hour day-of-month month day-of-week`, UTC).
+    pub cron: String,
+    /// Path the invocation is posted to.
+    pub path: String,
+}
+
+/// Resource limits per invocation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Limits {
+    /// Wall-clock deadline in milliseconds.
+    pub timeout_ms: u64,
+    /// Linear memory cap in MiB.
+    pub memory_mb: u64,
+    /// Fuel (instruction budget), if the extension wants one.
+    pub fuel: Option<u64>,
+    /// Largest request body accepted, in bytes.
+    pub max_request_bytes: u64,
+    /// Largest response body produced, in bytes.
+    pub max_response_bytes: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            timeout_ms: 10_000,
+            memory_mb: 64,
+            fuel: None,
+            max_request_bytes: 1024 * 1024,
+            max_response_bytes: 4 * 1024 * 1024,
+        }
+    }
+}
+
+/// A manifest that does not parse or does not validate. `path` names the field
+/// (`capabilities.http.allow[1]`); it is empty when the document as a whole is wrong.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub struct ManifestError {
+    /// Dotted path of the offending field, e.g. `api.endpoints[0].path`.
+    pub path: String,
+    /// What is wrong with it.
+    pub message: String,
+}
+
+impl ManifestError {
+    /// An error about the field at `path`.
+    pub fn new(path: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            path: path.into(),
+            message: message.into(),
+        }
+    }
+
+    fn from_serde(err: serde_path_to_error::Error<serde_json::Error>) -> Self {
+        let mut path = err.path().to_string();
+        if path == "." {
+            path.clear();
+        }
+        let mut message = err.inner().to_string();
+        // serde reports a missing field at its parent; name the field itself.
+        if let Some(rest) = message.strip_prefix("missing field `")
+            && let Some((field, tail)) = rest.split_once('`')
+        {
+            path = if path.is_empty() {
+                field.to_owned()
+            } else {
+                format!("{path}.{field}")
+            };
+            message = format!("missing field{tail}");
+        }
+        Self { path, message }
+    }
+}
+
+impl fmt::Display for ManifestError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.path.is_empty() {
+            write!(f, "manifest: {}", self.message)
+        } else {
+            write!(f, "manifest field `{}`: {}", self.path, self.message)
+        }
+    }
+}
+
+impl Manifest {
+    /// Parses `manifest.json` and validates it.
+    pub fn from_json(bytes: &[u8]) -> Result<Manifest, ManifestError> {
+        let manifest = Self::parse(bytes)?;
+        manifest.validate()?;
+        Ok(manifest)
+    }
+
+    /// Parses `manifest.json` without validating the values (unknown fields and wrong
+    /// types are still refused).
+    pub fn parse(bytes: &[u8]) -> Result<Manifest, ManifestError> {
+        let mut de = serde_json::Deserializer::from_slice(bytes);
+        let manifest: Manifest =
+            serde_path_to_error::deserialize(&mut de).map_err(ManifestError::from_serde)?;
+        de.end().map_err(|e| {
+            ManifestError::new("", format!("trailing data after the manifest: {e}"))
+        })?;
+        Ok(manifest)
+    }
+
+    /// Serialises the manifest as pretty-printed JSON.
+    pub fn to_json_pretty(&self) -> Vec<u8> {
+        // Serialising these plain data types cannot fail.
+        serde_json::to_vec_pretty(self).unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,192 @@
+//! Author commands: build, keygen, pack, sign, verify.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use anyhow::{Context, Result, bail};
+use clap::Args;
+use palisade_bundle::{ContentHash, SigningKey, TrustBundle, decode_signature, pack_dir};
+
+use crate::datadir::{DataDir, read_bytes, write_file, write_private};
+
+#[derive(Debug, Args)]
+pub struct BuildArgs {
+    /// The extension crate (or a workspace of them).
+    #[arg(default_value = ".")]
+    pub dir: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct KeygenArgs {
+    /// Path of the private key to write; the public key goes beside it as `.pub.pem`.
+    #[arg(long, default_value = "publisher.key.pem")]
+    pub out: PathBuf,
+    /// Overwrite existing files.
+    #[arg(long)]
+    pub force: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct PackArgs {
+    /// Directory holding `manifest.json` (and optionally `ui/`).
+    #[arg(default_value = ".")]
+    pub dir: PathBuf,
+    /// The built component (see `palisade build`).
+    #[arg(long)]
+    pub component: PathBuf,
+    /// Where to write the bundle.
+    #[arg(short, long, default_value = "bundle.tar.zst")]
+    pub out: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct SignArgs {
+    /// The bundle to sign.
+    pub bundle: PathBuf,
+    /// The publisher's private key (PKCS#8 PEM).
+    #[arg(long)]
+    pub key: PathBuf,
+    /// Where to write the signature (default: `<bundle>.sig`).
+    #[arg(short, long)]
+    pub out: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct VerifyArgs {
+    /// The bundle to verify.
+    pub bundle: PathBuf,
+    /// Its signature (default: `<bundle>.sig`); base64 or raw DER.
+    #[arg(long)]
+    pub signature: Option<PathBuf>,
+    /// PEM file of trusted public keys (default: the data directory's `trust.pem`).
+    #[arg(long)]
+    pub trust: Option<PathBuf>,
+}
+
+/// `<bundle>.sig`.
+pub fn default_signature_path(bundle: &Path) -> PathBuf {
+    let mut name = bundle.as_os_str().to_owned();
+    name.push(".sig");
+    PathBuf::from(name)
+}
+
+pub fn build(args: BuildArgs) -> Result<()> {
+    for component in build_components(&args.dir)? {
+        println!("{}", component.display());
+    }
+    Ok(())
+}
+
+/// Runs `cargo build --release --target wasm32-wasip2` in `dir` and returns the `.wasm`
+/// files it produced.
+pub fn build_components(dir: &Path) -> Result<Vec<PathBuf>> {
+    let output = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+        .current_dir(dir)
+        .args([
+            "build",
+            "--release",
+            "--target",
+            "wasm32-wasip2",
+            "--message-format=json-render-diagnostics",
+        ])
+        .stderr(Stdio::inherit())
+        .output()
+        .with_context(|| format!("running cargo in {}", dir.display()))?;
+    if !output.status.success() {
+        bail!("cargo build in {} failed", dir.display());
+    }
+    let mut components = Vec::new();
+    for line in output.stdout.split(|b| *b == b'\n') {
+        let Ok(message) = serde_json::from_slice::<serde_json::Value>(line) else {
+            continue;
+        };
+        if message["reason"] != "compiler-artifact" {
+            continue;
+        }
+        if let Some(files) = message["filenames"].as_array() {
+            components.extend(
+                files
+                    .iter()
+                    .filter_map(|f| f.as_str())
+                    .filter(|f| f.ends_with(".wasm"))
+                    .map(PathBuf::from),
+            );
+        }
+    }
+    if components.is_empty() {
+        bail!(
+            "cargo build in {} produced no .wasm component (is the crate a cdylib?)",
+            dir.display()
+        );
+    }
+    Ok(components)
+}
+
+pub fn keygen(args: KeygenArgs) -> Result<()> {
+    let public = public_key_path(&args.out);
+    if !args.force && (args.out.exists() || public.exists()) {
+        bail!(
+            "{} or {} exists; pass --force to overwrite",
+            args.out.display(),
+            public.display()
+        );
+    }
+    let key = SigningKey::generate().context("generating a P-256 key")?;
+    write_private(&args.out, &key.to_pem()?)?;
+    write_file(&public, key.public_key_pem()?.as_bytes())?;
+    println!("private key: {}", args.out.display());
+    println!("public key:  {}", public.display());
+    Ok(())
+}
+
+/// `x.key.pem` → `x.pub.pem`; anything else → `<name>.pub.pem`.
+pub fn public_key_path(private: &Path) -> PathBuf {
+    let name = private.to_string_lossy();
+    match name.strip_suffix(".key.pem") {
+        Some(stem) => PathBuf::from(format!("{stem}.pub.pem")),
+        None => PathBuf::from(format!("{name}.pub.pem")),
+    }
+}
+
+pub fn pack(args: PackArgs) -> Result<()> {
+    let bytes = pack_dir(&args.dir, &args.component)
+        .with_context(|| format!("packing {}", args.dir.display()))?;
+    write_file(&args.out, &bytes)?;
+    println!("{} {}", ContentHash::of(&bytes), args.out.display());
+    Ok(())
+}
+
+pub fn sign(args: SignArgs) -> Result<()> {
+    let key = SigningKey::from_pem(&read_bytes(&args.key)?)
+        .with_context(|| format!("reading the signing key {}", args.key.display()))?;
+    let bundle = read_bytes(&args.bundle)?;
+    let signature = key.sign(&bundle)?;
+    let out = args
+        .out
+        .unwrap_or_else(|| default_signature_path(&args.bundle));
+    use base64::Engine as _;
+    let text = base64::engine::general_purpose::STANDARD.encode(signature);
+    write_file(&out, format!("{text}\n").as_bytes())?;
+    println!("{}", out.display());
+    Ok(())
+}
+
+pub fn verify(data_dir: &DataDir, args: VerifyArgs) -> Result<()> {
+    let trust_path = args.trust.unwrap_or_else(|| data_dir.trust_bundle());
+    let trust = TrustBundle::load(&trust_path)
+        .with_context(|| format!("reading the trust bundle {}", trust_path.display()))?;
+    let bundle = read_bytes(&args.bundle)?;
+    let sig_path = args
+        .signature
+        .unwrap_or_else(|| default_signature_path(&args.bundle));
+    let signature = decode_signature(&read_bytes(&sig_path)?);
+    let key = trust
+        .verify(&bundle, &signature)
+        .with_context(|| format!("verifying {}", args.bundle.display()))?;
+    println!(
+        "ok: {} signed by {}",
+        ContentHash::of(&bundle),
+        key.as_str()
+    );
+    Ok(())
+}

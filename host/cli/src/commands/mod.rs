@@ -1,0 +1,5 @@
+//! One module per group of commands.
+
+pub mod author;
+pub mod registry;
+pub mod up;

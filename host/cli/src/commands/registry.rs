@@ -1,0 +1,246 @@
+//! Registry and operator commands: trust, publish, install, token, call. They work on the
+//! embedded registry in `--data-dir` (an admin API for remote registries comes later).
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use clap::{Args, Subcommand};
+use palisade_bundle::{CapabilityKey, PublicKey, TrustBundle};
+
+use crate::commands::author::default_signature_path;
+use crate::datadir::{DEV_AUDIENCE, DEV_ISSUER, DataDir, read_bytes, write_file};
+
+#[derive(Debug, Subcommand)]
+pub enum TrustCommand {
+    /// Add a publisher's public key (PEM) to the data directory's trust bundle.
+    Add {
+        /// The public key file.
+        key: PathBuf,
+    },
+    /// List the trusted keys' fingerprints.
+    List,
+}
+
+#[derive(Debug, Args)]
+pub struct PublishArgs {
+    /// The bundle (`bundle.tar.zst`).
+    pub bundle: PathBuf,
+    /// Its signature (default: `<bundle>.sig`).
+    #[arg(long)]
+    pub signature: Option<PathBuf>,
+    /// PEM file of trusted publisher keys (default: the data directory's `trust.pem`).
+    #[arg(long)]
+    pub trust: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct InstallArgs {
+    /// The tenant installing the extension.
+    #[arg(long)]
+    pub tenant: String,
+    /// The extension id.
+    pub extension: String,
+    /// The version to install (default: the newest).
+    #[arg(long)]
+    pub version: Option<semver::Version>,
+    /// Capabilities the tenant approves, comma separated (`log,storage,...`); every
+    /// capability the manifest requests must be approved.
+    #[arg(long, value_delimiter = ',')]
+    pub approve: Vec<String>,
+    /// Non-secret configuration, `key=value`, repeatable.
+    #[arg(long = "config", value_name = "KEY=VALUE")]
+    pub config: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct TokenArgs {
+    /// The tenant the token is for.
+    #[arg(long)]
+    pub tenant: String,
+    /// The user (`sub` claim).
+    #[arg(long, default_value = "dev")]
+    pub user: String,
+    /// Lifetime in seconds.
+    #[arg(long, default_value_t = 3600)]
+    pub ttl: u64,
+}
+
+#[derive(Debug, Args)]
+pub struct CallArgs {
+    /// The tenant calling.
+    #[arg(long)]
+    pub tenant: String,
+    /// The extension id.
+    pub extension: String,
+    /// The path inside the extension, e.g. `/hello/ada`.
+    pub path: String,
+    /// HTTP method.
+    #[arg(short = 'X', long, default_value = "GET")]
+    pub method: String,
+    /// Request body.
+    #[arg(short, long)]
+    pub data: Option<String>,
+    /// Gateway base URL.
+    #[arg(long, default_value = "http://127.0.0.1:8080")]
+    pub gateway: String,
+}
+
+pub fn trust(data_dir: &DataDir, cmd: TrustCommand) -> Result<()> {
+    let path = data_dir.trust_bundle();
+    match cmd {
+        TrustCommand::Add { key } => {
+            let pem = read_bytes(&key)?;
+            let public = PublicKey::from_pem(&pem)
+                .with_context(|| format!("reading the public key {}", key.display()))?;
+            add_trusted_key(data_dir, &public)?;
+            println!("trusted {} in {}", public.fingerprint().as_str(), path.display());
+        }
+        TrustCommand::List => {
+            let trust = TrustBundle::load(&path)
+                .with_context(|| format!("reading the trust bundle {}", path.display()))?;
+            for key in trust.keys() {
+                println!("{} {}", key.fingerprint().as_str(), key.algorithm().as_str());
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Appends `key` to the trust bundle unless it is already there.
+pub fn add_trusted_key(data_dir: &DataDir, key: &PublicKey) -> Result<()> {
+    let path = data_dir.trust_bundle();
+    let mut keys = match TrustBundle::load(&path) {
+        Ok(trust) => trust.keys().to_vec(),
+        Err(_) if !path.exists() => Vec::new(),
+        Err(e) => {
+            return Err(e).with_context(|| format!("reading the trust bundle {}", path.display()));
+        }
+    };
+    if keys.iter().any(|k| k.fingerprint() == key.fingerprint()) {
+        return Ok(());
+    }
+    keys.push(key.clone());
+    let text: String = keys.iter().map(PublicKey::to_pem).collect();
+    write_file(&path, text.as_bytes())
+}
+
+pub async fn publish(data_dir: &DataDir, args: PublishArgs) -> Result<()> {
+    let trust_path = args.trust.unwrap_or_else(|| data_dir.trust_bundle());
+    let trust = TrustBundle::load(&trust_path).with_context(|| {
+        format!(
+            "reading the trust bundle {} (add publisher keys with `palisade trust add KEY.pub.pem`)",
+            trust_path.display()
+        )
+    })?;
+    let bundle = read_bytes(&args.bundle)?;
+    let sig_path = args
+        .signature
+        .unwrap_or_else(|| default_signature_path(&args.bundle));
+    let signature = read_bytes(&sig_path)?;
+    let registry = data_dir.registry().await?;
+    let published = registry
+        .publish(&bundle, &signature, &trust)
+        .await
+        .with_context(|| format!("publishing {}", args.bundle.display()))?;
+    println!(
+        "published {}@{} ({}) as version {}",
+        published.extension_id, published.version, published.content_hash, published.version_id
+    );
+    Ok(())
+}
+
+pub async fn install(data_dir: &DataDir, args: InstallArgs) -> Result<()> {
+    let approved = args
+        .approve
+        .iter()
+        .filter(|s| !s.is_empty())
+        .map(|s| {
+            s.parse::<CapabilityKey>()
+                .map_err(|_| anyhow::anyhow!("--approve: unknown capability `{s}` (expected log, metrics, storage, secrets or http)"))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let mut config = BTreeMap::new();
+    for pair in &args.config {
+        let Some((k, v)) = pair.split_once('=') else {
+            bail!("--config `{pair}`: expected KEY=VALUE");
+        };
+        config.insert(k.to_owned(), v.to_owned());
+    }
+    let registry = data_dir.registry().await?;
+    let install = registry
+        .install(
+            &args.tenant,
+            &args.extension,
+            args.version.as_ref(),
+            &approved,
+            config,
+        )
+        .await
+        .with_context(|| format!("installing {} for {}", args.extension, args.tenant))?;
+    println!(
+        "installed {}@{} for tenant {} (install {})",
+        install.extension_id, install.version, install.tenant_id, install.install_id
+    );
+    Ok(())
+}
+
+/// A development caller token for `tenant`, signed with the data directory's issuer key.
+pub fn dev_token(data_dir: &DataDir, tenant: &str, user: &str, ttl: Duration) -> Result<String> {
+    let keys = data_dir.caller_issuer_keys()?;
+    palisade_gateway::auth::mint_dev_token(
+        keys.private_pem.as_bytes(),
+        DEV_ISSUER,
+        DEV_AUDIENCE,
+        tenant,
+        user,
+        ttl,
+    )
+    .context("minting a caller token")
+}
+
+pub fn token(data_dir: &DataDir, args: TokenArgs) -> Result<()> {
+    println!(
+        "{}",
+        dev_token(data_dir, &args.tenant, &args.user, Duration::from_secs(args.ttl))?
+    );
+    Ok(())
+}
+
+pub async fn call(data_dir: &DataDir, args: CallArgs) -> Result<()> {
+    let token = dev_token(data_dir, &args.tenant, "dev", Duration::from_secs(300))?;
+    let path = args.path.trim_start_matches('/');
+    let url = format!(
+        "{}/api/ext/{}/{}",
+        args.gateway.trim_end_matches('/'),
+        args.extension,
+        path
+    );
+    let method = reqwest::Method::from_bytes(args.method.as_bytes())
+        .with_context(|| format!("--method `{}` is not an HTTP method", args.method))?;
+    let mut request = reqwest::Client::new()
+        .request(method, &url)
+        .bearer_auth(token);
+    if let Some(data) = args.data {
+        request = request.body(data);
+    }
+    let response = request
+        .send()
+        .await
+        .with_context(|| format!("calling {url}"))?;
+    let status = response.status();
+    let request_id = response
+        .headers()
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("-")
+        .to_owned();
+    let body = response.text().await.context("reading the response")?;
+    eprintln!("{status} (request {request_id})");
+    println!("{body}");
+    if !status.is_success() {
+        bail!("the call answered {status}");
+    }
+    Ok(())
+}

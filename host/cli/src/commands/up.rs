@@ -1,0 +1,217 @@
+//! `palisade up`: registry, runner and gateway in one process on the embedded defaults;
+//! `--demo` also builds, packs, signs, publishes and installs the sample extensions and
+//! shows a call going through.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use clap::Args;
+use palisade_bundle::{Manifest, SigningKey, TrustBundle, pack_dir};
+use palisade_gateway::{CallerAuthConfig, GatewayConfig, GatewayState};
+use palisade_protocol::{TokenMinter, TokenVerifier};
+use palisade_registry::Registry;
+use palisade_runner::{RunnerConfig, RunnerState};
+use palisade_runtime::{Runtime, RuntimeConfig};
+
+use crate::commands::author::build_components;
+use crate::commands::registry::{add_trusted_key, dev_token};
+use crate::datadir::{DEV_AUDIENCE, DEV_ISSUER, DataDir, read_bytes, write_file, write_private};
+
+#[derive(Debug, Args)]
+pub struct UpArgs {
+    /// Address of the gateway (the public API).
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    pub gateway_addr: SocketAddr,
+    /// Address of the runner (called by the gateway only).
+    #[arg(long, default_value = "127.0.0.1:8081")]
+    pub runner_addr: SocketAddr,
+    /// Build, sign, publish and install the sample extensions for tenant `demo`.
+    #[arg(long)]
+    pub demo: bool,
+    /// The sample extensions' cargo workspace (used with --demo).
+    #[arg(long, default_value = "guests")]
+    pub guests_dir: PathBuf,
+    /// Stop after the demo's self-check instead of serving (for scripts).
+    #[arg(long, requires = "demo")]
+    pub check_only: bool,
+}
+
+const DEMO_TENANT: &str = "demo";
+
+pub async fn up(data_dir: &DataDir, args: UpArgs) -> Result<()> {
+    let registry = data_dir.registry().await?;
+    let demo = if args.demo {
+        Some(install_demo(data_dir, &registry, &args.guests_dir).await?)
+    } else {
+        None
+    };
+    let trust_path = data_dir.trust_bundle();
+    let trust = TrustBundle::load(&trust_path).with_context(|| {
+        format!(
+            "reading the trust bundle {} (add a publisher key with `palisade trust add`, or start with --demo)",
+            trust_path.display()
+        )
+    })?;
+    let service_keys = data_dir.service_keys()?;
+    let caller_keys = data_dir.caller_issuer_keys()?;
+
+    let runtime = Runtime::new(RuntimeConfig::default()).context("starting the wasm engine")?;
+    let runner = Arc::new(RunnerState::new(
+        registry.clone(),
+        runtime,
+        TokenVerifier::from_pem(service_keys.public_pem.as_bytes())?,
+        trust,
+        RunnerConfig::default(),
+    ));
+    let gateway_config = GatewayConfig::new(
+        format!("http://{}", args.runner_addr),
+        CallerAuthConfig::new(DEV_ISSUER, DEV_AUDIENCE, caller_keys.public_pem.clone()),
+    );
+    let gateway = Arc::new(GatewayState::new(
+        gateway_config,
+        registry,
+        TokenMinter::from_pem(service_keys.private_pem.as_bytes())?,
+    )?);
+
+    let runner_listener = tokio::net::TcpListener::bind(args.runner_addr)
+        .await
+        .with_context(|| format!("binding the runner to {}", args.runner_addr))?;
+    let gateway_listener = tokio::net::TcpListener::bind(args.gateway_addr)
+        .await
+        .with_context(|| format!("binding the gateway to {}", args.gateway_addr))?;
+    let runner_server = tokio::spawn(
+        axum::serve(runner_listener, palisade_runner::app(runner))
+            .with_graceful_shutdown(shutdown())
+            .into_future(),
+    );
+    let gateway_server = tokio::spawn(
+        axum::serve(gateway_listener, palisade_gateway::app(gateway))
+            .with_graceful_shutdown(shutdown())
+            .into_future(),
+    );
+    tracing::info!(gateway = %args.gateway_addr, runner = %args.runner_addr, data_dir = %data_dir.root().display(), "palisade is up");
+
+    if let Some(demo) = demo {
+        show_demo(data_dir, &demo, args.gateway_addr).await?;
+        if args.check_only {
+            return Ok(());
+        }
+    }
+    println!("gateway on http://{}, runner on http://{} (Ctrl-C stops)", args.gateway_addr, args.runner_addr);
+    let (runner, gateway) = tokio::join!(runner_server, gateway_server);
+    runner.context("runner task")?.context("runner server")?;
+    gateway.context("gateway task")?.context("gateway server")?;
+    Ok(())
+}
+
+async fn shutdown() {
+    let _ = tokio::signal::ctrl_c().await;
+}
+
+/// What the demo installed: (extension id, a path to call).
+struct Demo {
+    calls: Vec<(String, String)>,
+}
+
+async fn install_demo(data_dir: &DataDir, registry: &Registry, guests: &Path) -> Result<Demo> {
+    if !guests.join("Cargo.toml").exists() {
+        bail!(
+            "--demo needs the sample extensions at {} (run from the repository root or pass --guests-dir)",
+            guests.display()
+        );
+    }
+    println!("building the sample extensions in {} ...", guests.display());
+    let components = build_components(guests)?;
+    let key = demo_publisher_key(data_dir)?;
+    add_trusted_key(data_dir, key.public_key())?;
+    let trust = TrustBundle::load(data_dir.trust_bundle())?;
+
+    let mut calls = Vec::new();
+    let mut dirs: Vec<PathBuf> = std::fs::read_dir(guests)
+        .with_context(|| format!("listing {}", guests.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.join("manifest.json").exists())
+        .collect();
+    dirs.sort();
+    for dir in dirs {
+        let crate_name = dir
+            .file_name()
+            .map(|n| n.to_string_lossy().replace('-', "_"))
+            .unwrap_or_default();
+        let Some(component) = components
+            .iter()
+            .find(|c| c.file_stem().is_some_and(|s| s.to_string_lossy() == crate_name))
+        else {
+            bail!("no component was built for {}", dir.display());
+        };
+        let bundle = pack_dir(&dir, component).with_context(|| format!("packing {}", dir.display()))?;
+        let signature = key.sign(&bundle)?;
+        let published = registry
+            .publish(&bundle, &signature, &trust)
+            .await
+            .with_context(|| format!("publishing {}", dir.display()))?;
+        let manifest = Manifest::from_json(&read_bytes(&dir.join("manifest.json"))?)?;
+        let approved = manifest.capabilities.keys();
+        registry
+            .install(DEMO_TENANT, &published.extension_id, None, &approved, Default::default())
+            .await
+            .with_context(|| format!("installing {}", published.extension_id))?;
+        println!(
+            "published and installed {}@{} ({}) for tenant `{DEMO_TENANT}`",
+            published.extension_id, published.version, published.content_hash
+        );
+        if let Some(endpoint) = manifest.api.endpoints.iter().find(|e| e.method == "GET") {
+            calls.push((published.extension_id.clone(), example_path(&endpoint.path)));
+        }
+    }
+    Ok(Demo { calls })
+}
+
+/// `/hello/:name` → `/hello/world`.
+fn example_path(template: &str) -> String {
+    template
+        .split('/')
+        .map(|seg| if seg.starts_with(':') { "world" } else { seg })
+        .collect::<Vec<_>>()
+        .join("/")
+}
+
+fn demo_publisher_key(data_dir: &DataDir) -> Result<SigningKey> {
+    let path = data_dir.root().join("keys/demo-publisher.key.pem");
+    if path.exists() {
+        return SigningKey::from_pem(&read_bytes(&path)?)
+            .with_context(|| format!("reading {}", path.display()));
+    }
+    let key = SigningKey::generate()?;
+    write_private(&path, &key.to_pem()?)?;
+    write_file(
+        &data_dir.root().join("keys/demo-publisher.pub.pem"),
+        key.public_key_pem()?.as_bytes(),
+    )?;
+    Ok(key)
+}
+
+async fn show_demo(data_dir: &DataDir, demo: &Demo, gateway: SocketAddr) -> Result<()> {
+    let token = dev_token(data_dir, DEMO_TENANT, "demo-user", Duration::from_secs(24 * 3600))?;
+    let client = reqwest::Client::new();
+    for (extension, path) in &demo.calls {
+        let url = format!("http://{gateway}/api/ext/{extension}{path}");
+        let response = client
+            .get(&url)
+            .bearer_auth(&token)
+            .send()
+            .await
+            .with_context(|| format!("self-check call to {url}"))?;
+        let status = response.status();
+        let body = response.text().await.unwrap_or_default();
+        println!("\nself-check GET {url}\n  -> {status} {body}");
+        if !status.is_success() {
+            bail!("the demo self-check failed: {url} answered {status}");
+        }
+        println!("\ntry it:\n  curl -s -H 'authorization: Bearer {token}' {url}\n");
+    }
+    Ok(())
+}

@@ -1,0 +1,102 @@
+//! The layout of `--data-dir`: the embedded registry (SQLite file and object store), the
+//! trust bundle, and the keys `up` generates on first start.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use palisade_protocol::ServiceKeyPair;
+use palisade_registry::{Registry, RegistryConfig};
+
+/// Issuer and audience of the development caller tokens `palisade token` mints.
+pub const DEV_ISSUER: &str = "palisade-dev";
+/// See [`DEV_ISSUER`].
+pub const DEV_AUDIENCE: &str = "palisade";
+
+/// Paths inside the data directory.
+#[derive(Debug, Clone)]
+pub struct DataDir {
+    root: PathBuf,
+}
+
+impl DataDir {
+    pub fn new(root: PathBuf) -> Self {
+        DataDir { root }
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    pub fn trust_bundle(&self) -> PathBuf {
+        self.root.join("trust.pem")
+    }
+
+    fn keys(&self) -> PathBuf {
+        self.root.join("keys")
+    }
+
+    /// The registry on the embedded defaults: `registry.db` and `objects/`.
+    pub async fn registry(&self) -> Result<Registry> {
+        std::fs::create_dir_all(&self.root)
+            .with_context(|| format!("creating data directory {}", self.root.display()))?;
+        let config = RegistryConfig {
+            database_url: format!("sqlite://{}", self.root.join("registry.db").display()),
+            object_store_dir: self.root.join("objects"),
+        };
+        Registry::open(&config)
+            .await
+            .with_context(|| format!("opening the registry in {}", self.root.display()))
+    }
+
+    /// The Ed25519 key pair the gateway signs service tokens with (generated once).
+    pub fn service_keys(&self) -> Result<ServiceKeyPair> {
+        self.ed25519_pair("service")
+    }
+
+    /// The Ed25519 key pair that signs development caller tokens (generated once).
+    pub fn caller_issuer_keys(&self) -> Result<ServiceKeyPair> {
+        self.ed25519_pair("caller-issuer")
+    }
+
+    fn ed25519_pair(&self, name: &str) -> Result<ServiceKeyPair> {
+        let private = self.keys().join(format!("{name}.key.pem"));
+        let public = self.keys().join(format!("{name}.pub.pem"));
+        if private.exists() && public.exists() {
+            return Ok(ServiceKeyPair {
+                private_pem: read_string(&private)?,
+                public_pem: read_string(&public)?,
+            });
+        }
+        let pair = ServiceKeyPair::generate().context("generating an Ed25519 key pair")?;
+        write_private(&private, &pair.private_pem)?;
+        write_file(&public, pair.public_pem.as_bytes())?;
+        Ok(pair)
+    }
+}
+
+pub fn read_string(path: &Path) -> Result<String> {
+    std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))
+}
+
+pub fn read_bytes(path: &Path) -> Result<Vec<u8>> {
+    std::fs::read(path).with_context(|| format!("reading {}", path.display()))
+}
+
+pub fn write_file(path: &Path, bytes: &[u8]) -> Result<()> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    std::fs::write(path, bytes).with_context(|| format!("writing {}", path.display()))
+}
+
+/// Writes a private key readable by the owner only.
+pub fn write_private(path: &Path, pem: &str) -> Result<()> {
+    write_file(path, pem.as_bytes())?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+            .with_context(|| format!("restricting permissions of {}", path.display()))?;
+    }
+    Ok(())
+}

@@ -1,0 +1,91 @@
+//! `palisade`: the command line for extension authors (build, pack, sign, publish) and
+//! operators (up, install, token, call). Argument parsing and wiring only; the work is done
+//! by the host crates.
+
+mod commands;
+mod datadir;
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+/// Palisade: signed WebAssembly extensions, installed per tenant, run in isolation.
+#[derive(Debug, Parser)]
+#[command(name = "palisade", version, about)]
+struct Cli {
+    /// Where the embedded registry, object store and keys live.
+    #[arg(long, global = true, env = "PALISADE_DATA_DIR", default_value = ".palisade")]
+    data_dir: PathBuf,
+    /// Log as JSON lines instead of text.
+    #[arg(long, global = true)]
+    log_json: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Build an extension crate for wasm32-wasip2 and print the component's path.
+    Build(commands::author::BuildArgs),
+    /// Generate a publisher signing key pair (ECDSA P-256, PEM).
+    Keygen(commands::author::KeygenArgs),
+    /// Pack a reproducible bundle.tar.zst from a manifest directory and a component.
+    Pack(commands::author::PackArgs),
+    /// Sign a bundle (writes a base64 signature, as `cosign sign-blob` does).
+    Sign(commands::author::SignArgs),
+    /// Verify a bundle's signature against a trust bundle.
+    Verify(commands::author::VerifyArgs),
+    /// Manage the publisher keys the registry trusts.
+    #[command(subcommand)]
+    Trust(commands::registry::TrustCommand),
+    /// Publish a signed bundle to the registry.
+    Publish(commands::registry::PublishArgs),
+    /// Install an extension for a tenant, approving the capabilities it requests.
+    Install(commands::registry::InstallArgs),
+    /// Mint a development caller token (JWT) for a tenant.
+    Token(commands::registry::TokenArgs),
+    /// Call an installed extension through the gateway.
+    Call(commands::registry::CallArgs),
+    /// Run registry, runner and gateway in one process on the embedded defaults.
+    Up(commands::up::UpArgs),
+}
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    init_tracing(cli.log_json);
+    let data_dir = datadir::DataDir::new(cli.data_dir);
+    let result = match cli.command {
+        Command::Build(args) => commands::author::build(args),
+        Command::Keygen(args) => commands::author::keygen(args),
+        Command::Pack(args) => commands::author::pack(args),
+        Command::Sign(args) => commands::author::sign(args),
+        Command::Verify(args) => commands::author::verify(&data_dir, args),
+        Command::Trust(cmd) => commands::registry::trust(&data_dir, cmd),
+        Command::Publish(args) => commands::registry::publish(&data_dir, args).await,
+        Command::Install(args) => commands::registry::install(&data_dir, args).await,
+        Command::Token(args) => commands::registry::token(&data_dir, args),
+        Command::Call(args) => commands::registry::call(&data_dir, args).await,
+        Command::Up(args) => commands::up::up(&data_dir, args).await,
+    };
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_tracing(json: bool) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if json {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}

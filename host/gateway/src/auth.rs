@@ -1,0 +1,387 @@
+//! Caller authentication: a bearer JWT signed by the operator's identity provider carries
+//! the caller's tenant and user.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use http::HeaderMap;
+use http::header::AUTHORIZATION;
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use serde_json::{Map, Value};
+
+use crate::config::CallerAuthConfig;
+
+/// Clock skew tolerated on `exp` and `nbf`, in seconds.
+pub const LEEWAY_SECS: u64 = 30;
+
+/// The authenticated caller.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Caller {
+    /// The tenant the caller acts for.
+    pub tenant_id: String,
+    /// The caller's user, when the token names one.
+    pub user_id: Option<String>,
+}
+
+/// Why a caller was refused, or a key or token could not be made.
+#[derive(Debug, thiserror::Error)]
+pub enum AuthError {
+    /// No `authorization` header.
+    #[error("no authorization header")]
+    Missing,
+    /// The header is not a single `Bearer <token>`.
+    #[error("authorization header is not a single `Bearer <token>`")]
+    NotBearer,
+    /// The token is malformed, badly signed, expired, not yet valid, or for another
+    /// issuer or audience.
+    #[error("caller token invalid: {0}")]
+    Invalid(#[source] jsonwebtoken::errors::Error),
+    /// The token lacks the tenant claim or it is not a non-empty string.
+    #[error("caller token claim `{claim}` must be a non-empty string")]
+    BadClaim {
+        /// The claim's name.
+        claim: String,
+    },
+    /// The configured key could not be read.
+    #[error("caller auth key: {0}")]
+    Key(#[source] jsonwebtoken::errors::Error),
+    /// A token could not be signed.
+    #[error("signing caller token: {0}")]
+    Sign(#[source] jsonwebtoken::errors::Error),
+}
+
+/// Checks caller tokens against the operator's configuration.
+pub struct CallerAuth {
+    key: DecodingKey,
+    validation: Validation,
+    tenant_claim: String,
+    user_claim: String,
+}
+
+impl std::fmt::Debug for CallerAuth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CallerAuth")
+            .field("tenant_claim", &self.tenant_claim)
+            .field("user_claim", &self.user_claim)
+            .finish_non_exhaustive()
+    }
+}
+
+impl CallerAuth {
+    /// Reads the issuer's public key and prepares validation.
+    pub fn new(config: &CallerAuthConfig) -> Result<Self, AuthError> {
+        let key =
+            DecodingKey::from_ed_pem(config.public_key_pem.as_bytes()).map_err(AuthError::Key)?;
+        let mut validation = Validation::new(Algorithm::EdDSA);
+        validation.set_issuer(&[&config.issuer]);
+        validation.set_audience(&[&config.audience]);
+        validation.set_required_spec_claims(&["exp", "iss", "aud"]);
+        validation.validate_exp = true;
+        validation.validate_nbf = true;
+        validation.leeway = LEEWAY_SECS;
+        Ok(CallerAuth {
+            key,
+            validation,
+            tenant_claim: config.tenant_claim.clone(),
+            user_claim: config.user_claim.clone(),
+        })
+    }
+
+    /// Authenticates the caller from `authorization: Bearer <jwt>`.
+    pub fn authenticate(&self, headers: &HeaderMap) -> Result<Caller, AuthError> {
+        let token = bearer_token(headers)?;
+        let data = jsonwebtoken::decode::<Map<String, Value>>(token, &self.key, &self.validation)
+            .map_err(AuthError::Invalid)?;
+        let claims = data.claims;
+        let tenant_id = match claims.get(&self.tenant_claim) {
+            Some(Value::String(tenant)) if !tenant.is_empty() => tenant.clone(),
+            _ => {
+                return Err(AuthError::BadClaim {
+                    claim: self.tenant_claim.clone(),
+                });
+            }
+        };
+        let user_id = match claims.get(&self.user_claim) {
+            None | Some(Value::Null) => None,
+            Some(Value::String(user)) if !user.is_empty() => Some(user.clone()),
+            Some(_) => {
+                return Err(AuthError::BadClaim {
+                    claim: self.user_claim.clone(),
+                });
+            }
+        };
+        Ok(Caller { tenant_id, user_id })
+    }
+}
+
+/// Extracts the token of the single `authorization: Bearer <token>` header.
+fn bearer_token(headers: &HeaderMap) -> Result<&str, AuthError> {
+    let mut values = headers.get_all(AUTHORIZATION).iter();
+    let value = values.next().ok_or(AuthError::Missing)?;
+    if values.next().is_some() {
+        return Err(AuthError::NotBearer);
+    }
+    let value = value.to_str().map_err(|_| AuthError::NotBearer)?;
+    let (scheme, token) = value.split_once(' ').ok_or(AuthError::NotBearer)?;
+    let token = token.trim();
+    if !scheme.eq_ignore_ascii_case("bearer") || token.is_empty() {
+        return Err(AuthError::NotBearer);
+    }
+    Ok(token)
+}
+
+/// Mints a caller token for development and tests: EdDSA-signed with `private_pem`
+/// (Ed25519, PKCS#8 PEM), carrying `iss`, `aud`, `sub` = `user`, `tenant`, `iat` and `exp`
+/// = now + `ttl`.
+pub fn mint_dev_token(
+    private_pem: &[u8],
+    issuer: &str,
+    audience: &str,
+    tenant: &str,
+    user: &str,
+    ttl: Duration,
+) -> Result<String, AuthError> {
+    let key = EncodingKey::from_ed_pem(private_pem).map_err(AuthError::Key)?;
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let claims = serde_json::json!({
+        "iss": issuer,
+        "aud": audience,
+        "sub": user,
+        "tenant": tenant,
+        "iat": now,
+        "exp": now.saturating_add(ttl.as_secs()),
+    });
+    jsonwebtoken::encode(&Header::new(Algorithm::EdDSA), &claims, &key).map_err(AuthError::Sign)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::HeaderValue;
+    use palisade_protocol::ServiceKeyPair;
+
+    const ISS: &str = "https://idp.example";
+    const AUD: &str = "palisade";
+
+    fn setup() -> (ServiceKeyPair, CallerAuth) {
+        let keys = ServiceKeyPair::generate().unwrap();
+        let auth =
+            CallerAuth::new(&CallerAuthConfig::new(ISS, AUD, keys.public_pem.clone())).unwrap();
+        (keys, auth)
+    }
+
+    fn headers(value: &str) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        headers.insert(AUTHORIZATION, HeaderValue::from_str(value).unwrap());
+        headers
+    }
+
+    fn sign(keys: &ServiceKeyPair, claims: Value) -> String {
+        let key = EncodingKey::from_ed_pem(keys.private_pem.as_bytes()).unwrap();
+        jsonwebtoken::encode(&Header::new(Algorithm::EdDSA), &claims, &key).unwrap()
+    }
+
+    fn now() -> u64 {
+        jsonwebtoken::get_current_timestamp()
+    }
+
+    #[test]
+    fn valid_dev_token_authenticates() {
+        let (keys, auth) = setup();
+        let token = mint_dev_token(
+            keys.private_pem.as_bytes(),
+            ISS,
+            AUD,
+            "acme",
+            "alice",
+            Duration::from_secs(60),
+        )
+        .unwrap();
+        let caller = auth
+            .authenticate(&headers(&format!("Bearer {token}")))
+            .unwrap();
+        assert_eq!(
+            caller,
+            Caller {
+                tenant_id: "acme".into(),
+                user_id: Some("alice".into())
+            }
+        );
+        // The scheme is case-insensitive.
+        auth.authenticate(&headers(&format!("bearer {token}")))
+            .unwrap();
+    }
+
+    #[test]
+    fn missing_and_non_bearer_headers_are_refused() {
+        let (_, auth) = setup();
+        assert!(matches!(
+            auth.authenticate(&HeaderMap::new()),
+            Err(AuthError::Missing)
+        ));
+        for value in ["Basic abc", "Bearer", "Bearer ", "token"] {
+            assert!(
+                matches!(
+                    auth.authenticate(&headers(value)),
+                    Err(AuthError::NotBearer)
+                ),
+                "{value}"
+            );
+        }
+    }
+
+    #[test]
+    fn two_authorization_headers_are_refused() {
+        let (keys, auth) = setup();
+        let token = mint_dev_token(
+            keys.private_pem.as_bytes(),
+            ISS,
+            AUD,
+            "a",
+            "u",
+            Duration::from_secs(60),
+        )
+        .unwrap();
+        let mut map = headers(&format!("Bearer {token}"));
+        map.append(AUTHORIZATION, HeaderValue::from_static("Bearer x"));
+        assert!(matches!(auth.authenticate(&map), Err(AuthError::NotBearer)));
+    }
+
+    #[test]
+    fn bad_tokens_are_refused() {
+        let (keys, auth) = setup();
+        let (other, _) = setup();
+        let exp = now() + 60;
+        let cases = [
+            ("malformed", "not.a.jwt".to_owned()),
+            (
+                "wrong key",
+                sign(
+                    &other,
+                    serde_json::json!({"iss": ISS, "aud": AUD, "exp": exp, "tenant": "t"}),
+                ),
+            ),
+            (
+                "expired beyond leeway",
+                sign(
+                    &keys,
+                    serde_json::json!({"iss": ISS, "aud": AUD, "exp": now() - 120, "tenant": "t"}),
+                ),
+            ),
+            (
+                "not yet valid",
+                sign(
+                    &keys,
+                    serde_json::json!({"iss": ISS, "aud": AUD, "exp": exp, "nbf": now() + 120, "tenant": "t"}),
+                ),
+            ),
+            (
+                "wrong audience",
+                sign(
+                    &keys,
+                    serde_json::json!({"iss": ISS, "aud": "other", "exp": exp, "tenant": "t"}),
+                ),
+            ),
+            (
+                "wrong issuer",
+                sign(
+                    &keys,
+                    serde_json::json!({"iss": "other", "aud": AUD, "exp": exp, "tenant": "t"}),
+                ),
+            ),
+            (
+                "no exp",
+                sign(
+                    &keys,
+                    serde_json::json!({"iss": ISS, "aud": AUD, "tenant": "t"}),
+                ),
+            ),
+        ];
+        for (name, token) in cases {
+            let result = auth.authenticate(&headers(&format!("Bearer {token}")));
+            assert!(
+                matches!(result, Err(AuthError::Invalid(_))),
+                "{name}: {result:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn expiry_within_leeway_is_accepted() {
+        let (keys, auth) = setup();
+        let token = sign(
+            &keys,
+            serde_json::json!({"iss": ISS, "aud": AUD, "exp": now() - 5, "tenant": "t"}),
+        );
+        auth.authenticate(&headers(&format!("Bearer {token}")))
+            .unwrap();
+    }
+
+    #[test]
+    fn tenant_claim_must_be_a_non_empty_string() {
+        let (keys, auth) = setup();
+        let exp = now() + 60;
+        for tenant in [serde_json::json!(""), serde_json::json!(7), Value::Null] {
+            let token = sign(
+                &keys,
+                serde_json::json!({"iss": ISS, "aud": AUD, "exp": exp, "tenant": tenant}),
+            );
+            let err = auth
+                .authenticate(&headers(&format!("Bearer {token}")))
+                .unwrap_err();
+            assert!(err.to_string().contains("`tenant`"), "{err}");
+        }
+        let token = sign(
+            &keys,
+            serde_json::json!({"iss": ISS, "aud": AUD, "exp": exp}),
+        );
+        assert!(matches!(
+            auth.authenticate(&headers(&format!("Bearer {token}"))),
+            Err(AuthError::BadClaim { .. })
+        ));
+    }
+
+    #[test]
+    fn claim_names_are_configurable_and_user_is_optional() {
+        let keys = ServiceKeyPair::generate().unwrap();
+        let mut config = CallerAuthConfig::new(ISS, AUD, keys.public_pem.clone());
+        config.tenant_claim = "org".into();
+        config.user_claim = "email".into();
+        let auth = CallerAuth::new(&config).unwrap();
+        let exp = now() + 60;
+        let token = sign(
+            &keys,
+            serde_json::json!({"iss": ISS, "aud": AUD, "exp": exp, "org": "o1", "email": "a@b"}),
+        );
+        let caller = auth
+            .authenticate(&headers(&format!("Bearer {token}")))
+            .unwrap();
+        assert_eq!(caller.tenant_id, "o1");
+        assert_eq!(caller.user_id.as_deref(), Some("a@b"));
+        let token = sign(
+            &keys,
+            serde_json::json!({"iss": ISS, "aud": AUD, "exp": exp, "org": "o1"}),
+        );
+        let caller = auth
+            .authenticate(&headers(&format!("Bearer {token}")))
+            .unwrap();
+        assert_eq!(caller.user_id, None);
+        let token = sign(
+            &keys,
+            serde_json::json!({"iss": ISS, "aud": AUD, "exp": exp, "org": "o1", "email": 5}),
+        );
+        assert!(
+            auth.authenticate(&headers(&format!("Bearer {token}")))
+                .is_err()
+        );
+    }
+
+    #[test]
+    fn bad_key_pem_is_refused() {
+        let err = CallerAuth::new(&CallerAuthConfig::new(ISS, AUD, "not a pem")).unwrap_err();
+        assert!(matches!(err, AuthError::Key(_)));
+        assert!(mint_dev_token(b"junk", ISS, AUD, "t", "u", Duration::from_secs(1)).is_err());
+    }
+}

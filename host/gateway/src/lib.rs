@@ -1,0 +1,27 @@
+//! The Palisade gateway: the public entry for extension calls. It authenticates the caller
+//! (bearer JWT → tenant), resolves the tenant's install, matches the manifest's endpoints,
+//! applies the header allow-lists and the size and time limits, forwards the call to a
+//! runner over the execute protocol, answers with the guest's response or a stable error,
+//! and writes the execution log. It never links the WebAssembly runtime.
+
+#![cfg_attr(test, allow(clippy::unwrap_used))]
+
+pub mod app;
+pub mod auth;
+pub mod body;
+pub mod config;
+pub mod error;
+pub mod execlog;
+pub mod headers;
+mod proxy;
+pub mod routing;
+pub mod runner;
+
+pub use app::{GatewayError, GatewayState, app};
+pub use auth::{AuthError, Caller, CallerAuth, mint_dev_token};
+pub use config::{CallerAuthConfig, GatewayConfig};
+pub use error::ApiError;
+pub use proxy::RUNNER_GRACE;
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,174 @@
+//! Router-level tests: a real registry on a temporary directory, requests through
+//! `tower::ServiceExt::oneshot`, and a small fake runner on loopback.
+
+mod fake_runner;
+mod proxy;
+mod refusals;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Body;
+use bytes::Bytes;
+use http::{HeaderMap, Request, StatusCode};
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use palisade_bundle::manifest::CapabilityKey;
+use palisade_bundle::signing::{SigningKey, TrustBundle};
+use palisade_protocol::{ServiceKeyPair, TokenMinter};
+use palisade_registry::{Install, Registry, RegistryConfig};
+use tempfile::TempDir;
+use tower::ServiceExt;
+
+use crate::{CallerAuthConfig, GatewayConfig, GatewayState, app, mint_dev_token};
+
+/// Where no runner listens.
+const NO_RUNNER: &str = "http://127.0.0.1:9";
+
+const ISS: &str = "https://idp.example";
+const AUD: &str = "palisade-gateway";
+const TENANT: &str = "acme";
+
+struct Harness {
+    _dir: TempDir,
+    registry: Registry,
+    caller_keys: ServiceKeyPair,
+    service_keys: ServiceKeyPair,
+    app: Router,
+}
+
+impl Harness {
+    async fn new(runner_url: &str) -> Self {
+        Self::with_config(runner_url, |_| {}).await
+    }
+
+    async fn with_config(runner_url: &str, tweak: impl FnOnce(&mut GatewayConfig)) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let registry = Registry::open(&RegistryConfig {
+            database_url: format!("sqlite://{}", dir.path().join("registry.db").display()),
+            object_store_dir: dir.path().join("objects"),
+        })
+        .await
+        .unwrap();
+        let caller_keys = ServiceKeyPair::generate().unwrap();
+        let service_keys = ServiceKeyPair::generate().unwrap();
+        let mut config = GatewayConfig::new(
+            runner_url,
+            CallerAuthConfig::new(ISS, AUD, caller_keys.public_pem.clone()),
+        );
+        tweak(&mut config);
+        let minter = TokenMinter::from_pem(service_keys.private_pem.as_bytes()).unwrap();
+        let state = GatewayState::new(config, registry.clone(), minter).unwrap();
+        Harness {
+            _dir: dir,
+            registry,
+            caller_keys,
+            service_keys,
+            app: app(Arc::new(state)),
+        }
+    }
+
+    /// Publishes a bundle with `manifest_json` (and an empty component) and installs it
+    /// for `tenant`.
+    async fn install(&self, tenant: &str, manifest_json: &str) -> Install {
+        let manifest: palisade_bundle::manifest::Manifest =
+            palisade_bundle::manifest::Manifest::from_json(manifest_json.as_bytes()).unwrap();
+        let bundle = palisade_bundle::pack(
+            manifest_json.as_bytes(),
+            &manifest.component,
+            EMPTY_COMPONENT,
+            &[],
+        )
+        .unwrap();
+        let key = SigningKey::generate().unwrap();
+        let signature = key.sign(&bundle).unwrap();
+        let trust = TrustBundle::from_keys(vec![key.public_key().clone()]).unwrap();
+        self.registry
+            .publish(&bundle, &signature, &trust)
+            .await
+            .unwrap();
+        self.registry
+            .install(
+                tenant,
+                &manifest.id,
+                None,
+                &CapabilityKey::ALL,
+                Default::default(),
+            )
+            .await
+            .unwrap()
+    }
+
+    fn token(&self, tenant: &str) -> String {
+        mint_dev_token(
+            self.caller_keys.private_pem.as_bytes(),
+            ISS,
+            AUD,
+            tenant,
+            "alice",
+            Duration::from_secs(300),
+        )
+        .unwrap()
+    }
+
+    async fn send(&self, request: Request<Body>) -> Reply {
+        let response = self.app.clone().oneshot(request).await.unwrap();
+        let status = response.status();
+        let headers = response.headers().clone();
+        let body = axum::body::to_bytes(response.into_body(), usize::MAX)
+            .await
+            .unwrap();
+        Reply {
+            status,
+            headers,
+            body,
+        }
+    }
+
+    async fn get_as(&self, tenant: &str, uri: &str) -> Reply {
+        self.send(
+            Request::get(uri)
+                .header("authorization", format!("Bearer {}", self.token(tenant)))
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await
+    }
+}
+
+/// The smallest valid component: no imports, no exports.
+const EMPTY_COMPONENT: &[u8] = b"\0asm\x0d\0\x01\0";
+
+struct Reply {
+    status: StatusCode,
+    headers: HeaderMap,
+    body: Bytes,
+}
+
+impl Reply {
+    fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body).unwrap()
+    }
+
+    fn request_id(&self) -> &str {
+        self.headers["x-request-id"].to_str().unwrap()
+    }
+
+    /// Asserts a platform error body with `code` whose request id matches the header.
+    fn assert_error(&self, status: StatusCode, code: &str) {
+        assert_eq!(self.status, status, "{:?}", self.body);
+        assert_eq!(
+            self.json(),
+            serde_json::json!({"error": code, "request_id": self.request_id()})
+        );
+    }
+}
+
+fn sign(keys: &ServiceKeyPair, claims: serde_json::Value) -> String {
+    let key = EncodingKey::from_ed_pem(keys.private_pem.as_bytes()).unwrap();
+    jsonwebtoken::encode(&Header::new(Algorithm::EdDSA), &claims, &key).unwrap()
+}
+
+fn now() -> u64 {
+    jsonwebtoken::get_current_timestamp()
+}

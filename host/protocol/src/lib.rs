@@ -1,0 +1,14 @@
+//! The gateway → runner protocol: the `POST /v1/execute` request and response types, the
+//! stable error codes both sides speak, and the short-lived Ed25519 service tokens that bind
+//! a call to one tenant, extension, install and content hash.
+//!
+//! This crate links neither wasmtime nor a database, so the gateway can depend on it freely.
+
+pub mod execute;
+pub mod token;
+
+pub use execute::{
+    ErrorCode, ExecuteError, ExecuteLimits, ExecuteRequest, ExecuteResponse, HttpRequest,
+    InvocationContext,
+};
+pub use token::{ServiceKeyPair, TokenError, TokenMinter, TokenScope, TokenVerifier};

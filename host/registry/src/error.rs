@@ -1,0 +1,201 @@
+//! Error types returned by the registry.
+
+use std::path::PathBuf;
+
+use palisade_bundle::archive::ArchiveError;
+use palisade_bundle::imports::ImportError;
+use palisade_bundle::manifest::ManifestError;
+use palisade_bundle::signing::SigningError;
+
+/// A failure of the registry's database or object store, or data in them that no longer
+/// makes sense.
+#[derive(Debug, thiserror::Error)]
+pub enum RegistryError {
+    /// The database URL names a database this build does not support.
+    #[error("unsupported database URL `{url}`: only `sqlite:` URLs are supported")]
+    UnsupportedDatabase {
+        /// The URL, with any password removed.
+        url: String,
+    },
+    /// The database URL could not be parsed.
+    #[error("invalid database URL `{url}`: {source}")]
+    InvalidDatabaseUrl {
+        /// The URL, with any password removed.
+        url: String,
+        /// What the driver said.
+        #[source]
+        source: sqlx::Error,
+    },
+    /// A file or directory the registry needs could not be created or read.
+    #[error("{}: {source}", path.display())]
+    Io {
+        /// The path involved.
+        path: PathBuf,
+        /// The underlying I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A query failed.
+    #[error("registry database: {0}")]
+    Database(#[from] sqlx::Error),
+    /// Applying the schema migrations failed.
+    #[error("registry database migration: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    /// The object store failed.
+    #[error("registry object store: {0}")]
+    ObjectStore(#[from] object_store::Error),
+    /// A bundle the database refers to is not in the object store.
+    #[error("bundle {hash} is missing from the object store (object `{key}`)")]
+    BundleMissing {
+        /// Content hash of the bundle.
+        hash: String,
+        /// The object key that was not found.
+        key: String,
+    },
+    /// A value could not be encoded as JSON for storage.
+    #[error("cannot encode {what} as JSON: {source}")]
+    Encode {
+        /// What was being encoded.
+        what: &'static str,
+        /// The encoder's error.
+        #[source]
+        source: serde_json::Error,
+    },
+    /// A stored row holds a value that cannot be read back.
+    #[error("corrupt registry row in `{table}` (column `{column}`, key `{key}`): {reason}")]
+    CorruptRow {
+        /// The table the row is in.
+        table: &'static str,
+        /// The column that could not be read.
+        column: &'static str,
+        /// The row's primary key.
+        key: String,
+        /// Why the value is unusable.
+        reason: String,
+    },
+}
+
+impl RegistryError {
+    /// Builds a [`RegistryError::CorruptRow`].
+    pub(crate) fn corrupt(
+        table: &'static str,
+        column: &'static str,
+        key: impl Into<String>,
+        reason: impl std::fmt::Display,
+    ) -> Self {
+        Self::CorruptRow {
+            table,
+            column,
+            key: key.into(),
+            reason: reason.to_string(),
+        }
+    }
+}
+
+/// Why a tenant id was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "invalid tenant id `{tenant_id}`: expected 1-64 characters from A-Z a-z 0-9 _ . -, starting with a letter or digit"
+)]
+pub struct InvalidTenantId {
+    /// The refused id.
+    pub tenant_id: String,
+}
+
+/// Why an install, upgrade, uninstall or enable/disable was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum InstallError {
+    /// The tenant id is malformed.
+    #[error(transparent)]
+    InvalidTenantId(#[from] InvalidTenantId),
+    /// The extension, or the requested version of it, is not published.
+    #[error("not found: {what}")]
+    NotFound {
+        /// What was looked for, e.g. `extension com.example.x version 1.2.0`.
+        what: String,
+    },
+    /// The manifest requests capabilities the tenant did not approve.
+    #[error("capabilities requested by {extension_id} {version} are not approved: {}", missing.join(", "))]
+    NotApproved {
+        /// The extension id.
+        extension_id: String,
+        /// The version being installed.
+        version: String,
+        /// The capability keys requested but not approved.
+        missing: Vec<String>,
+    },
+    /// The registry failed.
+    #[error(transparent)]
+    Registry(#[from] RegistryError),
+}
+
+impl From<sqlx::Error> for InstallError {
+    fn from(err: sqlx::Error) -> Self {
+        Self::Registry(err.into())
+    }
+}
+
+/// Why a bundle was refused at publish.
+#[derive(Debug, thiserror::Error)]
+pub enum PublishError {
+    /// No trusted key verifies the signature over the bundle bytes.
+    #[error("bundle signature refused: {0}")]
+    Signature(#[source] SigningError),
+    /// The archive is malformed, unsafe or over the unpack limits.
+    #[error("bundle refused: {0}")]
+    Archive(#[source] ArchiveError),
+    /// `manifest.json` does not parse or validate.
+    #[error("bundle refused: {0}")]
+    Manifest(#[source] ManifestError),
+    /// The component imports something its manifest does not grant (or that is never
+    /// provided).
+    #[error("bundle refused: {0}")]
+    Imports(#[source] ImportError),
+    /// The version is already published with different bytes.
+    #[error(
+        "{extension_id} {version} is already published with content hash {existing}; this bundle is {attempted}. Publish it under a new version"
+    )]
+    VersionExists {
+        /// The extension id.
+        extension_id: String,
+        /// The version.
+        version: String,
+        /// Content hash of the published bundle.
+        existing: String,
+        /// Content hash of the refused bundle.
+        attempted: String,
+    },
+    /// The manifest names another publisher than the one the extension id is registered to.
+    #[error(
+        "extension {extension_id} is registered to publisher `{registered}`, but this manifest names `{manifest}`"
+    )]
+    PublisherMismatch {
+        /// The extension id.
+        extension_id: String,
+        /// The publisher on record.
+        registered: String,
+        /// The publisher in the refused manifest.
+        manifest: String,
+    },
+    /// The bundle checks were interrupted (the runtime is shutting down).
+    #[error("publish interrupted before the bundle was checked")]
+    Interrupted,
+    /// The registry failed.
+    #[error(transparent)]
+    Registry(#[from] RegistryError),
+}
+
+impl From<ArchiveError> for PublishError {
+    fn from(err: ArchiveError) -> Self {
+        match err {
+            ArchiveError::Manifest(err) => Self::Manifest(err),
+            other => Self::Archive(other),
+        }
+    }
+}
+
+impl From<sqlx::Error> for PublishError {
+    fn from(err: sqlx::Error) -> Self {
+        Self::Registry(err.into())
+    }
+}

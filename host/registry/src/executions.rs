@@ -1,0 +1,290 @@
+//! The execution log: one row per invocation of an extension.
+
+use sqlx::Row;
+use sqlx::sqlite::SqliteRow;
+
+use crate::Registry;
+use crate::db::now_millis;
+use crate::error::RegistryError;
+
+/// Most rows [`Registry::recent_executions`] returns, whatever the caller asks for.
+pub const MAX_RECENT_EXECUTIONS: u32 = 1000;
+
+/// Most bytes of guest log kept in [`ExecutionRecord::log_excerpt`]; longer text is cut.
+pub const MAX_LOG_EXCERPT_BYTES: usize = 8 * 1024;
+
+/// One invocation of an extension, as written to `extension_execution_log`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExecutionRecord {
+    /// Row id (a UUID).
+    pub id: String,
+    /// The request id the call carried (`x-request-id`).
+    pub request_id: String,
+    /// The calling tenant.
+    pub tenant_id: String,
+    /// The extension called.
+    pub extension_id: String,
+    /// The install that served the call, if one was resolved.
+    pub install_id: Option<String>,
+    /// The version that served the call, if one was resolved.
+    pub version_id: Option<String>,
+    /// Content hash (`sha256:<hex>`) of the bundle that ran, if one was resolved.
+    pub content_hash: Option<String>,
+    /// What started the call: `http`, `event`, `schedule`, ...
+    pub trigger: String,
+    /// HTTP method of the call (empty when the trigger has none).
+    pub method: String,
+    /// Path inside the extension's API.
+    pub path: String,
+    /// HTTP status returned to the caller, if a response was produced.
+    pub status: Option<u16>,
+    /// Short outcome word: `ok`, `error`, `timeout`, `trap`, `rejected`, ...
+    pub outcome: String,
+    /// Stable error code when the call failed.
+    pub error_code: Option<String>,
+    /// Wall-clock duration in milliseconds.
+    pub duration_ms: u64,
+    /// WebAssembly fuel consumed, when fuel metering was on.
+    pub fuel_consumed: Option<u64>,
+    /// Peak linear memory of the instance, in bytes.
+    pub peak_memory_bytes: Option<u64>,
+    /// Bytes sent and received over outgoing HTTP.
+    pub egress_bytes: u64,
+    /// A bounded excerpt of the guest's log lines (at most [`MAX_LOG_EXCERPT_BYTES`]).
+    pub log_excerpt: Option<String>,
+    /// When the call happened, unix epoch milliseconds.
+    pub created_at_ms: i64,
+}
+
+impl ExecutionRecord {
+    /// A record with a fresh id and the current time; every measurement empty, outcome `ok`.
+    pub fn new(
+        request_id: impl Into<String>,
+        tenant_id: impl Into<String>,
+        extension_id: impl Into<String>,
+        trigger: impl Into<String>,
+    ) -> Self {
+        Self {
+            id: uuid::Uuid::new_v4().to_string(),
+            request_id: request_id.into(),
+            tenant_id: tenant_id.into(),
+            extension_id: extension_id.into(),
+            install_id: None,
+            version_id: None,
+            content_hash: None,
+            trigger: trigger.into(),
+            method: String::new(),
+            path: String::new(),
+            status: None,
+            outcome: "ok".to_owned(),
+            error_code: None,
+            duration_ms: 0,
+            fuel_consumed: None,
+            peak_memory_bytes: None,
+            egress_bytes: 0,
+            log_excerpt: None,
+            created_at_ms: now_millis(),
+        }
+    }
+
+    fn from_row(row: &SqliteRow) -> Result<Self, RegistryError> {
+        let id: String = row.try_get("id")?;
+        let status: Option<i64> = row.try_get("status")?;
+        let status = status
+            .map(u16::try_from)
+            .transpose()
+            .map_err(|e| RegistryError::corrupt("extension_execution_log", "status", &id, e))?;
+        Ok(Self {
+            request_id: row.try_get("request_id")?,
+            tenant_id: row.try_get("tenant_id")?,
+            extension_id: row.try_get("extension_id")?,
+            install_id: row.try_get("install_id")?,
+            version_id: row.try_get("version_id")?,
+            content_hash: row.try_get("content_hash")?,
+            trigger: row.try_get("trigger")?,
+            method: row.try_get("method")?,
+            path: row.try_get("path")?,
+            status,
+            outcome: row.try_get("outcome")?,
+            error_code: row.try_get("error_code")?,
+            duration_ms: to_u64(row.try_get("duration_ms")?),
+            fuel_consumed: row.try_get::<Option<i64>, _>("fuel_consumed")?.map(to_u64),
+            peak_memory_bytes: row
+                .try_get::<Option<i64>, _>("peak_memory_bytes")?
+                .map(to_u64),
+            egress_bytes: to_u64(row.try_get("egress_bytes")?),
+            log_excerpt: row.try_get("log_excerpt")?,
+            created_at_ms: row.try_get("created_at")?,
+            id,
+        })
+    }
+}
+
+/// Stored counters are never negative; clamp defensively instead of failing a read.
+fn to_u64(value: i64) -> u64 {
+    u64::try_from(value).unwrap_or(0)
+}
+
+/// Counters above `i64::MAX` are stored as `i64::MAX`.
+fn to_i64(value: u64) -> i64 {
+    i64::try_from(value).unwrap_or(i64::MAX)
+}
+
+/// `text` cut to at most `max` bytes on a character boundary.
+fn truncate(text: &str, max: usize) -> &str {
+    if text.len() <= max {
+        return text;
+    }
+    let mut end = max;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    &text[..end]
+}
+
+impl Registry {
+    /// Appends one row to the execution log.
+    pub async fn record_execution(&self, row: &ExecutionRecord) -> Result<(), RegistryError> {
+        let excerpt = row
+            .log_excerpt
+            .as_deref()
+            .map(|t| truncate(t, MAX_LOG_EXCERPT_BYTES));
+        sqlx::query(
+            "INSERT INTO extension_execution_log (id, request_id, tenant_id, extension_id, \
+             install_id, version_id, content_hash, trigger, method, path, status, outcome, \
+             error_code, duration_ms, fuel_consumed, peak_memory_bytes, egress_bytes, \
+             log_excerpt, created_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, \
+             $17, $18, $19)",
+        )
+        .bind(&row.id)
+        .bind(&row.request_id)
+        .bind(&row.tenant_id)
+        .bind(&row.extension_id)
+        .bind(&row.install_id)
+        .bind(&row.version_id)
+        .bind(&row.content_hash)
+        .bind(&row.trigger)
+        .bind(&row.method)
+        .bind(&row.path)
+        .bind(row.status.map(i64::from))
+        .bind(&row.outcome)
+        .bind(&row.error_code)
+        .bind(to_i64(row.duration_ms))
+        .bind(row.fuel_consumed.map(to_i64))
+        .bind(row.peak_memory_bytes.map(to_i64))
+        .bind(to_i64(row.egress_bytes))
+        .bind(excerpt)
+        .bind(row.created_at_ms)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// The newest execution-log rows of `tenant_id` (optionally of one extension), newest
+    /// first, at most `limit` (capped at [`MAX_RECENT_EXECUTIONS`]).
+    pub async fn recent_executions(
+        &self,
+        tenant_id: &str,
+        extension_id: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<ExecutionRecord>, RegistryError> {
+        let limit = i64::from(limit.min(MAX_RECENT_EXECUTIONS));
+        let rows = match extension_id {
+            Some(extension_id) => {
+                sqlx::query(
+                    "SELECT * FROM extension_execution_log \
+                     WHERE tenant_id = $1 AND extension_id = $2 \
+                     ORDER BY created_at DESC, id DESC LIMIT $3",
+                )
+                .bind(tenant_id)
+                .bind(extension_id)
+                .bind(limit)
+                .fetch_all(&self.pool)
+                .await?
+            }
+            None => {
+                sqlx::query(
+                    "SELECT * FROM extension_execution_log WHERE tenant_id = $1 \
+                     ORDER BY created_at DESC, id DESC LIMIT $2",
+                )
+                .bind(tenant_id)
+                .bind(limit)
+                .fetch_all(&self.pool)
+                .await?
+            }
+        };
+        rows.iter().map(ExecutionRecord::from_row).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::test_support::open_registry;
+
+    fn record(tenant: &str, ext: &str, at: i64) -> ExecutionRecord {
+        let mut r = ExecutionRecord::new(format!("req-{at}"), tenant, ext, "http");
+        r.created_at_ms = at;
+        r.method = "GET".into();
+        r.path = "/items".into();
+        r.status = Some(200);
+        r.duration_ms = 12;
+        r.fuel_consumed = Some(1_000);
+        r.peak_memory_bytes = Some(65_536);
+        r.egress_bytes = 42;
+        r.log_excerpt = Some("hello".into());
+        r
+    }
+
+    #[tokio::test]
+    async fn records_round_trip_newest_first_per_tenant() {
+        let (_dir, registry) = open_registry().await;
+        let a1 = record("t1", "com.example.a", 1);
+        let a2 = record("t1", "com.example.a", 3);
+        let b = record("t1", "com.example.b", 2);
+        let other = record("t2", "com.example.a", 4);
+        for r in [&a1, &a2, &b, &other] {
+            registry.record_execution(r).await.unwrap();
+        }
+
+        let all = registry.recent_executions("t1", None, 10).await.unwrap();
+        assert_eq!(all, vec![a2.clone(), b, a1.clone()]);
+
+        let only_a = registry
+            .recent_executions("t1", Some("com.example.a"), 10)
+            .await
+            .unwrap();
+        assert_eq!(only_a, vec![a2.clone(), a1]);
+
+        let limited = registry.recent_executions("t1", None, 1).await.unwrap();
+        assert_eq!(limited, vec![a2]);
+
+        assert!(
+            registry
+                .recent_executions("t3", None, 10)
+                .await
+                .unwrap()
+                .is_empty()
+        );
+    }
+
+    #[tokio::test]
+    async fn long_log_excerpts_are_cut_on_a_char_boundary() {
+        let (_dir, registry) = open_registry().await;
+        let mut r = record("t1", "com.example.a", 1);
+        r.log_excerpt = Some("é".repeat(MAX_LOG_EXCERPT_BYTES));
+        registry.record_execution(&r).await.unwrap();
+        let back = registry.recent_executions("t1", None, 1).await.unwrap();
+        let excerpt = back[0].log_excerpt.as_deref().unwrap();
+        assert!(excerpt.len() <= MAX_LOG_EXCERPT_BYTES);
+        assert_eq!(excerpt.len() % 2, 0);
+    }
+
+    #[test]
+    fn truncate_keeps_short_text() {
+        assert_eq!(truncate("abc", 10), "abc");
+        assert_eq!(truncate("abcdef", 3), "abc");
+        assert_eq!(truncate("aé", 2), "a");
+    }
+}

@@ -1,0 +1,81 @@
+//! The Palisade registry: the SQL database (schema, migrations, queries) holding extensions,
+//! versions, bundles, tenant installs, grants, config and the execution log, and the object
+//! store holding bundle blobs and their signatures.
+//!
+//! [`Registry`] is the single handle to both; it is cheap to clone.
+
+#![cfg_attr(test, allow(clippy::unwrap_used))]
+
+use std::path::PathBuf;
+
+pub mod db;
+pub mod error;
+pub mod executions;
+pub mod install;
+pub mod objects;
+pub mod publish;
+pub mod resolve;
+
+pub use error::{InstallError, InvalidTenantId, PublishError, RegistryError};
+pub use executions::ExecutionRecord;
+pub use install::Install;
+pub use objects::BundleStore;
+pub use publish::{ExtensionSummary, PublishedVersion, VersionSummary};
+pub use resolve::ResolvedInstall;
+
+use palisade_bundle::hash::ContentHash;
+
+/// Where the registry keeps its data.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RegistryConfig {
+    /// Database URL, e.g. `sqlite:///var/lib/palisade/registry.db`.
+    pub database_url: String,
+    /// Directory of the local object store holding bundle blobs.
+    pub object_store_dir: PathBuf,
+}
+
+/// Handle to the registry database and object store.
+#[derive(Clone, Debug)]
+pub struct Registry {
+    pool: db::Pool,
+    objects: BundleStore,
+}
+
+impl Registry {
+    /// Opens the registry described by `config`: creates the database file and object
+    /// store directory if missing and applies any pending migrations.
+    pub async fn open(config: &RegistryConfig) -> Result<Self, RegistryError> {
+        let objects = BundleStore::local(&config.object_store_dir)?;
+        let pool = db::connect(&config.database_url).await?;
+        db::migrate(&pool).await?;
+        Ok(Self::from_parts(pool, objects))
+    }
+
+    /// A registry over an already migrated pool and any object store.
+    pub fn from_parts(pool: db::Pool, objects: BundleStore) -> Self {
+        Self { pool, objects }
+    }
+
+    /// The database pool, for queries this crate does not wrap.
+    pub fn pool(&self) -> &db::Pool {
+        &self.pool
+    }
+
+    /// The bundle object store.
+    pub fn objects(&self) -> &BundleStore {
+        &self.objects
+    }
+
+    /// The bundle bytes and signature stored for `hash`.
+    ///
+    /// A missing object is [`RegistryError::BundleMissing`].
+    pub async fn bundle_bytes(
+        &self,
+        hash: &ContentHash,
+    ) -> Result<(Vec<u8>, Vec<u8>), RegistryError> {
+        self.objects.get(hash).await
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod test_support;

@@ -1,0 +1,73 @@
+//! Runner errors: each maps to a transport status and a stable code; the detail goes to the
+//! operator's log only.
+
+use axum::Json;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use palisade_protocol::{ErrorCode, ExecuteError};
+
+/// Why the runner refused or failed a call.
+#[derive(Debug, thiserror::Error)]
+pub enum RunnerError {
+    /// Missing, invalid or mismatched service token.
+    #[error("unauthorized: {0}")]
+    Unauthorized(String),
+    /// Malformed execute request.
+    #[error("bad request: {0}")]
+    BadRequest(String),
+    /// Unknown install, or the request's context does not match it.
+    #[error("not found: {0}")]
+    NotFound(String),
+    /// Request body over the limit.
+    #[error("request body exceeds {0} bytes")]
+    TooLarge(usize),
+    /// The stored bundle failed its hash or signature check, or is missing.
+    #[error("bundle integrity: {0}")]
+    BundleIntegrity(String),
+    /// The call ran out of time.
+    #[error("timeout: {0}")]
+    Timeout(String),
+    /// The guest trapped.
+    #[error("guest trap: {0}")]
+    Trap(String),
+    /// The guest ran out of memory.
+    #[error("guest out of memory: {0}")]
+    OutOfMemory(String),
+    /// Anything else.
+    #[error("internal: {0}")]
+    Internal(String),
+}
+
+impl RunnerError {
+    /// The stable code sent to the caller.
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            RunnerError::Unauthorized(_) => ErrorCode::Unauthorized,
+            RunnerError::BadRequest(_) => ErrorCode::BadRequest,
+            RunnerError::NotFound(_) => ErrorCode::NotFound,
+            RunnerError::TooLarge(_) => ErrorCode::TooLarge,
+            RunnerError::BundleIntegrity(_) => ErrorCode::BundleIntegrity,
+            RunnerError::Timeout(_) => ErrorCode::Timeout,
+            RunnerError::Trap(_) => ErrorCode::Trap,
+            RunnerError::OutOfMemory(_) => ErrorCode::OutOfMemory,
+            RunnerError::Internal(_) => ErrorCode::Internal,
+        }
+    }
+
+    /// The reply for `request_id`, logging the detail.
+    pub fn into_reply(self, request_id: &str) -> Response {
+        let code = self.code();
+        if matches!(code, ErrorCode::Internal | ErrorCode::BundleIntegrity) {
+            tracing::error!(request_id, error = %self, "execute failed");
+        } else {
+            tracing::warn!(request_id, error = %self, "execute refused");
+        }
+        let status =
+            StatusCode::from_u16(code.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let body = ExecuteError {
+            error: code,
+            request_id: request_id.to_owned(),
+        };
+        (status, Json(body)).into_response()
+    }
+}

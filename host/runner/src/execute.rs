@@ -1,0 +1,191 @@
+//! `POST /v1/execute`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Json;
+use axum::extract::rejection::JsonRejection;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use palisade_bundle::hash::ContentHash;
+use palisade_protocol::{ExecuteRequest, ExecuteResponse, TokenScope};
+use palisade_registry::ResolvedInstall;
+use palisade_runtime::{CallLimits, ExecuteError, GrantSet, Invocation};
+
+use crate::RunnerState;
+use crate::error::RunnerError;
+
+pub(crate) async fn execute(
+    State(state): State<Arc<RunnerState>>,
+    headers: HeaderMap,
+    body: Result<Json<ExecuteRequest>, JsonRejection>,
+) -> Response {
+    // Authenticate before looking at the body, so an anonymous caller learns nothing.
+    let token = bearer(&headers);
+    let request = match body {
+        Ok(Json(request)) => request,
+        Err(rejection) => {
+            let err = if token.is_none() {
+                RunnerError::Unauthorized("no service token".into())
+            } else if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                RunnerError::TooLarge(state.config.max_request_bytes)
+            } else {
+                RunnerError::BadRequest(rejection.body_text())
+            };
+            return err.into_reply("");
+        }
+    };
+    let request_id = request.context.request_id.clone();
+    match run(&state, token, request).await {
+        Ok(response) => (StatusCode::OK, Json(response)).into_response(),
+        Err(err) => err.into_reply(&request_id),
+    }
+}
+
+fn bearer(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get(axum::http::header::AUTHORIZATION)?
+        .to_str()
+        .ok()?
+        .strip_prefix("Bearer ")
+        .map(str::trim)
+}
+
+async fn run(
+    state: &RunnerState,
+    token: Option<&str>,
+    request: ExecuteRequest,
+) -> Result<ExecuteResponse, RunnerError> {
+    let ctx = &request.context;
+    let scope = TokenScope {
+        tenant_id: ctx.tenant_id.clone(),
+        extension_id: ctx.extension_id.clone(),
+        install_id: ctx.install_id.clone(),
+        content_hash: ctx.content_hash.clone(),
+    };
+    state
+        .verifier
+        .verify(token.unwrap_or_default(), &scope)
+        .map_err(|e| RunnerError::Unauthorized(e.to_string()))?;
+
+    let install = state
+        .registry
+        .load_install(&ctx.install_id)
+        .await
+        .map_err(|e| RunnerError::Internal(e.to_string()))?
+        .ok_or_else(|| RunnerError::NotFound(format!("install {}", ctx.install_id)))?;
+    check_context(&install, &request)?;
+
+    let body = request
+        .http
+        .body()
+        .map_err(|e| RunnerError::BadRequest(format!("http.body_b64: {e}")))?;
+    let manifest_limits = &install.manifest.limits;
+    let max_request = state
+        .config
+        .max_request_bytes
+        .min(usize::try_from(manifest_limits.max_request_bytes).unwrap_or(usize::MAX));
+    if body.len() > max_request {
+        return Err(RunnerError::TooLarge(max_request));
+    }
+    let http_request = to_http(&request, body)?;
+
+    let grants = GrantSet::of(&install.grants);
+    let prepared = state.prepared(&install.content_hash, grants).await?;
+
+    let runtime_config = state.runtime.config();
+    let mut timeout_ms = manifest_limits
+        .timeout_ms
+        .min(runtime_config.max_timeout_ms);
+    if let Some(requested) = request.limits.timeout_ms {
+        timeout_ms = timeout_ms.min(requested);
+    }
+    let memory_mb = manifest_limits.memory_mb.min(runtime_config.max_memory_mb);
+    let limits = CallLimits {
+        timeout: Duration::from_millis(timeout_ms),
+        memory_bytes: usize::try_from(memory_mb * 1024 * 1024).unwrap_or(usize::MAX),
+        fuel: manifest_limits.fuel,
+        max_response_bytes: usize::try_from(manifest_limits.max_response_bytes)
+            .unwrap_or(usize::MAX),
+    };
+    let invocation = Invocation {
+        request_id: ctx.request_id.clone(),
+        tenant_id: install.tenant_id.clone(),
+        extension_id: install.extension_id.clone(),
+        install_id: install.install_id.clone(),
+        version_id: install.version_id.clone(),
+        version: install.version.clone(),
+        content_hash: install.content_hash.to_string(),
+        trigger: "http".into(),
+        config: install.config.clone(),
+    };
+    let outcome = state
+        .runtime
+        .execute(&prepared, invocation, http_request, limits)
+        .await;
+    match outcome.result {
+        Ok(response) => Ok(ExecuteResponse::new(
+            response.status,
+            response.headers,
+            &response.body,
+        )),
+        Err(err) => Err(match err {
+            ExecuteError::Timeout(_) => RunnerError::Timeout(err.to_string()),
+            ExecuteError::OutOfMemory(_) => RunnerError::OutOfMemory(err.to_string()),
+            ExecuteError::Trap { .. }
+            | ExecuteError::NoResponse(_)
+            | ExecuteError::ResponseTooLarge(_) => RunnerError::Trap(err.to_string()),
+            ExecuteError::Instantiate(_) => RunnerError::Internal(err.to_string()),
+        }),
+    }
+}
+
+/// The request's context must name exactly the install the registry has: same tenant,
+/// extension, version and content hash. A stale or forged context is "not found".
+fn check_context(install: &ResolvedInstall, request: &ExecuteRequest) -> Result<(), RunnerError> {
+    let ctx = &request.context;
+    let claimed: ContentHash = ctx
+        .content_hash
+        .parse()
+        .map_err(|_| RunnerError::BadRequest("context.content_hash is malformed".into()))?;
+    let mismatch = if install.tenant_id != ctx.tenant_id {
+        Some("tenant_id")
+    } else if install.extension_id != ctx.extension_id {
+        Some("extension_id")
+    } else if install.version_id != ctx.version_id {
+        Some("version_id")
+    } else if install.content_hash != claimed {
+        Some("content_hash")
+    } else {
+        None
+    };
+    match mismatch {
+        Some(field) => Err(RunnerError::NotFound(format!(
+            "context.{field} does not match install {}",
+            install.install_id
+        ))),
+        None => Ok(()),
+    }
+}
+
+fn to_http(request: &ExecuteRequest, body: Vec<u8>) -> Result<http::Request<Bytes>, RunnerError> {
+    let http = &request.http;
+    let method = http::Method::from_bytes(http.method.as_bytes())
+        .map_err(|_| RunnerError::BadRequest(format!("http.method `{}` is invalid", http.method)))?;
+    if !http.path.starts_with('/') {
+        return Err(RunnerError::BadRequest("http.path must start with `/`".into()));
+    }
+    let uri = match &http.query {
+        Some(q) if !q.is_empty() => format!("{}?{}", http.path, q),
+        _ => http.path.clone(),
+    };
+    let mut builder = http::Request::builder().method(method).uri(&uri);
+    for (name, value) in &http.headers {
+        builder = builder.header(name.as_str(), value.as_str());
+    }
+    builder
+        .body(Bytes::from(body))
+        .map_err(|e| RunnerError::BadRequest(format!("http request: {e}")))
+}

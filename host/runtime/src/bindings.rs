@@ -1,0 +1,9 @@
+//! Host bindings of the `palisade:extension` interfaces.
+
+#![allow(missing_docs)]
+
+wasmtime::component::bindgen!({
+    path: "../../wit",
+    world: "palisade:extension/capabilities",
+    imports: { default: trappable },
+});

@@ -1,0 +1,80 @@
+//! Capabilities: each is one module that links its interfaces into a [`Linker`] and keeps
+//! its per-call state in the [`InstanceState`]. A capability is linked only when the
+//! install's effective grant includes it, so an ungranted interface does not exist for the
+//! guest at all.
+//!
+//! Lifecycle (per module):
+//! * **link** — `link(&mut Linker)`: add the interface's host functions; done once per
+//!   distinct [`GrantSet`] and cached with the linker;
+//! * **configure** — the operator's policy and the install's grant are turned into the
+//!   capability's per-install settings by the runner;
+//! * **prepare** — a fresh per-call state is built into [`InstanceState`] for every call.
+
+pub mod baseline;
+pub mod context;
+pub mod http;
+pub mod log;
+
+use palisade_bundle::manifest::{Capabilities, CapabilityKey};
+use wasmtime::Engine;
+use wasmtime::component::Linker;
+
+use crate::error::LoadError;
+use crate::state::InstanceState;
+
+/// The set of capabilities that are linked for an install: the key of the linker cache.
+/// Fine-grained grants (namespaces, secret names, origins) live in the per-call state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct GrantSet(u8);
+
+impl GrantSet {
+    fn bit(key: CapabilityKey) -> u8 {
+        match key {
+            CapabilityKey::Log => 1,
+            CapabilityKey::Metrics => 2,
+            CapabilityKey::Storage => 4,
+            CapabilityKey::Secrets => 8,
+            CapabilityKey::Http => 16,
+        }
+    }
+
+    /// The set linked for an effective grant.
+    pub fn of(grants: &Capabilities) -> Self {
+        let mut set = GrantSet::default();
+        for key in grants.keys() {
+            set.0 |= Self::bit(key);
+        }
+        set
+    }
+
+    /// Whether `key` is in the set.
+    pub fn contains(self, key: CapabilityKey) -> bool {
+        self.0 & Self::bit(key) != 0
+    }
+}
+
+/// Builds the linker for one grant set: the baseline, `context`, and each granted capability.
+pub(crate) fn build_linker(
+    engine: &Engine,
+    grants: GrantSet,
+) -> Result<Linker<InstanceState>, LoadError> {
+    let mut linker = Linker::new(engine);
+    baseline::link(&mut linker).map_err(LoadError::Link)?;
+    context::link(&mut linker).map_err(LoadError::Link)?;
+    if grants.contains(CapabilityKey::Log) {
+        log::link(&mut linker).map_err(LoadError::Link)?;
+    }
+    if grants.contains(CapabilityKey::Http) {
+        http::link(&mut linker).map_err(LoadError::Link)?;
+    }
+    for key in [
+        CapabilityKey::Storage,
+        CapabilityKey::Secrets,
+        CapabilityKey::Metrics,
+    ] {
+        if grants.contains(key) {
+            return Err(LoadError::CapabilityUnavailable(key.as_str()));
+        }
+    }
+    Ok(linker)
+}

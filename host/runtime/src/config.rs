@@ -1,0 +1,62 @@
+//! Operator settings of the engine and the per-call defaults.
+
+use serde::{Deserialize, Serialize};
+
+/// Engine and instance settings. Every field has a documented default; operators override
+/// them in the runner's configuration.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RuntimeConfig {
+    /// Use the pooling instance allocator (recommended: a fresh instance per call).
+    pub pooling: bool,
+    /// Component instances the pool can hold at once (in-flight calls per runner).
+    pub max_instances: u32,
+    /// Hard cap on one instance's linear memory, in MiB; manifests may ask for less.
+    pub max_memory_mb: u64,
+    /// Bytes of each linear memory slot kept resident between uses (pooling only).
+    pub memory_keep_resident: usize,
+    /// Bytes of each table slot kept resident between uses (pooling only).
+    pub table_keep_resident: usize,
+    /// Interval of the epoch ticker that enforces deadlines, in milliseconds.
+    pub epoch_tick_ms: u64,
+    /// Hard cap on a call's deadline, in milliseconds; manifests may ask for less.
+    pub max_timeout_ms: u64,
+    /// Count fuel (off by default); when on, `fuel_per_call` bounds each call.
+    pub fuel: bool,
+    /// Fuel granted to each call when `fuel` is on and the manifest sets no lower figure.
+    pub fuel_per_call: u64,
+    /// Maximum wasm stack size in bytes.
+    pub max_wasm_stack: usize,
+    /// Bytes of stdout/stderr captured per call (the rest is dropped).
+    pub stdio_capture_bytes: usize,
+    /// Log lines kept per call (the rest is dropped and counted).
+    pub max_log_lines: usize,
+    /// Bytes of one log message kept (longer ones are cut).
+    pub max_log_message_bytes: usize,
+    /// Hard cap on a response body, in bytes; manifests may ask for less.
+    pub max_response_bytes: usize,
+    /// Limit on the in-memory size of one header map (wasi-http fields).
+    pub max_header_bytes: usize,
+}
+
+impl Default for RuntimeConfig {
+    fn default() -> Self {
+        RuntimeConfig {
+            pooling: true,
+            max_instances: 1000,
+            max_memory_mb: 256,
+            memory_keep_resident: 10 * 1024 * 1024,
+            table_keep_resident: 1024 * 1024,
+            epoch_tick_ms: 10,
+            max_timeout_ms: 60_000,
+            fuel: false,
+            fuel_per_call: 10_000_000_000,
+            max_wasm_stack: 1024 * 1024,
+            stdio_capture_bytes: 64 * 1024,
+            max_log_lines: 1000,
+            max_log_message_bytes: 4096,
+            max_response_bytes: 16 * 1024 * 1024,
+            max_header_bytes: 64 * 1024,
+        }
+    }
+}

@@ -1,0 +1,198 @@
+//! The shared engine, its epoch ticker, and the caches of compiled components, linkers and
+//! pre-instances.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use wasmtime::component::{Component, Linker};
+use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
+use wasmtime_wasi_http::p2::bindings::ProxyPre;
+
+use crate::capability::{self, GrantSet};
+use crate::config::RuntimeConfig;
+use crate::error::LoadError;
+use crate::state::InstanceState;
+
+/// Bound on compiled components kept in memory (a bounded LRU comes with the compile cache).
+const MAX_CACHED_COMPONENTS: usize = 256;
+
+/// A component ready to instantiate for one grant set: the unit the runner caches per
+/// (content hash, grant set).
+#[derive(Clone)]
+pub struct Prepared {
+    pub(crate) pre: ProxyPre<InstanceState>,
+    content_hash: Arc<str>,
+    grants: GrantSet,
+}
+
+impl Prepared {
+    /// The content hash of the bundle the component came from.
+    pub fn content_hash(&self) -> &str {
+        &self.content_hash
+    }
+
+    /// The grant set it was linked with.
+    pub fn grants(&self) -> GrantSet {
+        self.grants
+    }
+}
+
+impl std::fmt::Debug for Prepared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Prepared")
+            .field("content_hash", &self.content_hash)
+            .field("grants", &self.grants)
+            .finish()
+    }
+}
+
+/// Stops the epoch ticker thread when the last runtime handle goes away.
+struct Ticker {
+    stop: Arc<AtomicBool>,
+}
+
+impl Drop for Ticker {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+/// The wasmtime host. Cheap to clone; all clones share the engine and caches.
+#[derive(Clone)]
+pub struct Runtime {
+    pub(crate) engine: Engine,
+    pub(crate) config: Arc<RuntimeConfig>,
+    linkers: Arc<Mutex<HashMap<GrantSet, Arc<Linker<InstanceState>>>>>,
+    components: Arc<Mutex<HashMap<String, Component>>>,
+    prepared: Arc<Mutex<HashMap<(String, GrantSet), Prepared>>>,
+    _ticker: Arc<Ticker>,
+}
+
+impl Runtime {
+    /// Builds the engine from the operator's settings and starts the epoch ticker.
+    pub fn new(config: RuntimeConfig) -> Result<Self, LoadError> {
+        let engine = Engine::new(&engine_config(&config)).map_err(LoadError::Compile)?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let tick = Duration::from_millis(config.epoch_tick_ms.max(1));
+        let ticker_engine = engine.weak();
+        let ticker_stop = stop.clone();
+        std::thread::Builder::new()
+            .name("palisade-epoch".into())
+            .spawn(move || {
+                while !ticker_stop.load(Ordering::Relaxed) {
+                    std::thread::sleep(tick);
+                    match ticker_engine.upgrade() {
+                        Some(engine) => engine.increment_epoch(),
+                        None => break,
+                    }
+                }
+            })
+            .map_err(|e| LoadError::Join(e.to_string()))?;
+        Ok(Runtime {
+            engine,
+            config: Arc::new(config),
+            linkers: Arc::default(),
+            components: Arc::default(),
+            prepared: Arc::default(),
+            _ticker: Arc::new(Ticker { stop }),
+        })
+    }
+
+    /// The operator's settings.
+    pub fn config(&self) -> &RuntimeConfig {
+        &self.config
+    }
+
+    /// A cached pre-instance for (content hash, grant set), if any.
+    pub fn cached(&self, content_hash: &str, grants: GrantSet) -> Option<Prepared> {
+        self.prepared
+            .lock()
+            .ok()?
+            .get(&(content_hash.to_owned(), grants))
+            .cloned()
+    }
+
+    /// Compiles `component` (already verified by the caller) if it is not cached, links it
+    /// for `grants` and caches the pre-instance.
+    pub async fn prepare(
+        &self,
+        content_hash: &str,
+        component: Vec<u8>,
+        grants: GrantSet,
+    ) -> Result<Prepared, LoadError> {
+        let compiled = self.compile(content_hash, component).await?;
+        let linker = self.linker(grants)?;
+        let instance_pre = linker
+            .instantiate_pre(&compiled)
+            .map_err(LoadError::Imports)?;
+        let pre = ProxyPre::new(instance_pre).map_err(LoadError::NotAHandler)?;
+        let prepared = Prepared {
+            pre,
+            content_hash: content_hash.into(),
+            grants,
+        };
+        if let Ok(mut cache) = self.prepared.lock() {
+            if cache.len() >= MAX_CACHED_COMPONENTS * 4 {
+                cache.clear();
+            }
+            cache.insert((content_hash.to_owned(), grants), prepared.clone());
+        }
+        Ok(prepared)
+    }
+
+    async fn compile(&self, content_hash: &str, bytes: Vec<u8>) -> Result<Component, LoadError> {
+        if let Some(component) = self
+            .components
+            .lock()
+            .ok()
+            .and_then(|c| c.get(content_hash).cloned())
+        {
+            return Ok(component);
+        }
+        let engine = self.engine.clone();
+        let component = tokio::task::spawn_blocking(move || Component::new(&engine, &bytes))
+            .await
+            .map_err(|e| LoadError::Join(e.to_string()))?
+            .map_err(LoadError::Compile)?;
+        if let Ok(mut cache) = self.components.lock() {
+            if cache.len() >= MAX_CACHED_COMPONENTS {
+                cache.clear();
+            }
+            cache.insert(content_hash.to_owned(), component.clone());
+        }
+        Ok(component)
+    }
+
+    fn linker(&self, grants: GrantSet) -> Result<Arc<Linker<InstanceState>>, LoadError> {
+        if let Some(linker) = self.linkers.lock().ok().and_then(|l| l.get(&grants).cloned()) {
+            return Ok(linker);
+        }
+        let linker = Arc::new(capability::build_linker(&self.engine, grants)?);
+        if let Ok(mut linkers) = self.linkers.lock() {
+            linkers.insert(grants, linker.clone());
+        }
+        Ok(linker)
+    }
+}
+
+fn engine_config(config: &RuntimeConfig) -> Config {
+    let mut c = Config::new();
+    c.epoch_interruption(true);
+    c.consume_fuel(config.fuel);
+    c.max_wasm_stack(config.max_wasm_stack);
+    if config.pooling {
+        let mut pool = PoolingAllocationConfig::new();
+        let n = config.max_instances.max(1);
+        pool.total_component_instances(n);
+        pool.total_core_instances(n.saturating_mul(4));
+        pool.total_memories(n.saturating_mul(2));
+        pool.total_tables(n.saturating_mul(4));
+        pool.max_memory_size(usize::try_from(config.max_memory_mb * 1024 * 1024).unwrap_or(usize::MAX));
+        pool.linear_memory_keep_resident(config.memory_keep_resident);
+        pool.table_keep_resident(config.table_keep_resident);
+        c.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+    }
+    c
+}

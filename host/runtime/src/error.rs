@@ -1,0 +1,69 @@
+//! Errors of loading and executing components. Guest-visible errors are WIT variants and
+//! never reach here; these are what the runner maps to transport statuses (and logs in
+//! full for the operator).
+
+/// Why a component could not be compiled or prepared.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    /// The bytes are not a valid component for this engine.
+    #[error("component does not compile: {0:#}")]
+    Compile(#[source] wasmtime::Error),
+    /// Building the linker failed (a host bug).
+    #[error("linking host interfaces failed: {0:#}")]
+    Link(#[source] wasmtime::Error),
+    /// The component imports something the grant set does not link.
+    #[error("component cannot be instantiated with its grants: {0:#}")]
+    Imports(#[source] wasmtime::Error),
+    /// The component does not export `wasi:http/incoming-handler`.
+    #[error("component does not export wasi:http/incoming-handler@0.2: {0:#}")]
+    NotAHandler(#[source] wasmtime::Error),
+    /// A granted capability has no implementation in this runner.
+    #[error("capability `{0}` is not available on this runner")]
+    CapabilityUnavailable(&'static str),
+    /// Compilation was cancelled (the runtime is shutting down).
+    #[error("compilation task failed: {0}")]
+    Join(String),
+}
+
+/// Why a call produced no guest response.
+#[derive(Debug, thiserror::Error)]
+pub enum ExecuteError {
+    /// The deadline passed (epoch interruption or a host call that did not return in time).
+    #[error("deadline of {0} ms exceeded")]
+    Timeout(u64),
+    /// The instance hit its memory limit.
+    #[error("memory limit exceeded: {0:#}")]
+    OutOfMemory(#[source] wasmtime::Error),
+    /// The guest trapped; `code` is stable (`unreachable`, `stack_overflow`, `exit`, ...).
+    #[error("guest trapped ({code}): {source:#}")]
+    Trap {
+        /// Stable trap code.
+        code: &'static str,
+        /// The trap with its wasm backtrace, for the operator.
+        #[source]
+        source: wasmtime::Error,
+    },
+    /// The guest returned without setting a response, or set an error instead.
+    #[error("guest produced no response: {0}")]
+    NoResponse(String),
+    /// The guest's response body exceeded the limit.
+    #[error("response body exceeds {0} bytes")]
+    ResponseTooLarge(usize),
+    /// The instance could not be created (pool exhausted, instantiation failure).
+    #[error("instantiation failed: {0:#}")]
+    Instantiate(#[source] wasmtime::Error),
+}
+
+impl ExecuteError {
+    /// A stable, client-safe code for the execution log and error bodies.
+    pub fn code(&self) -> &'static str {
+        match self {
+            ExecuteError::Timeout(_) => "timeout",
+            ExecuteError::OutOfMemory(_) => "out_of_memory",
+            ExecuteError::Trap { code, .. } => code,
+            ExecuteError::NoResponse(_) => "no_response",
+            ExecuteError::ResponseTooLarge(_) => "response_too_large",
+            ExecuteError::Instantiate(_) => "instantiate",
+        }
+    }
+}

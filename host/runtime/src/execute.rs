@@ -1,0 +1,323 @@
+//! One call: a fresh store and instance, the request handed to the guest's
+//! `wasi:http/incoming-handler`, the response collected under the call's limits.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, Limited};
+use wasmtime::{Store, Trap};
+use wasmtime_wasi_http::WasiHttpView;
+use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
+
+use crate::capability::context::ContextState;
+use crate::capability::log::{LogLine, LogState};
+use crate::engine::{Prepared, Runtime};
+use crate::error::ExecuteError;
+use crate::limits::MemoryLimiter;
+use crate::state::InstanceState;
+
+/// The authority of the request URI the guest sees.
+const GUEST_AUTHORITY: &str = "extension.local";
+
+/// Identifiers of one call, as the guest sees them through `context`.
+#[derive(Debug, Clone, Default)]
+pub struct Invocation {
+    /// Unique id of the call.
+    pub request_id: String,
+    /// The tenant.
+    pub tenant_id: String,
+    /// The extension id.
+    pub extension_id: String,
+    /// The install id.
+    pub install_id: String,
+    /// The version's registry id.
+    pub version_id: String,
+    /// The semantic version string.
+    pub version: String,
+    /// `sha256:<hex>` of the bundle.
+    pub content_hash: String,
+    /// What started the call (`http`).
+    pub trigger: String,
+    /// The install's non-secret configuration.
+    pub config: BTreeMap<String, String>,
+}
+
+/// The effective limits of one call (already the minimum of manifest and operator policy).
+#[derive(Debug, Clone, Copy)]
+pub struct CallLimits {
+    /// Deadline of the whole call.
+    pub timeout: Duration,
+    /// Linear memory cap of the instance, in bytes.
+    pub memory_bytes: usize,
+    /// Fuel for the call, when fuel is enabled in the engine.
+    pub fuel: Option<u64>,
+    /// Response body cap, in bytes.
+    pub max_response_bytes: usize,
+}
+
+/// The guest's HTTP response.
+#[derive(Debug, Clone)]
+pub struct GuestResponse {
+    /// Status code.
+    pub status: u16,
+    /// Headers, names lower case, in the guest's order.
+    pub headers: Vec<(String, String)>,
+    /// The whole body.
+    pub body: Bytes,
+}
+
+/// What a call produced, with what the execution log records about it.
+#[derive(Debug)]
+pub struct Outcome {
+    /// The guest's response, or why there is none.
+    pub result: Result<GuestResponse, ExecuteError>,
+    /// Lines the guest logged (including captured stdout/stderr), bounded.
+    pub logs: Vec<LogLine>,
+    /// Lines dropped past the bound.
+    pub dropped_log_lines: u64,
+    /// Wall-clock duration of the call.
+    pub duration: Duration,
+    /// Peak linear memory of the instance, in bytes.
+    pub peak_memory_bytes: u64,
+    /// Fuel consumed, when fuel is enabled.
+    pub fuel_consumed: Option<u64>,
+}
+
+impl Runtime {
+    /// Runs `request` through a fresh instance of `prepared`.
+    pub async fn execute(
+        &self,
+        prepared: &Prepared,
+        invocation: Invocation,
+        request: http::Request<Bytes>,
+        limits: CallLimits,
+    ) -> Outcome {
+        let started = Instant::now();
+        let span = tracing::info_span!(
+            "invocation",
+            request_id = %invocation.request_id,
+            tenant = %invocation.tenant_id,
+            extension = %invocation.extension_id,
+            version = %invocation.version,
+            content_hash = %invocation.content_hash,
+        );
+        let timeout_ms = u64::try_from(limits.timeout.as_millis()).unwrap_or(u64::MAX);
+        let config = invocation.config.clone();
+        let state = InstanceState::new(
+            ContextState::prepare(invocation, config),
+            LogState::prepare(
+                self.config.max_log_lines,
+                self.config.max_log_message_bytes,
+                span.clone(),
+            ),
+            MemoryLimiter::new(limits.memory_bytes),
+            self.config.stdio_capture_bytes,
+            self.config.max_header_bytes,
+        );
+        let mut store = Store::new(&self.engine, state);
+        store.limiter(|s| &mut s.limiter);
+        let tick = self.config.epoch_tick_ms.max(1);
+        store.set_epoch_deadline(timeout_ms.div_ceil(tick).max(1));
+        store.epoch_deadline_trap();
+        let fuel_granted = if self.config.fuel {
+            let fuel = limits.fuel.unwrap_or(self.config.fuel_per_call);
+            // Fuel is enabled in the engine, so setting it cannot fail.
+            let _ = store.set_fuel(fuel);
+            Some(fuel)
+        } else {
+            None
+        };
+
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let setup = (|| {
+            let request = to_incoming(request, GUEST_AUTHORITY)?;
+            let req = store
+                .data_mut()
+                .http()
+                .new_incoming_request(Scheme::Http, request)?;
+            let out = store.data_mut().http().new_response_outparam(tx)?;
+            wasmtime::Result::Ok((req, out))
+        })();
+        let (req, out) = match setup {
+            Ok(pair) => pair,
+            Err(e) => {
+                return finish(store, Err(ExecuteError::Instantiate(e)), started, fuel_granted);
+            }
+        };
+
+        let pre = prepared.pre.clone();
+        let guest = tokio::spawn(async move {
+            let result = async {
+                let proxy = pre.instantiate_async(&mut store).await?;
+                proxy
+                    .wasi_http_incoming_handler()
+                    .call_handle(&mut store, req, out)
+                    .await
+            }
+            .await;
+            (result, store)
+        });
+
+        // The epoch deadline traps guest code; this bound also covers host calls that block.
+        let grace = Duration::from_millis(tick * 3 + 50);
+        let max_response = limits.max_response_bytes.min(self.config.max_response_bytes);
+        let response = tokio::time::timeout(limits.timeout + grace, async {
+            match rx.await {
+                Ok(Ok(resp)) => {
+                    let (parts, body) = resp.into_parts();
+                    match Limited::new(body, max_response).collect().await {
+                        Ok(collected) => Ok(GuestResponse {
+                            status: parts.status.as_u16(),
+                            headers: parts
+                                .headers
+                                .iter()
+                                .map(|(k, v)| {
+                                    (
+                                        k.as_str().to_owned(),
+                                        String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                                    )
+                                })
+                                .collect(),
+                            body: collected.to_bytes(),
+                        }),
+                        Err(e) if e.is::<http_body_util::LengthLimitError>() => {
+                            Err(ExecuteError::ResponseTooLarge(max_response))
+                        }
+                        Err(e) => Err(ExecuteError::NoResponse(format!("body failed: {e}"))),
+                    }
+                }
+                Ok(Err(code)) => Err(ExecuteError::NoResponse(format!(
+                    "guest set an error response: {code:?}"
+                ))),
+                Err(_) => Err(ExecuteError::NoResponse(
+                    "guest returned without setting a response".into(),
+                )),
+            }
+        })
+        .await;
+
+        let response = match response {
+            Ok(r) => r,
+            Err(_) => {
+                guest.abort();
+                return Outcome {
+                    result: Err(ExecuteError::Timeout(timeout_ms)),
+                    logs: Vec::new(),
+                    dropped_log_lines: 0,
+                    duration: started.elapsed(),
+                    peak_memory_bytes: 0,
+                    fuel_consumed: None,
+                };
+            }
+        };
+
+        // Wait for the guest to return (it may still be finishing its body or trapping).
+        let joined = tokio::time::timeout(grace, guest).await;
+        let (guest_result, store) = match joined {
+            Ok(Ok(pair)) => pair,
+            Ok(Err(join)) => {
+                return Outcome {
+                    result: Err(ExecuteError::Trap {
+                        code: "host_panic",
+                        source: wasmtime::Error::msg(join.to_string()),
+                    }),
+                    logs: Vec::new(),
+                    dropped_log_lines: 0,
+                    duration: started.elapsed(),
+                    peak_memory_bytes: 0,
+                    fuel_consumed: None,
+                };
+            }
+            Err(_) => {
+                return Outcome {
+                    result: Err(ExecuteError::Timeout(timeout_ms)),
+                    logs: Vec::new(),
+                    dropped_log_lines: 0,
+                    duration: started.elapsed(),
+                    peak_memory_bytes: 0,
+                    fuel_consumed: None,
+                };
+            }
+        };
+        let result = match guest_result {
+            Err(e) => Err(classify(e, store.data().limiter.refused(), timeout_ms)),
+            Ok(()) => response,
+        };
+        finish(store, result, started, fuel_granted)
+    }
+}
+
+fn to_incoming(
+    request: http::Request<Bytes>,
+    authority: &str,
+) -> wasmtime::Result<http::Request<http_body_util::combinators::UnsyncBoxBody<Bytes, wasmtime_wasi_http::Error>>>
+{
+    let (mut parts, body) = request.into_parts();
+    let path_and_query = parts
+        .uri
+        .path_and_query()
+        .map(|p| p.as_str().to_owned())
+        .unwrap_or_else(|| "/".to_owned());
+    parts.uri = http::Uri::builder()
+        .scheme("http")
+        .authority(authority)
+        .path_and_query(path_and_query)
+        .build()?;
+    let body = Full::new(body).map_err(wasmtime_wasi_http::Error::from).boxed_unsync();
+    Ok(http::Request::from_parts(parts, body))
+}
+
+fn finish(
+    mut store: Store<InstanceState>,
+    result: Result<GuestResponse, ExecuteError>,
+    started: Instant,
+    fuel_granted: Option<u64>,
+) -> Outcome {
+    let fuel_consumed = fuel_granted.and_then(|g| store.get_fuel().ok().map(|left| g - left.min(g)));
+    let data = store.data_mut();
+    let peak = data.limiter.peak() as u64;
+    let stdout = data.stdout.contents();
+    let stderr = data.stderr.contents();
+    data.log.push_output("stdout", &stdout);
+    data.log.push_output("stderr", &stderr);
+    let InstanceState { log, .. } = store.into_data();
+    let (logs, dropped_log_lines) = log.finish();
+    Outcome {
+        result,
+        logs,
+        dropped_log_lines,
+        duration: started.elapsed(),
+        peak_memory_bytes: peak,
+        fuel_consumed,
+    }
+}
+
+fn classify(error: wasmtime::Error, memory_refused: bool, timeout_ms: u64) -> ExecuteError {
+    if let Some(trap) = error.downcast_ref::<Trap>() {
+        let code = match trap {
+            Trap::Interrupt => return ExecuteError::Timeout(timeout_ms),
+            Trap::StackOverflow => "stack_overflow",
+            Trap::OutOfFuel => "out_of_fuel",
+            Trap::UnreachableCodeReached if memory_refused => {
+                return ExecuteError::OutOfMemory(error);
+            }
+            Trap::UnreachableCodeReached => "unreachable",
+            _ => "trap",
+        };
+        return ExecuteError::Trap {
+            code,
+            source: error,
+        };
+    }
+    if error.downcast_ref::<wasmtime_wasi::I32Exit>().is_some() {
+        return ExecuteError::Trap {
+            code: "exit",
+            source: error,
+        };
+    }
+    if memory_refused {
+        return ExecuteError::OutOfMemory(error);
+    }
+    ExecuteError::Instantiate(error)
+}

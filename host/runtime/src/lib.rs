@@ -1,0 +1,24 @@
+//! The wasmtime host: one shared [`Engine`](wasmtime::Engine), the capability modules that
+//! are linked into an instance only when granted, the caches of compiled components and
+//! pre-instances, and [`Runtime::execute`], which runs one HTTP request in a fresh,
+//! resource-limited instance.
+//!
+//! This crate knows nothing about databases or the network protocol between gateway and
+//! runner: the runner hands it verified component bytes, the effective grants and the
+//! invocation context.
+
+mod bindings;
+pub mod capability;
+mod config;
+mod engine;
+mod error;
+mod execute;
+mod limits;
+mod state;
+
+pub use capability::GrantSet;
+pub use capability::log::LogLine;
+pub use config::RuntimeConfig;
+pub use engine::{Prepared, Runtime};
+pub use error::{ExecuteError, LoadError};
+pub use execute::{CallLimits, GuestResponse, Invocation, Outcome};

@@ -1,0 +1,76 @@
+//! Builds the guest components the end-to-end tests run (the sample extensions in
+//! `guests/` and the test guests in `tests/guests/`) for `wasm32-wasip2`, and exposes their
+//! paths to the tests as `PALISADE_GUEST_<NAME>` environment variables.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// (workspace directory relative to the repository root, crates to expose)
+const WORKSPACES: &[(&str, &[&str])] = &[
+    ("guests", &["hello"]),
+    ("tests/guests", &["storage-probe"]),
+];
+
+fn main() {
+    let manifest_dir = PathBuf::from(env("CARGO_MANIFEST_DIR"));
+    let root = manifest_dir
+        .parent()
+        .expect("tests/ lives inside the repository")
+        .to_path_buf();
+    for dir in ["guests", "tests/guests", "sdk/rust/src", "sdk/rust/Cargo.toml", "wit"] {
+        println!("cargo:rerun-if-changed={}", root.join(dir).display());
+    }
+    // OUT_DIR is <target>/<profile>/build/<pkg>/out: keep guest builds beside the host's.
+    let out_dir = PathBuf::from(env("OUT_DIR"));
+    let target_dir = out_dir
+        .ancestors()
+        .nth(4)
+        .map(|p| p.join("guests"))
+        .unwrap_or_else(|| out_dir.join("guests"));
+    for (workspace, crates) in WORKSPACES {
+        build(&root.join(workspace), &target_dir.join(workspace.replace('/', "-")), crates);
+    }
+}
+
+fn build(workspace: &Path, target_dir: &Path, crates: &[&str]) {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let mut cmd = Command::new(cargo);
+    cmd.current_dir(workspace)
+        .args(["build", "--release", "--target", "wasm32-wasip2", "--target-dir"])
+        .arg(target_dir);
+    for var in [
+        "CARGO_ENCODED_RUSTFLAGS",
+        "RUSTFLAGS",
+        "CARGO_TARGET_DIR",
+        "CARGO_BUILD_TARGET",
+        "CARGO_BUILD_RUSTFLAGS",
+        "RUSTC_WORKSPACE_WRAPPER",
+        "CARGO_PRIMARY_PACKAGE",
+        "CARGO_MAKEFLAGS",
+    ] {
+        cmd.env_remove(var);
+    }
+    let status = cmd.status().expect("running cargo for the guest components");
+    assert!(
+        status.success(),
+        "building the guests in {} failed (is the wasm32-wasip2 target installed? \
+         rust-toolchain.toml lists it)",
+        workspace.display()
+    );
+    for name in *crates {
+        let file = name.replace('-', "_");
+        let path = target_dir
+            .join("wasm32-wasip2/release")
+            .join(format!("{file}.wasm"));
+        assert!(path.exists(), "guest component {} was not built", path.display());
+        println!(
+            "cargo:rustc-env=PALISADE_GUEST_{}={}",
+            file.to_uppercase(),
+            path.display()
+        );
+    }
+}
+
+fn env(name: &str) -> String {
+    std::env::var(name).unwrap_or_else(|_| panic!("cargo sets {name} for build scripts"))
+}
