@@ -6,10 +6,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 /// (workspace directory relative to the repository root, crates to expose)
-const WORKSPACES: &[(&str, &[&str])] = &[
-    ("guests", &["hello"]),
-    ("tests/guests", &["storage-probe"]),
-];
+const WORKSPACES: &[(&str, &[&str])] =
+    &[("guests", &["hello"]), ("tests/guests", &["storage-probe"])];
 
 fn main() {
     let manifest_dir = PathBuf::from(env("CARGO_MANIFEST_DIR"));
@@ -17,7 +15,13 @@ fn main() {
         .parent()
         .expect("tests/ lives inside the repository")
         .to_path_buf();
-    for dir in ["guests", "tests/guests", "sdk/rust/src", "sdk/rust/Cargo.toml", "wit"] {
+    for dir in [
+        "guests",
+        "tests/guests",
+        "sdk/rust/src",
+        "sdk/rust/Cargo.toml",
+        "wit",
+    ] {
         println!("cargo:rerun-if-changed={}", root.join(dir).display());
     }
     // OUT_DIR is <target>/<profile>/build/<pkg>/out: keep guest builds beside the host's.
@@ -28,7 +32,11 @@ fn main() {
         .map(|p| p.join("guests"))
         .unwrap_or_else(|| out_dir.join("guests"));
     for (workspace, crates) in WORKSPACES {
-        build(&root.join(workspace), &target_dir.join(workspace.replace('/', "-")), crates);
+        build(
+            &root.join(workspace),
+            &target_dir.join(workspace.replace('/', "-")),
+            crates,
+        );
     }
 }
 
@@ -36,7 +44,13 @@ fn build(workspace: &Path, target_dir: &Path, crates: &[&str]) {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let mut cmd = Command::new(cargo);
     cmd.current_dir(workspace)
-        .args(["build", "--release", "--target", "wasm32-wasip2", "--target-dir"])
+        .args([
+            "build",
+            "--release",
+            "--target",
+            "wasm32-wasip2",
+            "--target-dir",
+        ])
         .arg(target_dir);
     for var in [
         "CARGO_ENCODED_RUSTFLAGS",
@@ -50,19 +64,25 @@ fn build(workspace: &Path, target_dir: &Path, crates: &[&str]) {
     ] {
         cmd.env_remove(var);
     }
-    let status = cmd.status().expect("running cargo for the guest components");
+    let status = cmd
+        .status()
+        .expect("running cargo for the guest components");
     assert!(
         status.success(),
         "building the guests in {} failed (is the wasm32-wasip2 target installed? \
          rust-toolchain.toml lists it)",
         workspace.display()
     );
-    for name in *crates {
+    for name in crates.iter() {
         let file = name.replace('-', "_");
         let path = target_dir
             .join("wasm32-wasip2/release")
             .join(format!("{file}.wasm"));
-        assert!(path.exists(), "guest component {} was not built", path.display());
+        assert!(
+            path.exists(),
+            "guest component {} was not built",
+            path.display()
+        );
         println!(
             "cargo:rustc-env=PALISADE_GUEST_{}={}",
             file.to_uppercase(),

@@ -14,7 +14,12 @@ use clap::{Parser, Subcommand};
 #[command(name = "palisade", version, about)]
 struct Cli {
     /// Where the embedded registry, object store and keys live.
-    #[arg(long, global = true, env = "PALISADE_DATA_DIR", default_value = ".palisade")]
+    #[arg(
+        long,
+        global = true,
+        env = "PALISADE_DATA_DIR",
+        default_value = ".palisade"
+    )]
     data_dir: PathBuf,
     /// Log as JSON lines instead of text.
     #[arg(long, global = true)]

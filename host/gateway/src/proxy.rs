@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::response::{IntoResponse, Response};
-use http::header::HeaderValue;
+use http::header::{CONTENT_LENGTH, HeaderValue};
 use http::request::Parts;
 use http::{Method, StatusCode};
 use palisade_protocol::{
@@ -328,6 +328,7 @@ impl Call<'_> {
         if !dropped.is_empty() {
             tracing::debug!(?dropped, "guest response headers dropped");
         }
+        let length = body.len();
         let body = if head_as_get {
             Body::empty()
         } else {
@@ -335,6 +336,12 @@ impl Call<'_> {
         };
         let mut response = (status, body).into_response();
         response.headers_mut().extend(headers);
+        if head_as_get {
+            // The length the GET would have had, as HEAD semantics ask.
+            response
+                .headers_mut()
+                .insert(CONTENT_LENGTH, HeaderValue::from(length));
+        }
         Ok(response)
     }
 }

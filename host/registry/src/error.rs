@@ -124,6 +124,17 @@ pub enum InstallError {
         /// The capability keys requested but not approved.
         missing: Vec<String>,
     },
+    /// The component imports something the granted capabilities do not cover.
+    #[error("cannot install {extension_id} {version}: {source}")]
+    Imports {
+        /// The extension id.
+        extension_id: String,
+        /// The version being installed.
+        version: String,
+        /// The refused import.
+        #[source]
+        source: ImportError,
+    },
     /// The registry failed.
     #[error(transparent)]
     Registry(#[from] RegistryError),

@@ -2,6 +2,7 @@
 
 use std::collections::BTreeMap;
 
+use palisade_bundle::imports::check_imports;
 use palisade_bundle::manifest::{CapabilityKey, Manifest};
 use sqlx::Row;
 
@@ -56,6 +57,7 @@ struct Candidate {
     version_id: String,
     version: String,
     manifest: Manifest,
+    imports: Vec<String>,
 }
 
 impl Registry {
@@ -89,6 +91,15 @@ impl Registry {
                 missing,
             });
         }
+
+        // The imports were checked at publish; check them again against what this tenant
+        // grants, under this build's rules.
+        let grants = candidate.manifest.capabilities.restrict_to(approved);
+        check_imports(&candidate.imports, &grants).map_err(|source| InstallError::Imports {
+            extension_id: extension_id.to_owned(),
+            version: candidate.version.clone(),
+            source,
+        })?;
 
         let approved: Vec<CapabilityKey> = CapabilityKey::ALL
             .into_iter()
@@ -215,7 +226,7 @@ impl Registry {
     ) -> Result<Candidate, InstallError> {
         let row = match version {
             Some(version) => sqlx::query(
-                "SELECT id, version, manifest_json FROM extension_version \
+                "SELECT id, version, manifest_json, component_imports_json FROM extension_version \
                  WHERE extension_id = $1 AND version = $2",
             )
             .bind(extension_id)
@@ -232,7 +243,8 @@ impl Registry {
                     }
                 })?;
                 sqlx::query(
-                    "SELECT id, version, manifest_json FROM extension_version WHERE id = $1",
+                    "SELECT id, version, manifest_json, component_imports_json \
+                     FROM extension_version WHERE id = $1",
                 )
                 .bind(&id)
                 .fetch_one(&self.pool)
@@ -244,10 +256,20 @@ impl Registry {
         let manifest = Manifest::from_json(manifest_json.as_bytes()).map_err(|e| {
             RegistryError::corrupt("extension_version", "manifest_json", &version_id, e)
         })?;
+        let imports_json: String = row.try_get("component_imports_json")?;
+        let imports: Vec<String> = serde_json::from_str(&imports_json).map_err(|e| {
+            RegistryError::corrupt(
+                "extension_version",
+                "component_imports_json",
+                &version_id,
+                e,
+            )
+        })?;
         Ok(Candidate {
             version: row.try_get("version")?,
             version_id,
             manifest,
+            imports,
         })
     }
 
@@ -460,6 +482,29 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(upgraded.version, "2.0.0");
+    }
+
+    #[tokio::test]
+    async fn imports_are_checked_again_at_install() {
+        let fx = Fixture::new().await;
+        let published = fx.publish_simple(ID, "1.0.0", json!({})).await;
+        // Pretend the stored component imports something no rule of this build links.
+        sqlx::query(
+            "UPDATE extension_version SET component_imports_json = \
+             '[\"wasi:sockets/tcp@0.2.0\"]' WHERE id = $1",
+        )
+        .bind(&published.version_id)
+        .execute(fx.registry.pool())
+        .await
+        .unwrap();
+        let err = fx
+            .registry
+            .install("acme", ID, None, &[CapabilityKey::Log], BTreeMap::new())
+            .await
+            .unwrap_err();
+        assert!(matches!(err, InstallError::Imports { .. }), "{err:?}");
+        assert!(err.to_string().contains("wasi:sockets/tcp@0.2.0"), "{err}");
+        assert_eq!(fx.count("tenant_extension_install").await, 0);
     }
 
     #[tokio::test]

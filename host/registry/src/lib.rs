@@ -79,3 +79,37 @@ impl Registry {
 
 #[cfg(test)]
 pub(crate) mod test_support;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::test_support::{Fixture, config_in};
+
+    #[tokio::test]
+    async fn reopening_keeps_the_data() {
+        let fx = Fixture::new().await;
+        let published = fx
+            .publish_simple("com.example.kept", "1.0.0", serde_json::json!({}))
+            .await;
+        let reopened = Registry::open(&config_in(&fx.dir)).await.unwrap();
+        let versions = reopened.list_versions("com.example.kept").await.unwrap();
+        assert_eq!(versions[0].version_id, published.version_id);
+        reopened
+            .bundle_bytes(&published.content_hash)
+            .await
+            .unwrap();
+    }
+
+    #[tokio::test]
+    async fn open_refuses_an_unusable_object_store_dir() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("not-a-dir");
+        std::fs::write(&file, b"x").unwrap();
+        let config = RegistryConfig {
+            database_url: format!("sqlite://{}", dir.path().join("r.db").display()),
+            object_store_dir: file.clone(),
+        };
+        let err = Registry::open(&config).await.unwrap_err();
+        assert!(err.to_string().contains("not-a-dir"), "{err}");
+    }
+}

@@ -1,5 +1,7 @@
 //! Publishing signed bundles, and listing what is published.
 
+use std::collections::HashMap;
+
 use palisade_bundle::archive::{UnpackLimits, unpack};
 use palisade_bundle::hash::ContentHash;
 use palisade_bundle::imports::{check_imports, component_imports};
@@ -30,7 +32,7 @@ pub struct PublishedVersion {
 pub struct ExtensionSummary {
     /// The manifest id.
     pub id: String,
-    /// Name from the newest published manifest.
+    /// Name from the most recently published manifest.
     pub name: String,
     /// Publisher on record.
     pub publisher: String,
@@ -199,14 +201,8 @@ impl Registry {
                 .fetch_optional(&self.pool)
                 .await?;
         match registered {
-            Some(registered) if registered != manifest.publisher => {
-                Err(PublishError::PublisherMismatch {
-                    extension_id: manifest.id.clone(),
-                    registered,
-                    manifest: manifest.publisher.clone(),
-                })
-            }
-            _ => Ok(()),
+            Some(registered) => same_publisher(manifest, registered),
+            None => Ok(()),
         }
     }
 
@@ -224,17 +220,20 @@ impl Registry {
         let now = now_millis();
 
         let mut tx = self.pool.begin().await?;
-        sqlx::query(
+        // Returns the publisher on record, which a concurrent first publish may have set.
+        let registered: String = sqlx::query_scalar(
             "INSERT INTO extension_registry (id, name, publisher, created_at) \
              VALUES ($1, $2, $3, $4) \
-             ON CONFLICT (id) DO UPDATE SET name = excluded.name",
+             ON CONFLICT (id) DO UPDATE SET name = excluded.name \
+             RETURNING publisher",
         )
         .bind(&manifest.id)
         .bind(&manifest.name)
         .bind(&manifest.publisher)
         .bind(now)
-        .execute(&mut *tx)
+        .fetch_one(&mut *tx)
         .await?;
+        same_publisher(manifest, registered)?;
         sqlx::query(
             "INSERT INTO extension_bundle (content_hash, object_key, signature_key, size_bytes, \
              created_at) VALUES ($1, $2, $3, $4, $5) ON CONFLICT (content_hash) DO NOTHING",
@@ -304,14 +303,31 @@ impl Registry {
         )
         .fetch_all(&self.pool)
         .await?;
+        let versions = sqlx::query("SELECT id, extension_id, version FROM extension_version")
+            .fetch_all(&self.pool)
+            .await?;
+        // extension id -> (is a release, version), the highest seen so far.
+        let mut latest: HashMap<String, (bool, semver::Version)> = HashMap::new();
+        for row in versions {
+            let version_id: String = row.try_get("id")?;
+            let parsed = parse_version(&version_id, &row.try_get::<String, _>("version")?)?;
+            let candidate = (parsed.pre.is_empty(), parsed);
+            let extension_id: String = row.try_get("extension_id")?;
+            match latest.get_mut(&extension_id) {
+                Some(best) if *best >= candidate => {}
+                Some(best) => *best = candidate,
+                None => {
+                    latest.insert(extension_id, candidate);
+                }
+            }
+        }
         let mut out = Vec::with_capacity(rows.len());
         for row in rows {
             let id: String = row.try_get("id")?;
-            let latest_version = self.list_versions(&id).await?.into_iter().next();
             out.push(ExtensionSummary {
                 name: row.try_get("name")?,
                 publisher: row.try_get("publisher")?,
-                latest_version: latest_version.map(|v| v.version),
+                latest_version: latest.remove(&id).map(|(_, v)| v.to_string()),
                 created_at_ms: row.try_get("created_at")?,
                 id,
             });
@@ -336,9 +352,7 @@ impl Registry {
         for row in rows {
             let version_id: String = row.try_get("id")?;
             let version: String = row.try_get("version")?;
-            let parsed = semver::Version::parse(&version).map_err(|e| {
-                RegistryError::corrupt("extension_version", "version", &version_id, e)
-            })?;
+            let parsed = parse_version(&version_id, &version)?;
             let capabilities: Capabilities = serde_json::from_str(
                 &row.try_get::<String, _>("capabilities_json")?,
             )
@@ -359,6 +373,24 @@ impl Registry {
         out.sort_by(|a, b| b.0.cmp(&a.0));
         Ok(out.into_iter().map(|(_, summary)| summary).collect())
     }
+}
+
+/// Refuses `manifest` unless it names the `registered` publisher.
+fn same_publisher(manifest: &Manifest, registered: String) -> Result<(), PublishError> {
+    if registered == manifest.publisher {
+        Ok(())
+    } else {
+        Err(PublishError::PublisherMismatch {
+            extension_id: manifest.id.clone(),
+            registered,
+            manifest: manifest.publisher.clone(),
+        })
+    }
+}
+
+fn parse_version(version_id: &str, text: &str) -> Result<semver::Version, RegistryError> {
+    semver::Version::parse(text)
+        .map_err(|e| RegistryError::corrupt("extension_version", "version", version_id, e))
 }
 
 fn parse_hash(version_id: &str, text: &str) -> Result<ContentHash, RegistryError> {

@@ -4,8 +4,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Json;
-use axum::extract::rejection::JsonRejection;
 use axum::extract::State;
+use axum::extract::rejection::JsonRejection;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
@@ -172,10 +172,13 @@ fn check_context(install: &ResolvedInstall, request: &ExecuteRequest) -> Result<
 
 fn to_http(request: &ExecuteRequest, body: Vec<u8>) -> Result<http::Request<Bytes>, RunnerError> {
     let http = &request.http;
-    let method = http::Method::from_bytes(http.method.as_bytes())
-        .map_err(|_| RunnerError::BadRequest(format!("http.method `{}` is invalid", http.method)))?;
+    let method = http::Method::from_bytes(http.method.as_bytes()).map_err(|_| {
+        RunnerError::BadRequest(format!("http.method `{}` is invalid", http.method))
+    })?;
     if !http.path.starts_with('/') {
-        return Err(RunnerError::BadRequest("http.path must start with `/`".into()));
+        return Err(RunnerError::BadRequest(
+            "http.path must start with `/`".into(),
+        ));
     }
     let uri = match &http.query {
         Some(q) if !q.is_empty() => format!("{}?{}", http.path, q),

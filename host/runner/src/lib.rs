@@ -68,7 +68,10 @@ pub fn app(state: Arc<RunnerState>) -> Router {
     // base64 grows the body by 4/3; leave room for the JSON envelope and headers.
     let envelope_limit = state.config.max_request_bytes / 3 * 4 + 64 * 1024;
     Router::new()
-        .route(palisade_protocol::execute::EXECUTE_PATH, post(execute::execute))
+        .route(
+            palisade_protocol::execute::EXECUTE_PATH,
+            post(execute::execute),
+        )
         .route("/healthz", get(|| async { "ok" }))
         .layer(DefaultBodyLimit::max(envelope_limit))
         .with_state(state)

@@ -21,10 +21,14 @@ impl RunnerState {
         if let Some(prepared) = self.runtime.cached(&key, grants) {
             return Ok(prepared);
         }
-        let (bytes, signature) = self.registry.bundle_bytes(hash).await.map_err(|e| match e {
-            RegistryError::BundleMissing { .. } => RunnerError::BundleIntegrity(e.to_string()),
-            other => RunnerError::Internal(other.to_string()),
-        })?;
+        let (bytes, signature) = self
+            .registry
+            .bundle_bytes(hash)
+            .await
+            .map_err(|e| match e {
+                RegistryError::BundleMissing { .. } => RunnerError::BundleIntegrity(e.to_string()),
+                other => RunnerError::Internal(other.to_string()),
+            })?;
         let actual = ContentHash::of(&bytes);
         if &actual != hash {
             return Err(RunnerError::BundleIntegrity(format!(

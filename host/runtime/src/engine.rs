@@ -166,7 +166,12 @@ impl Runtime {
     }
 
     fn linker(&self, grants: GrantSet) -> Result<Arc<Linker<InstanceState>>, LoadError> {
-        if let Some(linker) = self.linkers.lock().ok().and_then(|l| l.get(&grants).cloned()) {
+        if let Some(linker) = self
+            .linkers
+            .lock()
+            .ok()
+            .and_then(|l| l.get(&grants).cloned())
+        {
             return Ok(linker);
         }
         let linker = Arc::new(capability::build_linker(&self.engine, grants)?);
@@ -189,7 +194,9 @@ fn engine_config(config: &RuntimeConfig) -> Config {
         pool.total_core_instances(n.saturating_mul(4));
         pool.total_memories(n.saturating_mul(2));
         pool.total_tables(n.saturating_mul(4));
-        pool.max_memory_size(usize::try_from(config.max_memory_mb * 1024 * 1024).unwrap_or(usize::MAX));
+        pool.max_memory_size(
+            usize::try_from(config.max_memory_mb * 1024 * 1024).unwrap_or(usize::MAX),
+        );
         pool.linear_memory_keep_resident(config.memory_keep_resident);
         pool.table_keep_resident(config.table_keep_resident);
         c.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));

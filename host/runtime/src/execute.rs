@@ -142,7 +142,12 @@ impl Runtime {
         let (req, out) = match setup {
             Ok(pair) => pair,
             Err(e) => {
-                return finish(store, Err(ExecuteError::Instantiate(e)), started, fuel_granted);
+                return finish(
+                    store,
+                    Err(ExecuteError::Instantiate(e)),
+                    started,
+                    fuel_granted,
+                );
             }
         };
 
@@ -161,7 +166,9 @@ impl Runtime {
 
         // The epoch deadline traps guest code; this bound also covers host calls that block.
         let grace = Duration::from_millis(tick * 3 + 50);
-        let max_response = limits.max_response_bytes.min(self.config.max_response_bytes);
+        let max_response = limits
+            .max_response_bytes
+            .min(self.config.max_response_bytes);
         let response = tokio::time::timeout(limits.timeout + grace, async {
             match rx.await {
                 Ok(Ok(resp)) => {
@@ -251,8 +258,9 @@ impl Runtime {
 fn to_incoming(
     request: http::Request<Bytes>,
     authority: &str,
-) -> wasmtime::Result<http::Request<http_body_util::combinators::UnsyncBoxBody<Bytes, wasmtime_wasi_http::Error>>>
-{
+) -> wasmtime::Result<
+    http::Request<http_body_util::combinators::UnsyncBoxBody<Bytes, wasmtime_wasi_http::Error>>,
+> {
     let (mut parts, body) = request.into_parts();
     let path_and_query = parts
         .uri
@@ -264,7 +272,9 @@ fn to_incoming(
         .authority(authority)
         .path_and_query(path_and_query)
         .build()?;
-    let body = Full::new(body).map_err(wasmtime_wasi_http::Error::from).boxed_unsync();
+    let body = Full::new(body)
+        .map_err(wasmtime_wasi_http::Error::from)
+        .boxed_unsync();
     Ok(http::Request::from_parts(parts, body))
 }
 
@@ -274,7 +284,8 @@ fn finish(
     started: Instant,
     fuel_granted: Option<u64>,
 ) -> Outcome {
-    let fuel_consumed = fuel_granted.and_then(|g| store.get_fuel().ok().map(|left| g - left.min(g)));
+    let fuel_consumed =
+        fuel_granted.and_then(|g| store.get_fuel().ok().map(|left| g - left.min(g)));
     let data = store.data_mut();
     let peak = data.limiter.peak() as u64;
     let stdout = data.stdout.contents();

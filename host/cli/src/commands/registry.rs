@@ -95,13 +95,21 @@ pub fn trust(data_dir: &DataDir, cmd: TrustCommand) -> Result<()> {
             let public = PublicKey::from_pem(&pem)
                 .with_context(|| format!("reading the public key {}", key.display()))?;
             add_trusted_key(data_dir, &public)?;
-            println!("trusted {} in {}", public.fingerprint().as_str(), path.display());
+            println!(
+                "trusted {} in {}",
+                public.fingerprint().as_str(),
+                path.display()
+            );
         }
         TrustCommand::List => {
             let trust = TrustBundle::load(&path)
                 .with_context(|| format!("reading the trust bundle {}", path.display()))?;
             for key in trust.keys() {
-                println!("{} {}", key.fingerprint().as_str(), key.algorithm().as_str());
+                println!(
+                    "{} {}",
+                    key.fingerprint().as_str(),
+                    key.algorithm().as_str()
+                );
             }
         }
     }
@@ -203,7 +211,12 @@ pub fn dev_token(data_dir: &DataDir, tenant: &str, user: &str, ttl: Duration) ->
 pub fn token(data_dir: &DataDir, args: TokenArgs) -> Result<()> {
     println!(
         "{}",
-        dev_token(data_dir, &args.tenant, &args.user, Duration::from_secs(args.ttl))?
+        dev_token(
+            data_dir,
+            &args.tenant,
+            &args.user,
+            Duration::from_secs(args.ttl)
+        )?
     );
     Ok(())
 }

@@ -100,7 +100,10 @@ pub async fn up(data_dir: &DataDir, args: UpArgs) -> Result<()> {
             return Ok(());
         }
     }
-    println!("gateway on http://{}, runner on http://{} (Ctrl-C stops)", args.gateway_addr, args.runner_addr);
+    println!(
+        "gateway on http://{}, runner on http://{} (Ctrl-C stops)",
+        args.gateway_addr, args.runner_addr
+    );
     let (runner, gateway) = tokio::join!(runner_server, gateway_server);
     runner.context("runner task")?.context("runner server")?;
     gateway.context("gateway task")?.context("gateway server")?;
@@ -141,13 +144,14 @@ async fn install_demo(data_dir: &DataDir, registry: &Registry, guests: &Path) ->
             .file_name()
             .map(|n| n.to_string_lossy().replace('-', "_"))
             .unwrap_or_default();
-        let Some(component) = components
-            .iter()
-            .find(|c| c.file_stem().is_some_and(|s| s.to_string_lossy() == crate_name))
-        else {
+        let Some(component) = components.iter().find(|c| {
+            c.file_stem()
+                .is_some_and(|s| s.to_string_lossy() == crate_name)
+        }) else {
             bail!("no component was built for {}", dir.display());
         };
-        let bundle = pack_dir(&dir, component).with_context(|| format!("packing {}", dir.display()))?;
+        let bundle =
+            pack_dir(&dir, component).with_context(|| format!("packing {}", dir.display()))?;
         let signature = key.sign(&bundle)?;
         let published = registry
             .publish(&bundle, &signature, &trust)
@@ -156,7 +160,13 @@ async fn install_demo(data_dir: &DataDir, registry: &Registry, guests: &Path) ->
         let manifest = Manifest::from_json(&read_bytes(&dir.join("manifest.json"))?)?;
         let approved = manifest.capabilities.keys();
         registry
-            .install(DEMO_TENANT, &published.extension_id, None, &approved, Default::default())
+            .install(
+                DEMO_TENANT,
+                &published.extension_id,
+                None,
+                &approved,
+                Default::default(),
+            )
             .await
             .with_context(|| format!("installing {}", published.extension_id))?;
         println!(
@@ -195,7 +205,12 @@ fn demo_publisher_key(data_dir: &DataDir) -> Result<SigningKey> {
 }
 
 async fn show_demo(data_dir: &DataDir, demo: &Demo, gateway: SocketAddr) -> Result<()> {
-    let token = dev_token(data_dir, DEMO_TENANT, "demo-user", Duration::from_secs(24 * 3600))?;
+    let token = dev_token(
+        data_dir,
+        DEMO_TENANT,
+        "demo-user",
+        Duration::from_secs(24 * 3600),
+    )?;
     let client = reqwest::Client::new();
     for (extension, path) in &demo.calls {
         let url = format!("http://{gateway}/api/ext/{extension}{path}");

@@ -162,6 +162,12 @@ async fn head_reaches_a_get_endpoint_as_get_without_body() {
         .await;
     assert_eq!(reply.status, StatusCode::CREATED);
     assert!(reply.body.is_empty());
+    let length: usize = reply.headers["content-length"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(length > 0);
     assert_eq!(runner.seen()[0].http.method, "GET");
     assert_eq!(runner.seen()[0].http.path, "/items/42");
     let rows = h.log_rows(1).await;

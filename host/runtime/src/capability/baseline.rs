@@ -5,9 +5,9 @@
 //! linked.
 
 use wasmtime::component::Linker;
-use wasmtime_wasi::p2::bindings::{cli, filesystem, random};
 use wasmtime_wasi::cli::{WasiCli, WasiCliView as _};
 use wasmtime_wasi::filesystem::{WasiFilesystem, WasiFilesystemView as _};
+use wasmtime_wasi::p2::bindings::{cli, filesystem, random};
 use wasmtime_wasi::random::WasiRandom;
 use wasmtime_wasi_http::WasiHttp;
 
@@ -33,7 +33,7 @@ pub fn link(linker: &mut Linker<InstanceState>) -> wasmtime::Result<()> {
     wasmtime_wasi_http::p2::bindings::http::types::add_to_linker::<_, WasiHttp>(
         l,
         &(&options).into(),
-        |t| wasmtime_wasi_http::WasiHttpView::http(t),
+        wasmtime_wasi_http::WasiHttpView::http,
     )?;
     Ok(())
 }

@@ -66,6 +66,6 @@ impl WasiHttpHooks for EgressHooks {
 pub fn link(linker: &mut Linker<InstanceState>) -> wasmtime::Result<()> {
     wasmtime_wasi_http::p2::bindings::http::outgoing_handler::add_to_linker::<_, WasiHttp>(
         linker,
-        |t| wasmtime_wasi_http::WasiHttpView::http(t),
+        wasmtime_wasi_http::WasiHttpView::http,
     )
 }

@@ -1,0 +1,170 @@
+//! A whole platform on loopback for one test: registry, runner and gateway servers, a
+//! trusted publisher key and a caller-token issuer.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use palisade_bundle::{SigningKey, TrustBundle};
+use palisade_gateway::{CallerAuthConfig, GatewayConfig, GatewayState};
+use palisade_protocol::{ServiceKeyPair, TokenMinter, TokenVerifier};
+use palisade_registry::{PublishedVersion, Registry, RegistryConfig};
+use palisade_runner::{RunnerConfig, RunnerState};
+use palisade_runtime::{Runtime, RuntimeConfig};
+use tempfile::TempDir;
+
+pub const ISSUER: &str = "palisade-test";
+pub const AUDIENCE: &str = "palisade";
+
+/// The component of a guest built by build.rs.
+pub fn guest(name: &str) -> Vec<u8> {
+    let path = match name {
+        "hello" => env!("PALISADE_GUEST_HELLO"),
+        "storage-probe" => env!("PALISADE_GUEST_STORAGE_PROBE"),
+        other => panic!("unknown guest {other}"),
+    };
+    std::fs::read(path).unwrap()
+}
+
+/// The sample manifest of `guests/hello`.
+pub fn hello_manifest() -> serde_json::Value {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../guests/hello/manifest.json");
+    serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap()
+}
+
+/// Packs a bundle from a manifest value and a component.
+pub fn bundle(manifest: &serde_json::Value, component: &[u8]) -> Vec<u8> {
+    let name = manifest["component"].as_str().unwrap();
+    palisade_bundle::pack(
+        serde_json::to_string_pretty(manifest).unwrap().as_bytes(),
+        name,
+        component,
+        &[],
+    )
+    .unwrap()
+}
+
+pub struct Platform {
+    pub dir: TempDir,
+    pub registry: Registry,
+    pub publisher: SigningKey,
+    pub trust: TrustBundle,
+    pub service_keys: ServiceKeyPair,
+    pub caller_keys: ServiceKeyPair,
+    pub gateway: SocketAddr,
+    pub runner: SocketAddr,
+    pub client: reqwest::Client,
+}
+
+impl Platform {
+    pub async fn start() -> Platform {
+        let dir = tempfile::tempdir().unwrap();
+        let registry = Registry::open(&RegistryConfig {
+            database_url: format!("sqlite://{}", dir.path().join("registry.db").display()),
+            object_store_dir: dir.path().join("objects"),
+        })
+        .await
+        .unwrap();
+        let publisher = SigningKey::generate().unwrap();
+        let trust = TrustBundle::from_pem(publisher.public_key_pem().unwrap().as_bytes()).unwrap();
+        let service_keys = ServiceKeyPair::generate().unwrap();
+        let caller_keys = ServiceKeyPair::generate().unwrap();
+
+        let runtime = Runtime::new(RuntimeConfig {
+            max_instances: 50,
+            ..RuntimeConfig::default()
+        })
+        .unwrap();
+        let runner_state = Arc::new(RunnerState::new(
+            registry.clone(),
+            runtime,
+            TokenVerifier::from_pem(service_keys.public_pem.as_bytes()).unwrap(),
+            trust.clone(),
+            RunnerConfig::default(),
+        ));
+        let runner = serve(palisade_runner::app(runner_state)).await;
+        let gateway_state = Arc::new(
+            GatewayState::new(
+                GatewayConfig::new(
+                    format!("http://{runner}"),
+                    CallerAuthConfig::new(ISSUER, AUDIENCE, caller_keys.public_pem.clone()),
+                ),
+                registry.clone(),
+                TokenMinter::from_pem(service_keys.private_pem.as_bytes()).unwrap(),
+            )
+            .unwrap(),
+        );
+        let gateway = serve(palisade_gateway::app(gateway_state)).await;
+        Platform {
+            dir,
+            registry,
+            publisher,
+            trust,
+            service_keys,
+            caller_keys,
+            gateway,
+            runner,
+            client: reqwest::Client::new(),
+        }
+    }
+
+    /// Signs and publishes `bundle` with the trusted publisher key.
+    pub async fn publish(&self, bundle: &[u8]) -> PublishedVersion {
+        let signature = self.publisher.sign(bundle).unwrap();
+        self.registry
+            .publish(bundle, &signature, &self.trust)
+            .await
+            .unwrap()
+    }
+
+    /// Publishes the hello guest and installs it for `tenant`, approving what it asks.
+    pub async fn install_hello(&self, tenant: &str) -> PublishedVersion {
+        let published = self
+            .publish(&bundle(&hello_manifest(), &guest("hello")))
+            .await;
+        self.registry
+            .install(
+                tenant,
+                "com.example.hello",
+                None,
+                &[palisade_bundle::CapabilityKey::Log],
+                Default::default(),
+            )
+            .await
+            .unwrap();
+        published
+    }
+
+    /// A valid caller token for `tenant`.
+    pub fn token(&self, tenant: &str) -> String {
+        palisade_gateway::mint_dev_token(
+            self.caller_keys.private_pem.as_bytes(),
+            ISSUER,
+            AUDIENCE,
+            tenant,
+            "user-1",
+            Duration::from_secs(300),
+        )
+        .unwrap()
+    }
+
+    /// `GET {gateway}/api/ext/{ext}{path}` with a token for `tenant`.
+    pub async fn call(&self, tenant: &str, ext: &str, path: &str) -> reqwest::Response {
+        self.client
+            .get(format!("http://{}/api/ext/{ext}{path}", self.gateway))
+            .bearer_auth(self.token(tenant))
+            .send()
+            .await
+            .unwrap()
+    }
+}
+
+async fn serve(app: axum::Router) -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        axum::serve(listener, app).await.unwrap();
+    });
+    addr
+}

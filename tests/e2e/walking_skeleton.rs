@@ -1,0 +1,70 @@
+//! The whole path: publish → install → call through the gateway.
+
+use crate::support::Platform;
+
+#[tokio::test]
+async fn installed_extension_answers_through_the_gateway() {
+    let platform = Platform::start().await;
+    platform.install_hello("acme").await;
+
+    let response = platform
+        .call("acme", "com.example.hello", "/hello/ada")
+        .await;
+    assert_eq!(response.status(), 200);
+    assert!(response.headers().contains_key("x-request-id"));
+    assert_eq!(
+        response.headers()["content-type"],
+        "application/json",
+        "guest content-type is passed through"
+    );
+    let body: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(body["greeting"], "Hello, ada!");
+    assert_eq!(body["tenant"], "acme");
+    assert_eq!(body["extension"], "com.example.hello");
+    assert_eq!(body["version"], "0.1.0");
+}
+
+#[tokio::test]
+async fn a_tenant_without_the_install_gets_404() {
+    let platform = Platform::start().await;
+    platform.install_hello("acme").await;
+
+    let response = platform
+        .call("globex", "com.example.hello", "/hello/ada")
+        .await;
+    assert_eq!(response.status(), 404);
+    let request_id = response.headers()["x-request-id"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    let body: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(body["error"], "not_found");
+    assert_eq!(body["request_id"], request_id);
+}
+
+#[tokio::test]
+async fn an_endpoint_the_manifest_does_not_declare_is_404() {
+    let platform = Platform::start().await;
+    platform.install_hello("acme").await;
+    let response = platform.call("acme", "com.example.hello", "/secret").await;
+    assert_eq!(response.status(), 404);
+}
+
+#[tokio::test]
+async fn the_callers_request_id_is_echoed() {
+    let platform = Platform::start().await;
+    platform.install_hello("acme").await;
+    let response = platform
+        .client
+        .get(format!(
+            "http://{}/api/ext/com.example.hello/hello/bob",
+            platform.gateway
+        ))
+        .bearer_auth(platform.token("acme"))
+        .header("x-request-id", "req-abc.123")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.headers()["x-request-id"], "req-abc.123");
+}
