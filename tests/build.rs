@@ -6,8 +6,10 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 /// (workspace directory relative to the repository root, crates to expose)
-const WORKSPACES: &[(&str, &[&str])] =
-    &[("guests", &["hello"]), ("tests/guests", &["storage-probe"])];
+const WORKSPACES: &[(&str, &[&str])] = &[
+    ("guests", &["hello"]),
+    ("tests/guests", &["storage-probe", "hostile"]),
+];
 
 fn main() {
     let manifest_dir = PathBuf::from(env("CARGO_MANIFEST_DIR"));

@@ -4,6 +4,7 @@
 #![allow(clippy::unwrap_used, missing_docs)]
 
 mod auth;
+mod hostile;
 mod integrity;
 mod publish;
 mod support;

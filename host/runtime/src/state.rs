@@ -2,13 +2,14 @@
 //! and each capability's per-call state.
 
 use wasmtime::component::ResourceTable;
-use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
+use crate::capability::CallCapabilities;
 use crate::capability::context::ContextState;
 use crate::capability::http::EgressHooks;
 use crate::capability::log::LogState;
+use crate::capture::Capture;
 use crate::limits::MemoryLimiter;
 
 /// Everything a call's instance can reach through the host.
@@ -20,8 +21,9 @@ pub struct InstanceState {
     pub(crate) limiter: MemoryLimiter,
     pub(crate) context: ContextState,
     pub(crate) log: LogState,
-    pub(crate) stdout: MemoryOutputPipe,
-    pub(crate) stderr: MemoryOutputPipe,
+    pub(crate) caps: CallCapabilities,
+    pub(crate) stdout: Capture,
+    pub(crate) stderr: Capture,
 }
 
 impl InstanceState {
@@ -30,12 +32,13 @@ impl InstanceState {
     pub(crate) fn new(
         context: ContextState,
         log: LogState,
+        caps: CallCapabilities,
         limiter: MemoryLimiter,
         capture_bytes: usize,
         max_header_bytes: usize,
     ) -> Self {
-        let stdout = MemoryOutputPipe::new(capture_bytes);
-        let stderr = MemoryOutputPipe::new(capture_bytes);
+        let stdout = Capture::new(capture_bytes);
+        let stderr = Capture::new(capture_bytes);
         let wasi = WasiCtx::builder()
             .stdout(stdout.clone())
             .stderr(stderr.clone())
@@ -53,6 +56,7 @@ impl InstanceState {
             limiter,
             context,
             log,
+            caps,
             stdout,
             stderr,
         }

@@ -328,7 +328,7 @@ fn accepts_varied_valid_values() {
 
 #[test]
 fn schema_file_is_json_and_lists_the_top_level_fields() {
-    let text = include_str!("../../manifest.schema.json");
+    let text = include_str!("../../../../docs/manifest.schema.json");
     let schema: serde_json::Value = serde_json::from_str(text).unwrap();
     assert_eq!(
         schema["$schema"],

@@ -14,6 +14,11 @@ pub mod baseline;
 pub mod context;
 pub mod http;
 pub mod log;
+pub mod metrics;
+pub mod secrets;
+pub mod storage;
+
+use std::sync::Arc;
 
 use palisade_bundle::manifest::{Capabilities, CapabilityKey};
 use wasmtime::Engine;
@@ -51,6 +56,24 @@ impl GrantSet {
     pub fn contains(self, key: CapabilityKey) -> bool {
         self.0 & Self::bit(key) != 0
     }
+}
+
+/// Host-side services that capabilities call into. The runner provides them (backed by the
+/// registry); the runtime itself knows no database.
+#[derive(Clone, Default)]
+pub struct HostServices {
+    /// Key/value storage for the `storage` capability.
+    pub storage: Option<Arc<dyn storage::StorageBackend>>,
+    /// Sealed secrets for the `secrets` capability.
+    pub secrets: Option<Arc<dyn secrets::SecretsBackend>>,
+}
+
+/// Per-call state of the capabilities that keep one; `None` when not granted.
+#[derive(Default)]
+pub(crate) struct CallCapabilities {
+    pub(crate) storage: Option<storage::StorageState>,
+    pub(crate) secrets: Option<secrets::SecretsState>,
+    pub(crate) metrics: Option<metrics::MetricsState>,
 }
 
 /// Builds the linker for one grant set: the baseline, `context`, and each granted capability.
