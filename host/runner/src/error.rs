@@ -33,6 +33,9 @@ pub enum RunnerError {
     /// The guest ran out of memory.
     #[error("guest out of memory: {0}")]
     OutOfMemory(String),
+    /// No capacity to start the call now (instance pool exhausted).
+    #[error("unavailable: {0}")]
+    Unavailable(String),
     /// Anything else.
     #[error("internal: {0}")]
     Internal(String),
@@ -50,6 +53,7 @@ impl RunnerError {
             RunnerError::Timeout(_) => ErrorCode::Timeout,
             RunnerError::Trap(_) => ErrorCode::Trap,
             RunnerError::OutOfMemory(_) => ErrorCode::OutOfMemory,
+            RunnerError::Unavailable(_) => ErrorCode::Unavailable,
             RunnerError::Internal(_) => ErrorCode::Internal,
         }
     }

@@ -138,6 +138,7 @@ async fn run(
             ExecuteError::Trap { .. }
             | ExecuteError::NoResponse(_)
             | ExecuteError::ResponseTooLarge(_) => RunnerError::Trap(err.to_string()),
+            ExecuteError::PoolExhausted(_) => RunnerError::Unavailable(err.to_string()),
             ExecuteError::Instantiate(_) => RunnerError::Internal(err.to_string()),
         }),
     }

@@ -190,6 +190,9 @@ fn engine_config(config: &RuntimeConfig) -> Config {
     c.epoch_interruption(true);
     c.consume_fuel(config.fuel);
     c.max_wasm_stack(config.max_wasm_stack);
+    // wasi:http 0.2 handlers need none of the component-model async machinery; leaving it
+    // off keeps per-store setup small.
+    c.concurrency_support(false);
     if config.pooling {
         let mut pool = PoolingAllocationConfig::new();
         let n = config.max_instances.max(1);

@@ -49,7 +49,10 @@ pub enum ExecuteError {
     /// The guest's response body exceeded the limit.
     #[error("response body exceeds {0} bytes")]
     ResponseTooLarge(usize),
-    /// The instance could not be created (pool exhausted, instantiation failure).
+    /// Every instance slot of the pool is in use; the call was not started.
+    #[error("instance pool exhausted: {0}")]
+    PoolExhausted(#[source] wasmtime::Error),
+    /// The instance could not be created.
     #[error("instantiation failed: {0:#}")]
     Instantiate(#[source] wasmtime::Error),
 }
@@ -63,6 +66,7 @@ impl ExecuteError {
             ExecuteError::Trap { code, .. } => code,
             ExecuteError::NoResponse(_) => "no_response",
             ExecuteError::ResponseTooLarge(_) => "response_too_large",
+            ExecuteError::PoolExhausted(_) => "pool_exhausted",
             ExecuteError::Instantiate(_) => "instantiate",
         }
     }

@@ -354,6 +354,12 @@ fn classify(error: wasmtime::Error, memory_refused: bool, timeout_ms: u64) -> Ex
             source: error,
         };
     }
+    if error
+        .downcast_ref::<wasmtime::PoolConcurrencyLimitError>()
+        .is_some()
+    {
+        return ExecuteError::PoolExhausted(error);
+    }
     if memory_refused {
         return ExecuteError::OutOfMemory(error);
     }
