@@ -32,11 +32,18 @@ struct EmbeddedMigration {
 }
 
 /// The SQLite schema, in order. File names follow sqlx's `<VERSION>_<DESCRIPTION>.sql`.
-const SQLITE_MIGRATIONS: &[EmbeddedMigration] = &[EmbeddedMigration {
-    version: 1,
-    description: "initial",
-    sql: include_str!("../migrations/sqlite/0001_initial.sql"),
-}];
+const SQLITE_MIGRATIONS: &[EmbeddedMigration] = &[
+    EmbeddedMigration {
+        version: 1,
+        description: "initial",
+        sql: include_str!("../migrations/sqlite/0001_initial.sql"),
+    },
+    EmbeddedMigration {
+        version: 2,
+        description: "storage_usage",
+        sql: include_str!("../migrations/sqlite/0002_storage_usage.sql"),
+    },
+];
 
 /// The migrations compiled into this crate, as a sqlx migration source.
 #[derive(Debug, Clone, Copy)]
@@ -205,6 +212,8 @@ mod tests {
                 "extension_registry",
                 "extension_secret",
                 "extension_storage",
+                "extension_storage_install",
+                "extension_storage_namespace",
                 "extension_version",
                 "tenant_extension_install",
             ]

@@ -15,6 +15,8 @@ pub mod install;
 pub mod objects;
 pub mod publish;
 pub mod resolve;
+pub mod secrets;
+pub mod storage;
 
 pub use error::{InstallError, InvalidTenantId, PublishError, RegistryError};
 pub use executions::ExecutionRecord;
@@ -22,6 +24,7 @@ pub use install::Install;
 pub use objects::BundleStore;
 pub use publish::{ExtensionSummary, PublishedVersion, VersionSummary};
 pub use resolve::ResolvedInstall;
+pub use secrets::{SecretError, SecretSealer, SecretValue};
 
 use palisade_bundle::hash::ContentHash;
 

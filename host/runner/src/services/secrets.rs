@@ -1,0 +1,71 @@
+//! The `secrets` capability's backend: values read from the registry and opened with the
+//! operator's keyring, inside the runner only.
+
+use palisade_registry::{Registry, SecretSealer};
+use palisade_runtime::capability::secrets::{
+    SecretFuture, SecretValue, SecretsBackend, SecretsBackendError,
+};
+
+/// Reads sealed secrets from the registry and opens them with the keyring.
+#[derive(Debug, Clone)]
+pub struct RegistrySecrets {
+    registry: Registry,
+    sealer: SecretSealer,
+}
+
+impl RegistrySecrets {
+    /// A backend over `registry` that opens values with `sealer`.
+    pub fn new(registry: Registry, sealer: SecretSealer) -> Self {
+        RegistrySecrets { registry, sealer }
+    }
+}
+
+impl SecretsBackend for RegistrySecrets {
+    fn get<'a>(&'a self, install_id: &'a str, name: &'a str) -> SecretFuture<'a> {
+        Box::pin(async move {
+            match self
+                .registry
+                .read_secret(&self.sealer, install_id, name)
+                .await
+            {
+                Ok(value) => Ok(value.map(|v| SecretValue::new(v.expose()))),
+                Err(error) => Err(SecretsBackendError::new(error)),
+            }
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use palisade_registry::RegistryConfig;
+    use palisade_registry::secrets::SecretKey;
+
+    use super::*;
+
+    async fn backend(dir: &tempfile::TempDir) -> (Registry, RegistrySecrets) {
+        let registry = Registry::open(&RegistryConfig {
+            database_url: format!("sqlite://{}", dir.path().join("r.db").display()),
+            object_store_dir: dir.path().join("objects"),
+        })
+        .await
+        .unwrap();
+        let sealer = SecretSealer::new(SecretKey::generate(), []).unwrap();
+        (registry.clone(), RegistrySecrets::new(registry, sealer))
+    }
+
+    #[tokio::test]
+    async fn an_unset_secret_is_none() {
+        let dir = tempfile::tempdir().unwrap();
+        let (_, backend) = backend(&dir).await;
+        assert!(backend.get("install-1", "TOKEN").await.unwrap().is_none());
+    }
+
+    #[tokio::test]
+    async fn a_registry_failure_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let (registry, backend) = backend(&dir).await;
+        registry.pool().close().await;
+        let err = backend.get("install-1", "TOKEN").await.unwrap_err();
+        assert!(err.to_string().contains("registry database"), "{err}");
+    }
+}
