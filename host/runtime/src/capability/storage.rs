@@ -1,8 +1,519 @@
-//! `palisade:extension/storage`.
+//! `palisade:extension/storage`: key/value entries per install and namespace, each with a
+//! revision; writes and deletes take a condition.
+//!
+//! The runtime checks everything it can without the backend — the namespace against the
+//! install's grant, the key, value, prefix, cursor and page size against the operator's
+//! [`StorageLimits`] — and hands the rest (conditions, quotas, paging, durability) to the
+//! [`StorageBackend`] the runner provides. The install id always comes from the
+//! invocation, never from the guest. What the guest sees:
+//! * a namespace outside the grant → `access-denied` (the backend is not asked);
+//! * an empty key, a NUL character, a bad cursor or page size → `invalid-argument`;
+//! * a key or value over the size limits → `too-large`;
+//! * a failed write condition → `conflict` with the key's current revision;
+//! * a write over the install's byte quota or the namespace's key quota → `quota-exceeded`;
+//! * a backend failure → `unavailable`; the detail goes to the operator's log with the
+//!   invocation's identifiers.
+//!
+//! A listing's cursor is the URL-safe base64 of the last key returned; the next page
+//! starts strictly after it, so paging never repeats an entry or skips one that existed
+//! throughout, whatever is written between pages.
 
-/// The host-side service behind the `storage` capability.
-pub trait StorageBackend: Send + Sync + 'static {}
+use std::collections::BTreeSet;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
 
-/// Per-call state of the `storage` capability.
-#[derive(Debug, Default)]
-pub struct StorageState;
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use serde::{Deserialize, Serialize};
+use wasmtime::component::{HasData, Linker};
+
+use crate::bindings::palisade::extension::storage::{
+    self, Condition as WitCondition, Entry as WitEntry, Error as WitError, Page as WitPage,
+};
+use crate::execute::Invocation;
+use crate::state::InstanceState;
+
+/// The operator's bounds on storage. Every field has a documented default.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StorageLimits {
+    /// Longest key (and listing prefix), in UTF-8 bytes. Default 512.
+    pub max_key_bytes: usize,
+    /// Largest value, in bytes. Default 1 MiB.
+    pub max_value_bytes: usize,
+    /// Most keys one namespace of an install may hold. Default 100 000.
+    pub max_keys_per_namespace: u64,
+    /// Most bytes (keys plus values, across namespaces) one install may hold; a manifest's
+    /// `capabilities.storage.max_bytes` may ask for less, never more. Default 64 MiB.
+    pub max_bytes_per_install: u64,
+    /// Largest page a listing may ask for. Default 1000.
+    pub max_list_limit: u32,
+}
+
+impl Default for StorageLimits {
+    fn default() -> Self {
+        StorageLimits {
+            max_key_bytes: 512,
+            max_value_bytes: 1024 * 1024,
+            max_keys_per_namespace: 100_000,
+            max_bytes_per_install: 64 * 1024 * 1024,
+            max_list_limit: 1000,
+        }
+    }
+}
+
+impl StorageLimits {
+    /// The quota of an install whose manifest asks for at most `requested_max_bytes`.
+    pub fn quota(&self, requested_max_bytes: Option<u64>) -> StorageQuota {
+        StorageQuota {
+            max_keys_per_namespace: self.max_keys_per_namespace,
+            max_bytes: requested_max_bytes.map_or(self.max_bytes_per_install, |b| {
+                b.min(self.max_bytes_per_install)
+            }),
+        }
+    }
+}
+
+/// The bounds one write must stay within; the backend checks them in the write's
+/// transaction.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StorageQuota {
+    /// Most keys the namespace may hold after the write.
+    pub max_keys_per_namespace: u64,
+    /// Most bytes (keys plus values) the install may hold after the write.
+    pub max_bytes: u64,
+}
+
+/// The precondition of a write or delete.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Condition {
+    /// Whatever is there.
+    Any,
+    /// Only if the key does not exist.
+    MustNotExist,
+    /// Only if the key exists with exactly this revision.
+    MustEqualRevision(u64),
+}
+
+impl From<WitCondition> for Condition {
+    fn from(condition: WitCondition) -> Self {
+        match condition {
+            WitCondition::Any => Condition::Any,
+            WitCondition::MustNotExist => Condition::MustNotExist,
+            WitCondition::MustEqualRevision(revision) => Condition::MustEqualRevision(revision),
+        }
+    }
+}
+
+/// One stored entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredEntry {
+    /// The key.
+    pub key: String,
+    /// The stored bytes.
+    pub value: Vec<u8>,
+    /// The revision of this value.
+    pub revision: u64,
+}
+
+/// One page of a listing, in key order.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct StoredPage {
+    /// The entries, at most the requested limit.
+    pub entries: Vec<StoredEntry>,
+    /// Whether more entries with the prefix follow the last one.
+    pub more: bool,
+}
+
+/// Which install and namespace a call is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Scope<'a> {
+    /// The install, from the invocation.
+    pub install_id: &'a str,
+    /// A namespace the install's grant names.
+    pub namespace: &'a str,
+}
+
+/// Why the backend did not do what was asked. Nothing was changed in any case.
+#[derive(Debug, thiserror::Error)]
+pub enum BackendError {
+    /// The write condition does not hold.
+    #[error("write condition failed; current revision {current:?}")]
+    Conflict {
+        /// The key's current revision, `None` if it does not exist.
+        current: Option<u64>,
+    },
+    /// The write would exceed the quota; the text says which (for the operator's log).
+    #[error("quota exceeded: {0}")]
+    QuotaExceeded(String),
+    /// The backend failed; the text is for the operator's log only.
+    #[error(transparent)]
+    Unavailable(Box<dyn std::error::Error + Send + Sync>),
+}
+
+impl BackendError {
+    /// Wraps a backend failure.
+    pub fn unavailable(error: impl std::error::Error + Send + Sync + 'static) -> Self {
+        BackendError::Unavailable(Box::new(error))
+    }
+}
+
+/// What every [`StorageBackend`] method returns.
+pub type BackendFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, BackendError>> + Send + 'a>>;
+
+/// The host-side service behind the `storage` capability. Arguments are already checked
+/// against the grant and the [`limits`](StorageBackend::limits) when a method is called.
+pub trait StorageBackend: Send + Sync + 'static {
+    /// The operator's bounds this backend enforces.
+    fn limits(&self) -> &StorageLimits;
+
+    /// Reads one key.
+    fn get<'a>(&'a self, scope: Scope<'a>, key: &'a str) -> BackendFuture<'a, Option<StoredEntry>>;
+
+    /// Writes one key if `condition` holds and `quota` allows it, in one transaction that
+    /// is committed before the future completes; returns the new revision. Revisions of an
+    /// install grow with every write, also across a delete and re-create of a key.
+    fn set<'a>(
+        &'a self,
+        scope: Scope<'a>,
+        key: &'a str,
+        value: &'a [u8],
+        condition: Condition,
+        quota: StorageQuota,
+    ) -> BackendFuture<'a, u64>;
+
+    /// Deletes one key if `condition` holds, committed before the future completes;
+    /// returns whether a key was deleted.
+    fn delete<'a>(
+        &'a self,
+        scope: Scope<'a>,
+        key: &'a str,
+        condition: Condition,
+    ) -> BackendFuture<'a, bool>;
+
+    /// Lists at most `limit` entries whose key starts with `prefix`, in byte order of the
+    /// keys, strictly after `after` when given.
+    fn list<'a>(
+        &'a self,
+        scope: Scope<'a>,
+        prefix: &'a str,
+        after: Option<&'a str>,
+        limit: u32,
+    ) -> BackendFuture<'a, StoredPage>;
+}
+
+/// The cursor handed to the guest after a page ending at `key`.
+pub fn encode_cursor(key: &str) -> String {
+    URL_SAFE_NO_PAD.encode(key.as_bytes())
+}
+
+/// The key a cursor continues after, if it is one [`encode_cursor`] could have made.
+pub fn decode_cursor(cursor: &str, limits: &StorageLimits) -> Option<String> {
+    let bytes = URL_SAFE_NO_PAD.decode(cursor).ok()?;
+    let key = String::from_utf8(bytes).ok()?;
+    check_key(&key, limits).ok()?;
+    Some(key)
+}
+
+/// Checks a key against the limits.
+fn check_key(key: &str, limits: &StorageLimits) -> Result<(), WitError> {
+    if key.is_empty() {
+        return Err(WitError::InvalidArgument("the key is empty".into()));
+    }
+    if key.contains('\0') {
+        return Err(WitError::InvalidArgument(
+            "the key contains a NUL character".into(),
+        ));
+    }
+    if key.len() > limits.max_key_bytes {
+        return Err(WitError::TooLarge);
+    }
+    Ok(())
+}
+
+/// Per-call state of the `storage` capability: the granted namespaces, the install's quota
+/// and where to read and write.
+#[derive(Default)]
+pub struct StorageState {
+    namespaces: BTreeSet<String>,
+    backend: Option<Arc<dyn StorageBackend>>,
+    limits: StorageLimits,
+    requested_max_bytes: Option<u64>,
+    request_id: String,
+    tenant_id: String,
+    extension_id: String,
+    version: String,
+    content_hash: String,
+    install_id: String,
+}
+
+impl std::fmt::Debug for StorageState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StorageState")
+            .field("namespaces", &self.namespaces)
+            .field("backend", &self.backend.is_some())
+            .field("limits", &self.limits)
+            .field("requested_max_bytes", &self.requested_max_bytes)
+            .field("install_id", &self.install_id)
+            .finish_non_exhaustive()
+    }
+}
+
+impl StorageState {
+    /// Prepares the state for one call, or `None` when the install's grant has no
+    /// `storage`. Without a backend every granted call is `unavailable`.
+    pub fn prepare(
+        backend: Option<Arc<dyn StorageBackend>>,
+        invocation: &Invocation,
+    ) -> Option<Self> {
+        let grant = invocation.grants.storage.as_ref()?;
+        let limits = backend.as_ref().map(|b| *b.limits()).unwrap_or_default();
+        Some(StorageState {
+            namespaces: grant.namespaces.iter().cloned().collect(),
+            requested_max_bytes: grant.max_bytes,
+            backend,
+            limits,
+            request_id: invocation.request_id.clone(),
+            tenant_id: invocation.tenant_id.clone(),
+            extension_id: invocation.extension_id.clone(),
+            version: invocation.version.clone(),
+            content_hash: invocation.content_hash.clone(),
+            install_id: invocation.install_id.clone(),
+        })
+    }
+
+    /// `access-denied` unless the install's grant names `namespace`.
+    fn check_granted(&self, namespace: &str) -> Result<(), WitError> {
+        if self.namespaces.contains(namespace) {
+            Ok(())
+        } else {
+            Err(WitError::AccessDenied)
+        }
+    }
+
+    /// The backend and scope for `namespace` (already checked to be granted).
+    fn open<'a>(
+        &'a self,
+        op: &'static str,
+        namespace: &'a str,
+    ) -> Result<(&'a dyn StorageBackend, Scope<'a>), WitError> {
+        let Some(backend) = &self.backend else {
+            self.log_unavailable(
+                op,
+                namespace,
+                "this runner has no storage backend configured",
+            );
+            return Err(WitError::Unavailable);
+        };
+        Ok((
+            backend.as_ref(),
+            Scope {
+                install_id: &self.install_id,
+                namespace,
+            },
+        ))
+    }
+
+    /// Reads one key for the guest.
+    async fn get(&self, namespace: &str, key: &str) -> Result<Option<WitEntry>, WitError> {
+        self.check_granted(namespace)?;
+        check_key(key, &self.limits)?;
+        let (backend, scope) = self.open("get", namespace)?;
+        let found = backend
+            .get(scope, key)
+            .await
+            .map_err(|e| self.backend_error("get", namespace, e))?;
+        Ok(found.map(wit_entry))
+    }
+
+    /// Writes one key for the guest.
+    async fn set(
+        &self,
+        namespace: &str,
+        key: &str,
+        value: &[u8],
+        condition: Condition,
+    ) -> Result<u64, WitError> {
+        self.check_granted(namespace)?;
+        check_key(key, &self.limits)?;
+        if value.len() > self.limits.max_value_bytes {
+            return Err(WitError::TooLarge);
+        }
+        let (backend, scope) = self.open("set", namespace)?;
+        let quota = self.limits.quota(self.requested_max_bytes);
+        backend
+            .set(scope, key, value, condition, quota)
+            .await
+            .map_err(|e| self.backend_error("set", namespace, e))
+    }
+
+    /// Deletes one key for the guest.
+    async fn delete(
+        &self,
+        namespace: &str,
+        key: &str,
+        condition: Condition,
+    ) -> Result<bool, WitError> {
+        self.check_granted(namespace)?;
+        check_key(key, &self.limits)?;
+        let (backend, scope) = self.open("delete", namespace)?;
+        backend
+            .delete(scope, key, condition)
+            .await
+            .map_err(|e| self.backend_error("delete", namespace, e))
+    }
+
+    /// Lists one page for the guest.
+    async fn list(
+        &self,
+        namespace: &str,
+        prefix: &str,
+        cursor: Option<&str>,
+        limit: u32,
+    ) -> Result<WitPage, WitError> {
+        self.check_granted(namespace)?;
+        let max = self.limits.max_list_limit;
+        if limit == 0 || limit > max {
+            return Err(WitError::InvalidArgument(format!(
+                "the limit {limit} is outside 1..={max}"
+            )));
+        }
+        if prefix.contains('\0') {
+            return Err(WitError::InvalidArgument(
+                "the prefix contains a NUL character".into(),
+            ));
+        }
+        if prefix.len() > self.limits.max_key_bytes {
+            return Err(WitError::InvalidArgument(format!(
+                "the prefix is longer than the longest key ({} bytes)",
+                self.limits.max_key_bytes
+            )));
+        }
+        let after = match cursor {
+            None => None,
+            Some(cursor) => Some(decode_cursor(cursor, &self.limits).ok_or_else(|| {
+                WitError::InvalidArgument("the cursor is not one that list-entries returned".into())
+            })?),
+        };
+        let (backend, scope) = self.open("list-entries", namespace)?;
+        let page = backend
+            .list(scope, prefix, after.as_deref(), limit)
+            .await
+            .map_err(|e| self.backend_error("list-entries", namespace, e))?;
+        let next_cursor = if page.more {
+            page.entries.last().map(|e| encode_cursor(&e.key))
+        } else {
+            None
+        };
+        Ok(WitPage {
+            entries: page.entries.into_iter().map(wit_entry).collect(),
+            next_cursor,
+        })
+    }
+
+    /// The guest's view of a backend error; failures are logged for the operator.
+    fn backend_error(&self, op: &'static str, namespace: &str, error: BackendError) -> WitError {
+        match error {
+            BackendError::Conflict { current } => WitError::Conflict(current),
+            BackendError::QuotaExceeded(detail) => {
+                tracing::info!(
+                    request_id = %self.request_id,
+                    tenant = %self.tenant_id,
+                    extension = %self.extension_id,
+                    version = %self.version,
+                    content_hash = %self.content_hash,
+                    install_id = %self.install_id,
+                    namespace,
+                    op,
+                    detail,
+                    "storage quota exceeded"
+                );
+                WitError::QuotaExceeded
+            }
+            BackendError::Unavailable(error) => {
+                self.log_unavailable(op, namespace, &error.to_string());
+                WitError::Unavailable
+            }
+        }
+    }
+
+    fn log_unavailable(&self, op: &'static str, namespace: &str, error: &str) {
+        tracing::error!(
+            request_id = %self.request_id,
+            tenant = %self.tenant_id,
+            extension = %self.extension_id,
+            version = %self.version,
+            content_hash = %self.content_hash,
+            install_id = %self.install_id,
+            namespace,
+            op,
+            error,
+            "storage backend failed; the guest sees `unavailable`"
+        );
+    }
+}
+
+fn wit_entry(entry: StoredEntry) -> WitEntry {
+    WitEntry {
+        key: entry.key,
+        value: entry.value,
+        revision: entry.revision,
+    }
+}
+
+struct StorageCapability;
+
+impl HasData for StorageCapability {
+    type Data<'a> = &'a mut StorageState;
+}
+
+/// Links `palisade:extension/storage`. A call whose state was not prepared (no grant) sees
+/// every namespace as `access-denied`.
+pub fn link(linker: &mut Linker<InstanceState>) -> wasmtime::Result<()> {
+    storage::add_to_linker::<_, StorageCapability>(linker, |s| {
+        s.caps.storage.get_or_insert_with(StorageState::default)
+    })
+}
+
+impl storage::Host for StorageState {
+    async fn get(
+        &mut self,
+        namespace: String,
+        key: String,
+    ) -> wasmtime::Result<Result<Option<WitEntry>, WitError>> {
+        Ok(StorageState::get(self, &namespace, &key).await)
+    }
+
+    async fn set(
+        &mut self,
+        namespace: String,
+        key: String,
+        value: Vec<u8>,
+        condition: WitCondition,
+    ) -> wasmtime::Result<Result<u64, WitError>> {
+        Ok(StorageState::set(self, &namespace, &key, &value, condition.into()).await)
+    }
+
+    async fn delete(
+        &mut self,
+        namespace: String,
+        key: String,
+        condition: WitCondition,
+    ) -> wasmtime::Result<Result<bool, WitError>> {
+        Ok(StorageState::delete(self, &namespace, &key, condition.into()).await)
+    }
+
+    async fn list_entries(
+        &mut self,
+        namespace: String,
+        prefix: String,
+        cursor: Option<String>,
+        limit: u32,
+    ) -> wasmtime::Result<Result<WitPage, WitError>> {
+        Ok(StorageState::list(self, &namespace, &prefix, cursor.as_deref(), limit).await)
+    }
+}
+
+#[cfg(test)]
+mod tests;

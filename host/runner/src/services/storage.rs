@@ -1,0 +1,277 @@
+//! The `storage` capability's backend: the registry's storage queries, under the
+//! operator's [`StorageLimits`].
+
+use std::sync::Arc;
+
+use palisade_registry::Registry;
+use palisade_registry::storage::{
+    StorageQuota as RegistryQuota, StorageWriteError, WriteCondition,
+};
+use palisade_runtime::capability::storage::{
+    BackendError, BackendFuture, Condition, Scope, StorageBackend, StorageLimits, StorageQuota,
+    StoredEntry, StoredPage,
+};
+
+/// Keeps extension storage in the registry database.
+#[derive(Debug, Clone)]
+pub struct RegistryStorage {
+    registry: Registry,
+    limits: StorageLimits,
+}
+
+impl RegistryStorage {
+    /// A backend over `registry` enforcing `limits`.
+    pub fn new(registry: Registry, limits: StorageLimits) -> Self {
+        RegistryStorage { registry, limits }
+    }
+
+    /// The same, ready for [`HostServices::storage`](palisade_runtime::HostServices).
+    pub fn shared(registry: Registry, limits: StorageLimits) -> Arc<dyn StorageBackend> {
+        Arc::new(Self::new(registry, limits))
+    }
+}
+
+fn condition(condition: Condition) -> WriteCondition {
+    match condition {
+        Condition::Any => WriteCondition::Any,
+        Condition::MustNotExist => WriteCondition::MustNotExist,
+        Condition::MustEqualRevision(revision) => WriteCondition::MustEqualRevision(revision),
+    }
+}
+
+fn write_error(error: StorageWriteError) -> BackendError {
+    match error {
+        StorageWriteError::Conflict { current } => BackendError::Conflict { current },
+        StorageWriteError::QuotaExceeded(which) => BackendError::QuotaExceeded(which.to_string()),
+        StorageWriteError::Registry(error) => BackendError::unavailable(error),
+    }
+}
+
+fn entry(entry: palisade_registry::storage::StorageEntry) -> StoredEntry {
+    StoredEntry {
+        key: entry.key,
+        value: entry.value,
+        revision: entry.revision,
+    }
+}
+
+impl StorageBackend for RegistryStorage {
+    fn limits(&self) -> &StorageLimits {
+        &self.limits
+    }
+
+    fn get<'a>(&'a self, scope: Scope<'a>, key: &'a str) -> BackendFuture<'a, Option<StoredEntry>> {
+        Box::pin(async move {
+            self.registry
+                .storage_get(scope.install_id, scope.namespace, key)
+                .await
+                .map(|found| found.map(entry))
+                .map_err(BackendError::unavailable)
+        })
+    }
+
+    fn set<'a>(
+        &'a self,
+        scope: Scope<'a>,
+        key: &'a str,
+        value: &'a [u8],
+        when: Condition,
+        quota: StorageQuota,
+    ) -> BackendFuture<'a, u64> {
+        Box::pin(async move {
+            let quota = RegistryQuota {
+                max_keys_per_namespace: quota.max_keys_per_namespace,
+                max_bytes: quota.max_bytes,
+            };
+            self.registry
+                .storage_set(
+                    scope.install_id,
+                    scope.namespace,
+                    key,
+                    value,
+                    condition(when),
+                    &quota,
+                )
+                .await
+                .map_err(write_error)
+        })
+    }
+
+    fn delete<'a>(
+        &'a self,
+        scope: Scope<'a>,
+        key: &'a str,
+        when: Condition,
+    ) -> BackendFuture<'a, bool> {
+        Box::pin(async move {
+            self.registry
+                .storage_delete(scope.install_id, scope.namespace, key, condition(when))
+                .await
+                .map_err(write_error)
+        })
+    }
+
+    fn list<'a>(
+        &'a self,
+        scope: Scope<'a>,
+        prefix: &'a str,
+        after: Option<&'a str>,
+        limit: u32,
+    ) -> BackendFuture<'a, StoredPage> {
+        Box::pin(async move {
+            let page = self
+                .registry
+                .storage_list(scope.install_id, scope.namespace, prefix, after, limit)
+                .await
+                .map_err(BackendError::unavailable)?;
+            Ok(StoredPage {
+                entries: page.entries.into_iter().map(entry).collect(),
+                more: page.more,
+            })
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use palisade_registry::RegistryConfig;
+
+    use super::*;
+
+    const QUOTA: StorageQuota = StorageQuota {
+        max_keys_per_namespace: 10,
+        max_bytes: 100,
+    };
+
+    /// A component importing nothing: the 8-byte header of an empty component.
+    const EMPTY_COMPONENT: [u8; 8] = [0x00, 0x61, 0x73, 0x6d, 0x0d, 0x00, 0x01, 0x00];
+
+    /// A backend over a fresh registry with one install of an extension granted storage.
+    async fn backend(dir: &tempfile::TempDir) -> (Registry, RegistryStorage, String) {
+        let registry = Registry::open(&RegistryConfig {
+            database_url: format!("sqlite://{}", dir.path().join("r.db").display()),
+            object_store_dir: dir.path().join("objects"),
+        })
+        .await
+        .unwrap();
+        let manifest = serde_json::json!({
+            "id": "com.example.store",
+            "name": "Store",
+            "publisher": "Example",
+            "version": "1.0.0",
+            "runtime": "wasi-http@0.2",
+            "component": "store.wasm",
+            "capabilities": { "storage": { "namespaces": ["notes"] } },
+            "api": { "endpoints": [ { "method": "GET", "path": "/x" } ] }
+        });
+        let bundle = palisade_bundle::pack(
+            manifest.to_string().as_bytes(),
+            "store.wasm",
+            &EMPTY_COMPONENT,
+            &[],
+        )
+        .unwrap();
+        let key = palisade_bundle::SigningKey::generate().unwrap();
+        let trust =
+            palisade_bundle::TrustBundle::from_pem(key.public_key_pem().unwrap().as_bytes())
+                .unwrap();
+        registry
+            .publish(&bundle, &key.sign(&bundle).unwrap(), &trust)
+            .await
+            .unwrap();
+        let install = registry
+            .install(
+                "acme",
+                "com.example.store",
+                None,
+                &palisade_bundle::CapabilityKey::ALL,
+                Default::default(),
+            )
+            .await
+            .unwrap();
+        let backend = RegistryStorage::new(registry.clone(), StorageLimits::default());
+        (registry, backend, install.install_id)
+    }
+
+    fn scope(install_id: &str) -> Scope<'_> {
+        Scope {
+            install_id,
+            namespace: "notes",
+        }
+    }
+
+    #[tokio::test]
+    async fn writes_reads_lists_and_deletes() {
+        let dir = tempfile::tempdir().unwrap();
+        let (_, backend, install) = backend(&dir).await;
+        let s = scope(&install);
+        assert!(backend.get(s, "a").await.unwrap().is_none());
+        let rev = backend
+            .set(s, "a", b"one", Condition::MustNotExist, QUOTA)
+            .await
+            .unwrap();
+        backend
+            .set(s, "b", b"two", Condition::Any, QUOTA)
+            .await
+            .unwrap();
+        let found = backend.get(s, "a").await.unwrap().unwrap();
+        assert_eq!((found.value, found.revision), (b"one".to_vec(), rev));
+
+        let page = backend.list(s, "", None, 1).await.unwrap();
+        assert_eq!(page.entries[0].key, "a");
+        assert!(page.more);
+        let page = backend.list(s, "", Some("a"), 1).await.unwrap();
+        assert_eq!(page.entries[0].key, "b");
+        assert!(!page.more);
+
+        assert!(
+            backend
+                .delete(s, "a", Condition::MustEqualRevision(rev))
+                .await
+                .unwrap()
+        );
+        assert_eq!(backend.limits(), &StorageLimits::default());
+    }
+
+    #[tokio::test]
+    async fn refusals_map_to_the_runtime_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        let (_, backend, install) = backend(&dir).await;
+        let s = scope(&install);
+        let rev = backend
+            .set(s, "a", b"v", Condition::Any, QUOTA)
+            .await
+            .unwrap();
+        let err = backend
+            .set(s, "a", b"w", Condition::MustNotExist, QUOTA)
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(err, BackendError::Conflict { current: Some(c) } if c == rev),
+            "{err:?}"
+        );
+        let err = backend
+            .set(s, "big", &[0; 200], Condition::Any, QUOTA)
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&err, BackendError::QuotaExceeded(which) if which.contains("limit of 100")),
+            "{err:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_registry_failure_is_unavailable_with_the_detail() {
+        let dir = tempfile::tempdir().unwrap();
+        let (registry, backend, install) = backend(&dir).await;
+        registry.pool().close().await;
+        let err = backend.get(scope(&install), "a").await.unwrap_err();
+        assert!(matches!(err, BackendError::Unavailable(_)), "{err:?}");
+        assert!(err.to_string().contains("registry database"), "{err}");
+        let err = backend
+            .set(scope(&install), "a", b"v", Condition::Any, QUOTA)
+            .await
+            .unwrap_err();
+        assert!(matches!(err, BackendError::Unavailable(_)), "{err:?}");
+    }
+}
