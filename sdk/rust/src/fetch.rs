@@ -150,14 +150,23 @@ pub enum FetchError {
         /// The URL as given.
         url: String,
     },
-    /// Connecting, the first response byte or a later one took longer than allowed.
+    /// The host name resolves only to addresses the platform forbids (loopback, private
+    /// networks, cloud metadata endpoints...), unless the operator allows them.
+    #[error("request to `{url}` denied: its host resolves only to addresses the platform forbids")]
+    Prohibited {
+        /// The URL as given.
+        url: String,
+    },
+    /// Connecting, the first response byte or a later one took longer than allowed, or
+    /// the call's deadline came first.
     #[error("request to `{url}` timed out")]
     Timeout {
         /// The URL as given.
         url: String,
     },
-    /// The response body is larger than [`MAX_RESPONSE_BODY_BYTES`].
-    #[error("the response body exceeds {MAX_RESPONSE_BODY_BYTES} bytes")]
+    /// The response body is larger than the host's egress limit or
+    /// [`MAX_RESPONSE_BODY_BYTES`].
+    #[error("the response body exceeds the size limit")]
     ResponseTooLarge,
     /// Any other failure (DNS, TLS, connection, protocol); the host's description.
     #[error("request failed: {0}")]
@@ -233,6 +242,10 @@ fn from_error_code(url: &str, code: ErrorCode) -> FetchError {
         ErrorCode::HttpRequestDenied => FetchError::Denied {
             url: url.to_owned(),
         },
+        ErrorCode::DestinationIpProhibited => FetchError::Prohibited {
+            url: url.to_owned(),
+        },
+        ErrorCode::HttpResponseBodySize(_) => FetchError::ResponseTooLarge,
         ErrorCode::DnsTimeout
         | ErrorCode::ConnectionTimeout
         | ErrorCode::ConnectionReadTimeout
@@ -241,6 +254,21 @@ fn from_error_code(url: &str, code: ErrorCode) -> FetchError {
             url: url.to_owned(),
         },
         other => FetchError::Failed(format!("{other:?}")),
+    }
+}
+
+/// Classifies a failure while reading the response body from the host's description
+/// (body stream errors carry no `error-code`).
+fn body_error(url: &str, message: String) -> FetchError {
+    let lower = message.to_ascii_lowercase();
+    if lower.contains("response body size exceeds limit") {
+        FetchError::ResponseTooLarge
+    } else if lower.contains("timeout") || lower.contains("timed out") {
+        FetchError::Timeout {
+            url: url.to_owned(),
+        }
+    } else {
+        FetchError::Failed(format!("the response body could not be read: {message}"))
     }
 }
 
@@ -329,9 +357,7 @@ pub fn fetch(request: Request) -> Result<Response, FetchError> {
             ReadError::Unavailable => {
                 FetchError::Failed("the response body could not be opened".to_owned())
             }
-            ReadError::Failed(message) => {
-                FetchError::Failed(format!("the response body could not be read: {message}"))
-            }
+            ReadError::Failed(message) => body_error(url, message),
         })?;
     Ok(response.with_body(bytes))
 }
@@ -423,9 +449,35 @@ mod tests {
                 url: "https://h/".into()
             }
         );
+        assert_eq!(
+            from_error_code("https://h/", ErrorCode::DestinationIpProhibited),
+            FetchError::Prohibited {
+                url: "https://h/".into()
+            }
+        );
+        assert_eq!(
+            from_error_code("https://h/", ErrorCode::HttpResponseBodySize(Some(10))),
+            FetchError::ResponseTooLarge
+        );
         assert!(matches!(
             from_error_code("https://h/", ErrorCode::ConnectionRefused),
             FetchError::Failed(message) if message.contains("ConnectionRefused")
+        ));
+    }
+
+    #[test]
+    fn body_errors_are_classified_from_the_host_description() {
+        assert_eq!(
+            body_error("u", "HTTP response body size exceeds limit: 8 bytes".into()),
+            FetchError::ResponseTooLarge
+        );
+        assert_eq!(
+            body_error("u", "connection read timeout".into()),
+            FetchError::Timeout { url: "u".into() }
+        );
+        assert!(matches!(
+            body_error("u", "connection reset".into()),
+            FetchError::Failed(message) if message.contains("connection reset")
         ));
     }
 

@@ -3,40 +3,96 @@
 //!
 //! wasmtime's default `send_request` (no allow-list, long timeouts) is compiled out of this
 //! build (the `default-send-request` feature is off), so the only way out of an instance is
-//! [`EgressHooks::send_request`], which fails closed: until an allow-list policy is
-//! configured for the install, every request is refused with `HTTP-request-denied`.
+//! [`EgressHooks::send_request`]: the install's allow-list ∩ the operator's
+//! [`EgressPolicy`], checked resolved addresses, bounded sizes and times (see
+//! [`super::egress`]). Hooks built without a grant refuse every request with
+//! `HTTP-request-denied`.
 
 use std::future::Future;
 use std::sync::Arc;
+use std::time::Duration;
 
 use http::HeaderName;
+use palisade_bundle::manifest::{AllowedOrigin, Capabilities};
 use wasmtime::component::Linker;
 use wasmtime_wasi_http::{
     DEFAULT_FORBIDDEN_HEADERS, Error, ForbiddenHeaderFilter, RequestOptions, WasiBody, WasiHttp,
     WasiHttpHooks,
 };
 
+use super::egress::{self, Exchange, IoFuture, Timeouts};
+pub use super::egress::{EgressCounters, EgressPolicy};
 use crate::state::InstanceState;
 
 /// Headers a guest may never set on an outgoing request, beyond wasi-http's defaults.
 const EXTRA_FORBIDDEN: [&str; 2] = ["proxy-authorization", "x-forwarded-for"];
 
-/// Per-call wasi-http hooks: header filter and the egress gate.
+/// Per-call wasi-http hooks: the header filter and the egress gate.
 #[derive(Debug, Default)]
-pub struct EgressHooks;
+pub struct EgressHooks {
+    call: Option<Arc<CallEgress>>,
+    counters: Arc<EgressCounters>,
+}
+
+/// What the egress gate of one call knows.
+#[derive(Debug)]
+struct CallEgress {
+    allow: Vec<AllowedOrigin>,
+    policy: Arc<EgressPolicy>,
+    deadline: tokio::time::Instant,
+}
 
 /// The future a `send_request` hook returns.
-type SendFuture = Box<
-    dyn Future<
-            Output = Result<
-                (
-                    http::Response<WasiBody>,
-                    Box<dyn Future<Output = Result<(), Error>> + Send>,
-                ),
-                Error,
-            >,
-        > + Send,
->;
+type SendFuture =
+    Box<dyn Future<Output = Result<(http::Response<WasiBody>, IoFuture), Error>> + Send>;
+
+impl EgressHooks {
+    /// Hooks that refuse every outgoing request.
+    pub fn deny_all() -> Self {
+        EgressHooks::default()
+    }
+
+    /// Hooks of one call: requests to the origins of `grants.http` that `policy` does not
+    /// forbid, every exchange ending by `deadline`. Without an `http` grant, every request is
+    /// refused.
+    pub fn for_call(
+        policy: &EgressPolicy,
+        grants: &Capabilities,
+        deadline: std::time::Instant,
+    ) -> Self {
+        let Some(http) = &grants.http else {
+            return EgressHooks::deny_all();
+        };
+        let allow = http
+            .allow
+            .iter()
+            .filter_map(|entry| match AllowedOrigin::parse(entry) {
+                Ok(origin) => Some(origin),
+                Err(e) => {
+                    tracing::warn!(error = %e, "egress allow-list entry ignored");
+                    None
+                }
+            })
+            .collect();
+        EgressHooks {
+            call: Some(Arc::new(CallEgress {
+                allow,
+                policy: Arc::new(policy.clone()),
+                deadline: tokio::time::Instant::from_std(deadline),
+            })),
+            counters: Arc::default(),
+        }
+    }
+
+    /// The call's egress counters (bytes out and in, requests started).
+    pub fn counters(&self) -> Arc<EgressCounters> {
+        self.counters.clone()
+    }
+
+    fn refuse(error: Error) -> SendFuture {
+        Box::new(async move { Err(error) })
+    }
+}
 
 impl WasiHttpHooks for EgressHooks {
     fn forbidden_header_filter(&mut self) -> ForbiddenHeaderFilter {
@@ -49,16 +105,48 @@ impl WasiHttpHooks for EgressHooks {
     fn send_request(
         &mut self,
         request: http::Request<WasiBody>,
-        _options: Option<RequestOptions>,
+        options: Option<RequestOptions>,
         _fut: Box<dyn Future<Output = Result<(), Error>> + Send>,
     ) -> SendFuture {
-        let authority = request
-            .uri()
-            .authority()
-            .map(|a| a.to_string())
-            .unwrap_or_default();
-        tracing::warn!(%authority, "egress refused: no allow-list policy permits it");
-        Box::new(async { Err(Error::HttpRequestDenied) })
+        let Some(call) = &self.call else {
+            tracing::warn!(uri = %request.uri(), "egress refused: `http` is not granted");
+            return Self::refuse(Error::HttpRequestDenied);
+        };
+        let policy = &call.policy;
+        let target = match egress::authorize(request.uri(), &call.allow, policy) {
+            Ok(target) => target,
+            Err(denial) => {
+                tracing::warn!(reason = %denial, "egress refused");
+                return Self::refuse(Error::HttpRequestDenied);
+            }
+        };
+        if !self.counters.start_request(policy.max_requests_per_call) {
+            tracing::warn!(
+                max = policy.max_requests_per_call,
+                "egress refused: request limit of the call reached"
+            );
+            return Self::refuse(Error::ConnectionLimitReached);
+        }
+        let Some(tls) = egress::default_tls() else {
+            return Self::refuse(Error::ConfigurationError);
+        };
+        let options = options.unwrap_or_default();
+        let policy_connect = Duration::from_millis(policy.connect_timeout_ms);
+        let exchange = Exchange {
+            target,
+            policy: policy.clone(),
+            counters: self.counters.clone(),
+            tls,
+            timeouts: Timeouts {
+                connect: options
+                    .connect_timeout
+                    .map_or(policy_connect, |t| t.min(policy_connect)),
+                first_byte: options.first_byte_timeout,
+                between_bytes: options.between_bytes_timeout,
+                deadline: call.deadline,
+            },
+        };
+        Box::new(egress::send(exchange, request))
     }
 }
 
@@ -69,3 +157,6 @@ pub fn link(linker: &mut Linker<InstanceState>) -> wasmtime::Result<()> {
         wasmtime_wasi_http::WasiHttpView::http,
     )
 }
+
+#[cfg(test)]
+mod tests;
