@@ -2,8 +2,11 @@
 //! (`palisade:extension/metrics`, feature `metrics`, granted by the manifest capability
 //! `metrics`).
 //!
-//! Metric names match `[a-z_][a-z0-9_]*`; the host bounds label sizes and the number of
-//! distinct series per install.
+//! Metric names match `[a-z_][a-z0-9_]{0,63}`; a counter's name may end in `_total`, a
+//! gauge's or histogram's may not. A sample takes at most 8 labels (names like metric
+//! names, not `tenant`, `extension`, `install`, `le` or `quantile`; values up to 128
+//! bytes). The host bounds the number of distinct series per install (1000 by default) and
+//! exports every metric as `ext_<name>` with `tenant` and `extension` labels.
 //!
 //! ```no_run
 //! use palisade_sdk::metrics;

@@ -1,0 +1,134 @@
+//! `palisade:extension/metrics`: counters, gauges and histograms that an extension records
+//! and the runner exports with `tenant` and `extension` labels. Linked only when the
+//! install's grant includes `metrics`.
+//!
+//! Samples go straight into the runner-wide [`ExtensionMetrics`] store (owned by the
+//! [`Runtime`](crate::Runtime)); the per-call [`MetricsState`] is only the install's
+//! recording handle. Names and labels are validated first ([`validate`]); each install may
+//! create at most [`MetricsConfig::max_series_per_install`] series.
+
+mod store;
+pub mod validate;
+
+#[cfg(test)]
+mod tests;
+
+use wasmtime::component::{HasData, Linker};
+
+use crate::bindings::palisade::extension::metrics::{self, Error as WitError, Label};
+use crate::state::InstanceState;
+
+pub use store::{
+    DROPPED_SERIES_METRIC, EXPORT_PREFIX, ExtensionMetrics, HISTOGRAM_BUCKETS, InstallMetrics,
+    MetricsConfig,
+};
+
+/// Why a sample was not recorded; each maps to the WIT variant of the same name.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum MetricError {
+    /// The metric name is malformed; the text says how.
+    #[error("invalid metric name: {0}")]
+    InvalidName(String),
+    /// A label name or value is malformed, reserved, too long, repeated, or there are too
+    /// many labels; the text says which.
+    #[error("invalid metric label: {0}")]
+    InvalidLabel(String),
+    /// The install's bound on distinct series is reached; the sample was dropped.
+    #[error("the install's bound on metric series is reached; the sample was dropped")]
+    TooManySeries,
+    /// The name is already used by a metric of another kind.
+    #[error("the metric name is already used by a metric of another kind")]
+    KindMismatch,
+}
+
+impl From<MetricError> for WitError {
+    fn from(error: MetricError) -> Self {
+        match error {
+            MetricError::InvalidName(message) => WitError::InvalidName(message),
+            MetricError::InvalidLabel(message) => WitError::InvalidLabel(message),
+            MetricError::TooManySeries => WitError::TooManySeries,
+            MetricError::KindMismatch => WitError::KindMismatch,
+        }
+    }
+}
+
+/// Per-call state of the `metrics` capability: the install's recording handle.
+#[derive(Debug, Clone)]
+pub struct MetricsState {
+    install: InstallMetrics,
+}
+
+impl MetricsState {
+    /// Prepares the state for one call of the install behind `install`.
+    pub fn prepare(install: InstallMetrics) -> Self {
+        MetricsState { install }
+    }
+}
+
+/// What the host functions see: the call's metrics state, absent only if the linker and
+/// the call's grants disagree (a host bug, answered with a trap).
+struct MetricsView<'a>(Option<&'a mut MetricsState>);
+
+impl MetricsView<'_> {
+    fn install(&self) -> wasmtime::Result<&InstallMetrics> {
+        match &self.0 {
+            Some(state) => Ok(&state.install),
+            None => Err(wasmtime::Error::msg(
+                "palisade:extension/metrics is linked but the call has no metrics state",
+            )),
+        }
+    }
+}
+
+struct MetricsCapability;
+
+impl HasData for MetricsCapability {
+    type Data<'a> = MetricsView<'a>;
+}
+
+/// Links `palisade:extension/metrics`.
+pub fn link(linker: &mut Linker<InstanceState>) -> wasmtime::Result<()> {
+    metrics::add_to_linker::<_, MetricsCapability>(linker, |s| MetricsView(s.caps.metrics.as_mut()))
+}
+
+fn pairs(labels: Vec<Label>) -> Vec<(String, String)> {
+    labels.into_iter().map(|l| (l.name, l.value)).collect()
+}
+
+impl metrics::Host for MetricsView<'_> {
+    fn counter_add(
+        &mut self,
+        name: String,
+        labels: Vec<Label>,
+        value: u64,
+    ) -> wasmtime::Result<Result<(), WitError>> {
+        Ok(self
+            .install()?
+            .counter_add(&name, pairs(labels), value)
+            .map_err(WitError::from))
+    }
+
+    fn gauge_set(
+        &mut self,
+        name: String,
+        labels: Vec<Label>,
+        value: f64,
+    ) -> wasmtime::Result<Result<(), WitError>> {
+        Ok(self
+            .install()?
+            .gauge_set(&name, pairs(labels), value)
+            .map_err(WitError::from))
+    }
+
+    fn histogram_observe(
+        &mut self,
+        name: String,
+        labels: Vec<Label>,
+        value: f64,
+    ) -> wasmtime::Result<Result<(), WitError>> {
+        Ok(self
+            .install()?
+            .histogram_observe(&name, pairs(labels), value)
+            .map_err(WitError::from))
+    }
+}

@@ -1,0 +1,365 @@
+//! Behaviour of the series store: recording, bounds, kinds, separation and exposition.
+
+use super::*;
+
+fn store(max: usize) -> ExtensionMetrics {
+    ExtensionMetrics::new(MetricsConfig {
+        max_series_per_install: max,
+    })
+}
+
+fn labels(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+    pairs
+        .iter()
+        .map(|(n, v)| ((*n).to_owned(), (*v).to_owned()))
+        .collect()
+}
+
+/// The exposition line of one sample, if present (`name{labels} value`).
+fn sample_line(text: &str, prefix: &str) -> Option<String> {
+    text.lines()
+        .find(|line| line.starts_with(prefix))
+        .map(str::to_owned)
+}
+
+#[test]
+fn counters_accumulate_and_are_exported_with_host_labels() {
+    let metrics = store(10);
+    let install = metrics.install("acme", "com.example.counter");
+    install
+        .counter_add("page_hits_total", labels(&[("page", "home")]), 2)
+        .unwrap();
+    install
+        .counter_add("page_hits", labels(&[("page", "home")]), 1)
+        .unwrap();
+    let text = metrics.encode();
+    assert!(text.contains("# TYPE ext_page_hits counter"), "{text}");
+    assert!(
+        text.contains(
+            r#"ext_page_hits_total{tenant="acme",extension="com.example.counter",page="home"} 3"#
+        ),
+        "{text}"
+    );
+    assert!(text.ends_with("# EOF\n"));
+    assert_eq!(install.series_count(), 1);
+}
+
+#[test]
+fn label_order_does_not_make_a_new_series() {
+    let metrics = store(10);
+    let install = metrics.install("acme", "ext.a");
+    install
+        .counter_add("x", labels(&[("b", "2"), ("a", "1")]), 1)
+        .unwrap();
+    install
+        .counter_add("x", labels(&[("a", "1"), ("b", "2")]), 1)
+        .unwrap();
+    assert_eq!(install.series_count(), 1);
+    let text = metrics.encode();
+    assert!(
+        text.contains(r#"ext_x_total{tenant="acme",extension="ext.a",a="1",b="2"} 2"#),
+        "{text}"
+    );
+}
+
+#[test]
+fn gauges_keep_the_last_value() {
+    let metrics = store(10);
+    let install = metrics.install("acme", "ext.a");
+    install.gauge_set("queue_depth", vec![], 5.0).unwrap();
+    install.gauge_set("queue_depth", vec![], -1.5).unwrap();
+    let text = metrics.encode();
+    assert!(text.contains("# TYPE ext_queue_depth gauge"), "{text}");
+    assert!(
+        text.contains(r#"ext_queue_depth{tenant="acme",extension="ext.a"} -1.5"#),
+        "{text}"
+    );
+}
+
+#[test]
+fn histograms_use_the_default_buckets_and_ignore_non_finite_values() {
+    let metrics = store(10);
+    let install = metrics.install("acme", "ext.a");
+    install
+        .histogram_observe("body_bytes", vec![], 7.0)
+        .unwrap();
+    install
+        .histogram_observe("body_bytes", vec![], 2000.0)
+        .unwrap();
+    install
+        .histogram_observe("body_bytes", vec![], f64::NAN)
+        .unwrap();
+    install
+        .histogram_observe("body_bytes", vec![], f64::INFINITY)
+        .unwrap();
+    let text = metrics.encode();
+    assert!(text.contains("# TYPE ext_body_bytes histogram"), "{text}");
+    let series = r#"tenant="acme",extension="ext.a""#;
+    assert!(
+        text.contains(&format!("ext_body_bytes_sum{{{series}}} 2007.0")),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!("ext_body_bytes_count{{{series}}} 2")),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!(r#"ext_body_bytes_bucket{{le="5.0",{series}}} 0"#)),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!(r#"ext_body_bytes_bucket{{le="10.0",{series}}} 1"#)),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!(
+            r#"ext_body_bytes_bucket{{le="10000.0",{series}}} 2"#
+        )),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!(r#"ext_body_bytes_bucket{{le="+Inf",{series}}} 2"#)),
+        "{text}"
+    );
+    let buckets = text.matches("ext_body_bytes_bucket{").count();
+    assert_eq!(buckets, HISTOGRAM_BUCKETS.len() + 1);
+}
+
+#[test]
+fn a_name_reused_with_another_kind_is_a_kind_mismatch() {
+    let metrics = store(10);
+    let install = metrics.install("acme", "ext.a");
+    install.counter_add("jobs_total", vec![], 1).unwrap();
+    assert_eq!(
+        install.gauge_set("jobs", vec![], 1.0),
+        Err(MetricError::KindMismatch)
+    );
+    assert_eq!(
+        install.histogram_observe("jobs", labels(&[("new", "series")]), 1.0),
+        Err(MetricError::KindMismatch)
+    );
+    install.gauge_set("temperature", vec![], 1.0).unwrap();
+    assert_eq!(
+        install.counter_add("temperature", vec![], 1),
+        Err(MetricError::KindMismatch)
+    );
+    assert_eq!(install.series_count(), 2);
+}
+
+#[test]
+fn invalid_samples_are_refused_and_create_nothing() {
+    let metrics = store(10);
+    let install = metrics.install("acme", "ext.a");
+    assert!(matches!(
+        install.counter_add("Bad-Name", vec![], 1),
+        Err(MetricError::InvalidName(message)) if message.contains("`Bad-Name`")
+    ));
+    assert!(matches!(
+        install.counter_add("ok", labels(&[("tenant", "other")]), 1),
+        Err(MetricError::InvalidLabel(message)) if message.contains("`tenant` is reserved")
+    ));
+    assert_eq!(install.series_count(), 0);
+    assert!(!metrics.encode().contains("ext_"));
+}
+
+#[test]
+fn the_series_bound_drops_new_series_and_counts_them() {
+    let metrics = store(2);
+    let install = metrics.install("acme", "ext.a");
+    install.counter_add("a", vec![], 1).unwrap();
+    install.gauge_set("b", vec![], 1.0).unwrap();
+    assert_eq!(
+        install.counter_add("a", labels(&[("k", "new")]), 1),
+        Err(MetricError::TooManySeries)
+    );
+    assert_eq!(
+        install.histogram_observe("c", vec![], 1.0),
+        Err(MetricError::TooManySeries)
+    );
+    // Existing series keep recording.
+    install.counter_add("a", vec![], 1).unwrap();
+    install.gauge_set("b", vec![], 3.0).unwrap();
+    assert_eq!(install.series_count(), 2);
+    assert_eq!(install.dropped_samples(), 2);
+
+    let text = metrics.encode();
+    assert!(
+        text.contains(
+            r#"palisade_extension_series_dropped_total{tenant="acme",extension="ext.a"} 2"#
+        ),
+        "{text}"
+    );
+    assert!(
+        text.contains(r#"ext_a_total{tenant="acme",extension="ext.a"} 2"#),
+        "{text}"
+    );
+    assert!(!text.contains("ext_c"), "{text}");
+
+    // The bound is per install: another tenant's install is unaffected.
+    let other = metrics.install("globex", "ext.a");
+    other.counter_add("a", labels(&[("k", "new")]), 1).unwrap();
+    assert_eq!(other.dropped_samples(), 0);
+}
+
+#[test]
+fn handles_of_one_install_share_its_bound() {
+    let metrics = store(1);
+    metrics
+        .install("acme", "ext.a")
+        .counter_add("a", vec![], 1)
+        .unwrap();
+    let again = metrics.install("acme", "ext.a");
+    assert_eq!(again.series_count(), 1);
+    assert_eq!(
+        again.counter_add("b", vec![], 1),
+        Err(MetricError::TooManySeries)
+    );
+}
+
+#[test]
+fn the_dropped_counter_starts_at_zero_for_each_install() {
+    let metrics = store(10);
+    metrics.install("acme", "ext.a");
+    let text = metrics.encode();
+    assert!(
+        text.contains(
+            r#"palisade_extension_series_dropped_total{tenant="acme",extension="ext.a"} 0"#
+        ),
+        "{text}"
+    );
+}
+
+#[test]
+fn tenants_and_extensions_have_separate_series() {
+    let metrics = store(10);
+    let acme = metrics.install("acme", "ext.a");
+    let globex = metrics.install("globex", "ext.a");
+    let other_ext = metrics.install("acme", "ext.b");
+    acme.counter_add("hits", vec![], 1).unwrap();
+    globex.counter_add("hits", vec![], 5).unwrap();
+    other_ext.counter_add("hits", vec![], 7).unwrap();
+    let text = metrics.encode();
+    assert!(
+        text.contains(r#"ext_hits_total{tenant="acme",extension="ext.a"} 1"#),
+        "{text}"
+    );
+    assert!(
+        text.contains(r#"ext_hits_total{tenant="globex",extension="ext.a"} 5"#),
+        "{text}"
+    );
+    assert!(
+        text.contains(r#"ext_hits_total{tenant="acme",extension="ext.b"} 7"#),
+        "{text}"
+    );
+    assert_eq!(text.matches("# TYPE ext_hits counter").count(), 1);
+}
+
+#[test]
+fn label_values_are_escaped_in_the_exposition() {
+    let metrics = store(10);
+    let install = metrics.install("acme", "ext.a");
+    install
+        .counter_add("x", labels(&[("q", r#"say "hi" \o/"#)]), 1)
+        .unwrap();
+    let line = sample_line(&metrics.encode(), "ext_x_total{").unwrap();
+    assert_eq!(
+        line,
+        r#"ext_x_total{tenant="acme",extension="ext.a",q="say \"hi\" \\o/"} 1"#
+    );
+}
+
+#[test]
+fn concurrent_calls_never_exceed_the_bound() {
+    let metrics = store(50);
+    let install = metrics.install("acme", "ext.a");
+    let threads: Vec<_> = (0..4)
+        .map(|t| {
+            let install = install.clone();
+            std::thread::spawn(move || {
+                let mut refused = 0;
+                for i in 0..40 {
+                    let labels = vec![("i".to_owned(), format!("{t}-{i}"))];
+                    if install.counter_add("c", labels, 1).is_err() {
+                        refused += 1;
+                    }
+                }
+                refused
+            })
+        })
+        .collect();
+    let refused: u64 = threads.into_iter().map(|t| t.join().unwrap()).sum();
+    assert_eq!(install.series_count(), 50);
+    assert_eq!(refused, 160 - 50);
+    assert_eq!(install.dropped_samples(), refused);
+    let text = metrics.encode();
+    assert_eq!(text.matches("ext_c_total{").count(), 50);
+}
+
+#[test]
+fn encode_families_leaves_out_the_eof_marker() {
+    let metrics = store(10);
+    metrics
+        .install("acme", "ext.a")
+        .gauge_set("g", vec![], 1.0)
+        .unwrap();
+    let mut out = String::new();
+    metrics.encode_families(&mut out);
+    assert!(out.contains("ext_g{"));
+    assert!(!out.contains("# EOF"));
+}
+
+#[test]
+fn the_config_has_a_documented_default_and_refuses_unknown_fields() {
+    assert_eq!(MetricsConfig::default().max_series_per_install, 1000);
+    let parsed: MetricsConfig = serde_json::from_str("{}").unwrap();
+    assert_eq!(parsed, MetricsConfig::default());
+    let err = serde_json::from_str::<MetricsConfig>(r#"{"max_series": 1}"#).unwrap_err();
+    assert!(err.to_string().contains("max_series"), "{err}");
+}
+
+#[test]
+fn errors_map_to_the_wit_variants() {
+    assert!(matches!(
+        WitError::from(MetricError::InvalidName("n".into())),
+        WitError::InvalidName(m) if m == "n"
+    ));
+    assert!(matches!(
+        WitError::from(MetricError::InvalidLabel("l".into())),
+        WitError::InvalidLabel(m) if m == "l"
+    ));
+    assert!(matches!(
+        WitError::from(MetricError::TooManySeries),
+        WitError::TooManySeries
+    ));
+    assert!(matches!(
+        WitError::from(MetricError::KindMismatch),
+        WitError::KindMismatch
+    ));
+}
+
+#[test]
+fn a_missing_call_state_is_a_trap_not_a_guest_error() {
+    let mut view = MetricsView(None);
+    let error = metrics::Host::counter_add(&mut view, "x".into(), vec![], 1).unwrap_err();
+    assert!(error.to_string().contains("no metrics state"), "{error}");
+
+    let metrics = store(10);
+    let mut state = MetricsState::prepare(metrics.install("acme", "ext.a"));
+    let mut view = MetricsView(Some(&mut state));
+    let label = Label {
+        name: "page".into(),
+        value: "home".into(),
+    };
+    assert!(matches!(
+        metrics::Host::counter_add(&mut view, "x".into(), vec![label], 1),
+        Ok(Ok(()))
+    ));
+    assert!(matches!(
+        metrics::Host::gauge_set(&mut view, "x".into(), vec![], 1.0),
+        Ok(Err(WitError::KindMismatch))
+    ));
+    assert!(matches!(
+        metrics::Host::histogram_observe(&mut view, "Bad".into(), vec![], 1.0),
+        Ok(Err(WitError::InvalidName(_)))
+    ));
+}

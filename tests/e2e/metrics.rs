@@ -1,0 +1,265 @@
+//! The `metrics` capability end to end: samples recorded by guests appear at the runner's
+//! `/metrics` with the host's `tenant` and `extension` labels; what the host refuses is
+//! reported to the guest; publishing refuses an ungranted import.
+
+use std::path::PathBuf;
+
+use palisade_bundle::CapabilityKey;
+
+use crate::support::{Platform, bundle, guest};
+
+const COUNTER: &str = "com.example.counter";
+const PROBE: &str = "com.example.metrics-probe";
+
+fn manifest(relative: &str) -> serde_json::Value {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(relative);
+    serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap()
+}
+
+fn counter_manifest() -> serde_json::Value {
+    manifest("../guests/counter/manifest.json")
+}
+
+fn probe_manifest() -> serde_json::Value {
+    manifest("guests/metrics-probe/manifest.json")
+}
+
+/// Publishes `component` under `manifest` and installs it for each tenant, approving
+/// `log` and `metrics`.
+async fn install(
+    platform: &Platform,
+    manifest: &serde_json::Value,
+    component: &str,
+    tenants: &[&str],
+) {
+    platform.publish(&bundle(manifest, &guest(component))).await;
+    let id = manifest["id"].as_str().unwrap();
+    for tenant in tenants {
+        platform
+            .registry
+            .install(
+                tenant,
+                id,
+                None,
+                &[CapabilityKey::Log, CapabilityKey::Metrics],
+                Default::default(),
+            )
+            .await
+            .unwrap();
+    }
+}
+
+/// `POST /hit/{page}` on the counter extension for `tenant`.
+async fn hit(platform: &Platform, tenant: &str, page: &str, body: &str) -> serde_json::Value {
+    let response = platform
+        .client
+        .post(format!(
+            "http://{}/api/ext/{COUNTER}/hit/{page}",
+            platform.gateway
+        ))
+        .bearer_auth(platform.token(tenant))
+        .header("content-type", "text/plain")
+        .body(body.to_owned())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    response.json().await.unwrap()
+}
+
+/// `GET /probe?{query}` on the metrics probe for `tenant`.
+async fn probe(platform: &Platform, tenant: &str, query: &str) -> serde_json::Value {
+    let response = platform
+        .call(tenant, PROBE, &format!("/probe?{query}"))
+        .await;
+    assert_eq!(response.status(), 200);
+    response.json().await.unwrap()
+}
+
+/// The runner's `/metrics` exposition.
+async fn scrape(platform: &Platform) -> String {
+    let response = platform
+        .client
+        .get(format!("http://{}/metrics", platform.runner))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert!(
+        response.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("application/openmetrics-text"),
+    );
+    response.text().await.unwrap()
+}
+
+#[tokio::test]
+async fn granted_metrics_appear_at_the_runner_with_tenant_and_extension_labels() {
+    let platform = Platform::start().await;
+    install(&platform, &counter_manifest(), "counter", &["acme"]).await;
+
+    let answer = hit(&platform, "acme", "home", "hello").await;
+    assert_eq!(
+        answer,
+        serde_json::json!({ "page": "home", "body_bytes": 5, "errors": [] })
+    );
+    hit(&platform, "acme", "home", "hi").await;
+    hit(&platform, "acme", "about", "").await;
+
+    let text = scrape(&platform).await;
+    let series = format!(r#"tenant="acme",extension="{COUNTER}""#);
+    for line in [
+        "# TYPE ext_page_hits counter".to_owned(),
+        format!(r#"ext_page_hits_total{{{series},page="home"}} 2"#),
+        format!(r#"ext_page_hits_total{{{series},page="about"}} 1"#),
+        "# TYPE ext_last_body_bytes gauge".to_owned(),
+        format!(r#"ext_last_body_bytes{{{series},page="home"}} 2.0"#),
+        "# TYPE ext_hit_body_bytes histogram".to_owned(),
+        format!(r#"ext_hit_body_bytes_count{{{series}}} 3"#),
+        format!(r#"ext_hit_body_bytes_sum{{{series}}} 7.0"#),
+        format!(r#"ext_hit_body_bytes_bucket{{le="0.005",{series}}} 1"#),
+        format!(r#"palisade_extension_series_dropped_total{{{series}}} 0"#),
+    ] {
+        assert!(
+            text.lines().any(|l| l == line),
+            "missing `{line}` in:\n{text}"
+        );
+    }
+    assert!(text.ends_with("# EOF\n"));
+}
+
+#[tokio::test]
+async fn a_guest_importing_metrics_without_the_grant_is_refused_at_publish() {
+    let platform = Platform::start().await;
+    let mut manifest = probe_manifest();
+    manifest["capabilities"] = serde_json::json!({ "log": true });
+    let bytes = bundle(&manifest, &guest("metrics-probe"));
+    let signature = platform.publisher.sign(&bytes).unwrap();
+    let err = platform
+        .registry
+        .publish(&bytes, &signature, &platform.trust)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("palisade:extension/metrics"), "{err}");
+    assert!(err.contains("capabilities.metrics"), "{err}");
+    assert!(
+        platform
+            .registry
+            .list_extensions()
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+
+#[tokio::test]
+async fn malformed_samples_are_reported_to_the_guest() {
+    let platform = Platform::start().await;
+    install(&platform, &probe_manifest(), "metrics-probe", &["acme"]).await;
+
+    let answer = probe(&platform, "acme", "name=Bad-Name").await;
+    assert_eq!(answer["recorded"], 0);
+    assert_eq!(answer["first_error"]["error"], "invalid-name", "{answer}");
+    let message = answer["first_error"]["message"].as_str().unwrap();
+    assert!(message.contains("`Bad-Name`"), "{message}");
+
+    let answer = probe(&platform, "acme", "name=ok&label.tenant=other").await;
+    assert_eq!(answer["first_error"]["error"], "invalid-label", "{answer}");
+    let message = answer["first_error"]["message"].as_str().unwrap();
+    assert!(message.contains("`tenant` is reserved"), "{message}");
+
+    let answer = probe(&platform, "acme", "name=jobs&kind=counter").await;
+    assert_eq!(answer["recorded"], 1, "{answer}");
+    let answer = probe(&platform, "acme", "name=jobs&kind=gauge").await;
+    assert_eq!(answer["first_error"]["error"], "kind-mismatch", "{answer}");
+
+    let text = scrape(&platform).await;
+    assert!(!text.contains("Bad"), "{text}");
+    assert!(!text.contains("ext_ok"), "{text}");
+    assert!(
+        text.contains(&format!(
+            r#"ext_jobs_total{{tenant="acme",extension="{PROBE}"}} 1"#
+        )),
+        "{text}"
+    );
+}
+
+#[tokio::test]
+async fn the_series_bound_refuses_new_series_and_counts_the_drops() {
+    let platform = Platform::start().await;
+    install(
+        &platform,
+        &probe_manifest(),
+        "metrics-probe",
+        &["acme", "globex"],
+    )
+    .await;
+
+    // The default bound is 1000 series per install.
+    let answer = probe(&platform, "acme", "name=spam&series=1003").await;
+    assert_eq!(answer["recorded"], 1000, "{answer}");
+    assert_eq!(answer["refused"]["too-many-series"], 3, "{answer}");
+    assert_eq!(answer["first_error"]["error"], "too-many-series");
+
+    // Existing series still record; new ones are refused.
+    let answer = probe(&platform, "acme", "name=spam&value=5&series=2").await;
+    assert_eq!(answer["recorded"], 2, "{answer}");
+    let answer = probe(&platform, "acme", "name=fresh").await;
+    assert_eq!(
+        answer["first_error"]["error"], "too-many-series",
+        "{answer}"
+    );
+
+    // Another tenant's install has its own bound.
+    let answer = probe(&platform, "globex", "name=fresh").await;
+    assert_eq!(answer["recorded"], 1, "{answer}");
+
+    let text = scrape(&platform).await;
+    let acme = format!(r#"tenant="acme",extension="{PROBE}""#);
+    let globex = format!(r#"tenant="globex",extension="{PROBE}""#);
+    for line in [
+        format!("palisade_extension_series_dropped_total{{{acme}}} 4"),
+        format!("palisade_extension_series_dropped_total{{{globex}}} 0"),
+        format!(r#"ext_spam_total{{{acme},series="0"}} 6"#),
+        format!(r#"ext_spam_total{{{acme},series="999"}} 1"#),
+        format!("ext_fresh_total{{{globex}}} 1"),
+    ] {
+        assert!(text.lines().any(|l| l == line), "missing `{line}`");
+    }
+    assert!(!text.contains(r#"series="1000""#));
+    assert_eq!(
+        text.matches(&format!("ext_spam_total{{{acme}")).count(),
+        1000
+    );
+}
+
+#[tokio::test]
+async fn two_tenants_series_are_separate() {
+    let platform = Platform::start().await;
+    install(
+        &platform,
+        &counter_manifest(),
+        "counter",
+        &["acme", "globex"],
+    )
+    .await;
+
+    hit(&platform, "acme", "home", "a").await;
+    hit(&platform, "acme", "home", "b").await;
+    hit(&platform, "globex", "home", "c").await;
+
+    let text = scrape(&platform).await;
+    for line in [
+        format!(r#"ext_page_hits_total{{tenant="acme",extension="{COUNTER}",page="home"}} 2"#),
+        format!(r#"ext_page_hits_total{{tenant="globex",extension="{COUNTER}",page="home"}} 1"#),
+        format!(r#"ext_hit_body_bytes_count{{tenant="acme",extension="{COUNTER}"}} 2"#),
+        format!(r#"ext_hit_body_bytes_count{{tenant="globex",extension="{COUNTER}"}} 1"#),
+    ] {
+        assert!(
+            text.lines().any(|l| l == line),
+            "missing `{line}` in:\n{text}"
+        );
+    }
+}
