@@ -7,8 +7,17 @@ use std::process::Command;
 
 /// (workspace directory relative to the repository root, crates to expose)
 const WORKSPACES: &[(&str, &[&str])] = &[
-    ("guests", &["hello"]),
-    ("tests/guests", &["storage-probe", "hostile"]),
+    ("guests", &["hello", "counter", "github-proxy", "notes"]),
+    (
+        "tests/guests",
+        &[
+            "storage-probe",
+            "hostile",
+            "metrics-probe",
+            "secret-probe",
+            "egress-probe",
+        ],
+    ),
 ];
 
 fn main() {

@@ -117,3 +117,112 @@ async fn the_sandbox_has_no_environment_and_no_files() {
     assert_eq!(body["root"], "denied");
     assert_eq!(body["etc_passwd"], "denied");
 }
+
+#[tokio::test]
+async fn in_flight_calls_are_capped_per_install_with_429() {
+    let platform = crate::support::Platform::start_with(crate::support::Options {
+        runner: palisade_runner::RunnerConfig {
+            max_in_flight_per_install: 1,
+            ..Default::default()
+        },
+        ..Default::default()
+    })
+    .await;
+    platform.install_hello(TENANT).await;
+    platform
+        .publish(&bundle(&manifest(), &guest("hostile")))
+        .await;
+    platform
+        .registry
+        .install(
+            TENANT,
+            HOSTILE,
+            None,
+            &[palisade_bundle::CapabilityKey::Log],
+            Default::default(),
+        )
+        .await
+        .unwrap();
+    // Warm the compile cache so both calls below overlap inside the guest.
+    assert_eq!(platform.call(TENANT, HOSTILE, "/ok").await.status(), 200);
+
+    let slow = platform.call(TENANT, HOSTILE, "/loop");
+    let second = async {
+        tokio::time::sleep(std::time::Duration::from_millis(600)).await;
+        let response = platform.call(TENANT, HOSTILE, "/ok").await;
+        // Another install of the same tenant is not blocked by this install's cap.
+        hello_still_works(&platform).await;
+        response
+    };
+    let (slow, second) = tokio::join!(slow, second);
+    assert_eq!(slow.status(), 504);
+    assert_eq!(second.status(), 429);
+    assert!(second.headers().contains_key("retry-after"));
+    let body: serde_json::Value = second.json().await.unwrap();
+    assert_eq!(body["error"], "over_quota");
+}
+
+fn open_fds() -> usize {
+    std::fs::read_dir("/proc/self/fd").unwrap().count()
+}
+
+fn rss_kib() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap()
+}
+
+/// Runs [`thousand_hostile_calls_leak_nothing`] alone in a child process, so that the
+/// descriptors and memory of tests running in parallel do not blur the measurement.
+#[test]
+fn a_thousand_hostile_calls_leak_no_memory_or_descriptors() {
+    let status = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "hostile::thousand_hostile_calls_leak_nothing",
+            "--ignored",
+            "--test-threads=1",
+        ])
+        .status()
+        .unwrap();
+    assert!(
+        status.success(),
+        "the measurement in the child process failed"
+    );
+}
+
+#[tokio::test]
+#[ignore = "run in its own process by a_thousand_hostile_calls_leak_no_memory_or_descriptors"]
+async fn thousand_hostile_calls_leak_nothing() {
+    let platform = platform().await;
+    let paths = ["/panic", "/alloc/64", "/exit", "/ok", "/stack"];
+    let run = |n: usize| {
+        let platform = &platform;
+        async move {
+            for i in 0..n {
+                let path = paths[i % paths.len()];
+                let response = platform.call(TENANT, HOSTILE, path).await;
+                let expected = if path == "/ok" { 200 } else { 500 };
+                assert_eq!(response.status(), expected, "{path}");
+                response.bytes().await.unwrap();
+            }
+        }
+    };
+    // Warm up: compile, fill the pool's warm slots and the client's connections.
+    run(100).await;
+    let (fds, rss) = (open_fds(), rss_kib());
+    run(1000).await;
+    hello_still_works(&platform).await;
+    let (fds_after, rss_after) = (open_fds(), rss_kib());
+    assert!(
+        fds_after <= fds + 8,
+        "file descriptors grew from {fds} to {fds_after}"
+    );
+    assert!(
+        rss_after <= rss + 64 * 1024,
+        "resident memory grew from {rss} KiB to {rss_after} KiB"
+    );
+}

@@ -3,9 +3,14 @@
 
 #![allow(clippy::unwrap_used, missing_docs)]
 
+mod artifacts;
 mod auth;
+mod egress;
 mod hostile;
 mod integrity;
+mod metrics;
 mod publish;
+mod secrets;
+mod storage;
 mod support;
 mod walking_skeleton;

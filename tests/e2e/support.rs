@@ -9,7 +9,8 @@ use std::time::Duration;
 use palisade_bundle::{SigningKey, TrustBundle};
 use palisade_gateway::{CallerAuthConfig, GatewayConfig, GatewayState};
 use palisade_protocol::{ServiceKeyPair, TokenMinter, TokenVerifier};
-use palisade_registry::{PublishedVersion, Registry, RegistryConfig};
+use palisade_registry::secrets::SecretKey;
+use palisade_registry::{PublishedVersion, Registry, RegistryConfig, SecretSealer};
 use palisade_runner::{RunnerConfig, RunnerState};
 use palisade_runtime::{Runtime, RuntimeConfig};
 use tempfile::TempDir;
@@ -23,6 +24,12 @@ pub fn guest(name: &str) -> Vec<u8> {
         "hello" => env!("PALISADE_GUEST_HELLO"),
         "storage-probe" => env!("PALISADE_GUEST_STORAGE_PROBE"),
         "hostile" => env!("PALISADE_GUEST_HOSTILE"),
+        "counter" => env!("PALISADE_GUEST_COUNTER"),
+        "metrics-probe" => env!("PALISADE_GUEST_METRICS_PROBE"),
+        "secret-probe" => env!("PALISADE_GUEST_SECRET_PROBE"),
+        "github-proxy" => env!("PALISADE_GUEST_GITHUB_PROXY"),
+        "egress-probe" => env!("PALISADE_GUEST_EGRESS_PROBE"),
+        "notes" => env!("PALISADE_GUEST_NOTES"),
         other => panic!("unknown guest {other}"),
     };
     std::fs::read(path).unwrap()
@@ -56,10 +63,34 @@ pub struct Platform {
     pub gateway: SocketAddr,
     pub runner: SocketAddr,
     pub client: reqwest::Client,
+    /// The keyring the runner opens secrets with.
+    pub sealer: SecretSealer,
+}
+
+/// Operator settings a test may change; `Default` is what most tests use.
+pub struct Options {
+    pub runtime: RuntimeConfig,
+    pub runner: RunnerConfig,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            runtime: RuntimeConfig {
+                max_instances: 50,
+                ..RuntimeConfig::default()
+            },
+            runner: RunnerConfig::default(),
+        }
+    }
 }
 
 impl Platform {
     pub async fn start() -> Platform {
+        Self::start_with(Options::default()).await
+    }
+
+    pub async fn start_with(options: Options) -> Platform {
         let dir = tempfile::tempdir().unwrap();
         let registry = Registry::open(&RegistryConfig {
             database_url: format!("sqlite://{}", dir.path().join("registry.db").display()),
@@ -72,12 +103,10 @@ impl Platform {
         let service_keys = ServiceKeyPair::generate().unwrap();
         let caller_keys = ServiceKeyPair::generate().unwrap();
 
+        let sealer = SecretSealer::new(SecretKey::generate(), []).unwrap();
         let runtime = Runtime::new(
-            RuntimeConfig {
-                max_instances: 50,
-                ..RuntimeConfig::default()
-            },
-            palisade_runner::host_services(&registry),
+            options.runtime,
+            palisade_runner::host_services(&registry, sealer.clone()),
         )
         .unwrap();
         let runner_state = Arc::new(RunnerState::new(
@@ -85,7 +114,7 @@ impl Platform {
             runtime,
             TokenVerifier::from_pem(service_keys.public_pem.as_bytes()).unwrap(),
             trust.clone(),
-            RunnerConfig::default(),
+            options.runner,
         ));
         let runner = serve(palisade_runner::app(runner_state)).await;
         let gateway_state = Arc::new(
@@ -110,6 +139,7 @@ impl Platform {
             gateway,
             runner,
             client: reqwest::Client::new(),
+            sealer,
         }
     }
 

@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 use palisade_protocol::ServiceKeyPair;
 use palisade_registry::{Registry, RegistryConfig};
+use palisade_runtime::{ArtifactKey, Artifacts};
 
 /// Issuer and audience of the development caller tokens `palisade token` mints.
 pub const DEV_ISSUER: &str = "palisade-dev";
@@ -56,6 +57,33 @@ impl DataDir {
     /// The Ed25519 key pair that signs development caller tokens (generated once).
     pub fn caller_issuer_keys(&self) -> Result<ServiceKeyPair> {
         self.ed25519_pair("caller-issuer")
+    }
+
+    /// The key that seals precompiled artifacts (32 random bytes, generated once).
+    pub fn artifact_key(&self) -> Result<ArtifactKey> {
+        let path = self.keys().join("artifact.key");
+        if path.exists() {
+            let text = read_string(&path)?;
+            let bytes = hex::decode(text.trim())
+                .ok()
+                .and_then(|b| <[u8; 32]>::try_from(b).ok())
+                .with_context(|| format!("{} must hold 64 hex digits", path.display()))?;
+            return Ok(ArtifactKey::new(bytes));
+        }
+        let mut bytes = [0u8; 32];
+        rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut bytes);
+        write_private(&path, &hex::encode(bytes))?;
+        Ok(ArtifactKey::new(bytes))
+    }
+
+    /// Artifact caching for a runtime on this data directory: `cache/` on disk and the
+    /// registry's object store, sealed with [`Self::artifact_key`].
+    pub fn artifacts(&self, registry: &Registry) -> Result<Artifacts> {
+        Ok(Artifacts {
+            local_dir: Some(self.root.join("cache")),
+            remote: Some(palisade_runner::artifact_store(registry)),
+            key: self.artifact_key()?,
+        })
     }
 
     fn ed25519_pair(&self, name: &str) -> Result<ServiceKeyPair> {

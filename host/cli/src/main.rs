@@ -53,6 +53,9 @@ enum Command {
     Call(commands::registry::CallArgs),
     /// Run registry, runner and gateway in one process on the embedded defaults.
     Up(commands::up::UpArgs),
+    /// Manage the sealed secrets of tenants' installs.
+    #[command(subcommand)]
+    Secrets(commands::secrets::SecretsCommand),
 }
 
 #[tokio::main]
@@ -72,6 +75,7 @@ async fn main() -> std::process::ExitCode {
         Command::Token(args) => commands::registry::token(&data_dir, args),
         Command::Call(args) => commands::registry::call(&data_dir, args).await,
         Command::Up(args) => commands::up::up(&data_dir, args).await,
+        Command::Secrets(cmd) => commands::secrets::secrets(&data_dir, cmd).await,
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

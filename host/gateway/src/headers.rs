@@ -14,6 +14,10 @@ pub const REQUEST_ALLOW: &[&str] = &[
     "user-agent",
     "x-request-id",
     "x-idempotency-key",
+    // Conditional requests, so guests can offer optimistic concurrency over their own
+    // `etag`s (the allow-list of DESIGN §8 extended; see docs/architecture.md).
+    "if-match",
+    "if-none-match",
 ];
 
 /// Response headers a guest may set, besides names starting with [`RESPONSE_EXT_PREFIX`].

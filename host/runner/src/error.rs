@@ -33,6 +33,9 @@ pub enum RunnerError {
     /// The guest ran out of memory.
     #[error("guest out of memory: {0}")]
     OutOfMemory(String),
+    /// Too many calls of this install or tenant in flight.
+    #[error("over quota: {0}")]
+    OverQuota(String),
     /// No capacity to start the call now (instance pool exhausted).
     #[error("unavailable: {0}")]
     Unavailable(String),
@@ -53,6 +56,7 @@ impl RunnerError {
             RunnerError::Timeout(_) => ErrorCode::Timeout,
             RunnerError::Trap(_) => ErrorCode::Trap,
             RunnerError::OutOfMemory(_) => ErrorCode::OutOfMemory,
+            RunnerError::OverQuota(_) => ErrorCode::OverQuota,
             RunnerError::Unavailable(_) => ErrorCode::Unavailable,
             RunnerError::Internal(_) => ErrorCode::Internal,
         }
@@ -72,6 +76,13 @@ impl RunnerError {
             error: code,
             request_id: request_id.to_owned(),
         };
-        (status, Json(body)).into_response()
+        let mut response = (status, Json(body)).into_response();
+        if matches!(code, ErrorCode::OverQuota | ErrorCode::Unavailable) {
+            response.headers_mut().insert(
+                axum::http::header::RETRY_AFTER,
+                axum::http::HeaderValue::from_static("1"),
+            );
+        }
+        response
     }
 }

@@ -15,6 +15,7 @@ use palisade_registry::ResolvedInstall;
 use palisade_runtime::{CallLimits, ExecuteError, GrantSet, Invocation};
 
 use crate::RunnerState;
+use crate::admission::Refused;
 use crate::error::RunnerError;
 
 pub(crate) async fn execute(
@@ -77,6 +78,18 @@ async fn run(
         .map_err(|e| RunnerError::Internal(e.to_string()))?
         .ok_or_else(|| RunnerError::NotFound(format!("install {}", ctx.install_id)))?;
     check_context(&install, &request)?;
+    let _permit = state
+        .admission
+        .try_admit(&install.tenant_id, &install.install_id)
+        .map_err(|refused| {
+            RunnerError::OverQuota(format!(
+                "in-flight cap per {} reached",
+                match refused {
+                    Refused::Install => "install",
+                    Refused::Tenant => "tenant",
+                }
+            ))
+        })?;
 
     let body = request
         .http
@@ -106,7 +119,9 @@ async fn run(
     let limits = CallLimits {
         timeout: Duration::from_millis(timeout_ms),
         memory_bytes: usize::try_from(memory_mb * 1024 * 1024).unwrap_or(usize::MAX),
-        fuel: manifest_limits.fuel,
+        fuel: manifest_limits
+            .fuel
+            .map(|fuel| fuel.min(runtime_config.fuel_per_call)),
         max_response_bytes: usize::try_from(manifest_limits.max_response_bytes)
             .unwrap_or(usize::MAX),
     };

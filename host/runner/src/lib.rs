@@ -2,11 +2,15 @@
 //! service token, looks everything else up itself (install, grants, content hash), loads
 //! and re-verifies the bundle on first use, and hands the request to the runtime.
 //!
-//! Routes: `POST /v1/execute`, `GET /healthz`.
+//! Routes: `POST /v1/execute`, `GET /healthz`, `GET /metrics` (extension metrics).
 
+mod admission;
+mod artifacts;
 mod error;
 mod execute;
 mod loader;
+mod metrics;
+mod services;
 
 use std::sync::Arc;
 
@@ -15,22 +19,30 @@ use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post};
 use palisade_bundle::signing::TrustBundle;
 use palisade_protocol::TokenVerifier;
-use palisade_registry::Registry;
+use palisade_registry::{Registry, SecretSealer};
 use palisade_runtime::{HostServices, Runtime};
 
+pub use artifacts::artifact_store;
 pub use error::RunnerError;
+pub use services::storage::RegistryStorage;
 
 /// Operator settings of the runner's HTTP side.
 #[derive(Debug, Clone)]
 pub struct RunnerConfig {
     /// Largest guest request body accepted, in bytes (before base64).
     pub max_request_bytes: usize,
+    /// Most calls of one install in flight at once; more get 429.
+    pub max_in_flight_per_install: usize,
+    /// Most calls of one tenant in flight at once (all its installs); more get 429.
+    pub max_in_flight_per_tenant: usize,
 }
 
 impl Default for RunnerConfig {
     fn default() -> Self {
         RunnerConfig {
             max_request_bytes: 1024 * 1024,
+            max_in_flight_per_install: 64,
+            max_in_flight_per_tenant: 128,
         }
     }
 }
@@ -42,6 +54,7 @@ pub struct RunnerState {
     pub(crate) verifier: TokenVerifier,
     pub(crate) trust: TrustBundle,
     pub(crate) config: RunnerConfig,
+    pub(crate) admission: std::sync::Arc<admission::Admission>,
 }
 
 impl RunnerState {
@@ -54,6 +67,10 @@ impl RunnerState {
         config: RunnerConfig,
     ) -> Self {
         RunnerState {
+            admission: admission::Admission::new(
+                config.max_in_flight_per_install,
+                config.max_in_flight_per_tenant,
+            ),
             registry,
             runtime,
             verifier,
@@ -63,10 +80,20 @@ impl RunnerState {
     }
 }
 
-/// The host services the runtime's capabilities use, backed by `registry`.
-pub fn host_services(registry: &Registry) -> HostServices {
-    let _ = registry;
-    HostServices::default()
+/// The host services the runtime's capabilities use, backed by `registry`; secrets are
+/// opened with the operator's keyring `sealer`.
+pub fn host_services(registry: &Registry, sealer: SecretSealer) -> HostServices {
+    HostServices {
+        secrets: Some(Arc::new(services::secrets::RegistrySecrets::new(
+            registry.clone(),
+            sealer,
+        ))),
+        storage: Some(services::storage::RegistryStorage::shared(
+            registry.clone(),
+            palisade_runtime::capability::storage::StorageLimits::default(),
+        )),
+        ..HostServices::default()
+    }
 }
 
 /// The runner's routes.
@@ -79,6 +106,7 @@ pub fn app(state: Arc<RunnerState>) -> Router {
             post(execute::execute),
         )
         .route("/healthz", get(|| async { "ok" }))
+        .route("/metrics", get(metrics::metrics))
         .layer(DefaultBodyLimit::max(envelope_limit))
         .with_state(state)
 }

@@ -5,5 +5,9 @@
 wasmtime::component::bindgen!({
     path: "../../wit",
     world: "palisade:extension/capabilities",
-    imports: { default: trappable },
+    imports: {
+        default: trappable,
+        "palisade:extension/secrets": async | trappable,
+        "palisade:extension/storage": async | trappable,
+    },
 });

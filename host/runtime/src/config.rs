@@ -17,8 +17,12 @@ pub struct RuntimeConfig {
     pub memory_keep_resident: usize,
     /// Bytes of each table slot kept resident between uses (pooling only).
     pub table_keep_resident: usize,
-    /// Interval of the epoch ticker that enforces deadlines, in milliseconds.
+    /// Interval of the epoch ticker, in milliseconds: running guest code yields to other
+    /// calls this often, and deadlines are checked at this granularity.
     pub epoch_tick_ms: u64,
+    /// Threads that run guest code (0: one per CPU), separate from the threads that serve
+    /// HTTP.
+    pub guest_threads: usize,
     /// Hard cap on a call's deadline, in milliseconds; manifests may ask for less.
     pub max_timeout_ms: u64,
     /// Count fuel (off by default); when on, `fuel_per_call` bounds each call.
@@ -37,6 +41,14 @@ pub struct RuntimeConfig {
     pub max_response_bytes: usize,
     /// Limit on the in-memory size of one header map (wasi-http fields).
     pub max_header_bytes: usize,
+    /// Compiled components kept in memory (least recently used evicted first).
+    pub compile_cache_entries: usize,
+    /// Bound on the native code bytes of the compiled components kept in memory.
+    pub compile_cache_bytes: usize,
+    /// Settings of the `metrics` capability (series bound per install).
+    pub metrics: crate::capability::metrics::MetricsConfig,
+    /// The operator's HTTP egress policy, applied on top of every install's allow-list.
+    pub egress: crate::capability::egress::EgressPolicy,
 }
 
 impl Default for RuntimeConfig {
@@ -48,6 +60,7 @@ impl Default for RuntimeConfig {
             memory_keep_resident: 10 * 1024 * 1024,
             table_keep_resident: 1024 * 1024,
             epoch_tick_ms: 10,
+            guest_threads: 0,
             max_timeout_ms: 60_000,
             fuel: false,
             fuel_per_call: 10_000_000_000,
@@ -57,6 +70,10 @@ impl Default for RuntimeConfig {
             max_log_message_bytes: 4096,
             max_response_bytes: 16 * 1024 * 1024,
             max_header_bytes: 64 * 1024,
+            egress: Default::default(),
+            compile_cache_entries: 256,
+            compile_cache_bytes: 1024 * 1024 * 1024,
+            metrics: Default::default(),
         }
     }
 }

@@ -6,17 +6,19 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use wasmtime::component::{Component, Linker};
+use wasmtime::component::Linker;
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 use wasmtime_wasi_http::p2::bindings::ProxyPre;
 
+use crate::capability::metrics::ExtensionMetrics;
 use crate::capability::{self, GrantSet, HostServices};
+use crate::compile::{CompileCache, CompileCounters, engine_hash};
 use crate::config::RuntimeConfig;
 use crate::error::LoadError;
 use crate::state::InstanceState;
 
-/// Bound on compiled components kept in memory (a bounded LRU comes with the compile cache).
-const MAX_CACHED_COMPONENTS: usize = 256;
+/// Bound on cached pre-instances (per content hash and grant set).
+const MAX_PREPARED: usize = 1024;
 
 /// A component ready to instantiate for one grant set: the unit the runner caches per
 /// (content hash, grant set).
@@ -48,6 +50,34 @@ impl std::fmt::Debug for Prepared {
     }
 }
 
+/// The threads guest code runs on, apart from the caller's runtime: a guest that spins
+/// until its deadline (yielding at every epoch tick) never holds a thread that serves
+/// requests, accepts connections or answers health checks.
+pub(crate) struct Executor(Option<tokio::runtime::Runtime>);
+
+impl Executor {
+    fn new(threads: usize) -> std::io::Result<Self> {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(threads.max(1))
+            .thread_name("palisade-guest")
+            .enable_all()
+            .build()
+            .map(|rt| Executor(Some(rt)))
+    }
+
+    pub(crate) fn handle(&self) -> Option<&tokio::runtime::Handle> {
+        self.0.as_ref().map(tokio::runtime::Runtime::handle)
+    }
+}
+
+impl Drop for Executor {
+    fn drop(&mut self) {
+        if let Some(rt) = self.0.take() {
+            rt.shutdown_background();
+        }
+    }
+}
+
 /// Stops the epoch ticker thread when the last runtime handle goes away.
 struct Ticker {
     stop: Arc<AtomicBool>,
@@ -65,9 +95,13 @@ pub struct Runtime {
     pub(crate) engine: Engine,
     pub(crate) config: Arc<RuntimeConfig>,
     pub(crate) services: HostServices,
+    pub(crate) metrics: ExtensionMetrics,
     linkers: Arc<Mutex<HashMap<GrantSet, Arc<Linker<InstanceState>>>>>,
-    components: Arc<Mutex<HashMap<String, Component>>>,
+    pub(crate) components: Arc<Mutex<CompileCache>>,
+    pub(crate) engine_hash: String,
+    pub(crate) counters: Arc<CompileCounters>,
     prepared: Arc<Mutex<HashMap<(String, GrantSet), Prepared>>>,
+    pub(crate) executor: Arc<Executor>,
     _ticker: Arc<Ticker>,
 }
 
@@ -92,13 +126,25 @@ impl Runtime {
                 }
             })
             .map_err(|e| LoadError::Join(e.to_string()))?;
+        let threads = if config.guest_threads == 0 {
+            std::thread::available_parallelism().map_or(2, usize::from)
+        } else {
+            config.guest_threads
+        };
+        let executor = Executor::new(threads).map_err(|e| LoadError::Join(e.to_string()))?;
+        let components =
+            CompileCache::new(config.compile_cache_entries, config.compile_cache_bytes);
         Ok(Runtime {
+            engine_hash: engine_hash(&engine),
+            counters: Arc::default(),
             engine,
+            metrics: ExtensionMetrics::new(config.metrics.clone()),
             config: Arc::new(config),
             services,
             linkers: Arc::default(),
-            components: Arc::default(),
+            components: Arc::new(Mutex::new(components)),
             prepared: Arc::default(),
+            executor: Arc::new(executor),
             _ticker: Arc::new(Ticker { stop }),
         })
     }
@@ -106,6 +152,11 @@ impl Runtime {
     /// The operator's settings.
     pub fn config(&self) -> &RuntimeConfig {
         &self.config
+    }
+
+    /// The series that extensions recorded through the `metrics` capability.
+    pub fn metrics(&self) -> &ExtensionMetrics {
+        &self.metrics
     }
 
     /// A cached pre-instance for (content hash, grant set), if any.
@@ -137,35 +188,12 @@ impl Runtime {
             grants,
         };
         if let Ok(mut cache) = self.prepared.lock() {
-            if cache.len() >= MAX_CACHED_COMPONENTS * 4 {
+            if cache.len() >= MAX_PREPARED {
                 cache.clear();
             }
             cache.insert((content_hash.to_owned(), grants), prepared.clone());
         }
         Ok(prepared)
-    }
-
-    async fn compile(&self, content_hash: &str, bytes: Vec<u8>) -> Result<Component, LoadError> {
-        if let Some(component) = self
-            .components
-            .lock()
-            .ok()
-            .and_then(|c| c.get(content_hash).cloned())
-        {
-            return Ok(component);
-        }
-        let engine = self.engine.clone();
-        let component = tokio::task::spawn_blocking(move || Component::new(&engine, &bytes))
-            .await
-            .map_err(|e| LoadError::Join(e.to_string()))?
-            .map_err(LoadError::Compile)?;
-        if let Ok(mut cache) = self.components.lock() {
-            if cache.len() >= MAX_CACHED_COMPONENTS {
-                cache.clear();
-            }
-            cache.insert(content_hash.to_owned(), component.clone());
-        }
-        Ok(component)
     }
 
     fn linker(&self, grants: GrantSet) -> Result<Arc<Linker<InstanceState>>, LoadError> {

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
-use wasmtime::{Store, Trap};
+use wasmtime::{Store, Trap, UpdateDeadline};
 use wasmtime_wasi_http::WasiHttpView;
 use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
 
@@ -14,6 +14,7 @@ use palisade_bundle::manifest::Capabilities;
 
 use crate::capability::CallCapabilities;
 use crate::capability::context::ContextState;
+use crate::capability::http::EgressHooks;
 use crate::capability::log::{LogLine, LogState};
 use crate::engine::{Prepared, Runtime};
 use crate::error::ExecuteError;
@@ -88,6 +89,10 @@ pub struct Outcome {
     pub peak_memory_bytes: u64,
     /// Fuel consumed, when fuel is enabled.
     pub fuel_consumed: Option<u64>,
+    /// Bytes the guest's outgoing HTTP requests wrote to the network.
+    pub egress_bytes_out: u64,
+    /// Bytes the guest's outgoing HTTP requests read from the network.
+    pub egress_bytes_in: u64,
 }
 
 impl Runtime {
@@ -111,6 +116,12 @@ impl Runtime {
         let timeout_ms = u64::try_from(limits.timeout.as_millis()).unwrap_or(u64::MAX);
         let config = invocation.config.clone();
         let invocation_for_caps = invocation.clone();
+        let hooks = EgressHooks::for_call(
+            &self.config.egress,
+            &invocation.grants,
+            started + limits.timeout,
+        );
+        let egress = hooks.counters();
         let state = InstanceState::new(
             ContextState::prepare(invocation, config),
             LogState::prepare(
@@ -122,12 +133,22 @@ impl Runtime {
             MemoryLimiter::new(limits.memory_bytes),
             self.config.stdio_capture_bytes,
             self.config.max_header_bytes,
+            hooks,
         );
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| &mut s.limiter);
         let tick = self.config.epoch_tick_ms.max(1);
-        store.set_epoch_deadline(timeout_ms.div_ceil(tick).max(1));
-        store.epoch_deadline_trap();
+        // Every epoch tick, running guest code yields to the executor so a spinning guest
+        // never holds a worker thread; once the call's deadline has passed, it traps.
+        let guest_deadline = started + limits.timeout;
+        store.set_epoch_deadline(1);
+        store.epoch_deadline_callback(move |_| {
+            if Instant::now() >= guest_deadline {
+                Err(Trap::Interrupt.into())
+            } else {
+                Ok(UpdateDeadline::Yield(1))
+            }
+        });
         let fuel_granted = if self.config.fuel {
             let fuel = limits.fuel.unwrap_or(self.config.fuel_per_call);
             // Fuel is enabled in the engine, so setting it cannot fail.
@@ -160,7 +181,7 @@ impl Runtime {
         };
 
         let pre = prepared.pre.clone();
-        let mut guest = tokio::spawn(async move {
+        let task = async move {
             let result = async {
                 let proxy = pre.instantiate_async(&mut store).await?;
                 proxy
@@ -170,7 +191,11 @@ impl Runtime {
             }
             .await;
             (result, store)
-        });
+        };
+        let mut guest = match self.executor.handle() {
+            Some(executor) => executor.spawn(task),
+            None => tokio::spawn(task),
+        };
 
         // The epoch deadline traps guest code; this later bound also covers host calls
         // that block and guests that never finish their body.
@@ -186,6 +211,8 @@ impl Runtime {
             duration: started.elapsed(),
             peak_memory_bytes: 0,
             fuel_consumed: None,
+            egress_bytes_out: egress.bytes_out(),
+            egress_bytes_in: egress.bytes_in(),
         };
 
         // 1. Wait for the response head, or for the guest to end without one.
@@ -277,8 +304,22 @@ async fn collect(
 impl Runtime {
     /// Prepares the per-call state of every granted capability that keeps one.
     fn call_capabilities(&self, invocation: &Invocation) -> CallCapabilities {
-        let _ = (&self.services, invocation);
-        CallCapabilities::default()
+        CallCapabilities {
+            metrics: invocation.grants.metrics.then(|| {
+                crate::capability::metrics::MetricsState::prepare(
+                    self.metrics
+                        .install(&invocation.tenant_id, &invocation.extension_id),
+                )
+            }),
+            secrets: crate::capability::secrets::SecretsState::prepare(
+                self.services.secrets.clone(),
+                invocation,
+            ),
+            storage: crate::capability::storage::StorageState::prepare(
+                self.services.storage.clone(),
+                invocation,
+            ),
+        }
     }
 }
 
@@ -315,6 +356,7 @@ fn finish(
         fuel_granted.and_then(|g| store.get_fuel().ok().map(|left| g - left.min(g)));
     let data = store.data_mut();
     let peak = data.limiter.peak() as u64;
+    let egress = data.hooks.counters();
     let (stdout, _) = data.stdout.take();
     let (stderr, _) = data.stderr.take();
     data.log.push_output("stdout", &stdout);
@@ -328,6 +370,8 @@ fn finish(
         duration: started.elapsed(),
         peak_memory_bytes: peak,
         fuel_consumed,
+        egress_bytes_out: egress.bytes_out(),
+        egress_bytes_in: egress.bytes_in(),
     }
 }
 

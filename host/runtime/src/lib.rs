@@ -7,9 +7,11 @@
 //! runner: the runner hands it verified component bytes, the effective grants and the
 //! invocation context.
 
+pub mod artifacts;
 mod bindings;
 pub mod capability;
 mod capture;
+mod compile;
 mod config;
 mod engine;
 mod error;
@@ -17,8 +19,10 @@ mod execute;
 mod limits;
 mod state;
 
+pub use artifacts::{ArtifactKey, ArtifactStore, Artifacts};
 pub use capability::log::LogLine;
 pub use capability::{GrantSet, HostServices};
+pub use compile::CompileStats;
 pub use config::RuntimeConfig;
 pub use engine::{Prepared, Runtime};
 pub use error::{ExecuteError, LoadError};

@@ -36,6 +36,7 @@ impl InstanceState {
         limiter: MemoryLimiter,
         capture_bytes: usize,
         max_header_bytes: usize,
+        hooks: EgressHooks,
     ) -> Self {
         let stdout = Capture::new(capture_bytes);
         let stderr = Capture::new(capture_bytes);
@@ -52,7 +53,7 @@ impl InstanceState {
             table: ResourceTable::new(),
             wasi,
             http,
-            hooks: EgressHooks,
+            hooks,
             limiter,
             context,
             log,

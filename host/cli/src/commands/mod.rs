@@ -2,4 +2,5 @@
 
 pub mod author;
 pub mod registry;
+pub mod secrets;
 pub mod up;

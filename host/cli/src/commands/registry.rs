@@ -33,6 +33,10 @@ pub struct PublishArgs {
     /// PEM file of trusted publisher keys (default: the data directory's `trust.pem`).
     #[arg(long)]
     pub trust: Option<PathBuf>,
+    /// Also compile the component now and store its precompiled artifact, so the first
+    /// call does not pay compile time.
+    #[arg(long)]
+    pub precompile: bool,
 }
 
 #[derive(Debug, Args)]
@@ -156,6 +160,23 @@ pub async fn publish(data_dir: &DataDir, args: PublishArgs) -> Result<()> {
         "published {}@{} ({}) as version {}",
         published.extension_id, published.version, published.content_hash, published.version_id
     );
+    if args.precompile {
+        let component = palisade_bundle::unpack(&bundle, &palisade_bundle::UnpackLimits::default())
+            .context("unpacking the bundle to precompile it")?
+            .component;
+        let services = palisade_runtime::HostServices {
+            artifacts: Some(data_dir.artifacts(&registry)?),
+            ..Default::default()
+        };
+        let runtime =
+            palisade_runtime::Runtime::new(palisade_runtime::RuntimeConfig::default(), services)
+                .context("starting the wasm engine")?;
+        runtime
+            .precompile(&published.content_hash.to_string(), component)
+            .await
+            .context("precompiling the component")?;
+        println!("precompiled artifact stored for {}", published.content_hash);
+    }
     Ok(())
 }
 

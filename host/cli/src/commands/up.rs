@@ -58,11 +58,11 @@ pub async fn up(data_dir: &DataDir, args: UpArgs) -> Result<()> {
     let service_keys = data_dir.service_keys()?;
     let caller_keys = data_dir.caller_issuer_keys()?;
 
-    let runtime = Runtime::new(
-        RuntimeConfig::default(),
-        palisade_runner::host_services(&registry),
-    )
-    .context("starting the wasm engine")?;
+    let sealer = crate::commands::secrets::load_sealer(data_dir)?;
+    let mut services = palisade_runner::host_services(&registry, sealer);
+    services.artifacts = Some(data_dir.artifacts(&registry)?);
+    let runtime =
+        Runtime::new(RuntimeConfig::default(), services).context("starting the wasm engine")?;
     let runner = Arc::new(RunnerState::new(
         registry.clone(),
         runtime,

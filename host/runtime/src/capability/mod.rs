@@ -12,6 +12,7 @@
 
 pub mod baseline;
 pub mod context;
+pub mod egress;
 pub mod http;
 pub mod log;
 pub mod metrics;
@@ -66,6 +67,8 @@ pub struct HostServices {
     pub storage: Option<Arc<dyn storage::StorageBackend>>,
     /// Sealed secrets for the `secrets` capability.
     pub secrets: Option<Arc<dyn secrets::SecretsBackend>>,
+    /// Where precompiled artifacts are cached; without it every process compiles.
+    pub artifacts: Option<crate::artifacts::Artifacts>,
 }
 
 /// Per-call state of the capabilities that keep one; `None` when not granted.
@@ -90,14 +93,14 @@ pub(crate) fn build_linker(
     if grants.contains(CapabilityKey::Http) {
         http::link(&mut linker).map_err(LoadError::Link)?;
     }
-    for key in [
-        CapabilityKey::Storage,
-        CapabilityKey::Secrets,
-        CapabilityKey::Metrics,
-    ] {
-        if grants.contains(key) {
-            return Err(LoadError::CapabilityUnavailable(key.as_str()));
-        }
+    if grants.contains(CapabilityKey::Metrics) {
+        metrics::link(&mut linker).map_err(LoadError::Link)?;
+    }
+    if grants.contains(CapabilityKey::Secrets) {
+        secrets::link(&mut linker).map_err(LoadError::Link)?;
+    }
+    if grants.contains(CapabilityKey::Storage) {
+        storage::link(&mut linker).map_err(LoadError::Link)?;
     }
     Ok(linker)
 }

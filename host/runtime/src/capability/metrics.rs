@@ -1,5 +1,0 @@
-//! `palisade:extension/metrics`.
-
-/// Per-call state of the `metrics` capability.
-#[derive(Debug, Default)]
-pub struct MetricsState;
