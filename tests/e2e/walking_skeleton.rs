@@ -68,3 +68,34 @@ async fn the_callers_request_id_is_echoed() {
     assert_eq!(response.status(), 200);
     assert_eq!(response.headers()["x-request-id"], "req-abc.123");
 }
+
+#[tokio::test]
+async fn each_call_leaves_an_execution_log_row_with_what_it_consumed() {
+    let platform = Platform::start().await;
+    platform.install_hello("acme").await;
+    let response = platform.call("acme", "com.example.hello", "/hello/ada").await;
+    assert_eq!(response.status(), 200);
+    let request_id = response.headers()["x-request-id"].to_str().unwrap().to_owned();
+
+    // The row is written off the response path; wait for it briefly.
+    let mut row = None;
+    for _ in 0..50 {
+        let rows = platform
+            .registry
+            .recent_executions("acme", Some("com.example.hello"), 10)
+            .await
+            .unwrap();
+        row = rows.into_iter().find(|r| r.request_id == request_id);
+        if row.is_some() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let row = row.expect("an execution log row for the call");
+    assert_eq!(row.status, Some(200));
+    assert_eq!(row.outcome, "ok");
+    assert_eq!(row.path, "/hello/:name");
+    assert!(row.peak_memory_bytes.unwrap_or(0) > 0, "{row:?}");
+    let excerpt = row.log_excerpt.unwrap_or_default();
+    assert!(excerpt.contains("greeting") && excerpt.contains("name=ada"), "{excerpt}");
+}

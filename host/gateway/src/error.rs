@@ -4,7 +4,7 @@ use axum::Json;
 use axum::response::{IntoResponse, Response};
 use http::StatusCode;
 use http::header::{CACHE_CONTROL, HeaderValue, RETRY_AFTER, WWW_AUTHENTICATE};
-use palisade_protocol::{ErrorCode, ExecuteError};
+use palisade_protocol::{ErrorCode, ExecuteError, ExecuteStats};
 
 use crate::headers::REQUEST_ID;
 
@@ -20,6 +20,8 @@ pub struct ApiError {
     pub request_id: String,
     /// `retry-after` to pass on, if any.
     pub retry_after: Option<HeaderValue>,
+    /// What the call consumed at the runner, for the execution log (not sent to clients).
+    pub stats: Option<ExecuteStats>,
 }
 
 impl ApiError {
@@ -37,6 +39,7 @@ impl ApiError {
             code,
             request_id: request_id.into(),
             retry_after: None,
+            stats: None,
         }
     }
 }
@@ -46,6 +49,7 @@ impl IntoResponse for ApiError {
         let body = ExecuteError {
             error: self.code,
             request_id: self.request_id.clone(),
+            stats: None,
         };
         let mut response = (self.status, Json(body)).into_response();
         let headers = response.headers_mut();
@@ -58,6 +62,9 @@ impl IntoResponse for ApiError {
         }
         if let Some(retry_after) = self.retry_after {
             headers.insert(RETRY_AFTER, retry_after);
+        }
+        if let Some(stats) = self.stats {
+            response.extensions_mut().insert(stats);
         }
         response
     }

@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use http::{Method, StatusCode};
-use palisade_protocol::ErrorCode;
+use palisade_protocol::{ErrorCode, ExecuteStats};
 use palisade_registry::{ExecutionRecord, Registry, ResolvedInstall};
 use tracing::{Instrument, Span};
 
@@ -43,6 +43,16 @@ pub fn finish(
     row.outcome = outcome(error).to_owned();
     row.error_code = error.map(|code| code.as_str().to_owned());
     row.duration_ms = u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX);
+}
+
+/// Adds what the runner reported the call consumed.
+pub fn add_stats(row: &mut ExecutionRecord, stats: ExecuteStats) {
+    row.fuel_consumed = stats.fuel_consumed;
+    row.peak_memory_bytes = Some(stats.peak_memory_bytes);
+    row.egress_bytes = stats.egress_bytes;
+    if !stats.log_excerpt.is_empty() {
+        row.log_excerpt = Some(stats.log_excerpt);
+    }
 }
 
 /// The short outcome word for a call that ended with `error` (none: the guest answered).

@@ -11,8 +11,8 @@ use http::header::{CONTENT_LENGTH, HeaderValue};
 use http::request::Parts;
 use http::{Method, StatusCode};
 use palisade_protocol::{
-    ErrorCode, ExecuteLimits, ExecuteRequest, ExecuteResponse, HttpRequest, InvocationContext,
-    TokenScope,
+    ErrorCode, ExecuteLimits, ExecuteRequest, ExecuteResponse, ExecuteStats, HttpRequest,
+    InvocationContext, TokenScope,
 };
 use palisade_registry::{RegistryError, ResolvedInstall};
 use tracing::{Instrument, Span, field};
@@ -99,7 +99,7 @@ async fn serve(
         request_id,
     };
     let (template, result) = call.forward(&parts, path, body).await;
-    let (response, error) = match result {
+    let (mut response, error) = match result {
         Ok(response) => (response, None),
         Err(error) => {
             let code = error.code;
@@ -109,6 +109,9 @@ async fn serve(
 
     let mut record = execlog::record(request_id, &install, &parts.method, template);
     execlog::finish(&mut record, response.status(), error, started.elapsed());
+    if let Some(stats) = response.extensions_mut().remove::<ExecuteStats>() {
+        execlog::add_stats(&mut record, stats);
+    }
     execlog::spawn_write(state.registry.clone(), record, span);
     response
 }
@@ -224,12 +227,23 @@ impl Call<'_> {
             .await
             .map_err(|err| self.runner_error(&err))?;
         match reply {
-            RunnerReply::Guest(reply) => self.guest_response(reply, head_as_get),
+            RunnerReply::Guest(mut reply) => {
+                let stats = reply.stats.take();
+                let mut response = self.guest_response(reply, head_as_get)?;
+                if let Some(stats) = stats {
+                    response.extensions_mut().insert(stats);
+                }
+                Ok(response)
+            }
             RunnerReply::Platform {
                 status,
                 code,
                 retry_after,
-            } => Err(self.platform_error(status, code, retry_after)),
+                stats,
+            } => Err(ApiError {
+                stats,
+                ..self.platform_error(status, code, retry_after)
+            }),
         }
     }
 

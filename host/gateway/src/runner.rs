@@ -5,7 +5,7 @@ use std::time::Duration;
 use http::StatusCode;
 use http::header::{HeaderValue, RETRY_AFTER};
 use palisade_protocol::execute::EXECUTE_PATH;
-use palisade_protocol::{ErrorCode, ExecuteError, ExecuteRequest, ExecuteResponse};
+use palisade_protocol::{ErrorCode, ExecuteError, ExecuteRequest, ExecuteResponse, ExecuteStats};
 
 use crate::error::code_for_status;
 
@@ -28,6 +28,8 @@ pub enum RunnerReply {
         code: ErrorCode,
         /// The runner's `retry-after`, if any.
         retry_after: Option<HeaderValue>,
+        /// What the call consumed before it failed, if the runner said.
+        stats: Option<ExecuteStats>,
     },
 }
 
@@ -200,17 +202,19 @@ fn parse_reply(
                 status: StatusCode::from_u16(reply.status).unwrap_or(status),
                 code,
                 retry_after,
+                stats: reply.stats,
             },
             None => RunnerReply::Guest(reply),
         });
     }
-    let code = serde_json::from_slice::<ExecuteError>(body)
-        .map(|e| e.error)
-        .unwrap_or_else(|_| code_for_status(status));
+    let (code, stats) = serde_json::from_slice::<ExecuteError>(body)
+        .map(|e| (e.error, e.stats))
+        .unwrap_or_else(|_| (code_for_status(status), None));
     Ok(RunnerReply::Platform {
         status,
         code,
         retry_after,
+        stats,
     })
 }
 
@@ -245,6 +249,7 @@ mod tests {
                 status: StatusCode::TOO_MANY_REQUESTS,
                 code: ErrorCode::OverQuota,
                 retry_after: Some(retry),
+                stats: None,
             }
         );
     }

@@ -158,6 +158,32 @@ pub struct ExecuteError {
     pub error: ErrorCode,
     /// The request id, for correlation with the operator's logs.
     pub request_id: String,
+    /// On the runner hop only: what the call consumed before it failed (never sent to
+    /// clients).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stats: Option<ExecuteStats>,
+}
+
+/// What a call consumed, for the execution log. Sent by the runner to the gateway only.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExecuteStats {
+    /// Wall-clock time inside the runner, in milliseconds.
+    pub duration_ms: u64,
+    /// Fuel consumed, when the runner counts fuel.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fuel_consumed: Option<u64>,
+    /// Peak linear memory of the instance, in bytes.
+    pub peak_memory_bytes: u64,
+    /// HTTP egress bytes, both directions.
+    pub egress_bytes: u64,
+    /// Log lines the guest wrote that were kept, and those dropped past the bound.
+    pub log_lines: u64,
+    /// See `log_lines`.
+    pub dropped_log_lines: u64,
+    /// The first log lines, bounded in size, one per line.
+    #[serde(default)]
+    pub log_excerpt: String,
 }
 
 /// The reply of `POST /v1/execute` when the guest produced a response.
@@ -175,6 +201,9 @@ pub struct ExecuteResponse {
     /// Set when the platform, not the guest, answered.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<ErrorCode>,
+    /// What the call consumed, for the execution log.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stats: Option<ExecuteStats>,
 }
 
 impl ExecuteResponse {
@@ -190,6 +219,7 @@ impl ExecuteResponse {
             headers,
             body_b64: B64.encode(body),
             error: None,
+            stats: None,
         }
     }
 }

@@ -8,7 +8,7 @@ pub mod execute;
 pub mod token;
 
 pub use execute::{
-    ErrorCode, ExecuteError, ExecuteLimits, ExecuteRequest, ExecuteResponse, HttpRequest,
-    InvocationContext,
+    ErrorCode, ExecuteError, ExecuteLimits, ExecuteRequest, ExecuteResponse, ExecuteStats,
+    HttpRequest, InvocationContext,
 };
 pub use token::{ServiceKeyPair, TokenError, TokenMinter, TokenScope, TokenVerifier};

@@ -4,7 +4,7 @@
 use axum::Json;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use palisade_protocol::{ErrorCode, ExecuteError};
+use palisade_protocol::{ErrorCode, ExecuteError, ExecuteStats};
 
 /// Why the runner refused or failed a call.
 #[derive(Debug, thiserror::Error)]
@@ -64,6 +64,11 @@ impl RunnerError {
 
     /// The reply for `request_id`, logging the detail.
     pub fn into_reply(self, request_id: &str) -> Response {
+        self.into_reply_with_stats(request_id, None)
+    }
+
+    /// The reply for `request_id` carrying what the call consumed, logging the detail.
+    pub fn into_reply_with_stats(self, request_id: &str, stats: Option<ExecuteStats>) -> Response {
         let code = self.code();
         if matches!(code, ErrorCode::Internal | ErrorCode::BundleIntegrity) {
             tracing::error!(request_id, error = %self, "execute failed");
@@ -75,6 +80,7 @@ impl RunnerError {
         let body = ExecuteError {
             error: code,
             request_id: request_id.to_owned(),
+            stats,
         };
         let mut response = (status, Json(body)).into_response();
         if matches!(code, ErrorCode::OverQuota | ErrorCode::Unavailable) {

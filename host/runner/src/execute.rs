@@ -10,9 +10,9 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use palisade_bundle::hash::ContentHash;
-use palisade_protocol::{ExecuteRequest, ExecuteResponse, TokenScope};
+use palisade_protocol::{ExecuteRequest, ExecuteResponse, ExecuteStats, TokenScope};
 use palisade_registry::ResolvedInstall;
-use palisade_runtime::{CallLimits, ExecuteError, GrantSet, Invocation};
+use palisade_runtime::{CallLimits, ExecuteError, GrantSet, Invocation, Outcome};
 
 use crate::RunnerState;
 use crate::admission::Refused;
@@ -41,7 +41,47 @@ pub(crate) async fn execute(
     let request_id = request.context.request_id.clone();
     match run(&state, token, request).await {
         Ok(response) => (StatusCode::OK, Json(response)).into_response(),
-        Err(err) => err.into_reply(&request_id),
+        Err(Failure { error, stats }) => error.into_reply_with_stats(&request_id, stats),
+    }
+}
+
+/// A refused or failed call, with what it consumed if it ran.
+struct Failure {
+    error: RunnerError,
+    stats: Option<ExecuteStats>,
+}
+
+impl From<RunnerError> for Failure {
+    fn from(error: RunnerError) -> Self {
+        Failure { error, stats: None }
+    }
+}
+
+/// Bound on the log excerpt sent for the execution log.
+const LOG_EXCERPT_BYTES: usize = 4096;
+
+fn stats(outcome: &Outcome) -> ExecuteStats {
+    let mut excerpt = String::new();
+    for line in &outcome.logs {
+        let fields: String = line
+            .fields
+            .iter()
+            .map(|(k, v)| format!(" {k}={v}"))
+            .collect();
+        let text = format!("{} {}{}\n", line.level, line.message, fields);
+        if excerpt.len() + text.len() > LOG_EXCERPT_BYTES {
+            break;
+        }
+        excerpt.push_str(&text);
+    }
+    ExecuteStats {
+        duration_ms: u64::try_from(outcome.duration.as_millis()).unwrap_or(u64::MAX),
+        fuel_consumed: outcome.fuel_consumed,
+        peak_memory_bytes: outcome.peak_memory_bytes,
+        egress_bytes: outcome.egress_bytes_out + outcome.egress_bytes_in,
+        log_lines: outcome.logs.len() as u64,
+        dropped_log_lines: outcome.dropped_log_lines,
+        log_excerpt: excerpt,
     }
 }
 
@@ -58,7 +98,7 @@ async fn run(
     state: &RunnerState,
     token: Option<&str>,
     request: ExecuteRequest,
-) -> Result<ExecuteResponse, RunnerError> {
+) -> Result<ExecuteResponse, Failure> {
     let ctx = &request.context;
     let scope = TokenScope {
         tenant_id: ctx.tenant_id.clone(),
@@ -101,7 +141,7 @@ async fn run(
         .max_request_bytes
         .min(usize::try_from(manifest_limits.max_request_bytes).unwrap_or(usize::MAX));
     if body.len() > max_request {
-        return Err(RunnerError::TooLarge(max_request));
+        return Err(RunnerError::TooLarge(max_request).into());
     }
     let http_request = to_http(&request, body)?;
 
@@ -141,20 +181,24 @@ async fn run(
         .runtime
         .execute(&prepared, invocation, http_request, limits)
         .await;
+    let stats = stats(&outcome);
     match outcome.result {
-        Ok(response) => Ok(ExecuteResponse::new(
-            response.status,
-            response.headers,
-            &response.body,
-        )),
-        Err(err) => Err(match err {
-            ExecuteError::Timeout(_) => RunnerError::Timeout(err.to_string()),
-            ExecuteError::OutOfMemory(_) => RunnerError::OutOfMemory(err.to_string()),
-            ExecuteError::Trap { .. }
-            | ExecuteError::NoResponse(_)
-            | ExecuteError::ResponseTooLarge(_) => RunnerError::Trap(err.to_string()),
-            ExecuteError::PoolExhausted(_) => RunnerError::Unavailable(err.to_string()),
-            ExecuteError::Instantiate(_) => RunnerError::Internal(err.to_string()),
+        Ok(response) => {
+            let mut reply = ExecuteResponse::new(response.status, response.headers, &response.body);
+            reply.stats = Some(stats);
+            Ok(reply)
+        }
+        Err(err) => Err(Failure {
+            stats: Some(stats),
+            error: match err {
+                ExecuteError::Timeout(_) => RunnerError::Timeout(err.to_string()),
+                ExecuteError::OutOfMemory(_) => RunnerError::OutOfMemory(err.to_string()),
+                ExecuteError::Trap { .. }
+                | ExecuteError::NoResponse(_)
+                | ExecuteError::ResponseTooLarge(_) => RunnerError::Trap(err.to_string()),
+                ExecuteError::PoolExhausted(_) => RunnerError::Unavailable(err.to_string()),
+                ExecuteError::Instantiate(_) => RunnerError::Internal(err.to_string()),
+            },
         }),
     }
 }
