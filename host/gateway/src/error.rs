@@ -21,7 +21,7 @@ pub struct ApiError {
     /// `retry-after` to pass on, if any.
     pub retry_after: Option<HeaderValue>,
     /// What the call consumed at the runner, for the execution log (not sent to clients).
-    pub stats: Option<ExecuteStats>,
+    pub stats: Option<Box<ExecuteStats>>,
 }
 
 impl ApiError {
@@ -64,7 +64,7 @@ impl IntoResponse for ApiError {
             headers.insert(RETRY_AFTER, retry_after);
         }
         if let Some(stats) = self.stats {
-            response.extensions_mut().insert(stats);
+            response.extensions_mut().insert(*stats);
         }
         response
     }

@@ -241,7 +241,7 @@ impl Call<'_> {
                 retry_after,
                 stats,
             } => Err(ApiError {
-                stats,
+                stats: stats.map(Box::new),
                 ..self.platform_error(status, code, retry_after)
             }),
         }
