@@ -73,9 +73,14 @@ async fn the_callers_request_id_is_echoed() {
 async fn each_call_leaves_an_execution_log_row_with_what_it_consumed() {
     let platform = Platform::start().await;
     platform.install_hello("acme").await;
-    let response = platform.call("acme", "com.example.hello", "/hello/ada").await;
+    let response = platform
+        .call("acme", "com.example.hello", "/hello/ada")
+        .await;
     assert_eq!(response.status(), 200);
-    let request_id = response.headers()["x-request-id"].to_str().unwrap().to_owned();
+    let request_id = response.headers()["x-request-id"]
+        .to_str()
+        .unwrap()
+        .to_owned();
 
     // The row is written off the response path; wait for it briefly.
     let mut row = None;
@@ -97,5 +102,8 @@ async fn each_call_leaves_an_execution_log_row_with_what_it_consumed() {
     assert_eq!(row.path, "/hello/:name");
     assert!(row.peak_memory_bytes.unwrap_or(0) > 0, "{row:?}");
     let excerpt = row.log_excerpt.unwrap_or_default();
-    assert!(excerpt.contains("greeting") && excerpt.contains("name=ada"), "{excerpt}");
+    assert!(
+        excerpt.contains("greeting") && excerpt.contains("name=ada"),
+        "{excerpt}"
+    );
 }
