@@ -88,3 +88,43 @@ async fn manifest_errors_name_the_field() {
         .publish(&bundle(&hello_manifest(), &guest("hello")))
         .await;
 }
+
+async fn refusal(platform: &Platform, name: &str, component: &str) -> String {
+    let manifest = serde_json::json!({
+        "id": "com.example.ungranted",
+        "name": "Ungranted",
+        "publisher": "Palisade tests",
+        "version": "0.1.0",
+        "runtime": "wasi-http@0.2",
+        "component": component,
+        "capabilities": { "log": true },
+        "api": { "endpoints": [ { "method": "GET", "path": "/x" } ] }
+    });
+    let bytes = bundle(&manifest, &guest(name));
+    let signature = platform.publisher.sign(&bytes).unwrap();
+    platform
+        .registry
+        .publish(&bytes, &signature, &platform.trust)
+        .await
+        .unwrap_err()
+        .to_string()
+}
+
+#[tokio::test]
+async fn secrets_and_egress_without_their_grants_are_refused_at_publish() {
+    let platform = Platform::start().await;
+    let err = refusal(&platform, "secret-probe", "secret_probe.wasm").await;
+    assert!(err.contains("palisade:extension/secrets"), "{err}");
+    assert!(err.contains("capabilities.secrets"), "{err}");
+    let err = refusal(&platform, "egress-probe", "egress_probe.wasm").await;
+    assert!(err.contains("wasi:http/outgoing-handler"), "{err}");
+    assert!(err.contains("capabilities.http"), "{err}");
+    assert!(
+        platform
+            .registry
+            .list_extensions()
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
