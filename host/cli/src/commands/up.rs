@@ -118,9 +118,16 @@ async fn shutdown() {
     let _ = tokio::signal::ctrl_c().await;
 }
 
-/// What the demo installed: (extension id, a path to call).
+/// What the demo installed: a GET call per extension, and whether the self-check makes it
+/// (extensions that reach out to the internet are only shown, not called).
 struct Demo {
-    calls: Vec<(String, String)>,
+    calls: Vec<DemoCall>,
+}
+
+struct DemoCall {
+    extension: String,
+    path: String,
+    self_check: bool,
 }
 
 async fn install_demo(data_dir: &DataDir, registry: &Registry, guests: &Path) -> Result<Demo> {
@@ -178,7 +185,11 @@ async fn install_demo(data_dir: &DataDir, registry: &Registry, guests: &Path) ->
             published.extension_id, published.version, published.content_hash
         );
         if let Some(endpoint) = manifest.api.endpoints.iter().find(|e| e.method == "GET") {
-            calls.push((published.extension_id.clone(), example_path(&endpoint.path)));
+            calls.push(DemoCall {
+                extension: published.extension_id.clone(),
+                path: example_path(&endpoint.path),
+                self_check: manifest.capabilities.http.is_none(),
+            });
         }
     }
     Ok(Demo { calls })
@@ -216,8 +227,15 @@ async fn show_demo(data_dir: &DataDir, demo: &Demo, gateway: SocketAddr) -> Resu
         Duration::from_secs(24 * 3600),
     )?;
     let client = reqwest::Client::new();
-    for (extension, path) in &demo.calls {
-        let url = format!("http://{gateway}/api/ext/{extension}{path}");
+    let mut curls = Vec::new();
+    for call in &demo.calls {
+        let url = format!("http://{gateway}/api/ext/{}{}", call.extension, call.path);
+        curls.push(format!(
+            "  curl -s -H 'authorization: Bearer {token}' {url}"
+        ));
+        if !call.self_check {
+            continue;
+        }
         let response = client
             .get(&url)
             .bearer_auth(&token)
@@ -226,11 +244,14 @@ async fn show_demo(data_dir: &DataDir, demo: &Demo, gateway: SocketAddr) -> Resu
             .with_context(|| format!("self-check call to {url}"))?;
         let status = response.status();
         let body = response.text().await.unwrap_or_default();
-        println!("\nself-check GET {url}\n  -> {status} {body}");
+        println!("self-check GET {url}\n  -> {status} {body}");
         if !status.is_success() {
             bail!("the demo self-check failed: {url} answered {status}");
         }
-        println!("\ntry it:\n  curl -s -H 'authorization: Bearer {token}' {url}\n");
+    }
+    println!("\ntry it (tenant `{DEMO_TENANT}`, token valid for 24 hours):");
+    for curl in curls {
+        println!("{curl}");
     }
     Ok(())
 }
