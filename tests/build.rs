@@ -13,6 +13,7 @@ const WORKSPACES: &[(&str, &[&str])] = &[
         &[
             "storage-probe",
             "hostile",
+            "raw-http",
             "metrics-probe",
             "secret-probe",
             "egress-probe",

@@ -50,8 +50,8 @@ async fn platform() -> Platform {
     platform
 }
 
-async fn expect_error(platform: &Platform, path: &str, status: u16, code: &str) {
-    let response = platform.call(TENANT, HOSTILE, path).await;
+async fn expect_error(platform: &Platform, ext: &str, path: &str, status: u16, code: &str) {
+    let response = platform.call(TENANT, ext, path).await;
     assert_eq!(response.status(), status, "{path}");
     let body: serde_json::Value = response.json().await.unwrap();
     assert_eq!(body["error"], code, "{path}: {body}");
@@ -69,7 +69,7 @@ async fn an_infinite_loop_is_cut_at_the_deadline() {
     let platform = platform().await;
     let started = std::time::Instant::now();
     let (looping, ()) = tokio::join!(
-        expect_error(&platform, "/loop", 504, "timeout"),
+        expect_error(&platform, HOSTILE, "/loop", 504, "timeout"),
         hello_still_works(&platform),
     );
     let () = looping;
@@ -80,20 +80,20 @@ async fn an_infinite_loop_is_cut_at_the_deadline() {
 #[tokio::test]
 async fn a_memory_bomb_is_out_of_memory_and_the_slot_is_reusable() {
     let platform = platform().await;
-    expect_error(&platform, "/alloc", 500, "out_of_memory").await;
+    expect_error(&platform, HOSTILE, "/alloc", 500, "out_of_memory").await;
     // Right under the cap works; the next bomb fails the same way.
     let response = platform.call(TENANT, HOSTILE, "/alloc/8").await;
     assert_eq!(response.status(), 200);
-    expect_error(&platform, "/alloc/64", 500, "out_of_memory").await;
+    expect_error(&platform, HOSTILE, "/alloc/64", 500, "out_of_memory").await;
     hello_still_works(&platform).await;
 }
 
 #[tokio::test]
 async fn panics_stack_overflows_and_exits_are_traps() {
     let platform = platform().await;
-    expect_error(&platform, "/panic", 500, "trap").await;
-    expect_error(&platform, "/stack", 500, "trap").await;
-    expect_error(&platform, "/exit", 500, "trap").await;
+    expect_error(&platform, HOSTILE, "/panic", 500, "trap").await;
+    expect_error(&platform, HOSTILE, "/stack", 500, "trap").await;
+    expect_error(&platform, HOSTILE, "/exit", 500, "trap").await;
     hello_still_works(&platform).await;
     let response = platform.call(TENANT, HOSTILE, "/ok").await;
     assert_eq!(response.status(), 200);
@@ -225,4 +225,56 @@ async fn thousand_hostile_calls_leak_nothing() {
         rss_after <= rss + 64 * 1024,
         "resident memory grew from {rss} KiB to {rss_after} KiB"
     );
+}
+
+const RAW: &str = "com.example.raw-http";
+
+async fn raw_platform() -> Platform {
+    let platform = Platform::start().await;
+    platform.install_hello(TENANT).await;
+    let manifest = serde_json::json!({
+        "id": RAW,
+        "name": "Raw HTTP",
+        "publisher": "Palisade tests",
+        "version": "0.1.0",
+        "runtime": "wasi-http@0.2",
+        "component": "raw_http.wasm",
+        "capabilities": { "log": false },
+        "api": { "endpoints": [
+            { "method": "GET", "path": "/endless" },
+            { "method": "GET", "path": "/huge-headers" }
+        ] },
+        "limits": { "timeout_ms": 3000, "memory_mb": 16, "max_response_bytes": 1048576 }
+    });
+    platform
+        .publish(&bundle(&manifest, &guest("raw-http")))
+        .await;
+    platform
+        .registry
+        .install(TENANT, RAW, None, &[], Default::default())
+        .await
+        .unwrap();
+    platform
+}
+
+#[tokio::test]
+async fn an_endless_response_body_is_cut_off_at_the_cap() {
+    let platform = raw_platform().await;
+    let started = std::time::Instant::now();
+    let response = platform.call(TENANT, RAW, "/endless").await;
+    assert_eq!(response.status(), 500);
+    let body: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(body["error"], "trap");
+    // Cut at the cap, not at the deadline.
+    assert!(started.elapsed() < std::time::Duration::from_millis(2500));
+    hello_still_works(&platform).await;
+}
+
+#[tokio::test]
+async fn huge_response_headers_end_the_call_as_a_trap() {
+    let platform = raw_platform().await;
+    // The host refuses a header map past `max_header_bytes`; wasi-http makes that refusal
+    // fatal for the guest, which the runner reports as a trap.
+    expect_error(&platform, RAW, "/huge-headers", 500, "trap").await;
+    hello_still_works(&platform).await;
 }

@@ -24,6 +24,7 @@ pub fn guest(name: &str) -> Vec<u8> {
         "hello" => env!("PALISADE_GUEST_HELLO"),
         "storage-probe" => env!("PALISADE_GUEST_STORAGE_PROBE"),
         "hostile" => env!("PALISADE_GUEST_HOSTILE"),
+        "raw-http" => env!("PALISADE_GUEST_RAW_HTTP"),
         "counter" => env!("PALISADE_GUEST_COUNTER"),
         "metrics-probe" => env!("PALISADE_GUEST_METRICS_PROBE"),
         "secret-probe" => env!("PALISADE_GUEST_SECRET_PROBE"),

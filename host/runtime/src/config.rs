@@ -41,6 +41,10 @@ pub struct RuntimeConfig {
     pub max_response_bytes: usize,
     /// Limit on the in-memory size of one header map (wasi-http fields).
     pub max_header_bytes: usize,
+    /// Most host resources (streams, fields, requests, pollables...) one instance may hold.
+    pub max_resources: usize,
+    /// Most bytes one `wasi:random` call may ask for.
+    pub max_random_bytes: u64,
     /// Compiled components kept in memory (least recently used evicted first).
     pub compile_cache_entries: usize,
     /// Bound on the native code bytes of the compiled components kept in memory.
@@ -70,6 +74,8 @@ impl Default for RuntimeConfig {
             max_log_message_bytes: 4096,
             max_response_bytes: 16 * 1024 * 1024,
             max_header_bytes: 64 * 1024,
+            max_resources: 10_000,
+            max_random_bytes: 1024 * 1024,
             egress: Default::default(),
             compile_cache_entries: 256,
             compile_cache_bytes: 1024 * 1024 * 1024,

@@ -123,6 +123,7 @@ impl Runtime {
         );
         let egress = hooks.counters();
         let state = InstanceState::new(
+            &self.config,
             ContextState::prepare(invocation, config),
             LogState::prepare(
                 self.config.max_log_lines,
@@ -131,8 +132,6 @@ impl Runtime {
             ),
             self.call_capabilities(&invocation_for_caps),
             MemoryLimiter::new(limits.memory_bytes),
-            self.config.stdio_capture_bytes,
-            self.config.max_header_bytes,
             hooks,
         );
         let mut store = Store::new(&self.engine, state);
@@ -182,14 +181,14 @@ impl Runtime {
 
         let pre = prepared.pre.clone();
         let task = async move {
-            let result = async {
-                let proxy = pre.instantiate_async(&mut store).await?;
-                proxy
+            let result = match pre.instantiate_async(&mut store).await {
+                Ok(proxy) => proxy
                     .wasi_http_incoming_handler()
                     .call_handle(&mut store, req, out)
                     .await
-            }
-            .await;
+                    .map_err(|e| (Stage::Call, e)),
+                Err(e) => Err((Stage::Instantiate, e)),
+            };
             (result, store)
         };
         let mut guest = match self.executor.handle() {
@@ -240,6 +239,15 @@ impl Runtime {
             )),
         };
 
+        // A body past the cap ends the call at once: the guest's later fate changes nothing.
+        if let Err(ExecuteError::ResponseTooLarge(_)) = response {
+            guest.abort();
+            return Outcome {
+                result: response,
+                ..timed_out(started)
+            };
+        }
+
         // 3. Wait for the guest to return; its trap, if any, explains a failed response.
         if returned.is_none() {
             match tokio::time::timeout_at(deadline, &mut guest).await {
@@ -264,7 +272,12 @@ impl Runtime {
             None => return timed_out(started),
         };
         let result = match guest_result {
-            Err(e) => Err(classify(e, store.data().limiter.refused(), timeout_ms)),
+            Err((stage, e)) => Err(classify(
+                stage,
+                e,
+                store.data().limiter.refused(),
+                timeout_ms,
+            )),
             Ok(()) => response,
         };
         finish(store, result, started, fuel_granted)
@@ -375,7 +388,19 @@ fn finish(
     }
 }
 
-fn classify(error: wasmtime::Error, memory_refused: bool, timeout_ms: u64) -> ExecuteError {
+/// Where a guest task failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stage {
+    Instantiate,
+    Call,
+}
+
+fn classify(
+    stage: Stage,
+    error: wasmtime::Error,
+    memory_refused: bool,
+    timeout_ms: u64,
+) -> ExecuteError {
     if let Some(trap) = error.downcast_ref::<Trap>() {
         let code = match trap {
             Trap::Interrupt => return ExecuteError::Timeout(timeout_ms),
@@ -407,5 +432,13 @@ fn classify(error: wasmtime::Error, memory_refused: bool, timeout_ms: u64) -> Ex
     if memory_refused {
         return ExecuteError::OutOfMemory(error);
     }
-    ExecuteError::Instantiate(error)
+    match stage {
+        Stage::Instantiate => ExecuteError::Instantiate(error),
+        // A host function refused the guest fatally (resource table full, header limit
+        // exceeded, ...): the guest's doing, reported like a trap.
+        Stage::Call => ExecuteError::Trap {
+            code: "host_refused",
+            source: error,
+        },
+    }
 }

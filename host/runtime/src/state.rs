@@ -10,6 +10,7 @@ use crate::capability::context::ContextState;
 use crate::capability::http::EgressHooks;
 use crate::capability::log::LogState;
 use crate::capture::Capture;
+use crate::config::RuntimeConfig;
 use crate::limits::MemoryLimiter;
 
 /// Everything a call's instance can reach through the host.
@@ -28,29 +29,32 @@ pub struct InstanceState {
 
 impl InstanceState {
     /// Builds the state of one call: no environment, no arguments, no preopened
-    /// directories, no network; stdout and stderr captured up to `capture_bytes` each.
+    /// directories, no network; stdout and stderr captured up to the configured bound;
+    /// wasmtime's WASI resource limits set from `config`.
     pub(crate) fn new(
+        config: &RuntimeConfig,
         context: ContextState,
         log: LogState,
         caps: CallCapabilities,
         limiter: MemoryLimiter,
-        capture_bytes: usize,
-        max_header_bytes: usize,
         hooks: EgressHooks,
     ) -> Self {
-        let stdout = Capture::new(capture_bytes);
-        let stderr = Capture::new(capture_bytes);
+        let stdout = Capture::new(config.stdio_capture_bytes);
+        let stderr = Capture::new(config.stdio_capture_bytes);
         let wasi = WasiCtx::builder()
             .stdout(stdout.clone())
             .stderr(stderr.clone())
             .allow_tcp(false)
             .allow_udp(false)
             .allow_ip_name_lookup(false)
+            .max_random_size(config.max_random_bytes)
             .build();
         let mut http = WasiHttpCtx::new();
-        http.set_field_size_limit(max_header_bytes);
+        http.set_field_size_limit(config.max_header_bytes);
+        let mut table = ResourceTable::new();
+        table.set_max_capacity(config.max_resources);
         InstanceState {
-            table: ResourceTable::new(),
+            table,
             wasi,
             http,
             hooks,
