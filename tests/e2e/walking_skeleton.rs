@@ -97,6 +97,25 @@ async fn each_call_leaves_an_execution_log_row_with_what_it_consumed() {
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
     let row = row.expect("an execution log row for the call");
+    // Usage counters follow the row.
+    let install_id = row.install_id.clone().unwrap();
+    let mut calls = 0;
+    for _ in 0..50 {
+        calls = platform
+            .registry
+            .quota_usage(
+                &install_id,
+                palisade_registry::quota::METRIC_CALLS,
+                row.created_at_ms,
+            )
+            .await
+            .unwrap();
+        if calls > 0 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert_eq!(calls, 1);
     assert_eq!(row.status, Some(200));
     assert_eq!(row.outcome, "ok");
     assert_eq!(row.path, "/hello/:name");

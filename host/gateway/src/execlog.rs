@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use http::{Method, StatusCode};
 use palisade_protocol::{ErrorCode, ExecuteStats};
+use palisade_registry::quota;
 use palisade_registry::{ExecutionRecord, Registry, ResolvedInstall};
 use tracing::{Instrument, Span};
 
@@ -78,6 +79,20 @@ pub fn spawn_write(registry: Registry, row: ExecutionRecord, span: Span) {
         async move {
             if let Err(err) = registry.record_execution(&row).await {
                 tracing::warn!(error = %err, "writing the execution log row failed");
+            }
+            if let Some(install_id) = &row.install_id {
+                let mut usage = vec![(quota::METRIC_CALLS, 1)];
+                if row.egress_bytes > 0 {
+                    usage.push((quota::METRIC_EGRESS_BYTES, row.egress_bytes));
+                }
+                for (metric, amount) in usage {
+                    if let Err(err) = registry
+                        .add_quota_usage(install_id, metric, row.created_at_ms, amount)
+                        .await
+                    {
+                        tracing::warn!(error = %err, metric, "recording quota usage failed");
+                    }
+                }
             }
         }
         .instrument(span),

@@ -14,6 +14,7 @@ pub mod executions;
 pub mod install;
 pub mod objects;
 pub mod publish;
+pub mod quota;
 pub mod resolve;
 pub mod secrets;
 pub mod storage;
