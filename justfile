@@ -18,3 +18,13 @@ lint:
 # Start everything on the embedded defaults with the demo extensions installed.
 up:
     cargo run -p palisade-cli -- up --demo
+
+# Benchmarks (release build); writes docs/benchmarks.md.
+bench:
+    #!/usr/bin/env bash
+    set -euo pipefail
+    out=$(cargo bench -q -p palisade-tests --bench runtime)
+    cpu=$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')
+    mem=$(free -g | awk '/Mem:/{print $2}')
+    { echo "# Benchmarks"; echo; echo "Regenerate with \`just bench\`."; echo; echo "Machine: $(nproc) × ${cpu}, ${mem} GiB, $(uname -sr)."; echo; echo "$out"; } > docs/benchmarks.md
+    cat docs/benchmarks.md
