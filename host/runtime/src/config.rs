@@ -17,6 +17,9 @@ pub struct RuntimeConfig {
     pub memory_keep_resident: usize,
     /// Bytes of each table slot kept resident between uses (pooling only).
     pub table_keep_resident: usize,
+    /// Reset only the dirty pages of a reused memory slot with Linux's `PAGEMAP_SCAN`
+    /// (kernel 6.7+; silently off where unsupported). Pooling only.
+    pub pagemap_scan: bool,
     /// Interval of the epoch ticker, in milliseconds: running guest code yields to other
     /// calls this often, and deadlines are checked at this granularity.
     pub epoch_tick_ms: u64,
@@ -63,6 +66,7 @@ impl Default for RuntimeConfig {
             max_memory_mb: 256,
             memory_keep_resident: 10 * 1024 * 1024,
             table_keep_resident: 1024 * 1024,
+            pagemap_scan: true,
             epoch_tick_ms: 10,
             guest_threads: 0,
             max_timeout_ms: 60_000,

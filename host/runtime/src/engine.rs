@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use wasmtime::component::Linker;
-use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
+use wasmtime::{Config, Enabled, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 use wasmtime_wasi_http::p2::bindings::ProxyPre;
 
 use crate::capability::metrics::ExtensionMetrics;
@@ -233,6 +233,11 @@ fn engine_config(config: &RuntimeConfig) -> Config {
         );
         pool.linear_memory_keep_resident(config.memory_keep_resident);
         pool.table_keep_resident(config.table_keep_resident);
+        pool.pagemap_scan(if config.pagemap_scan {
+            Enabled::Auto
+        } else {
+            Enabled::No
+        });
         c.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
     }
     c
