@@ -278,3 +278,94 @@ async fn huge_response_headers_end_the_call_as_a_trap() {
     expect_error(&platform, RAW, "/huge-headers", 500, "trap").await;
     hello_still_works(&platform).await;
 }
+
+async fn platform_with(options: crate::support::Options) -> Platform {
+    let platform = crate::support::Platform::start_with(options).await;
+    platform.install_hello(TENANT).await;
+    platform
+        .publish(&bundle(&manifest(), &guest("hostile")))
+        .await;
+    platform
+        .registry
+        .install(
+            TENANT,
+            HOSTILE,
+            None,
+            &[palisade_bundle::CapabilityKey::Log],
+            Default::default(),
+        )
+        .await
+        .unwrap();
+    platform
+}
+
+#[tokio::test]
+async fn with_fuel_on_a_loop_runs_out_of_fuel_and_consumption_is_logged() {
+    let platform = platform_with(crate::support::Options {
+        runtime: palisade_runtime::RuntimeConfig {
+            fuel: true,
+            fuel_per_call: 50_000_000,
+            max_instances: 20,
+            ..Default::default()
+        },
+        ..Default::default()
+    })
+    .await;
+    // Compile first, so that the timing below is the loop's alone.
+    assert_eq!(platform.call(TENANT, HOSTILE, "/ok").await.status(), 200);
+    let started = std::time::Instant::now();
+    expect_error(&platform, HOSTILE, "/loop", 500, "trap").await;
+    assert!(
+        started.elapsed() < std::time::Duration::from_millis(900),
+        "fuel, not the deadline, ended the loop"
+    );
+    let response = platform.call(TENANT, HOSTILE, "/ok").await;
+    assert_eq!(response.status(), 200);
+    let request_id = response.headers()["x-request-id"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    let mut fuel = None;
+    for _ in 0..50 {
+        let rows = platform
+            .registry
+            .recent_executions(TENANT, Some(HOSTILE), 10)
+            .await
+            .unwrap();
+        fuel = rows
+            .into_iter()
+            .find(|r| r.request_id == request_id)
+            .and_then(|r| r.fuel_consumed);
+        if fuel.is_some() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert!(fuel.unwrap_or(0) > 0, "consumed fuel is logged");
+}
+
+#[tokio::test]
+async fn an_exhausted_instance_pool_is_503_not_a_crash() {
+    let platform = platform_with(crate::support::Options {
+        runtime: palisade_runtime::RuntimeConfig {
+            max_instances: 2,
+            ..Default::default()
+        },
+        ..Default::default()
+    })
+    .await;
+    assert_eq!(platform.call(TENANT, HOSTILE, "/ok").await.status(), 200);
+    let calls = (0..3).map(|_| platform.call(TENANT, HOSTILE, "/loop"));
+    let statuses: Vec<u16> = futures::future::join_all(calls)
+        .await
+        .iter()
+        .map(|r| r.status().as_u16())
+        .collect();
+    assert!(statuses.contains(&503), "{statuses:?}");
+    assert!(
+        statuses.iter().all(|s| *s == 503 || *s == 504),
+        "{statuses:?}"
+    );
+    // The pool recovers once the loops are cut.
+    assert_eq!(platform.call(TENANT, HOSTILE, "/ok").await.status(), 200);
+}
