@@ -5,10 +5,12 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use http::HeaderMap;
 use http::header::AUTHORIZATION;
-use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use jsonwebtoken::errors::ErrorKind;
+use jsonwebtoken::{Algorithm, EncodingKey, Header, Validation};
 use serde_json::{Map, Value};
 
 use crate::config::CallerAuthConfig;
+use crate::jwks::{KeyError, KeySet};
 
 /// Clock skew tolerated on `exp` and `nbf`, in seconds.
 pub const LEEWAY_SECS: u64 = 30;
@@ -41,8 +43,19 @@ pub enum AuthError {
         /// The claim's name.
         claim: String,
     },
-    /// The configured key could not be read.
-    #[error("caller auth key: {0}")]
+    /// No configured key has the token's algorithm (and `kid`, when it names one).
+    #[error("caller token: no configured key for algorithm {algorithm} and kid {kid:?}")]
+    NoKey {
+        /// The token's `alg`.
+        algorithm: String,
+        /// The token's `kid`, if any.
+        kid: Option<String>,
+    },
+    /// The configured verification keys could not be loaded.
+    #[error(transparent)]
+    Keys(#[from] KeyError),
+    /// A signing key (of [`mint_dev_token`]) could not be read.
+    #[error("caller token signing key: {0}")]
     Key(#[source] jsonwebtoken::errors::Error),
     /// A token could not be signed.
     #[error("signing caller token: {0}")]
@@ -51,8 +64,9 @@ pub enum AuthError {
 
 /// Checks caller tokens against the operator's configuration.
 pub struct CallerAuth {
-    key: DecodingKey,
-    validation: Validation,
+    keys: KeySet,
+    issuer: String,
+    audience: String,
     tenant_claim: String,
     user_claim: String,
 }
@@ -60,6 +74,7 @@ pub struct CallerAuth {
 impl std::fmt::Debug for CallerAuth {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("CallerAuth")
+            .field("keys", &self.keys)
             .field("tenant_claim", &self.tenant_claim)
             .field("user_claim", &self.user_claim)
             .finish_non_exhaustive()
@@ -67,31 +82,56 @@ impl std::fmt::Debug for CallerAuth {
 }
 
 impl CallerAuth {
-    /// Reads the issuer's public key and prepares validation.
+    /// Reads the configured keys (and JWKS file) and prepares validation.
     pub fn new(config: &CallerAuthConfig) -> Result<Self, AuthError> {
-        let key =
-            DecodingKey::from_ed_pem(config.public_key_pem.as_bytes()).map_err(AuthError::Key)?;
-        let mut validation = Validation::new(Algorithm::EdDSA);
-        validation.set_issuer(&[&config.issuer]);
-        validation.set_audience(&[&config.audience]);
+        let keys = KeySet::load(&config.keys, config.jwks_path.as_deref())?;
+        Ok(CallerAuth {
+            keys,
+            issuer: config.issuer.clone(),
+            audience: config.audience.clone(),
+            tenant_claim: config.tenant_claim.clone(),
+            user_claim: config.user_claim.clone(),
+        })
+    }
+
+    fn validation(&self, algorithm: Algorithm) -> Validation {
+        let mut validation = Validation::new(algorithm);
+        validation.set_issuer(&[&self.issuer]);
+        validation.set_audience(&[&self.audience]);
         validation.set_required_spec_claims(&["exp", "iss", "aud"]);
         validation.validate_exp = true;
         validation.validate_nbf = true;
         validation.leeway = LEEWAY_SECS;
-        Ok(CallerAuth {
-            key,
-            validation,
-            tenant_claim: config.tenant_claim.clone(),
-            user_claim: config.user_claim.clone(),
+        validation
+    }
+
+    /// Verifies `token` with the keys of its algorithm (only those with its `kid` when it
+    /// names one) and returns its claims.
+    fn verify(&self, token: &str) -> Result<Map<String, Value>, AuthError> {
+        let header = jsonwebtoken::decode_header(token).map_err(AuthError::Invalid)?;
+        let validation = self.validation(header.alg);
+        let mut last = None;
+        for key in self.keys.candidates(header.alg, header.kid.as_deref()) {
+            match jsonwebtoken::decode::<Map<String, Value>>(token, &key.key, &validation) {
+                Ok(data) => return Ok(data.claims),
+                // Another key of the same algorithm may have signed it.
+                Err(err) if matches!(err.kind(), ErrorKind::InvalidSignature) => last = Some(err),
+                Err(err) => return Err(AuthError::Invalid(err)),
+            }
+        }
+        Err(match last {
+            Some(err) => AuthError::Invalid(err),
+            None => AuthError::NoKey {
+                algorithm: format!("{:?}", header.alg),
+                kid: header.kid,
+            },
         })
     }
 
     /// Authenticates the caller from `authorization: Bearer <jwt>`.
     pub fn authenticate(&self, headers: &HeaderMap) -> Result<Caller, AuthError> {
         let token = bearer_token(headers)?;
-        let data = jsonwebtoken::decode::<Map<String, Value>>(token, &self.key, &self.validation)
-            .map_err(AuthError::Invalid)?;
-        let claims = data.claims;
+        let claims = self.verify(token)?;
         let tenant_id = match claims.get(&self.tenant_claim) {
             Some(Value::String(tenant)) if !tenant.is_empty() => tenant.clone(),
             _ => {
@@ -110,6 +150,18 @@ impl CallerAuth {
             }
         };
         Ok(Caller { tenant_id, user_id })
+    }
+}
+
+impl AuthError {
+    /// The `www-authenticate` value answering this refusal (RFC 6750 §3): a bare
+    /// challenge when no token was sent, `error="invalid_token"` otherwise.
+    pub fn challenge(&self) -> &'static str {
+        match self {
+            AuthError::Missing => "Bearer",
+            AuthError::NotBearer => "Bearer error=\"invalid_request\"",
+            _ => "Bearer error=\"invalid_token\"",
+        }
     }
 }
 
@@ -381,7 +433,146 @@ mod tests {
     #[test]
     fn bad_key_pem_is_refused() {
         let err = CallerAuth::new(&CallerAuthConfig::new(ISS, AUD, "not a pem")).unwrap_err();
-        assert!(matches!(err, AuthError::Key(_)));
+        assert!(
+            matches!(err, AuthError::Keys(KeyError::Pem { .. })),
+            "{err}"
+        );
         assert!(mint_dev_token(b"junk", ISS, AUD, "t", "u", Duration::from_secs(1)).is_err());
+    }
+
+    mod algorithms {
+        use super::*;
+        use crate::jwks::{CallerKey, CallerKeyAlgorithm};
+
+        const ES_PRIVATE: &str = include_str!("tests/fixtures/es256_private.pem");
+        const ES_PUBLIC: &str = include_str!("tests/fixtures/es256_public.pem");
+        const RS_PRIVATE: &str = include_str!("tests/fixtures/rs256_private.pem");
+        const RS_PUBLIC: &str = include_str!("tests/fixtures/rs256_public.pem");
+        const SECRET: &[u8] = b"a shared secret of at least thirty-two bytes";
+
+        fn claims() -> Value {
+            serde_json::json!({"iss": ISS, "aud": AUD, "exp": now() + 60, "tenant": "t"})
+        }
+
+        fn token(alg: Algorithm, kid: Option<&str>, key: &EncodingKey) -> String {
+            let mut header = Header::new(alg);
+            header.kid = kid.map(str::to_owned);
+            jsonwebtoken::encode(&header, &claims(), key).unwrap()
+        }
+
+        fn auth_with(keys: Vec<CallerKey>) -> CallerAuth {
+            let mut config = CallerAuthConfig::new(ISS, AUD, "unused");
+            config.keys = keys;
+            CallerAuth::new(&config).unwrap()
+        }
+
+        fn check(auth: &CallerAuth, token: &str) -> Result<Caller, AuthError> {
+            auth.authenticate(&headers(&format!("Bearer {token}")))
+        }
+
+        #[test]
+        fn es256_rs256_and_hs256_tokens_verify() {
+            let eddsa = ServiceKeyPair::generate().unwrap();
+            let auth = auth_with(vec![
+                CallerKey::eddsa_pem(eddsa.public_pem.clone()),
+                CallerKey::pem(CallerKeyAlgorithm::Es256, ES_PUBLIC),
+                CallerKey::pem(CallerKeyAlgorithm::Rs256, RS_PUBLIC),
+                CallerKey::hs256_secret(SECRET),
+            ]);
+            let es = EncodingKey::from_ec_pem(ES_PRIVATE.as_bytes()).unwrap();
+            let rs = EncodingKey::from_rsa_pem(RS_PRIVATE.as_bytes()).unwrap();
+            let hs = EncodingKey::from_secret(SECRET);
+            let ed = EncodingKey::from_ed_pem(eddsa.private_pem.as_bytes()).unwrap();
+            for (alg, key) in [
+                (Algorithm::ES256, &es),
+                (Algorithm::RS256, &rs),
+                (Algorithm::HS256, &hs),
+                (Algorithm::EdDSA, &ed),
+            ] {
+                let caller = check(&auth, &token(alg, None, key)).unwrap();
+                assert_eq!(caller.tenant_id, "t", "{alg:?}");
+            }
+            // A wrong HS256 secret fails.
+            let wrong = EncodingKey::from_secret(b"another secret of at least thirty-two bytes!");
+            assert!(matches!(
+                check(&auth, &token(Algorithm::HS256, None, &wrong)),
+                Err(AuthError::Invalid(_))
+            ));
+        }
+
+        #[test]
+        fn an_algorithm_without_a_key_is_refused() {
+            let auth = auth_with(vec![CallerKey::pem(CallerKeyAlgorithm::Es256, ES_PUBLIC)]);
+            let hs = EncodingKey::from_secret(SECRET);
+            let err = check(&auth, &token(Algorithm::HS256, None, &hs)).unwrap_err();
+            assert!(matches!(err, AuthError::NoKey { .. }), "{err}");
+            assert_eq!(err.challenge(), "Bearer error=\"invalid_token\"");
+        }
+
+        #[test]
+        fn kid_selects_the_key() {
+            let es = EncodingKey::from_ec_pem(ES_PRIVATE.as_bytes()).unwrap();
+            let auth = auth_with(vec![
+                CallerKey::hs256_secret(SECRET).with_kid("old"),
+                CallerKey::hs256_secret(b"the current shared secret, 32+ bytes".to_vec())
+                    .with_kid("new"),
+                CallerKey::pem(CallerKeyAlgorithm::Es256, ES_PUBLIC).with_kid("ec"),
+            ]);
+            let old = EncodingKey::from_secret(SECRET);
+            check(&auth, &token(Algorithm::HS256, Some("old"), &old)).unwrap();
+            // Without a kid, every HS256 key is tried.
+            check(&auth, &token(Algorithm::HS256, None, &old)).unwrap();
+            // A kid naming another key does not verify.
+            assert!(matches!(
+                check(&auth, &token(Algorithm::HS256, Some("new"), &old)),
+                Err(AuthError::Invalid(_))
+            ));
+            // An unknown kid is refused, and so is a kid of a key of another algorithm.
+            assert!(matches!(
+                check(&auth, &token(Algorithm::HS256, Some("gone"), &old)),
+                Err(AuthError::NoKey { .. })
+            ));
+            assert!(matches!(
+                check(&auth, &token(Algorithm::HS256, Some("ec"), &old)),
+                Err(AuthError::NoKey { .. })
+            ));
+            check(&auth, &token(Algorithm::ES256, Some("ec"), &es)).unwrap();
+        }
+
+        #[test]
+        fn jwks_file_keys_verify_tokens() {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("jwks.json");
+            std::fs::write(
+                &path,
+                r#"{"keys":[{"kty":"EC","crv":"P-256","kid":"idp-1","use":"sig",
+                    "x":"XMasJ0WWxog6vCcpEgFZTLQJwI8cM-97CwX4fAbjFF4",
+                    "y":"mI77zQT-5U0qqsFwP3fahDbZrO9-P3va5HbPxAwE9sM"}]}"#,
+            )
+            .unwrap();
+            let mut config = CallerAuthConfig::new(ISS, AUD, "unused");
+            config.keys = Vec::new();
+            config.jwks_path = Some(path);
+            let auth = CallerAuth::new(&config).unwrap();
+            let es = EncodingKey::from_ec_pem(ES_PRIVATE.as_bytes()).unwrap();
+            check(&auth, &token(Algorithm::ES256, Some("idp-1"), &es)).unwrap();
+            check(&auth, &token(Algorithm::ES256, None, &es)).unwrap();
+            let expired = jsonwebtoken::encode(
+                &Header::new(Algorithm::ES256),
+                &serde_json::json!({"iss": ISS, "aud": AUD, "exp": now() - 120, "tenant": "t"}),
+                &es,
+            )
+            .unwrap();
+            assert!(matches!(check(&auth, &expired), Err(AuthError::Invalid(_))));
+        }
+
+        #[test]
+        fn challenges_follow_rfc_6750() {
+            assert_eq!(AuthError::Missing.challenge(), "Bearer");
+            assert_eq!(
+                AuthError::NotBearer.challenge(),
+                "Bearer error=\"invalid_request\""
+            );
+        }
     }
 }
