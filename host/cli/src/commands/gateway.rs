@@ -1,0 +1,98 @@
+//! `palisade gateway`: one gateway on the data directory in front of one or more runners,
+//! stopping gracefully on SIGTERM or Ctrl-C (running calls finish first).
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use clap::Args;
+
+use crate::commands::policy::PolicyArgs;
+use crate::commands::serve::{gateway_state, stop_signal};
+use crate::datadir::{DataDir, read_string};
+
+#[derive(Debug, Args)]
+pub struct GatewayArgs {
+    /// Address to serve the public API on.
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+    /// Base URL of a runner, e.g. http://127.0.0.1:8081 (repeat for several).
+    #[arg(long = "runner", value_name = "URL")]
+    pub runners: Vec<String>,
+    /// A file of runner base URLs, one per line (blank lines and `#` comments ignored).
+    #[arg(long, value_name = "FILE")]
+    pub runners_file: Option<PathBuf>,
+    /// Milliseconds between two health checks of each runner.
+    #[arg(long, default_value_t = 2000)]
+    pub health_interval_ms: u64,
+    /// Request policy: caller keys, rate limit, CORS, idempotency.
+    #[command(flatten)]
+    pub policy: PolicyArgs,
+}
+
+pub async fn gateway(data_dir: &DataDir, args: GatewayArgs) -> Result<()> {
+    let mut runners = args.runners;
+    if let Some(file) = &args.runners_file {
+        runners.extend(read_runners_file(file)?);
+    }
+    if runners.is_empty() {
+        bail!("no runner given: pass --runner URL (repeatable) or --runners-file FILE");
+    }
+    let registry = data_dir.registry().await?;
+    let state = gateway_state(
+        data_dir,
+        registry,
+        runners.clone(),
+        Duration::from_millis(args.health_interval_ms),
+        &args.policy,
+    )?;
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("binding the gateway to {}", args.listen))?;
+    let addr = listener
+        .local_addr()
+        .context("reading the gateway's address")?;
+    tracing::info!(%addr, ?runners, data_dir = %data_dir.root().display(), "gateway is up");
+    println!("gateway on http://{addr} (SIGTERM or Ctrl-C stops)");
+    axum::serve(listener, palisade_gateway::app(Arc::new(state)))
+        .with_graceful_shutdown(stop_signal())
+        .await
+        .context("gateway server")?;
+    tracing::info!("gateway stopped");
+    Ok(())
+}
+
+/// The runner URLs listed in `path`.
+fn read_runners_file(path: &Path) -> Result<Vec<String>> {
+    Ok(parse_runners(&read_string(path)?))
+}
+
+fn parse_runners(text: &str) -> Vec<String> {
+    text.lines()
+        .map(str::trim)
+        .filter(|line| !line.is_empty() && !line.starts_with('#'))
+        .map(str::to_owned)
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn runners_files_skip_blanks_and_comments() {
+        let text = "# runners\nhttp://a:1\n\n  http://b:2  \n#http://c:3\n";
+        assert_eq!(parse_runners(text), ["http://a:1", "http://b:2"]);
+    }
+
+    #[test]
+    fn a_missing_runners_file_names_the_file() {
+        let err = read_runners_file(Path::new("/nonexistent/runners.txt")).unwrap_err();
+        assert!(
+            format!("{err:#}").contains("/nonexistent/runners.txt"),
+            "{err:#}"
+        );
+    }
+}

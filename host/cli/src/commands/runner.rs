@@ -1,0 +1,55 @@
+//! `palisade runner`: one runner on the data directory, draining gracefully on SIGTERM or
+//! Ctrl-C (new calls get 503 `unavailable`, running calls finish, then the process exits).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use clap::Args;
+
+use crate::commands::serve::{runner_state, stop_signal};
+use crate::datadir::DataDir;
+
+#[derive(Debug, Args)]
+pub struct RunnerArgs {
+    /// Address to serve the execute protocol on (called by gateways only).
+    #[arg(long, default_value = "127.0.0.1:8081")]
+    pub listen: SocketAddr,
+    /// Longest wait, in seconds, for running calls to finish once a drain began.
+    #[arg(long, default_value_t = 60)]
+    pub drain_timeout: u64,
+}
+
+pub async fn runner(data_dir: &DataDir, args: RunnerArgs) -> Result<()> {
+    let registry = data_dir.registry().await?;
+    let state = runner_state(data_dir, &registry)?;
+    let drain = state.drain();
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("binding the runner to {}", args.listen))?;
+    let addr = listener
+        .local_addr()
+        .context("reading the runner's address")?;
+    tracing::info!(%addr, data_dir = %data_dir.root().display(), "runner is up");
+    println!("runner on http://{addr} (SIGTERM or Ctrl-C drains and stops)");
+    let drain_timeout = Duration::from_secs(args.drain_timeout);
+    axum::serve(listener, palisade_runner::app(Arc::new(state)))
+        .with_graceful_shutdown(async move {
+            stop_signal().await;
+            drain.begin();
+            if tokio::time::timeout(drain_timeout, drain.idle())
+                .await
+                .is_err()
+            {
+                tracing::warn!(
+                    in_flight = drain.in_flight(),
+                    "drain timeout reached; stopping with calls still running"
+                );
+            }
+        })
+        .await
+        .context("runner server")?;
+    tracing::info!("runner stopped");
+    Ok(())
+}

@@ -1,0 +1,85 @@
+//! The wiring `up`, `runner` and `gateway` share: a runner or a gateway assembled from the
+//! data directory's registry, keys and trust bundle, and the signals that stop a server.
+
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use palisade_bundle::TrustBundle;
+use palisade_gateway::{CallerAuthConfig, GatewayConfig, GatewayState};
+use palisade_protocol::{TokenMinter, TokenVerifier};
+use palisade_registry::Registry;
+use palisade_runner::{RunnerConfig, RunnerState};
+use palisade_runtime::{Runtime, RuntimeConfig};
+
+use crate::commands::policy::PolicyArgs;
+use crate::datadir::{DEV_AUDIENCE, DEV_ISSUER, DataDir};
+
+/// A runner on `registry`, trusting the data directory's trust bundle and service key,
+/// with its secrets keyring and artifact cache.
+pub fn runner_state(data_dir: &DataDir, registry: &Registry) -> Result<RunnerState> {
+    let trust_path = data_dir.trust_bundle();
+    let trust = TrustBundle::load(&trust_path).with_context(|| {
+        format!(
+            "reading the trust bundle {} (add a publisher key with `palisade trust add`, or start with --demo)",
+            trust_path.display()
+        )
+    })?;
+    let service_keys = data_dir.service_keys()?;
+    let sealer = crate::commands::secrets::load_sealer(data_dir)?;
+    let mut services = palisade_runner::host_services(registry, sealer);
+    services.artifacts = Some(data_dir.artifacts(registry)?);
+    let runtime =
+        Runtime::new(RuntimeConfig::default(), services).context("starting the wasm engine")?;
+    Ok(RunnerState::new(
+        registry.clone(),
+        runtime,
+        TokenVerifier::from_pem(service_keys.public_pem.as_bytes())?,
+        trust,
+        RunnerConfig::default(),
+    ))
+}
+
+/// A gateway on `registry` in front of `runner_urls`, accepting the data directory's
+/// development caller tokens and signing service tokens with its service key.
+pub fn gateway_state(
+    data_dir: &DataDir,
+    registry: Registry,
+    runner_urls: Vec<String>,
+    health_interval: Duration,
+    policy: &PolicyArgs,
+) -> Result<GatewayState> {
+    let service_keys = data_dir.service_keys()?;
+    let caller_keys = data_dir.caller_issuer_keys()?;
+    let mut config = GatewayConfig::with_runners(
+        runner_urls,
+        CallerAuthConfig::new(DEV_ISSUER, DEV_AUDIENCE, caller_keys.public_pem.clone()),
+    );
+    config.health_interval = health_interval;
+    policy.apply(&mut config)?;
+    Ok(GatewayState::new(
+        config,
+        registry,
+        TokenMinter::from_pem(service_keys.private_pem.as_bytes())?,
+    )?)
+}
+
+/// Resolves on Ctrl-C (SIGINT) or, on Unix, SIGTERM.
+pub async fn stop_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+                return;
+            }
+            Err(err) => {
+                tracing::warn!(error = %err, "cannot listen for SIGTERM; only Ctrl-C stops")
+            }
+        }
+    }
+    let _ = tokio::signal::ctrl_c().await;
+}

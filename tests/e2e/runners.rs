@@ -1,0 +1,429 @@
+//! Several runner processes behind one gateway process, all real `palisade` processes on
+//! one data directory: a runner killed under load costs no GET and repeats no POST, and
+//! runner and gateway stop cleanly on SIGTERM.
+
+use std::collections::BTreeSet;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use palisade_bundle::{CapabilityKey, SigningKey};
+use palisade_gateway::pool::rendezvous_order;
+use palisade_registry::{Registry, RegistryConfig};
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+use crate::support::{bundle, guest, hello_manifest};
+
+const TENANT: &str = "acme";
+const DEV_ISSUER: &str = "palisade-dev";
+const DEV_AUDIENCE: &str = "palisade";
+
+/// The `palisade` binary of this build, built on first use (a no-op when it is fresh).
+fn palisade_binary() -> PathBuf {
+    static BINARY: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    BINARY
+        .get_or_init(|| {
+            // This test runs as {target}/{profile}/deps/e2e-<hash>.
+            let exe = std::env::current_exe().unwrap();
+            let profile_dir = exe.parent().unwrap().parent().unwrap().to_owned();
+            let target_dir = profile_dir.parent().unwrap();
+            let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
+            let mut build = Command::new(cargo);
+            build
+                .args([
+                    "build",
+                    "-p",
+                    "palisade-cli",
+                    "--bin",
+                    "palisade",
+                    "--target-dir",
+                ])
+                .arg(target_dir)
+                .current_dir(env!("CARGO_MANIFEST_DIR"));
+            if profile_dir.file_name().is_some_and(|n| n == "release") {
+                build.arg("--release");
+            }
+            let status = build.status().unwrap();
+            assert!(status.success(), "building palisade failed: {status}");
+            let binary = profile_dir.join(format!("palisade{}", std::env::consts::EXE_SUFFIX));
+            assert!(binary.exists(), "{} is missing", binary.display());
+            binary
+        })
+        .clone()
+}
+
+/// A `palisade` server process, killed when dropped.
+struct Server {
+    name: &'static str,
+    child: Child,
+    url: String,
+    log: PathBuf,
+}
+
+impl Server {
+    fn spawn(name: &'static str, data_dir: &Path, addr: &str, args: &[&str]) -> Server {
+        let log = data_dir.join(format!("{name}.log"));
+        let stderr = std::fs::File::create(&log).unwrap();
+        let child = Command::new(palisade_binary())
+            .arg("--data-dir")
+            .arg(data_dir)
+            .args(args)
+            .args(["--listen", addr])
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(stderr)
+            .spawn()
+            .unwrap();
+        Server {
+            name,
+            child,
+            url: format!("http://{addr}"),
+            log,
+        }
+    }
+
+    /// Waits until `/healthz` answers 200.
+    async fn wait_healthy(&mut self, client: &reqwest::Client) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Ok(response) = client.get(format!("{}/healthz", self.url)).send().await
+                && response.status() == StatusCode::OK
+            {
+                return;
+            }
+            if let Some(status) = self.child.try_wait().unwrap() {
+                panic!("{} exited with {status}:\n{}", self.name, self.log_text());
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{} did not become healthy:\n{}",
+                self.name,
+                self.log_text()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Sends SIGTERM and waits for the process to exit.
+    async fn terminate(&mut self) -> ExitStatus {
+        let pid = self.child.id().to_string();
+        let status = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+        assert!(status.success());
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(Instant::now() < deadline, "{} ignored SIGTERM", self.name);
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Free loopback addresses for two runners such that rendezvous hashing sends every one of
+/// `keys` to the first.
+fn runner_addrs(keys: &[String]) -> (String, String) {
+    let listeners: Vec<TcpListener> = (0..8)
+        .map(|_| TcpListener::bind("127.0.0.1:0").unwrap())
+        .collect();
+    let addrs: Vec<String> = listeners
+        .iter()
+        .map(|l| l.local_addr().unwrap().to_string())
+        .collect();
+    for first in &addrs {
+        for second in &addrs {
+            if first == second {
+                continue;
+            }
+            let urls = [format!("http://{first}"), format!("http://{second}")];
+            let urls = [urls[0].as_str(), urls[1].as_str()];
+            if keys.iter().all(|key| rendezvous_order(&urls, key)[0] == 0) {
+                return (first.clone(), second.clone());
+            }
+        }
+    }
+    panic!("no pair of ports prefers one runner for every key");
+}
+
+fn free_addr() -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.local_addr().unwrap().to_string()
+}
+
+/// Publishes hello and notes into the data directory's registry and installs both for
+/// [`TENANT`]; returns their content hashes.
+async fn seed(data_dir: &Path) -> Vec<String> {
+    let publisher = SigningKey::generate().unwrap();
+    let trust_pem = publisher.public_key_pem().unwrap();
+    std::fs::write(data_dir.join("trust.pem"), &trust_pem).unwrap();
+    let trust = palisade_bundle::TrustBundle::from_pem(trust_pem.as_bytes()).unwrap();
+    let registry = Registry::open(&RegistryConfig {
+        database_url: format!("sqlite://{}", data_dir.join("registry.db").display()),
+        object_store_dir: data_dir.join("objects"),
+    })
+    .await
+    .unwrap();
+    let notes_manifest: Value = serde_json::from_slice(
+        &std::fs::read(format!(
+            "{}/../guests/notes/manifest.json",
+            env!("CARGO_MANIFEST_DIR")
+        ))
+        .unwrap(),
+    )
+    .unwrap();
+    let mut hashes = Vec::new();
+    for (manifest, component, approved) in [
+        (hello_manifest(), "hello", &[CapabilityKey::Log][..]),
+        (
+            notes_manifest,
+            "notes",
+            &[CapabilityKey::Log, CapabilityKey::Storage][..],
+        ),
+    ] {
+        let bytes = bundle(&manifest, &guest(component));
+        let signature = publisher.sign(&bytes).unwrap();
+        let published = registry.publish(&bytes, &signature, &trust).await.unwrap();
+        registry
+            .install(
+                TENANT,
+                &published.extension_id,
+                None,
+                approved,
+                Default::default(),
+            )
+            .await
+            .unwrap();
+        hashes.push(published.content_hash.to_string());
+    }
+    hashes
+}
+
+fn caller_token(data_dir: &Path) -> String {
+    let pem = std::fs::read(data_dir.join("keys/caller-issuer.key.pem")).unwrap();
+    palisade_gateway::mint_dev_token(
+        &pem,
+        DEV_ISSUER,
+        DEV_AUDIENCE,
+        TENANT,
+        "user-1",
+        Duration::from_secs(600),
+    )
+    .unwrap()
+}
+
+/// Pause between two calls of one loop, keeping the load under the gateway's default
+/// per-install rate limit (50 a second).
+const PACE: Duration = Duration::from_millis(80);
+
+/// GETs hello in a loop until `stop`; returns how many were made and the answers that
+/// were not 200.
+async fn get_loop(
+    client: reqwest::Client,
+    url: String,
+    token: String,
+    stop: Arc<AtomicBool>,
+) -> (usize, Vec<String>) {
+    let mut count = 0;
+    let mut failures = Vec::new();
+    while !stop.load(Ordering::SeqCst) {
+        count += 1;
+        match client.get(&url).bearer_auth(&token).send().await {
+            Ok(response) if response.status() == StatusCode::OK => {}
+            Ok(response) => failures.push(format!(
+                "{}: {}",
+                response.status(),
+                response.text().await.unwrap_or_default()
+            )),
+            Err(err) => failures.push(err.to_string()),
+        }
+        tokio::time::sleep(PACE).await;
+    }
+    (count, failures)
+}
+
+/// POSTs notes `{prefix}-{i}` one after another until `stop`; returns each id's status.
+async fn post_loop(
+    client: reqwest::Client,
+    url: String,
+    token: String,
+    prefix: &'static str,
+    stop: Arc<AtomicBool>,
+) -> Vec<(String, u16)> {
+    let mut results = Vec::new();
+    let mut i = 0;
+    while !stop.load(Ordering::SeqCst) {
+        i += 1;
+        let id = format!("{prefix}-{i:05}");
+        let status = client
+            .post(&url)
+            .bearer_auth(&token)
+            .header("content-type", "application/json")
+            .body(json!({"id": id, "title": "t", "body": "b"}).to_string())
+            .send()
+            .await
+            .map(|r| r.status().as_u16())
+            .unwrap_or(0);
+        results.push((id, status));
+        tokio::time::sleep(PACE).await;
+    }
+    results
+}
+
+/// Every note id, following the cursor.
+async fn all_note_ids(client: &reqwest::Client, gateway: &str, token: &str) -> Vec<String> {
+    let mut ids = Vec::new();
+    let mut cursor = String::new();
+    loop {
+        let page: Value = client
+            .get(format!(
+                "{gateway}/api/ext/com.example.notes/notes?limit=100&cursor={cursor}"
+            ))
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        for note in page["notes"].as_array().unwrap() {
+            ids.push(note["id"].as_str().unwrap().to_owned());
+        }
+        match page["next_cursor"].as_str() {
+            Some(next) => cursor = next.to_owned(),
+            None => return ids,
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_killed_runner_costs_no_get_and_repeats_no_post() {
+    let dir = tempfile::tempdir().unwrap();
+    let data_dir = dir.path();
+    let hashes = seed(data_dir).await;
+    let (addr_a, addr_b) = runner_addrs(&hashes);
+    let client = reqwest::Client::new();
+
+    // One after the other, so the first creates the data directory's keys.
+    let mut runner_a = Server::spawn("runner-a", data_dir, &addr_a, &["runner"]);
+    runner_a.wait_healthy(&client).await;
+    let mut runner_b = Server::spawn("runner-b", data_dir, &addr_b, &["runner"]);
+    runner_b.wait_healthy(&client).await;
+    let gateway_addr = free_addr();
+    let mut gateway = Server::spawn(
+        "gateway",
+        data_dir,
+        &gateway_addr,
+        &[
+            "gateway",
+            "--runner",
+            &runner_a.url,
+            "--runner",
+            &runner_b.url,
+            "--health-interval-ms",
+            "200",
+        ],
+    );
+    gateway.wait_healthy(&client).await;
+    let token = caller_token(data_dir);
+    let hello = format!("{}/api/ext/com.example.hello/hello/world", gateway.url);
+    let notes = format!("{}/api/ext/com.example.notes/notes", gateway.url);
+
+    // Warm both extensions on runner A (their rendezvous choice).
+    let warm = client.get(&hello).bearer_auth(&token).send().await.unwrap();
+    assert_eq!(warm.status(), StatusCode::OK, "{}", gateway.log_text());
+    let warm = client.get(&notes).bearer_auth(&token).send().await.unwrap();
+    assert_eq!(warm.status(), StatusCode::OK);
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let getters: Vec<_> = (0..3)
+        .map(|_| {
+            tokio::spawn(get_loop(
+                client.clone(),
+                hello.clone(),
+                token.clone(),
+                Arc::clone(&stop),
+            ))
+        })
+        .collect();
+    let poster = tokio::spawn(post_loop(
+        client.clone(),
+        notes.clone(),
+        token.clone(),
+        "n",
+        Arc::clone(&stop),
+    ));
+
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    runner_a.child.kill().unwrap(); // SIGKILL
+    runner_a.child.wait().unwrap();
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    stop.store(true, Ordering::SeqCst);
+
+    let mut total = 0;
+    for getter in getters {
+        let (count, failures) = getter.await.unwrap();
+        total += count;
+        assert!(
+            failures.is_empty(),
+            "{} GETs failed, first: {:?}",
+            failures.len(),
+            failures.iter().take(5).collect::<Vec<_>>()
+        );
+    }
+    assert!(total > 30, "only {total} GETs were made");
+    let posts = poster.await.unwrap();
+    assert!(posts.len() > 5, "only {} POSTs were made", posts.len());
+    // A POST is answered 201, or 503 when its runner died under it; never 409, which a
+    // repetition on the second runner would produce.
+    let unexpected: Vec<_> = posts
+        .iter()
+        .filter(|(_, status)| !matches!(status, 201 | 503))
+        .collect();
+    assert!(
+        unexpected.is_empty(),
+        "unexpected POST answers: {unexpected:?}"
+    );
+    let failed = posts.iter().filter(|(_, status)| *status == 503).count();
+    assert!(failed <= 1, "{failed} POSTs failed: {posts:?}");
+
+    // Every created note exists exactly once; nothing beyond what was posted exists.
+    let ids = all_note_ids(&client, &gateway.url, &token).await;
+    let unique: BTreeSet<&String> = ids.iter().collect();
+    assert_eq!(unique.len(), ids.len(), "duplicate notes: {ids:?}");
+    let posted: BTreeSet<&String> = posts.iter().map(|(id, _)| id).collect();
+    assert!(unique.is_subset(&posted), "notes nobody posted: {ids:?}");
+    for (id, status) in &posts {
+        if *status == 201 {
+            assert!(unique.contains(id), "created note {id} is missing");
+        }
+    }
+
+    // The surviving runner and the gateway stop cleanly on SIGTERM.
+    let status = runner_b.terminate().await;
+    assert!(
+        status.success(),
+        "runner-b: {status}\n{}",
+        runner_b.log_text()
+    );
+    let status = gateway.terminate().await;
+    assert!(
+        status.success(),
+        "gateway: {status}\n{}",
+        gateway.log_text()
+    );
+}
