@@ -3,13 +3,17 @@
 
 #![allow(clippy::unwrap_used, missing_docs)]
 
+mod admin;
 mod artifacts;
 mod auth;
 mod egress;
+mod gateway_policy;
 mod hostile;
 mod integrity;
 mod metrics;
+mod openapi;
 mod publish;
+mod runners;
 mod secrets;
 mod storage;
 mod support;

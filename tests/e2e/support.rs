@@ -17,6 +17,8 @@ use tempfile::TempDir;
 
 pub const ISSUER: &str = "palisade-test";
 pub const AUDIENCE: &str = "palisade";
+/// The admin API token of every test platform's gateway.
+pub const ADMIN_TOKEN: &str = "e2e-admin-token";
 
 /// The component of a guest built by build.rs.
 pub fn guest(name: &str) -> Vec<u8> {
@@ -120,14 +122,17 @@ impl Platform {
         let runner = serve(palisade_runner::app(runner_state)).await;
         let gateway_state = Arc::new(
             GatewayState::new(
-                GatewayConfig::new(
+                without_rate_limit(GatewayConfig::new(
                     format!("http://{runner}"),
                     CallerAuthConfig::new(ISSUER, AUDIENCE, caller_keys.public_pem.clone()),
-                ),
+                )),
                 registry.clone(),
                 TokenMinter::from_pem(service_keys.private_pem.as_bytes()).unwrap(),
             )
-            .unwrap(),
+            .unwrap()
+            .with_admin_token(ADMIN_TOKEN)
+            .with_trust(trust.clone())
+            .with_sealer(sealer.clone()),
         );
         let gateway = serve(palisade_gateway::app(gateway_state)).await;
         Platform {
@@ -195,7 +200,14 @@ impl Platform {
     }
 }
 
-async fn serve(app: axum::Router) -> SocketAddr {
+/// `config` with the per-install rate limit off: some suites call one install as fast as
+/// they can (the limit has its own tests in `gateway_policy.rs`).
+fn without_rate_limit(mut config: GatewayConfig) -> GatewayConfig {
+    config.rate_limit.per_second = 0.0;
+    config
+}
+
+pub async fn serve(app: axum::Router) -> SocketAddr {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move {

@@ -53,6 +53,10 @@ enum Command {
     Call(commands::registry::CallArgs),
     /// Run registry, runner and gateway in one process on the embedded defaults.
     Up(commands::up::UpArgs),
+    /// Run one runner (the execute protocol); drains gracefully on SIGTERM or Ctrl-C.
+    Runner(commands::runner::RunnerArgs),
+    /// Run one gateway (the public API) in front of one or more runners.
+    Gateway(commands::gateway::GatewayArgs),
     /// Manage the sealed secrets of tenants' installs.
     #[command(subcommand)]
     Secrets(commands::secrets::SecretsCommand),
@@ -75,6 +79,8 @@ async fn main() -> std::process::ExitCode {
         Command::Token(args) => commands::registry::token(&data_dir, args),
         Command::Call(args) => commands::registry::call(&data_dir, args).await,
         Command::Up(args) => commands::up::up(&data_dir, args).await,
+        Command::Runner(args) => commands::runner::runner(&data_dir, args).await,
+        Command::Gateway(args) => commands::gateway::gateway(&data_dir, args).await,
         Command::Secrets(cmd) => commands::secrets::secrets(&data_dir, cmd).await,
     };
     match result {

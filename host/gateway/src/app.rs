@@ -6,15 +6,20 @@ use axum::Router;
 use axum::extract::Request;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get};
+use palisade_bundle::TrustBundle;
 use palisade_protocol::{ErrorCode, TokenMinter};
-use palisade_registry::Registry;
+use palisade_registry::{Registry, SecretSealer};
 
 use crate::auth::{AuthError, CallerAuth};
 use crate::config::GatewayConfig;
+use crate::cors::CorsPolicy;
 use crate::error::ApiError;
 use crate::headers;
+use crate::idempotency::IdempotencyStore;
+use crate::pool::RunnerPool;
 use crate::proxy;
-use crate::runner::{RunnerClient, RunnerClientError};
+use crate::ratelimit::RateLimiter;
+use crate::runner::RunnerClientError;
 
 /// Prefix of extension API routes.
 pub const API_PREFIX: &str = "/api/ext/";
@@ -36,7 +41,18 @@ pub struct GatewayState {
     pub(crate) auth: CallerAuth,
     pub(crate) registry: Registry,
     pub(crate) minter: TokenMinter,
-    pub(crate) runner: RunnerClient,
+    /// The runners calls go to.
+    pub(crate) runner: RunnerPool,
+    /// Publisher keys the admin API's publish endpoint accepts; `None`: publishing is off.
+    pub(crate) trust: Option<TrustBundle>,
+    /// The keyring the admin API seals secrets with; `None`: setting secrets is off.
+    pub(crate) sealer: Option<SecretSealer>,
+    /// Per-install token buckets.
+    pub(crate) rate_limiter: RateLimiter,
+    /// Origins allowed to call from a browser.
+    pub(crate) cors: CorsPolicy,
+    /// Answers kept for idempotent replay.
+    pub(crate) idempotency: IdempotencyStore,
 }
 
 impl std::fmt::Debug for GatewayState {
@@ -49,21 +65,48 @@ impl std::fmt::Debug for GatewayState {
 }
 
 impl GatewayState {
-    /// Builds the state: reads the caller-auth key and prepares the runner client.
+    /// Builds the state: reads the caller-auth key and prepares the runner pool (whose
+    /// health checks start when this is called inside a Tokio runtime).
     pub fn new(
         config: GatewayConfig,
         registry: Registry,
         minter: TokenMinter,
     ) -> Result<Self, GatewayError> {
         let auth = CallerAuth::new(&config.caller_auth)?;
-        let runner = RunnerClient::new(&config.runner_url)?;
+        let rate_limiter = RateLimiter::new(&config.rate_limit);
+        let cors = CorsPolicy::new(&config.cors_allowed_origins);
+        let idempotency = IdempotencyStore::new(&config.idempotency);
+        let runner = RunnerPool::new(&config.runner_urls, config.health_interval)?;
         Ok(GatewayState {
             config,
             auth,
             registry,
             minter,
             runner,
+            trust: None,
+            sealer: None,
+            rate_limiter,
+            cors,
+            idempotency,
         })
+    }
+
+    /// Turns the admin API on, answering to `authorization: Bearer <token>`.
+    pub fn with_admin_token(mut self, token: impl Into<String>) -> Self {
+        self.config.admin_token = Some(token.into());
+        self
+    }
+
+    /// Lets the admin API publish bundles signed by a key of `trust`.
+    pub fn with_trust(mut self, trust: TrustBundle) -> Self {
+        self.trust = Some(trust);
+        self
+    }
+
+    /// Lets the admin API set secrets, sealed with `sealer`.
+    pub fn with_sealer(mut self, sealer: SecretSealer) -> Self {
+        self.sealer = Some(sealer);
+        self
     }
 
     /// The configuration in effect.
@@ -83,7 +126,12 @@ pub fn app(state: Arc<GatewayState>) -> Router {
             any(proxy::extension_call),
         )
         .route("/healthz", get(healthz))
+        .merge(crate::admin::admin_routes(&state))
         .fallback(not_found)
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            crate::cors::middleware,
+        ))
         .with_state(state)
 }
 

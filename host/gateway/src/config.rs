@@ -1,6 +1,11 @@
 //! Operator configuration of the gateway.
 
+use std::path::PathBuf;
 use std::time::Duration;
+
+use crate::idempotency::IdempotencyConfig;
+use crate::jwks::CallerKey;
+use crate::ratelimit::RateLimitConfig;
 
 /// Default bound on a caller's request body: 1 MiB.
 pub const DEFAULT_MAX_REQUEST_BYTES: usize = 1024 * 1024;
@@ -10,29 +15,74 @@ pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 pub const DEFAULT_TENANT_CLAIM: &str = "tenant";
 /// Default JWT claim carrying the caller's user.
 pub const DEFAULT_USER_CLAIM: &str = "sub";
+/// Default interval between two health checks of one runner.
+pub const DEFAULT_HEALTH_INTERVAL: Duration = Duration::from_secs(2);
 
 /// Everything the gateway needs to serve extension calls.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct GatewayConfig {
-    /// Base URL of the runner, e.g. `http://127.0.0.1:8081` (no trailing path).
-    pub runner_url: String,
+    /// Base URLs of the runners, e.g. `http://127.0.0.1:8081` (no trailing path); at least
+    /// one. Calls are spread over them by content hash (rendezvous hashing).
+    pub runner_urls: Vec<String>,
+    /// Interval between two `/healthz` checks of each runner.
+    pub health_interval: Duration,
     /// Upper bound on a caller's request body; a manifest may only lower it.
     pub max_request_bytes: usize,
     /// Upper bound on one call; a manifest may only lower it.
     pub request_timeout: Duration,
     /// How callers are authenticated.
     pub caller_auth: CallerAuthConfig,
+    /// Bearer token of the admin API (`/admin/v1/...`); `None` turns the admin API off
+    /// (its routes answer 404).
+    pub admin_token: Option<String>,
+    /// Per-install token bucket applied before a runner is called.
+    pub rate_limit: RateLimitConfig,
+    /// Origins (e.g. `https://app.example`) allowed to call from a browser; empty means
+    /// no CORS headers are ever sent.
+    pub cors_allowed_origins: Vec<String>,
+    /// Replay of non-GET calls carrying `x-idempotency-key`.
+    pub idempotency: IdempotencyConfig,
 }
 
 impl GatewayConfig {
-    /// A configuration with the default limits.
+    /// A configuration with one runner and the default limits.
     pub fn new(runner_url: impl Into<String>, caller_auth: CallerAuthConfig) -> Self {
+        Self::with_runners(vec![runner_url.into()], caller_auth)
+    }
+
+    /// A configuration with several runners and the default limits.
+    pub fn with_runners(runner_urls: Vec<String>, caller_auth: CallerAuthConfig) -> Self {
         GatewayConfig {
-            runner_url: runner_url.into(),
+            runner_urls,
+            health_interval: DEFAULT_HEALTH_INTERVAL,
             max_request_bytes: DEFAULT_MAX_REQUEST_BYTES,
             request_timeout: DEFAULT_REQUEST_TIMEOUT,
             caller_auth,
+            admin_token: None,
+            rate_limit: RateLimitConfig::default(),
+            cors_allowed_origins: Vec::new(),
+            idempotency: IdempotencyConfig::default(),
         }
+    }
+}
+
+impl std::fmt::Debug for GatewayConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Field by field so that the admin token never reaches a log line.
+        f.debug_struct("GatewayConfig")
+            .field("runner_urls", &self.runner_urls)
+            .field("health_interval", &self.health_interval)
+            .field("max_request_bytes", &self.max_request_bytes)
+            .field("request_timeout", &self.request_timeout)
+            .field("caller_auth", &self.caller_auth)
+            .field(
+                "admin_token",
+                &self.admin_token.as_ref().map(|_| "<redacted>"),
+            )
+            .field("rate_limit", &self.rate_limit)
+            .field("cors_allowed_origins", &self.cors_allowed_origins)
+            .field("idempotency", &self.idempotency)
+            .finish_non_exhaustive()
     }
 }
 
@@ -43,8 +93,10 @@ pub struct CallerAuthConfig {
     pub issuer: String,
     /// Expected `aud` claim.
     pub audience: String,
-    /// The issuer's EdDSA (Ed25519) public key, SPKI PEM.
-    pub public_key_pem: String,
+    /// Verification keys (PEM for EdDSA, ES256 and RS256; a shared secret for HS256).
+    pub keys: Vec<CallerKey>,
+    /// A JWK set file whose signature keys are added to `keys`, read at startup.
+    pub jwks_path: Option<PathBuf>,
     /// Claim carrying the tenant id (a non-empty string).
     pub tenant_claim: String,
     /// Claim carrying the user id (optional in a token; a string when present).
@@ -52,7 +104,8 @@ pub struct CallerAuthConfig {
 }
 
 impl CallerAuthConfig {
-    /// A configuration with the default claim names (`tenant`, `sub`).
+    /// A configuration with one EdDSA (Ed25519, SPKI PEM) key and the default claim names
+    /// (`tenant`, `sub`).
     pub fn new(
         issuer: impl Into<String>,
         audience: impl Into<String>,
@@ -61,7 +114,8 @@ impl CallerAuthConfig {
         CallerAuthConfig {
             issuer: issuer.into(),
             audience: audience.into(),
-            public_key_pem: public_key_pem.into(),
+            keys: vec![CallerKey::eddsa_pem(public_key_pem)],
+            jwks_path: None,
             tenant_claim: DEFAULT_TENANT_CLAIM.to_owned(),
             user_claim: DEFAULT_USER_CLAIM.to_owned(),
         }
@@ -73,6 +127,8 @@ impl std::fmt::Debug for CallerAuthConfig {
         f.debug_struct("CallerAuthConfig")
             .field("issuer", &self.issuer)
             .field("audience", &self.audience)
+            .field("keys", &self.keys)
+            .field("jwks_path", &self.jwks_path)
             .field("tenant_claim", &self.tenant_claim)
             .field("user_claim", &self.user_claim)
             .finish_non_exhaustive()
@@ -84,6 +140,18 @@ mod tests {
     use super::*;
 
     #[test]
+    fn debug_never_shows_the_admin_token() {
+        let mut config = GatewayConfig::new(
+            "http://127.0.0.1:1",
+            CallerAuthConfig::new("iss", "aud", "pem"),
+        );
+        config.admin_token = Some("very-secret-admin-token".into());
+        let text = format!("{config:?}");
+        assert!(!text.contains("very-secret-admin-token"), "{text}");
+        assert!(text.contains("<redacted>"), "{text}");
+    }
+
+    #[test]
     fn defaults() {
         let config = GatewayConfig::new(
             "http://127.0.0.1:1",
@@ -93,5 +161,11 @@ mod tests {
         assert_eq!(config.request_timeout, Duration::from_secs(30));
         assert_eq!(config.caller_auth.tenant_claim, "tenant");
         assert_eq!(config.caller_auth.user_claim, "sub");
+        assert_eq!(config.caller_auth.keys.len(), 1);
+        assert!(config.cors_allowed_origins.is_empty());
+        assert_eq!(config.rate_limit, RateLimitConfig::default());
+        assert_eq!(config.idempotency.window, Duration::from_secs(24 * 3600));
+        assert_eq!(config.runner_urls, ["http://127.0.0.1:1"]);
+        assert_eq!(config.health_interval, Duration::from_secs(2));
     }
 }

@@ -6,14 +6,20 @@
 
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
+pub mod admin;
 pub mod app;
 pub mod auth;
 pub mod body;
 pub mod config;
+pub mod cors;
 pub mod error;
 pub mod execlog;
 pub mod headers;
+pub mod idempotency;
+pub mod jwks;
+pub mod pool;
 mod proxy;
+pub mod ratelimit;
 pub mod routing;
 pub mod runner;
 
@@ -21,6 +27,7 @@ pub use app::{GatewayError, GatewayState, app};
 pub use auth::{AuthError, Caller, CallerAuth, mint_dev_token};
 pub use config::{CallerAuthConfig, GatewayConfig};
 pub use error::ApiError;
+pub use jwks::{CallerKey, CallerKeyAlgorithm};
 pub use proxy::RUNNER_GRACE;
 
 #[cfg(test)]

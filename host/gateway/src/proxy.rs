@@ -70,7 +70,12 @@ async fn serve(
         Ok(caller) => caller,
         Err(err) => {
             tracing::info!(error = %err, "caller refused");
-            return ApiError::new(ErrorCode::Unauthorized, request_id).into_response();
+            let mut response = ApiError::new(ErrorCode::Unauthorized, request_id).into_response();
+            response.headers_mut().insert(
+                http::header::WWW_AUTHENTICATE,
+                HeaderValue::from_static(err.challenge()),
+            );
+            return response;
         }
     };
     span.record("tenant", caller.tenant_id.as_str());
@@ -93,12 +98,28 @@ async fn serve(
     span.record("version", install.version.as_str());
     span.record("content_hash", field::display(&install.content_hash));
 
+    if let Err(retry_after) = state.rate_limiter.check(&install.install_id) {
+        tracing::info!(retry_after, "install over its rate limit");
+        let mut error = ApiError::new(ErrorCode::OverQuota, request_id);
+        error.retry_after = Some(HeaderValue::from(retry_after));
+        return error.into_response();
+    }
+
     let call = Call {
         state,
         install: &install,
         request_id,
     };
-    let (template, result) = call.forward(&parts, path, body).await;
+    let (template, result) = state
+        .idempotency
+        .run(
+            &install.tenant_id,
+            &install.extension_id,
+            &parts,
+            request_id,
+            call.forward(&parts, path, body),
+        )
+        .await;
     let (mut response, error) = match result {
         Ok(response) => (response, None),
         Err(error) => {

@@ -1,4 +1,5 @@
-//! The client side of the execute protocol: one POST to a runner's `/v1/execute`.
+//! The client side of the execute protocol: one POST to a runner's `/v1/execute`, and the
+//! runner's `/healthz` check.
 
 use std::time::Duration;
 
@@ -77,6 +78,9 @@ pub enum RunnerError {
 /// Why a runner client could not be built.
 #[derive(Debug, thiserror::Error)]
 pub enum RunnerClientError {
+    /// No runner URL is configured.
+    #[error("runner_urls is empty: at least one runner is needed")]
+    NoRunners,
     /// The configured runner URL is not an `http://` or `https://` URL.
     #[error("runner_url `{url}` is not an http(s) URL: {reason}")]
     BadUrl {
@@ -94,7 +98,9 @@ pub enum RunnerClientError {
 #[derive(Debug, Clone)]
 pub struct RunnerClient {
     http: reqwest::Client,
+    base_url: String,
     execute_url: String,
+    healthz_url: String,
 }
 
 impl RunnerClient {
@@ -120,15 +126,41 @@ impl RunnerClient {
             .redirect(reqwest::redirect::Policy::none())
             .build()
             .map_err(RunnerClientError::Client)?;
+        let base_url = runner_url.trim_end_matches('/').to_owned();
         Ok(RunnerClient {
             http,
-            execute_url: format!("{}{EXECUTE_PATH}", runner_url.trim_end_matches('/')),
+            execute_url: format!("{base_url}{EXECUTE_PATH}"),
+            healthz_url: format!("{base_url}/healthz"),
+            base_url,
         })
+    }
+
+    /// The runner's base URL, as configured (without a trailing `/`).
+    pub fn base_url(&self) -> &str {
+        &self.base_url
     }
 
     /// The URL execute calls go to.
     pub fn execute_url(&self) -> &str {
         &self.execute_url
+    }
+
+    /// Whether the runner's `/healthz` answers a success status within `timeout`. A runner
+    /// that is draining answers 503 and so counts as unhealthy.
+    pub async fn check_health(&self, timeout: Duration) -> bool {
+        match self
+            .http
+            .get(&self.healthz_url)
+            .timeout(timeout)
+            .send()
+            .await
+        {
+            Ok(response) => response.status().is_success(),
+            Err(err) => {
+                tracing::debug!(url = %self.healthz_url, error = %err, "runner health check failed");
+                false
+            }
+        }
     }
 
     /// Posts `request` with the service `token`, waiting at most `timeout` for the whole
@@ -295,6 +327,7 @@ mod tests {
         }
         let client = RunnerClient::new("http://127.0.0.1:9/").unwrap();
         assert_eq!(client.execute_url(), "http://127.0.0.1:9/v1/execute");
+        assert_eq!(client.base_url(), "http://127.0.0.1:9");
     }
 
     #[tokio::test]

@@ -2,10 +2,12 @@
 //! service token, looks everything else up itself (install, grants, content hash), loads
 //! and re-verifies the bundle on first use, and hands the request to the runtime.
 //!
-//! Routes: `POST /v1/execute`, `GET /healthz`, `GET /metrics` (extension metrics).
+//! Routes: `POST /v1/execute`, `GET /healthz`, `GET /metrics` (extension metrics). On
+//! [`Drain::begin`] the runner refuses new calls with 503 and finishes the running ones.
 
 mod admission;
 mod artifacts;
+mod drain;
 mod error;
 mod execute;
 mod loader;
@@ -23,6 +25,7 @@ use palisade_registry::{Registry, SecretSealer};
 use palisade_runtime::{HostServices, Runtime};
 
 pub use artifacts::artifact_store;
+pub use drain::Drain;
 pub use error::RunnerError;
 pub use services::storage::RegistryStorage;
 
@@ -55,6 +58,7 @@ pub struct RunnerState {
     pub(crate) trust: TrustBundle,
     pub(crate) config: RunnerConfig,
     pub(crate) admission: std::sync::Arc<admission::Admission>,
+    pub(crate) drain: Arc<Drain>,
 }
 
 impl RunnerState {
@@ -76,7 +80,13 @@ impl RunnerState {
             verifier,
             trust,
             config,
+            drain: Drain::new(),
         }
+    }
+
+    /// The runner's drain switch, for the process that serves it (e.g. on SIGTERM).
+    pub fn drain(&self) -> Arc<Drain> {
+        Arc::clone(&self.drain)
     }
 }
 
@@ -103,9 +113,12 @@ pub fn app(state: Arc<RunnerState>) -> Router {
     Router::new()
         .route(
             palisade_protocol::execute::EXECUTE_PATH,
-            post(execute::execute),
+            post(execute::execute).layer(axum::middleware::from_fn_with_state(
+                state.drain(),
+                drain::admit,
+            )),
         )
-        .route("/healthz", get(|| async { "ok" }))
+        .route("/healthz", get(drain::healthz).with_state(state.drain()))
         .route("/metrics", get(metrics::metrics))
         .layer(DefaultBodyLimit::max(envelope_limit))
         .with_state(state)

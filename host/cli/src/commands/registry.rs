@@ -1,5 +1,6 @@
 //! Registry and operator commands: trust, publish, install, token, call. They work on the
-//! embedded registry in `--data-dir` (an admin API for remote registries comes later).
+//! embedded registry in `--data-dir`; publish and install also work against a remote
+//! gateway's admin API with `--server URL`.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -9,6 +10,7 @@ use anyhow::{Context, Result, bail};
 use clap::{Args, Subcommand};
 use palisade_bundle::{CapabilityKey, PublicKey, TrustBundle};
 
+use crate::commands::admin_client::ServerArgs;
 use crate::commands::author::default_signature_path;
 use crate::datadir::{DEV_AUDIENCE, DEV_ISSUER, DataDir, read_bytes, write_file};
 
@@ -31,12 +33,14 @@ pub struct PublishArgs {
     #[arg(long)]
     pub signature: Option<PathBuf>,
     /// PEM file of trusted publisher keys (default: the data directory's `trust.pem`).
-    #[arg(long)]
+    #[arg(long, conflicts_with = "server")]
     pub trust: Option<PathBuf>,
     /// Also compile the component now and store its precompiled artifact, so the first
     /// call does not pay compile time.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "server")]
     pub precompile: bool,
+    #[command(flatten)]
+    pub remote: ServerArgs,
 }
 
 #[derive(Debug, Args)]
@@ -56,6 +60,8 @@ pub struct InstallArgs {
     /// Non-secret configuration, `key=value`, repeatable.
     #[arg(long = "config", value_name = "KEY=VALUE")]
     pub config: Vec<String>,
+    #[command(flatten)]
+    pub remote: ServerArgs,
 }
 
 #[derive(Debug, Args)]
@@ -139,6 +145,22 @@ pub fn add_trusted_key(data_dir: &DataDir, key: &PublicKey) -> Result<()> {
 }
 
 pub async fn publish(data_dir: &DataDir, args: PublishArgs) -> Result<()> {
+    if let Some(client) = args.remote.client()? {
+        let bundle = read_bytes(&args.bundle)?;
+        let sig_path = args
+            .signature
+            .unwrap_or_else(|| default_signature_path(&args.bundle));
+        let signature = read_bytes(&sig_path)?;
+        let published = client
+            .publish(bundle, &signature)
+            .await
+            .with_context(|| format!("publishing {}", args.bundle.display()))?;
+        println!(
+            "published {}@{} ({}) as version {}",
+            published.extension_id, published.version, published.content_hash, published.version_id
+        );
+        return Ok(());
+    }
     let trust_path = args.trust.unwrap_or_else(|| data_dir.trust_bundle());
     let trust = TrustBundle::load(&trust_path).with_context(|| {
         format!(
@@ -196,6 +218,24 @@ pub async fn install(data_dir: &DataDir, args: InstallArgs) -> Result<()> {
             bail!("--config `{pair}`: expected KEY=VALUE");
         };
         config.insert(k.to_owned(), v.to_owned());
+    }
+    if let Some(client) = args.remote.client()? {
+        let names: Vec<String> = approved.iter().map(|k| k.as_str().to_owned()).collect();
+        let install = client
+            .install(
+                &args.tenant,
+                &args.extension,
+                args.version.as_ref(),
+                &names,
+                &config,
+            )
+            .await
+            .with_context(|| format!("installing {} for {}", args.extension, args.tenant))?;
+        println!(
+            "installed {}@{} for tenant {} (install {})",
+            install.extension_id, install.version, install.tenant_id, install.install_id
+        );
+        return Ok(());
     }
     let registry = data_dir.registry().await?;
     let install = registry

@@ -1,5 +1,6 @@
-//! `palisade secrets`: set, list and delete the sealed secrets of a tenant's install, and
-//! re-seal every stored value under the keyring's primary key. Also loads the operator's
+//! `palisade secrets`: set, list and delete the sealed secrets of a tenant's install (in
+//! the data directory, or through a gateway's admin API with `--server`), and re-seal
+//! every stored value under the keyring's primary key. Also loads the operator's
 //! keyring for `up` (generating it on first use).
 
 use std::io::{IsTerminal, Read, Write};
@@ -11,6 +12,7 @@ use palisade_registry::secrets::{MAX_SECRET_VALUE_BYTES, SecretKey};
 use palisade_registry::{SecretSealer, SecretValue};
 use zeroize::Zeroizing;
 
+use crate::commands::admin_client::{AdminClient, ServerArgs};
 use crate::datadir::{DataDir, read_string};
 
 /// Environment variable holding the keyring (overrides the key file).
@@ -35,6 +37,8 @@ pub enum SecretsCommand {
         extension: String,
         /// The secret's name, as the manifest's `capabilities.secrets` lists it.
         name: String,
+        #[command(flatten)]
+        remote: ServerArgs,
     },
     /// List the names of the secrets set for a tenant's install (never the values).
     List {
@@ -43,6 +47,8 @@ pub enum SecretsCommand {
         tenant: String,
         /// The extension id.
         extension: String,
+        #[command(flatten)]
+        remote: ServerArgs,
     },
     /// Delete a secret of a tenant's install.
     Delete {
@@ -53,6 +59,8 @@ pub enum SecretsCommand {
         extension: String,
         /// The secret's name.
         name: String,
+        #[command(flatten)]
+        remote: ServerArgs,
     },
     /// Re-seal every stored secret with the keyring's primary (first) key, so that older
     /// keys can be removed from the keyring afterwards.
@@ -60,12 +68,22 @@ pub enum SecretsCommand {
 }
 
 pub async fn secrets(data_dir: &DataDir, command: SecretsCommand) -> Result<()> {
+    let remote = match &command {
+        SecretsCommand::Set { remote, .. }
+        | SecretsCommand::List { remote, .. }
+        | SecretsCommand::Delete { remote, .. } => remote.client()?,
+        SecretsCommand::Rotate => None,
+    };
+    if let Some(client) = remote {
+        return remote_secrets(&client, command).await;
+    }
     let registry = data_dir.registry().await?;
     match command {
         SecretsCommand::Set {
             tenant,
             extension,
             name,
+            ..
         } => {
             registry
                 .check_secret_name(&tenant, &extension, &name)
@@ -86,7 +104,9 @@ pub async fn secrets(data_dir: &DataDir, command: SecretsCommand) -> Result<()> 
                 sealer.primary_key_id()
             );
         }
-        SecretsCommand::List { tenant, extension } => {
+        SecretsCommand::List {
+            tenant, extension, ..
+        } => {
             let listed = registry.list_secrets(&tenant, &extension).await?;
             if listed.is_empty() {
                 eprintln!("no secrets are set for tenant `{tenant}`'s install of {extension}");
@@ -100,6 +120,7 @@ pub async fn secrets(data_dir: &DataDir, command: SecretsCommand) -> Result<()> 
             tenant,
             extension,
             name,
+            ..
         } => {
             registry.delete_secret(&tenant, &extension, &name).await?;
             println!("secret `{name}` deleted from tenant `{tenant}`'s install of {extension}");
@@ -130,6 +151,55 @@ pub async fn secrets(data_dir: &DataDir, command: SecretsCommand) -> Result<()> 
                     report.failed.len()
                 );
             }
+        }
+    }
+    Ok(())
+}
+
+/// `secrets set|list|delete` through a gateway's admin API.
+async fn remote_secrets(client: &AdminClient, command: SecretsCommand) -> Result<()> {
+    match command {
+        SecretsCommand::Set {
+            tenant,
+            extension,
+            name,
+            ..
+        } => {
+            if std::io::stdin().is_terminal() {
+                eprintln!(
+                    "reading the value of `{name}` from stdin; finish with Ctrl-D \
+                     (pipe it in to keep it off the screen)"
+                );
+            }
+            let value = read_value(std::io::stdin().lock())?;
+            client
+                .set_secret(&tenant, &extension, &name, value.expose())
+                .await?;
+            println!("secret `{name}` set for tenant `{tenant}`'s install of {extension}");
+        }
+        SecretsCommand::List {
+            tenant, extension, ..
+        } => {
+            let listed = client.list_secrets(&tenant, &extension).await?;
+            if listed.is_empty() {
+                eprintln!("no secrets are set for tenant `{tenant}`'s install of {extension}");
+            }
+            let mut out = std::io::stdout().lock();
+            for secret in listed {
+                writeln!(out, "{}", secret.name)?;
+            }
+        }
+        SecretsCommand::Delete {
+            tenant,
+            extension,
+            name,
+            ..
+        } => {
+            client.delete_secret(&tenant, &extension, &name).await?;
+            println!("secret `{name}` deleted from tenant `{tenant}`'s install of {extension}");
+        }
+        SecretsCommand::Rotate => {
+            bail!("`secrets rotate` works on the data directory only (it needs the keyring)")
         }
     }
     Ok(())

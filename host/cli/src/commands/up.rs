@@ -10,15 +10,13 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use clap::Args;
 use palisade_bundle::{Manifest, SigningKey, TrustBundle, pack_dir};
-use palisade_gateway::{CallerAuthConfig, GatewayConfig, GatewayState};
-use palisade_protocol::{TokenMinter, TokenVerifier};
+use palisade_gateway::config::DEFAULT_HEALTH_INTERVAL;
 use palisade_registry::Registry;
-use palisade_runner::{RunnerConfig, RunnerState};
-use palisade_runtime::{Runtime, RuntimeConfig};
 
 use crate::commands::author::build_components;
 use crate::commands::registry::{add_trusted_key, dev_token};
-use crate::datadir::{DEV_AUDIENCE, DEV_ISSUER, DataDir, read_bytes, write_file, write_private};
+use crate::commands::serve::{gateway_state, runner_state};
+use crate::datadir::{DataDir, read_bytes, write_file, write_private};
 
 #[derive(Debug, Args)]
 pub struct UpArgs {
@@ -48,37 +46,20 @@ pub async fn up(data_dir: &DataDir, args: UpArgs) -> Result<()> {
     } else {
         None
     };
-    let trust_path = data_dir.trust_bundle();
-    let trust = TrustBundle::load(&trust_path).with_context(|| {
-        format!(
-            "reading the trust bundle {} (add a publisher key with `palisade trust add`, or start with --demo)",
-            trust_path.display()
-        )
-    })?;
-    let service_keys = data_dir.service_keys()?;
-    let caller_keys = data_dir.caller_issuer_keys()?;
-
-    let sealer = crate::commands::secrets::load_sealer(data_dir)?;
-    let mut services = palisade_runner::host_services(&registry, sealer);
-    services.artifacts = Some(data_dir.artifacts(&registry)?);
-    let runtime =
-        Runtime::new(RuntimeConfig::default(), services).context("starting the wasm engine")?;
-    let runner = Arc::new(RunnerState::new(
-        registry.clone(),
-        runtime,
-        TokenVerifier::from_pem(service_keys.public_pem.as_bytes())?,
-        trust,
-        RunnerConfig::default(),
-    ));
-    let gateway_config = GatewayConfig::new(
-        format!("http://{}", args.runner_addr),
-        CallerAuthConfig::new(DEV_ISSUER, DEV_AUDIENCE, caller_keys.public_pem.clone()),
+    let runner = Arc::new(runner_state(data_dir, &registry)?);
+    let admin_token = crate::commands::admin_client::admin_token(data_dir)?;
+    let gateway = Arc::new(
+        gateway_state(
+            data_dir,
+            registry,
+            vec![format!("http://{}", args.runner_addr)],
+            DEFAULT_HEALTH_INTERVAL,
+            &crate::commands::policy::PolicyArgs::default(),
+        )?
+        .with_admin_token(admin_token.as_str())
+        .with_trust(TrustBundle::load(data_dir.trust_bundle())?)
+        .with_sealer(crate::commands::secrets::load_sealer(data_dir)?),
     );
-    let gateway = Arc::new(GatewayState::new(
-        gateway_config,
-        registry,
-        TokenMinter::from_pem(service_keys.private_pem.as_bytes())?,
-    )?);
 
     let runner_listener = tokio::net::TcpListener::bind(args.runner_addr)
         .await
@@ -98,6 +79,11 @@ pub async fn up(data_dir: &DataDir, args: UpArgs) -> Result<()> {
     );
     tracing::info!(gateway = %args.gateway_addr, runner = %args.runner_addr, data_dir = %data_dir.root().display(), "palisade is up");
 
+    println!(
+        "admin API on http://{}/admin/v1, admin token: {admin_token} (kept in {})",
+        args.gateway_addr,
+        crate::commands::admin_client::admin_token_path(data_dir).display()
+    );
     if let Some(demo) = demo {
         show_demo(data_dir, &demo, args.gateway_addr).await?;
         if args.check_only {

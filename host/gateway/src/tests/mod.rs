@@ -2,6 +2,7 @@
 //! `tower::ServiceExt::oneshot`, and a small fake runner on loopback.
 
 mod fake_runner;
+mod policy;
 mod proxy;
 mod refusals;
 
