@@ -48,6 +48,7 @@ pub async fn gateway(data_dir: &DataDir, args: GatewayArgs) -> Result<()> {
         Duration::from_millis(args.health_interval_ms),
         &args.policy,
     )?;
+    let (state, _) = crate::commands::serve::with_admin(state, data_dir)?;
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("binding the gateway to {}", args.listen))?;
@@ -55,7 +56,10 @@ pub async fn gateway(data_dir: &DataDir, args: GatewayArgs) -> Result<()> {
         .local_addr()
         .context("reading the gateway's address")?;
     tracing::info!(%addr, ?runners, data_dir = %data_dir.root().display(), "gateway is up");
-    println!("gateway on http://{addr} (SIGTERM or Ctrl-C stops)");
+    println!(
+        "gateway on http://{addr}, admin API on http://{addr}/admin/v1 (token in {}); SIGTERM or Ctrl-C stops",
+        crate::commands::admin_client::admin_token_path(data_dir).display()
+    );
     axum::serve(listener, palisade_gateway::app(Arc::new(state)))
         .with_graceful_shutdown(stop_signal())
         .await

@@ -83,3 +83,16 @@ pub async fn stop_signal() {
     }
     let _ = tokio::signal::ctrl_c().await;
 }
+
+/// Turns on the admin API of `state` with the data directory's admin token (generated on
+/// first use), trust bundle (when one exists) and secrets key.
+pub fn with_admin(state: GatewayState, data_dir: &DataDir) -> Result<(GatewayState, String)> {
+    let token = crate::commands::admin_client::admin_token(data_dir)?;
+    let mut state = state
+        .with_admin_token(token.as_str())
+        .with_sealer(crate::commands::secrets::load_sealer(data_dir)?);
+    if data_dir.trust_bundle().exists() {
+        state = state.with_trust(TrustBundle::load(data_dir.trust_bundle())?);
+    }
+    Ok((state, token))
+}

@@ -47,19 +47,17 @@ pub async fn up(data_dir: &DataDir, args: UpArgs) -> Result<()> {
         None
     };
     let runner = Arc::new(runner_state(data_dir, &registry)?);
-    let admin_token = crate::commands::admin_client::admin_token(data_dir)?;
-    let gateway = Arc::new(
+    let (gateway, admin_token) = crate::commands::serve::with_admin(
         gateway_state(
             data_dir,
             registry,
             vec![format!("http://{}", args.runner_addr)],
             DEFAULT_HEALTH_INTERVAL,
             &crate::commands::policy::PolicyArgs::default(),
-        )?
-        .with_admin_token(admin_token.as_str())
-        .with_trust(TrustBundle::load(data_dir.trust_bundle())?)
-        .with_sealer(crate::commands::secrets::load_sealer(data_dir)?),
-    );
+        )?,
+        data_dir,
+    )?;
+    let gateway = Arc::new(gateway);
 
     let runner_listener = tokio::net::TcpListener::bind(args.runner_addr)
         .await
