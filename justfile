@@ -26,5 +26,5 @@ bench:
     out=$(cargo bench -q -p palisade-tests --bench runtime)
     cpu=$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')
     mem=$(free -g | awk '/Mem:/{print $2}')
-    { echo "# Benchmarks"; echo; echo "Regenerate with \`just bench\`."; echo; echo "Machine: $(nproc) × ${cpu}, ${mem} GiB, $(uname -sr)."; echo; echo "$out"; } > docs/benchmarks.md
+    { echo "# Benchmarks"; echo; echo "Regenerate with \`just bench\`."; echo; echo "Machine: $(nproc) × ${cpu}, ${mem} GiB, $(uname -sr)."; echo; echo "$out"; echo; cat tests/benches/NOTES.md; } > docs/benchmarks.md
     cat docs/benchmarks.md

@@ -104,6 +104,47 @@ impl Runtime {
         request: http::Request<Bytes>,
         limits: CallLimits,
     ) -> Outcome {
+        let Some(executor) = self.executor.handle() else {
+            return self.run_call(prepared, invocation, request, limits).await;
+        };
+        let runtime = self.clone();
+        let prepared = prepared.clone();
+        let started = Instant::now();
+        let call = executor.spawn(async move {
+            runtime
+                .run_call(&prepared, invocation, request, limits)
+                .await
+        });
+        // Dropping this future (the caller went away) ends the call and its instance.
+        let abort = call.abort_handle();
+        let _guard = AbortOnDrop(abort);
+        match call.await {
+            Ok(outcome) => outcome,
+            Err(join) => Outcome {
+                result: Err(ExecuteError::Trap {
+                    code: "host_panic",
+                    source: wasmtime::Error::msg(join.to_string()),
+                }),
+                logs: Vec::new(),
+                dropped_log_lines: 0,
+                duration: started.elapsed(),
+                peak_memory_bytes: 0,
+                fuel_consumed: None,
+                egress_bytes_out: 0,
+                egress_bytes_in: 0,
+            },
+        }
+    }
+
+    /// One call, on the current task: the guest and the collection of its response are
+    /// polled together.
+    async fn run_call(
+        &self,
+        prepared: &Prepared,
+        invocation: Invocation,
+        request: http::Request<Bytes>,
+        limits: CallLimits,
+    ) -> Outcome {
         let started = Instant::now();
         let span = tracing::info_span!(
             "invocation",
@@ -180,7 +221,9 @@ impl Runtime {
         };
 
         let pre = prepared.pre.clone();
-        let task = async move {
+        // The guest runs inside this task, polled together with the collection of its
+        // response: no hand-off between threads during the call.
+        let guest = async move {
             let result = match pre.instantiate_async(&mut store).await {
                 Ok(proxy) => proxy
                     .wasi_http_incoming_handler()
@@ -191,10 +234,7 @@ impl Runtime {
             };
             (result, store)
         };
-        let mut guest = match self.executor.handle() {
-            Some(executor) => executor.spawn(task),
-            None => tokio::spawn(task),
-        };
+        let mut guest = std::pin::pin!(guest);
 
         // The epoch deadline traps guest code; this later bound also covers host calls
         // that block and guests that never finish their body.
@@ -213,24 +253,33 @@ impl Runtime {
             egress_bytes_out: egress.bytes_out(),
             egress_bytes_in: egress.bytes_in(),
         };
+        let expired = tokio::time::sleep_until(deadline);
+        let mut expired = std::pin::pin!(expired);
 
-        // 1. Wait for the response head, or for the guest to end without one.
+        // 1. Run the guest until it sets the response head, or ends without one.
+        // (Returning early drops the guest future, which ends the instance.)
         let mut rx = rx;
         let (head, mut returned) = tokio::select! {
             biased;
             head = &mut rx => (head.ok(), None),
             joined = &mut guest => (rx.try_recv().ok(), Some(joined)),
-            _ = tokio::time::sleep_until(deadline) => {
-                guest.abort();
-                return timed_out(started);
-            }
+            () = &mut expired => return timed_out(started),
         };
 
-        // 2. Collect the body while the guest may still be writing it.
+        // 2. Collect the body while the guest goes on writing it.
         let response = match head {
-            Some(Ok(resp)) => tokio::time::timeout_at(deadline, collect(resp, max_response))
-                .await
-                .unwrap_or(Err(ExecuteError::Timeout(timeout_ms))),
+            Some(Ok(resp)) => {
+                let body = collect(resp, max_response);
+                let mut body = std::pin::pin!(body);
+                loop {
+                    tokio::select! {
+                        biased;
+                        response = &mut body => break response,
+                        joined = &mut guest, if returned.is_none() => returned = Some(joined),
+                        () = &mut expired => return timed_out(started),
+                    }
+                }
+            }
             Some(Err(code)) => Err(ExecuteError::NoResponse(format!(
                 "guest set an error response: {code:?}"
             ))),
@@ -241,35 +290,20 @@ impl Runtime {
 
         // A body past the cap ends the call at once: the guest's later fate changes nothing.
         if let Err(ExecuteError::ResponseTooLarge(_)) = response {
-            guest.abort();
             return Outcome {
                 result: response,
                 ..timed_out(started)
             };
         }
 
-        // 3. Wait for the guest to return; its trap, if any, explains a failed response.
-        if returned.is_none() {
-            match tokio::time::timeout_at(deadline, &mut guest).await {
-                Ok(joined) => returned = Some(joined),
-                Err(_) => {
-                    guest.abort();
-                    return timed_out(started);
-                }
-            }
-        }
+        // 3. Let the guest return; its trap, if any, explains a failed response.
         let (guest_result, store) = match returned {
-            Some(Ok(pair)) => pair,
-            Some(Err(join)) => {
-                return Outcome {
-                    result: Err(ExecuteError::Trap {
-                        code: "host_panic",
-                        source: wasmtime::Error::msg(join.to_string()),
-                    }),
-                    ..timed_out(started)
-                };
-            }
-            None => return timed_out(started),
+            Some(joined) => joined,
+            None => tokio::select! {
+                biased;
+                joined = &mut guest => joined,
+                () = &mut expired => return timed_out(started),
+            },
         };
         let result = match guest_result {
             Err((stage, e)) => Err(classify(
@@ -385,6 +419,15 @@ fn finish(
         fuel_consumed,
         egress_bytes_out: egress.bytes_out(),
         egress_bytes_in: egress.bytes_in(),
+    }
+}
+
+/// Aborts a spawned call when the future awaiting it is dropped.
+struct AbortOnDrop(tokio::task::AbortHandle);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 
