@@ -9,7 +9,7 @@ use base64::engine::general_purpose::STANDARD;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
-use crate::support::{ADMIN_TOKEN, Platform, bundle, guest, hello_manifest};
+use crate::support::{ADMIN_TOKEN, Platform, bundle, guest, hello_manifest, palisade_binary};
 
 const HELLO: &str = "com.example.hello";
 const PROBE: &str = "com.example.secret-probe";
@@ -390,32 +390,6 @@ async fn the_execution_log_is_readable() {
     assert_eq!(rows[0]["extension_id"], HELLO, "{rows}");
     assert_eq!(rows[0]["status"], 200);
     assert_eq!(rows[0]["path"], "/hello/:name");
-}
-
-/// The `palisade` binary of this build, built on first use.
-fn palisade_binary() -> PathBuf {
-    static BINARY: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
-    BINARY
-        .get_or_init(|| {
-            // This test runs as {target}/{profile}/deps/e2e-<hash>.
-            let exe = std::env::current_exe().unwrap();
-            let profile_dir = exe.parent().unwrap().parent().unwrap().to_owned();
-            let target_dir = profile_dir.parent().unwrap();
-            let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
-            let mut build = Command::new(cargo);
-            build
-                .args(["build", "-p", "palisade-cli", "--bin", "palisade"])
-                .arg("--target-dir")
-                .arg(target_dir)
-                .current_dir(env!("CARGO_MANIFEST_DIR"));
-            if profile_dir.file_name().is_some_and(|n| n == "release") {
-                build.arg("--release");
-            }
-            let status = build.status().unwrap();
-            assert!(status.success(), "building palisade failed: {status}");
-            profile_dir.join(format!("palisade{}", std::env::consts::EXE_SUFFIX))
-        })
-        .clone()
 }
 
 /// Runs `palisade` on an empty data directory (remote mode must not need one).

@@ -31,23 +31,7 @@ fn manifest() -> serde_json::Value {
 }
 
 async fn platform() -> Platform {
-    let platform = Platform::start().await;
-    platform.install_hello(TENANT).await;
-    platform
-        .publish(&bundle(&manifest(), &guest("hostile")))
-        .await;
-    platform
-        .registry
-        .install(
-            TENANT,
-            HOSTILE,
-            None,
-            &[palisade_bundle::CapabilityKey::Log],
-            Default::default(),
-        )
-        .await
-        .unwrap();
-    platform
+    platform_with(crate::support::Options::default()).await
 }
 
 async fn expect_error(platform: &Platform, ext: &str, path: &str, status: u16, code: &str) {
@@ -120,7 +104,7 @@ async fn the_sandbox_has_no_environment_and_no_files() {
 
 #[tokio::test]
 async fn in_flight_calls_are_capped_per_install_with_429() {
-    let platform = crate::support::Platform::start_with(crate::support::Options {
+    let platform = platform_with(crate::support::Options {
         runner: palisade_runner::RunnerConfig {
             max_in_flight_per_install: 1,
             ..Default::default()
@@ -128,21 +112,6 @@ async fn in_flight_calls_are_capped_per_install_with_429() {
         ..Default::default()
     })
     .await;
-    platform.install_hello(TENANT).await;
-    platform
-        .publish(&bundle(&manifest(), &guest("hostile")))
-        .await;
-    platform
-        .registry
-        .install(
-            TENANT,
-            HOSTILE,
-            None,
-            &[palisade_bundle::CapabilityKey::Log],
-            Default::default(),
-        )
-        .await
-        .unwrap();
     // Warm the compile cache so both calls below overlap inside the guest.
     assert_eq!(platform.call(TENANT, HOSTILE, "/ok").await.status(), 200);
 

@@ -215,3 +215,37 @@ pub async fn serve(app: axum::Router) -> SocketAddr {
     });
     addr
 }
+
+/// The `palisade` binary of this build, built on first use (a no-op when it is fresh).
+pub fn palisade_binary() -> PathBuf {
+    static BINARY: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    BINARY
+        .get_or_init(|| {
+            // This test runs as {target}/{profile}/deps/e2e-<hash>.
+            let exe = std::env::current_exe().unwrap();
+            let profile_dir = exe.parent().unwrap().parent().unwrap().to_owned();
+            let target_dir = profile_dir.parent().unwrap();
+            let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
+            let mut build = std::process::Command::new(cargo);
+            build
+                .args([
+                    "build",
+                    "-p",
+                    "palisade-cli",
+                    "--bin",
+                    "palisade",
+                    "--target-dir",
+                ])
+                .arg(target_dir)
+                .current_dir(env!("CARGO_MANIFEST_DIR"));
+            if profile_dir.file_name().is_some_and(|n| n == "release") {
+                build.arg("--release");
+            }
+            let status = build.status().unwrap();
+            assert!(status.success(), "building palisade failed: {status}");
+            let binary = profile_dir.join(format!("palisade{}", std::env::consts::EXE_SUFFIX));
+            assert!(binary.exists(), "{} is missing", binary.display());
+            binary
+        })
+        .clone()
+}
