@@ -17,11 +17,28 @@ pub const DEV_AUDIENCE: &str = "palisade";
 #[derive(Debug, Clone)]
 pub struct DataDir {
     root: PathBuf,
+    operator: std::sync::Arc<crate::config::OperatorConfig>,
 }
 
 impl DataDir {
     pub fn new(root: PathBuf) -> Self {
-        DataDir { root }
+        DataDir {
+            root,
+            operator: std::sync::Arc::default(),
+        }
+    }
+
+    /// The same directory, run with the operator's configuration file.
+    pub fn with_operator_config(self, operator: crate::config::OperatorConfig) -> Self {
+        DataDir {
+            operator: std::sync::Arc::new(operator),
+            ..self
+        }
+    }
+
+    /// The operator's configuration (defaults when no file was given).
+    pub fn operator(&self) -> &crate::config::OperatorConfig {
+        &self.operator
     }
 
     pub fn root(&self) -> &Path {

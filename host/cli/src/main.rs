@@ -3,6 +3,7 @@
 //! by the host crates.
 
 mod commands;
+mod config;
 mod datadir;
 
 use std::path::PathBuf;
@@ -21,6 +22,9 @@ struct Cli {
         default_value = ".palisade"
     )]
     data_dir: PathBuf,
+    /// Operator configuration file (TOML): `[runtime]`, `[runner]`, `[storage]` sections.
+    #[arg(long, global = true, env = "PALISADE_CONFIG")]
+    config: Option<PathBuf>,
     /// Log as JSON lines instead of text.
     #[arg(long, global = true)]
     log_json: bool,
@@ -66,7 +70,14 @@ enum Command {
 async fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     init_tracing(cli.log_json);
-    let data_dir = datadir::DataDir::new(cli.data_dir);
+    let operator = match config::load(cli.config.as_deref()) {
+        Ok(operator) => operator,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    let data_dir = datadir::DataDir::new(cli.data_dir).with_operator_config(operator);
     let result = match cli.command {
         Command::Build(args) => commands::author::build(args),
         Command::Keygen(args) => commands::author::keygen(args),

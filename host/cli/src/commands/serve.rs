@@ -8,8 +8,8 @@ use palisade_bundle::TrustBundle;
 use palisade_gateway::{CallerAuthConfig, GatewayConfig, GatewayState};
 use palisade_protocol::{TokenMinter, TokenVerifier};
 use palisade_registry::Registry;
-use palisade_runner::{RunnerConfig, RunnerState};
-use palisade_runtime::{Runtime, RuntimeConfig};
+use palisade_runner::RunnerState;
+use palisade_runtime::Runtime;
 
 use crate::commands::policy::PolicyArgs;
 use crate::datadir::{DEV_AUDIENCE, DEV_ISSUER, DataDir};
@@ -26,16 +26,21 @@ pub fn runner_state(data_dir: &DataDir, registry: &Registry) -> Result<RunnerSta
     })?;
     let service_keys = data_dir.service_keys()?;
     let sealer = crate::commands::secrets::load_sealer(data_dir)?;
+    let operator = data_dir.operator();
     let mut services = palisade_runner::host_services(registry, sealer);
+    services.storage = Some(palisade_runner::RegistryStorage::shared(
+        registry.clone(),
+        operator.storage,
+    ));
     services.artifacts = Some(data_dir.artifacts(registry)?);
     let runtime =
-        Runtime::new(RuntimeConfig::default(), services).context("starting the wasm engine")?;
+        Runtime::new(operator.runtime.clone(), services).context("starting the wasm engine")?;
     Ok(RunnerState::new(
         registry.clone(),
         runtime,
         TokenVerifier::from_pem(service_keys.public_pem.as_bytes())?,
         trust,
-        RunnerConfig::default(),
+        operator.runner.to_runner_config(),
     ))
 }
 
