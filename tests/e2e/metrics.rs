@@ -135,13 +135,7 @@ async fn a_guest_importing_metrics_without_the_grant_is_refused_at_publish() {
     let mut manifest = probe_manifest();
     manifest["capabilities"] = serde_json::json!({ "log": true });
     let bytes = bundle(&manifest, &guest("metrics-probe"));
-    let signature = platform.publisher.sign(&bytes).unwrap();
-    let err = platform
-        .registry
-        .publish(&bytes, &signature, &platform.trust)
-        .await
-        .unwrap_err()
-        .to_string();
+    let err = platform.publish_error(&bytes).await;
     assert!(err.contains("palisade:extension/metrics"), "{err}");
     assert!(err.contains("capabilities.metrics"), "{err}");
     assert!(

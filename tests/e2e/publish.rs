@@ -16,13 +16,7 @@ async fn a_guest_importing_storage_without_the_grant_is_refused_naming_the_inter
         "api": { "endpoints": [ { "method": "GET", "path": "/probe" } ] }
     });
     let bytes = bundle(&manifest, &guest("storage-probe"));
-    let signature = platform.publisher.sign(&bytes).unwrap();
-    let err = platform
-        .registry
-        .publish(&bytes, &signature, &platform.trust)
-        .await
-        .unwrap_err()
-        .to_string();
+    let err = platform.publish_error(&bytes).await;
     assert!(err.contains("palisade:extension/storage"), "{err}");
     assert!(err.contains("capabilities.storage"), "{err}");
     assert!(
@@ -41,13 +35,7 @@ async fn publish_error(platform: &Platform, manifest: serde_json::Value) -> Stri
     let component = guest("hello");
     let json = serde_json::to_vec(&manifest).unwrap();
     let bytes = raw_bundle(&json, &component);
-    let signature = platform.publisher.sign(&bytes).unwrap();
-    platform
-        .registry
-        .publish(&bytes, &signature, &platform.trust)
-        .await
-        .unwrap_err()
-        .to_string()
+    platform.publish_error(&bytes).await
 }
 
 /// A tar.zst with `manifest.json` and `hello.wasm`, without validating the manifest.
@@ -101,13 +89,7 @@ async fn refusal(platform: &Platform, name: &str, component: &str) -> String {
         "api": { "endpoints": [ { "method": "GET", "path": "/x" } ] }
     });
     let bytes = bundle(&manifest, &guest(name));
-    let signature = platform.publisher.sign(&bytes).unwrap();
-    platform
-        .registry
-        .publish(&bytes, &signature, &platform.trust)
-        .await
-        .unwrap_err()
-        .to_string()
+    platform.publish_error(&bytes).await
 }
 
 #[tokio::test]

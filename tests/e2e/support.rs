@@ -158,6 +158,16 @@ impl Platform {
             .unwrap()
     }
 
+    /// Signs `bundle` with the trusted key and returns why publishing refused it.
+    pub async fn publish_error(&self, bundle: &[u8]) -> String {
+        let signature = self.publisher.sign(bundle).unwrap();
+        self.registry
+            .publish(bundle, &signature, &self.trust)
+            .await
+            .unwrap_err()
+            .to_string()
+    }
+
     /// Publishes the hello guest and installs it for `tenant`, approving what it asks.
     pub async fn install_hello(&self, tenant: &str) -> PublishedVersion {
         let published = self
