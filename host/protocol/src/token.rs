@@ -1,25 +1,27 @@
 //! Service tokens: short-lived EdDSA JWTs minted by the gateway and checked by the runner.
 //!
 //! A token is bound to one [`TokenScope`] (tenant, extension, install, content hash). The
-//! gateway reuses a token per scope until shortly before it expires; the runner caches
-//! verified tokens, so neither side repeats signature work per call. The runner holds only
-//! the public key.
+//! gateway reuses a token per scope until half of its lifetime has passed; the runner caches
+//! verified tokens until they expire, so neither side repeats signature work per call. The
+//! runner holds only the public key.
 
-use std::collections::HashMap;
-use std::sync::Mutex;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use ed25519_dalek::pkcs8::spki::der::pem::LineEnding;
 use ed25519_dalek::pkcs8::{EncodePrivateKey, EncodePublicKey};
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
 
+use crate::cache::TtlCache;
+
 const ISSUER: &str = "palisade-gateway";
 const AUDIENCE: &str = "palisade-runner";
 /// How long a minted token is valid.
 pub const TOKEN_LIFETIME: Duration = Duration::from_secs(300);
-/// A cached token is replaced this long before it expires.
-const REFRESH_MARGIN: Duration = Duration::from_secs(60);
+/// A cached token is replaced once this much of its lifetime has passed: half of it, so a
+/// runner always receives a token with plenty of time left, whatever the clock skew.
+const REFRESH_AFTER: Duration = Duration::from_secs(TOKEN_LIFETIME.as_secs() / 2);
 /// Bound on the number of cached tokens on either side.
 const CACHE_CAPACITY: usize = 16_384;
 
@@ -109,10 +111,18 @@ fn now() -> u64 {
         .unwrap_or(0)
 }
 
+/// A token the minter reuses for its scope.
+#[derive(Clone)]
+struct Minted {
+    token: Arc<str>,
+    /// When (seconds since the epoch) a new token replaces it.
+    refresh_at: u64,
+}
+
 /// Mints service tokens (gateway side), reusing one per scope while it is fresh.
 pub struct TokenMinter {
     key: EncodingKey,
-    cache: Mutex<HashMap<TokenScope, (String, u64)>>,
+    cache: TtlCache<TokenScope, Minted>,
 }
 
 impl TokenMinter {
@@ -121,30 +131,35 @@ impl TokenMinter {
         let key = EncodingKey::from_ed_pem(private_pem).map_err(TokenError::Invalid)?;
         Ok(TokenMinter {
             key,
-            cache: Mutex::new(HashMap::new()),
+            cache: TtlCache::new(CACHE_CAPACITY),
         })
     }
 
-    /// Returns a token for `scope`, minting a new one only when the cached one is near expiry.
-    pub fn token(&self, scope: &TokenScope) -> Result<String, TokenError> {
-        let now = now();
-        if let Ok(cache) = self.cache.lock()
-            && let Some((token, exp)) = cache.get(scope)
-            && *exp > now + REFRESH_MARGIN.as_secs()
+    /// Returns a token for `scope`: the cached one until half of its lifetime has passed,
+    /// then a newly minted one.
+    pub fn token(&self, scope: &TokenScope) -> Result<Arc<str>, TokenError> {
+        self.token_at(scope, now())
+    }
+
+    /// [`token`](Self::token) at `now` (seconds since the epoch).
+    fn token_at(&self, scope: &TokenScope, now: u64) -> Result<Arc<str>, TokenError> {
+        // The entry lapses after `REFRESH_AFTER` on the monotonic clock; `refresh_at` is the
+        // same moment on the wall clock the token's own times use, and decides reuse.
+        let instant = Instant::now();
+        if let Some(minted) = self.cache.get(scope, instant)
+            && now < minted.refresh_at
         {
-            return Ok(token.clone());
+            return Ok(minted.token);
         }
-        let exp = now + TOKEN_LIFETIME.as_secs();
-        let token = self.mint(scope, now, exp)?;
-        if let Ok(mut cache) = self.cache.lock() {
-            if cache.len() >= CACHE_CAPACITY {
-                cache.retain(|_, (_, e)| *e > now + REFRESH_MARGIN.as_secs());
-                if cache.len() >= CACHE_CAPACITY {
-                    cache.clear();
-                }
-            }
-            cache.insert(scope.clone(), (token.clone(), exp));
-        }
+        let token: Arc<str> = self
+            .mint(scope, now, now + TOKEN_LIFETIME.as_secs())?
+            .into();
+        let minted = Minted {
+            token: Arc::clone(&token),
+            refresh_at: now + REFRESH_AFTER.as_secs(),
+        };
+        self.cache
+            .insert(scope.clone(), minted, instant + REFRESH_AFTER, instant);
         Ok(token)
     }
 
@@ -162,11 +177,18 @@ impl TokenMinter {
     }
 }
 
+/// What a token that verified says.
+struct Verified {
+    scope: TokenScope,
+    /// Its `exp` (seconds since the epoch); the cache never answers for it at or after.
+    exp: u64,
+}
+
 /// Verifies service tokens (runner side), caching tokens that verified until they expire.
 pub struct TokenVerifier {
     key: DecodingKey,
     validation: Validation,
-    cache: Mutex<HashMap<String, Claims>>,
+    cache: TtlCache<Box<str>, Arc<Verified>>,
 }
 
 impl TokenVerifier {
@@ -181,40 +203,46 @@ impl TokenVerifier {
         Ok(TokenVerifier {
             key,
             validation,
-            cache: Mutex::new(HashMap::new()),
+            cache: TtlCache::new(CACHE_CAPACITY),
         })
     }
 
-    /// Checks `token` and that it was issued for exactly `expected`.
+    /// Checks `token` and that it was issued for exactly `expected`. A token that verified
+    /// before is answered from the cache until its `exp` (the signature check alone allows
+    /// a few seconds of clock skew beyond it); its scope is compared on every call.
     pub fn verify(&self, token: &str, expected: &TokenScope) -> Result<(), TokenError> {
+        self.verify_at(token, expected, now())
+    }
+
+    /// [`verify`](Self::verify) at `now` (seconds since the epoch).
+    fn verify_at(&self, token: &str, expected: &TokenScope, now: u64) -> Result<(), TokenError> {
         if token.is_empty() {
             return Err(TokenError::Missing);
         }
-        let now = now();
-        let cached = self
-            .cache
-            .lock()
-            .ok()
-            .and_then(|c| c.get(token).cloned())
-            .filter(|claims| claims.exp > now);
-        let claims = match cached {
-            Some(claims) => claims,
-            None => {
-                let data = jsonwebtoken::decode::<Claims>(token, &self.key, &self.validation)
-                    .map_err(TokenError::Invalid)?;
-                if let Ok(mut cache) = self.cache.lock() {
-                    if cache.len() >= CACHE_CAPACITY {
-                        cache.retain(|_, c| c.exp > now);
-                        if cache.len() >= CACHE_CAPACITY {
-                            cache.clear();
-                        }
-                    }
-                    cache.insert(token.to_owned(), data.claims.clone());
-                }
-                data.claims
-            }
-        };
-        check_scope(&claims.scope, expected)
+        // The entry lapses at `exp` on the monotonic clock too, which bounds the cache;
+        // the wall clock, which `exp` is read on, decides whether it answers.
+        let instant = Instant::now();
+        if let Some(verified) = self.cache.get(token, instant)
+            && now < verified.exp
+        {
+            return check_scope(&verified.scope, expected);
+        }
+        let claims = jsonwebtoken::decode::<Claims>(token, &self.key, &self.validation)
+            .map_err(TokenError::Invalid)?
+            .claims;
+        let result = check_scope(&claims.scope, expected);
+        // A token past its `exp` (within the leeway) is accepted but never cached.
+        if now < claims.exp
+            && let Some(expires) = instant.checked_add(Duration::from_secs(claims.exp - now))
+        {
+            let verified = Verified {
+                scope: claims.scope,
+                exp: claims.exp,
+            };
+            self.cache
+                .insert(token.into(), Arc::new(verified), expires, instant);
+        }
+        result
     }
 }
 
@@ -272,6 +300,87 @@ mod tests {
         other.content_hash = "sha256:11".into();
         let err = verifier.verify(&token, &other).unwrap_err();
         assert!(err.to_string().contains("content_hash"), "{err}");
+    }
+
+    #[test]
+    fn a_token_is_replaced_after_half_its_lifetime() {
+        let (minter, verifier) = pair();
+        let t0 = now();
+        let first = minter.token_at(&scope(), t0).unwrap();
+        let half = REFRESH_AFTER.as_secs();
+        assert_eq!(minter.token_at(&scope(), t0 + half - 1).unwrap(), first);
+        let second = minter.token_at(&scope(), t0 + half).unwrap();
+        assert_ne!(second, first);
+        assert_eq!(minter.token_at(&scope(), t0 + half + 1).unwrap(), second);
+        // Each scope has its own token.
+        let mut other = scope();
+        other.install_id = "i-2".into();
+        assert_ne!(minter.token_at(&other, t0 + half).unwrap(), second);
+        verifier.verify(&second, &scope()).unwrap();
+    }
+
+    #[test]
+    fn the_verifier_answers_from_its_cache_only_before_exp() {
+        let (_, verifier) = pair();
+        let t0 = now();
+        // An entry as a verified token leaves it: the cache answers without a signature.
+        let instant = Instant::now();
+        verifier.cache.insert(
+            "cached-token".into(),
+            Arc::new(Verified {
+                scope: scope(),
+                exp: t0 + 60,
+            }),
+            instant + Duration::from_secs(600),
+            instant,
+        );
+        verifier.verify_at("cached-token", &scope(), t0).unwrap();
+        let mut other = scope();
+        other.tenant_id = "globex".into();
+        assert!(matches!(
+            verifier.verify_at("cached-token", &other, t0),
+            Err(TokenError::ScopeMismatch { field: "tenant_id" })
+        ));
+        // At its `exp` the entry is no longer used: the token is checked again, and fails.
+        assert!(matches!(
+            verifier.verify_at("cached-token", &scope(), t0 + 60),
+            Err(TokenError::Invalid(_))
+        ));
+    }
+
+    #[test]
+    fn verified_tokens_are_cached_and_failures_are_not() {
+        let (minter, verifier) = pair();
+        let token = minter.token(&scope()).unwrap();
+        verifier.verify(&token, &scope()).unwrap();
+        assert_eq!(verifier.cache.len(), 1);
+        assert!(verifier.verify("not.a.jwt", &scope()).is_err());
+        assert_eq!(verifier.cache.len(), 1);
+    }
+
+    #[test]
+    fn the_caches_are_bounded() {
+        let (mut minter, mut verifier) = pair();
+        minter.cache = TtlCache::new(8);
+        verifier.cache = TtlCache::new(8);
+        let scopes: Vec<TokenScope> = (0..100)
+            .map(|i| TokenScope {
+                install_id: format!("i-{i}"),
+                ..scope()
+            })
+            .collect();
+        let mut last = None;
+        for scope in &scopes {
+            let token = minter.token(scope).unwrap();
+            verifier.verify(&token, scope).unwrap();
+            assert!(minter.cache.len() <= 8, "{}", minter.cache.len());
+            assert!(verifier.cache.len() <= 8, "{}", verifier.cache.len());
+            last = Some(token);
+        }
+        // The newest entry is kept: its token is reused.
+        let last = last.unwrap();
+        assert_eq!(minter.token(&scopes[99]).unwrap(), last);
+        assert!(verifier.cache.get(&*last, Instant::now()).is_some());
     }
 
     #[test]
