@@ -14,8 +14,10 @@ use crate::auth::{AuthError, CallerAuth};
 use crate::config::GatewayConfig;
 use crate::cors::CorsPolicy;
 use crate::error::ApiError;
+use crate::execlog::{ExecLog, ExecLogStats};
 use crate::headers;
 use crate::idempotency::IdempotencyStore;
+use crate::installs::InstallCache;
 use crate::pool::RunnerPool;
 use crate::proxy;
 use crate::ratelimit::RateLimiter;
@@ -53,6 +55,10 @@ pub struct GatewayState {
     pub(crate) cors: CorsPolicy,
     /// Answers kept for idempotent replay.
     pub(crate) idempotency: IdempotencyStore,
+    /// Resolved installs, reused for a short time.
+    pub(crate) installs: InstallCache,
+    /// The queue of execution-log rows and its background writer.
+    pub(crate) execution_log: ExecLog,
 }
 
 impl std::fmt::Debug for GatewayState {
@@ -66,7 +72,9 @@ impl std::fmt::Debug for GatewayState {
 
 impl GatewayState {
     /// Builds the state: reads the caller-auth key and prepares the runner pool (whose
-    /// health checks start when this is called inside a Tokio runtime).
+    /// health checks start when this is called inside a Tokio runtime) and the
+    /// execution-log writer (which starts at once inside a Tokio runtime, otherwise with
+    /// the first call).
     pub fn new(
         config: GatewayConfig,
         registry: Registry,
@@ -77,6 +85,8 @@ impl GatewayState {
         let cors = CorsPolicy::new(&config.cors_allowed_origins);
         let idempotency = IdempotencyStore::new(&config.idempotency);
         let runner = RunnerPool::new(&config.runner_urls, config.health_interval)?;
+        let installs = InstallCache::new(config.install_cache_ttl, config.install_cache_capacity);
+        let execution_log = ExecLog::start(registry.clone(), &config.execution_log);
         Ok(GatewayState {
             config,
             auth,
@@ -88,6 +98,8 @@ impl GatewayState {
             rate_limiter,
             cors,
             idempotency,
+            installs,
+            execution_log,
         })
     }
 
@@ -112,6 +124,19 @@ impl GatewayState {
     /// The configuration in effect.
     pub fn config(&self) -> &GatewayConfig {
         &self.config
+    }
+
+    /// What happened to the execution-log rows of the calls so far: written, dropped
+    /// because the queue was full, lost to a failed write.
+    pub fn execution_log_stats(&self) -> ExecLogStats {
+        self.execution_log.stats()
+    }
+
+    /// Waits until the execution-log rows of every call answered so far are written. Call
+    /// it after the server has stopped, before the process exits: rows are written in the
+    /// background, and a process that exits first loses the last ones.
+    pub async fn flush_execution_log(&self) {
+        self.execution_log.flush().await;
     }
 }
 

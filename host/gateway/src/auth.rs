@@ -1,13 +1,15 @@
 //! Caller authentication: a bearer JWT signed by the operator's identity provider carries
 //! the caller's tenant and user.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use http::HeaderMap;
 use http::header::AUTHORIZATION;
 use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::{Algorithm, EncodingKey, Header, Validation};
+use palisade_protocol::TtlCache;
 use serde_json::{Map, Value};
+use sha2::{Digest, Sha256};
 
 use crate::config::CallerAuthConfig;
 use crate::jwks::{KeyError, KeySet};
@@ -62,6 +64,29 @@ pub enum AuthError {
     Sign(#[source] jsonwebtoken::errors::Error),
 }
 
+/// A caller whose token verified, with the token's validity window.
+#[derive(Debug, Clone)]
+struct VerifiedCaller {
+    caller: Caller,
+    /// The token's `exp` (seconds since the epoch); 0 when it is not a whole number, which
+    /// keeps the token out of the cache.
+    exp: u64,
+    /// The token's `nbf`, if it has one.
+    nbf: Option<u64>,
+}
+
+impl VerifiedCaller {
+    /// Whether the token may be taken from the cache at `now` (seconds since the epoch):
+    /// strictly before its `exp` — validation would accept it up to [`LEEWAY_SECS`] later —
+    /// and no earlier than validation accepts its `nbf`.
+    fn usable_at(&self, now: u64) -> bool {
+        now < self.exp
+            && self
+                .nbf
+                .is_none_or(|nbf| nbf <= now.saturating_add(LEEWAY_SECS))
+    }
+}
+
 /// Checks caller tokens against the operator's configuration.
 pub struct CallerAuth {
     keys: KeySet,
@@ -69,6 +94,11 @@ pub struct CallerAuth {
     audience: String,
     tenant_claim: String,
     user_claim: String,
+    /// Callers of tokens that verified, by the token's SHA-256 (so the cache holds no
+    /// credentials and its memory does not grow with token size); `None`: caching is off.
+    verified: Option<TtlCache<[u8; 32], VerifiedCaller>>,
+    /// Longest time an entry of `verified` is used.
+    verified_ttl: Duration,
 }
 
 impl std::fmt::Debug for CallerAuth {
@@ -85,12 +115,15 @@ impl CallerAuth {
     /// Reads the configured keys (and JWKS file) and prepares validation.
     pub fn new(config: &CallerAuthConfig) -> Result<Self, AuthError> {
         let keys = KeySet::load(&config.keys, config.jwks_path.as_deref())?;
+        let caching = !config.cache_ttl.is_zero() && config.cache_capacity > 0;
         Ok(CallerAuth {
             keys,
             issuer: config.issuer.clone(),
             audience: config.audience.clone(),
             tenant_claim: config.tenant_claim.clone(),
             user_claim: config.user_claim.clone(),
+            verified: caching.then(|| TtlCache::new(config.cache_capacity)),
+            verified_ttl: config.cache_ttl,
         })
     }
 
@@ -128,9 +161,47 @@ impl CallerAuth {
         })
     }
 
-    /// Authenticates the caller from `authorization: Bearer <jwt>`.
+    /// Authenticates the caller from `authorization: Bearer <jwt>`. A token that verified
+    /// before is answered from the cache until its `exp` and for at most
+    /// [`CallerAuthConfig::cache_ttl`]; refusals are never cached.
     pub fn authenticate(&self, headers: &HeaderMap) -> Result<Caller, AuthError> {
+        self.authenticate_at(
+            headers,
+            Instant::now(),
+            jsonwebtoken::get_current_timestamp(),
+        )
+    }
+
+    /// [`authenticate`](Self::authenticate) with the cache read at `now` (monotonic) and
+    /// `unix` (seconds since the epoch, the clock token claims use).
+    fn authenticate_at(
+        &self,
+        headers: &HeaderMap,
+        now: Instant,
+        unix: u64,
+    ) -> Result<Caller, AuthError> {
         let token = bearer_token(headers)?;
+        let Some(cache) = &self.verified else {
+            return self.verify_caller(token).map(|verified| verified.caller);
+        };
+        let key: [u8; 32] = Sha256::digest(token.as_bytes()).into();
+        if let Some(hit) = cache.get(&key, now)
+            && hit.usable_at(unix)
+        {
+            return Ok(hit.caller);
+        }
+        let verified = self.verify_caller(token)?;
+        if verified.usable_at(unix)
+            && let Some(expires) =
+                now.checked_add(Duration::from_secs(verified.exp - unix).min(self.verified_ttl))
+        {
+            cache.insert(key, verified.clone(), expires, now);
+        }
+        Ok(verified.caller)
+    }
+
+    /// Verifies `token` and reads the caller and the validity window from its claims.
+    fn verify_caller(&self, token: &str) -> Result<VerifiedCaller, AuthError> {
         let claims = self.verify(token)?;
         let tenant_id = match claims.get(&self.tenant_claim) {
             Some(Value::String(tenant)) if !tenant.is_empty() => tenant.clone(),
@@ -149,7 +220,26 @@ impl CallerAuth {
                 });
             }
         };
-        Ok(Caller { tenant_id, user_id })
+        let exp = claims.get("exp").and_then(Value::as_u64);
+        let nbf = match claims.get("nbf") {
+            None => Some(None),
+            Some(nbf) => nbf.as_u64().map(Some),
+        };
+        // Times that are not whole numbers (validation may take them) are not cached.
+        let (exp, nbf) = match (exp, nbf) {
+            (Some(exp), Some(nbf)) => (exp, nbf),
+            _ => (0, None),
+        };
+        Ok(VerifiedCaller {
+            caller: Caller { tenant_id, user_id },
+            exp,
+            nbf,
+        })
+    }
+
+    /// How many verified tokens are cached.
+    pub fn cached_tokens(&self) -> usize {
+        self.verified.as_ref().map_or(0, TtlCache::len)
     }
 }
 
@@ -438,6 +528,119 @@ mod tests {
             "{err}"
         );
         assert!(mint_dev_token(b"junk", ISS, AUD, "t", "u", Duration::from_secs(1)).is_err());
+    }
+
+    mod cache {
+        use super::*;
+
+        /// Far beyond any expiry the tests use.
+        const LIFE: Duration = Duration::from_secs(600);
+
+        fn key(token: &str) -> [u8; 32] {
+            Sha256::digest(token.as_bytes()).into()
+        }
+
+        fn entry(exp: u64, nbf: Option<u64>) -> VerifiedCaller {
+            VerifiedCaller {
+                caller: Caller {
+                    tenant_id: "cached".into(),
+                    user_id: None,
+                },
+                exp,
+                nbf,
+            }
+        }
+
+        fn bearer(token: &str) -> HeaderMap {
+            headers(&format!("Bearer {token}"))
+        }
+
+        #[test]
+        fn repeat_calls_are_answered_from_the_cache() {
+            let (keys, auth) = setup();
+            let (t0, unix) = (Instant::now(), now());
+            let token = sign(
+                &keys,
+                serde_json::json!({"iss": ISS, "aud": AUD, "exp": unix + 60, "tenant": "t"}),
+            );
+            auth.authenticate_at(&bearer(&token), t0, unix).unwrap();
+            assert_eq!(auth.cached_tokens(), 1);
+            // An entry as a verified token leaves it: no signature is checked for it.
+            let cache = auth.verified.as_ref().unwrap();
+            cache.insert(key("opaque"), entry(unix + 60, None), t0 + LIFE, t0);
+            let caller = auth.authenticate_at(&bearer("opaque"), t0, unix).unwrap();
+            assert_eq!(caller.tenant_id, "cached");
+        }
+
+        #[test]
+        fn an_expired_or_not_yet_valid_entry_is_never_used() {
+            let (_, auth) = setup();
+            let cache = auth.verified.as_ref().unwrap();
+            let (t0, unix) = (Instant::now(), now());
+            cache.insert(key("expiring"), entry(unix + 10, None), t0 + LIFE, t0);
+            auth.authenticate_at(&bearer("expiring"), t0, unix + 9)
+                .unwrap();
+            assert!(matches!(
+                auth.authenticate_at(&bearer("expiring"), t0, unix + 10),
+                Err(AuthError::Invalid(_))
+            ));
+            let nbf = unix + LEEWAY_SECS + 1;
+            cache.insert(key("early"), entry(unix + 600, Some(nbf)), t0 + LIFE, t0);
+            assert!(matches!(
+                auth.authenticate_at(&bearer("early"), t0, unix),
+                Err(AuthError::Invalid(_))
+            ));
+            auth.authenticate_at(&bearer("early"), t0, unix + 1)
+                .unwrap();
+        }
+
+        #[test]
+        fn entries_last_until_exp_and_at_most_the_configured_time() {
+            let keys = ServiceKeyPair::generate().unwrap();
+            let mut config = CallerAuthConfig::new(ISS, AUD, keys.public_pem.clone());
+            config.cache_ttl = Duration::from_secs(60);
+            let auth = CallerAuth::new(&config).unwrap();
+            let (t0, unix) = (Instant::now(), now());
+            let token = |exp: u64| {
+                sign(
+                    &keys,
+                    serde_json::json!({"iss": ISS, "aud": AUD, "exp": exp, "tenant": "t"}),
+                )
+            };
+            let (long, short) = (token(unix + 3600), token(unix + 10));
+            for token in [&long, &short] {
+                auth.authenticate_at(&bearer(token), t0, unix).unwrap();
+            }
+            assert_eq!(auth.cached_tokens(), 2);
+            let cache = auth.verified.as_ref().unwrap();
+            let at = |secs| t0 + Duration::from_secs(secs);
+            assert!(cache.get(&key(&long), at(59)).is_some());
+            assert!(cache.get(&key(&long), at(60)).is_none());
+            assert!(cache.get(&key(&short), at(9)).is_some());
+            assert!(cache.get(&key(&short), at(10)).is_none());
+        }
+
+        #[test]
+        fn refusals_are_not_cached_and_the_cache_can_be_off() {
+            let (keys, auth) = setup();
+            assert!(auth.authenticate(&bearer("not.a.jwt")).is_err());
+            let claims =
+                |exp: u64| serde_json::json!({"iss": ISS, "aud": AUD, "exp": exp, "tenant": "t"});
+            let expired = sign(&keys, claims(now() - 120));
+            assert!(auth.authenticate(&bearer(&expired)).is_err());
+            // Past `exp` but within the leeway: accepted, yet never cached.
+            let lapsed = sign(&keys, claims(now() - 5));
+            auth.authenticate(&bearer(&lapsed)).unwrap();
+            assert_eq!(auth.cached_tokens(), 0);
+
+            let mut config = CallerAuthConfig::new(ISS, AUD, keys.public_pem.clone());
+            config.cache_ttl = Duration::ZERO;
+            let off = CallerAuth::new(&config).unwrap();
+            let valid = sign(&keys, claims(now() + 60));
+            off.authenticate(&bearer(&valid)).unwrap();
+            assert!(off.verified.is_none());
+            assert_eq!(off.cached_tokens(), 0);
+        }
     }
 
     mod algorithms {

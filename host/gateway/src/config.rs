@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::execlog::ExecLogConfig;
 use crate::idempotency::IdempotencyConfig;
 use crate::jwks::CallerKey;
 use crate::ratelimit::RateLimitConfig;
@@ -17,6 +18,14 @@ pub const DEFAULT_TENANT_CLAIM: &str = "tenant";
 pub const DEFAULT_USER_CLAIM: &str = "sub";
 /// Default interval between two health checks of one runner.
 pub const DEFAULT_HEALTH_INTERVAL: Duration = Duration::from_secs(2);
+/// Default time a resolved install (or its absence) is reused.
+pub const DEFAULT_INSTALL_CACHE_TTL: Duration = Duration::from_secs(1);
+/// Default bound on the (tenant, extension) pairs whose resolution is kept.
+pub const DEFAULT_INSTALL_CACHE_CAPACITY: usize = 10_000;
+/// Default longest time a verified caller token is reused.
+pub const DEFAULT_CALLER_CACHE_TTL: Duration = Duration::from_secs(60);
+/// Default bound on the verified caller tokens kept.
+pub const DEFAULT_CALLER_CACHE_CAPACITY: usize = 10_000;
 
 /// Everything the gateway needs to serve extension calls.
 #[derive(Clone)]
@@ -42,6 +51,15 @@ pub struct GatewayConfig {
     pub cors_allowed_origins: Vec<String>,
     /// Replay of non-GET calls carrying `x-idempotency-key`.
     pub idempotency: IdempotencyConfig,
+    /// How long a tenant's resolved install of an extension — or the absence of one — is
+    /// reused before the registry is asked again; zero asks on every call. Changes made
+    /// through this gateway's admin API take effect at once; changes made elsewhere within
+    /// this time (see docs/gateway.md).
+    pub install_cache_ttl: Duration,
+    /// Most (tenant, extension) resolutions kept.
+    pub install_cache_capacity: usize,
+    /// The background writer of execution-log rows and usage counters.
+    pub execution_log: ExecLogConfig,
 }
 
 impl GatewayConfig {
@@ -62,6 +80,9 @@ impl GatewayConfig {
             rate_limit: RateLimitConfig::default(),
             cors_allowed_origins: Vec::new(),
             idempotency: IdempotencyConfig::default(),
+            install_cache_ttl: DEFAULT_INSTALL_CACHE_TTL,
+            install_cache_capacity: DEFAULT_INSTALL_CACHE_CAPACITY,
+            execution_log: ExecLogConfig::default(),
         }
     }
 }
@@ -82,6 +103,9 @@ impl std::fmt::Debug for GatewayConfig {
             .field("rate_limit", &self.rate_limit)
             .field("cors_allowed_origins", &self.cors_allowed_origins)
             .field("idempotency", &self.idempotency)
+            .field("install_cache_ttl", &self.install_cache_ttl)
+            .field("install_cache_capacity", &self.install_cache_capacity)
+            .field("execution_log", &self.execution_log)
             .finish_non_exhaustive()
     }
 }
@@ -101,6 +125,11 @@ pub struct CallerAuthConfig {
     pub tenant_claim: String,
     /// Claim carrying the user id (optional in a token; a string when present).
     pub user_claim: String,
+    /// Longest time the caller of a verified token is reused without checking its
+    /// signature again (never past the token's `exp`); zero checks every call.
+    pub cache_ttl: Duration,
+    /// Most verified tokens kept.
+    pub cache_capacity: usize,
 }
 
 impl CallerAuthConfig {
@@ -118,6 +147,8 @@ impl CallerAuthConfig {
             jwks_path: None,
             tenant_claim: DEFAULT_TENANT_CLAIM.to_owned(),
             user_claim: DEFAULT_USER_CLAIM.to_owned(),
+            cache_ttl: DEFAULT_CALLER_CACHE_TTL,
+            cache_capacity: DEFAULT_CALLER_CACHE_CAPACITY,
         }
     }
 }
@@ -131,6 +162,8 @@ impl std::fmt::Debug for CallerAuthConfig {
             .field("jwks_path", &self.jwks_path)
             .field("tenant_claim", &self.tenant_claim)
             .field("user_claim", &self.user_claim)
+            .field("cache_ttl", &self.cache_ttl)
+            .field("cache_capacity", &self.cache_capacity)
             .finish_non_exhaustive()
     }
 }
@@ -167,5 +200,8 @@ mod tests {
         assert_eq!(config.idempotency.window, Duration::from_secs(24 * 3600));
         assert_eq!(config.runner_urls, ["http://127.0.0.1:1"]);
         assert_eq!(config.health_interval, Duration::from_secs(2));
+        assert_eq!(config.install_cache_ttl, Duration::from_secs(1));
+        assert_eq!(config.caller_auth.cache_ttl, Duration::from_secs(60));
+        assert_eq!(config.execution_log, ExecLogConfig::default());
     }
 }

@@ -1,15 +1,296 @@
-//! The execution-log row written for every call that reached a resolved install.
+//! The execution log of gateway calls: the row each call that reached a resolved install
+//! leaves, and the writer that stores rows and usage counters off the request path.
+//!
+//! A call hands its row to a bounded queue ([`ExecLog::submit`]) and never waits for the
+//! database. One background task ([`ExecLogWriter`]) takes rows from the queue and writes
+//! them in batches — up to [`ExecLogConfig::batch_rows`] rows, or whatever arrived within
+//! [`ExecLogConfig::batch_interval`] of the batch's first row — each batch together with its
+//! usage counters in one transaction. When the queue is full a row is dropped and counted
+//! rather than making the caller wait; the writer logs how many were dropped.
 
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use http::{Method, StatusCode};
 use palisade_protocol::{ErrorCode, ExecuteStats};
-use palisade_registry::quota;
+use palisade_registry::quota::{self, UsageTally};
 use palisade_registry::{ExecutionRecord, Registry, ResolvedInstall};
-use tracing::{Instrument, Span};
+use tokio::sync::{mpsc, oneshot};
 
 /// The trigger recorded for calls through the gateway.
 pub const TRIGGER_HTTP: &str = "http";
+
+/// Default bound on rows waiting to be written.
+pub const DEFAULT_QUEUE_CAPACITY: usize = 8192;
+/// Default most rows written in one transaction.
+pub const DEFAULT_BATCH_ROWS: usize = 256;
+/// Default longest wait for a batch to fill after its first row.
+pub const DEFAULT_BATCH_INTERVAL: Duration = Duration::from_millis(50);
+
+/// How execution-log rows are queued and written.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExecLogConfig {
+    /// Most rows waiting to be written; beyond it rows are dropped (and counted). At
+    /// least 1.
+    pub queue_capacity: usize,
+    /// Most rows written in one transaction. At least 1.
+    pub batch_rows: usize,
+    /// How long a batch waits for more rows after its first one.
+    pub batch_interval: Duration,
+}
+
+impl Default for ExecLogConfig {
+    fn default() -> Self {
+        ExecLogConfig {
+            queue_capacity: DEFAULT_QUEUE_CAPACITY,
+            batch_rows: DEFAULT_BATCH_ROWS,
+            batch_interval: DEFAULT_BATCH_INTERVAL,
+        }
+    }
+}
+
+/// What happened to the rows handed to an [`ExecLog`] so far.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ExecLogStats {
+    /// Rows written.
+    pub written: u64,
+    /// Rows dropped because the queue was full (or the writer had stopped).
+    pub dropped: u64,
+    /// Rows lost because writing their batch failed.
+    pub failed: u64,
+}
+
+#[derive(Debug, Default)]
+struct Counters {
+    written: AtomicU64,
+    dropped: AtomicU64,
+    failed: AtomicU64,
+}
+
+enum Message {
+    Row(Box<ExecutionRecord>),
+    /// Answered once every row queued before it is written (or has failed).
+    Flush(oneshot::Sender<()>),
+}
+
+/// The queue calls hand their execution-log rows to.
+pub struct ExecLog {
+    sender: mpsc::Sender<Message>,
+    counters: Arc<Counters>,
+    /// The writer, until it is started: a log made outside a Tokio runtime starts it on
+    /// first use.
+    idle: Mutex<Option<ExecLogWriter>>,
+    started: AtomicBool,
+}
+
+impl std::fmt::Debug for ExecLog {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ExecLog")
+            .field("stats", &self.stats())
+            .finish_non_exhaustive()
+    }
+}
+
+impl ExecLog {
+    /// A log and its writer, which the caller runs (`tokio::spawn(writer.run())`).
+    pub fn new(registry: Registry, config: &ExecLogConfig) -> (ExecLog, ExecLogWriter) {
+        let (sender, receiver) = mpsc::channel(config.queue_capacity.max(1));
+        let counters = Arc::new(Counters::default());
+        let writer = ExecLogWriter {
+            receiver,
+            registry,
+            batch_rows: config.batch_rows.max(1),
+            batch_interval: config.batch_interval,
+            counters: Arc::clone(&counters),
+            reported_drops: 0,
+        };
+        let log = ExecLog {
+            sender,
+            counters,
+            idle: Mutex::new(None),
+            started: AtomicBool::new(true),
+        };
+        (log, writer)
+    }
+
+    /// A log whose writer runs on the current Tokio runtime; made outside one, the writer
+    /// starts with the first row.
+    pub fn start(registry: Registry, config: &ExecLogConfig) -> ExecLog {
+        let (mut log, writer) = Self::new(registry, config);
+        log.idle = Mutex::new(Some(writer));
+        log.started = AtomicBool::new(false);
+        log.ensure_started();
+        log
+    }
+
+    fn ensure_started(&self) {
+        if self.started.load(Ordering::Acquire) {
+            return;
+        }
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(writer) = idle.take() {
+            runtime.spawn(writer.run());
+        }
+        self.started.store(true, Ordering::Release);
+    }
+
+    /// Queues `row` for writing, without waiting: when the queue is full the row is
+    /// dropped and counted in [`ExecLogStats::dropped`].
+    pub fn submit(&self, row: ExecutionRecord) {
+        self.ensure_started();
+        if self.sender.try_send(Message::Row(Box::new(row))).is_err() {
+            self.counters.dropped.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Waits until every row submitted before this call is written (or has failed). Call
+    /// it once a server has stopped taking calls, before the process exits.
+    pub async fn flush(&self) {
+        self.ensure_started();
+        let (ack, done) = oneshot::channel();
+        if self.sender.send(Message::Flush(ack)).await.is_ok() {
+            // An error means the writer is gone; nothing is left to wait for.
+            let _ = done.await;
+        }
+    }
+
+    /// What happened to the submitted rows so far.
+    pub fn stats(&self) -> ExecLogStats {
+        ExecLogStats {
+            written: self.counters.written.load(Ordering::Relaxed),
+            dropped: self.counters.dropped.load(Ordering::Relaxed),
+            failed: self.counters.failed.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// The task that writes queued rows in batches. It ends, after writing what it holds,
+/// when its [`ExecLog`] is dropped.
+pub struct ExecLogWriter {
+    receiver: mpsc::Receiver<Message>,
+    registry: Registry,
+    batch_rows: usize,
+    batch_interval: Duration,
+    counters: Arc<Counters>,
+    /// The dropped count last logged.
+    reported_drops: u64,
+}
+
+impl std::fmt::Debug for ExecLogWriter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ExecLogWriter")
+            .field("batch_rows", &self.batch_rows)
+            .field("batch_interval", &self.batch_interval)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ExecLogWriter {
+    /// Writes batches until the log is dropped and the queue is empty.
+    pub async fn run(mut self) {
+        let mut rows = Vec::with_capacity(self.batch_rows);
+        let mut flushes = Vec::new();
+        loop {
+            let open = self.collect(&mut rows, &mut flushes).await;
+            self.write(&mut rows).await;
+            for ack in flushes.drain(..) {
+                // The flusher may have given up waiting; that is fine.
+                let _ = ack.send(());
+            }
+            self.report_drops();
+            if !open {
+                return;
+            }
+        }
+    }
+
+    /// Waits for a message, then gathers more until the batch is full, the interval since
+    /// its first message has passed, a flush is asked for or the queue closes. Returns
+    /// whether the queue is still open.
+    async fn collect(
+        &mut self,
+        rows: &mut Vec<ExecutionRecord>,
+        flushes: &mut Vec<oneshot::Sender<()>>,
+    ) -> bool {
+        let Some(first) = self.receiver.recv().await else {
+            return false;
+        };
+        take(first, rows, flushes);
+        let deadline = tokio::time::Instant::now() + self.batch_interval;
+        while rows.len() < self.batch_rows && flushes.is_empty() {
+            match tokio::time::timeout_at(deadline, self.receiver.recv()).await {
+                Ok(Some(message)) => take(message, rows, flushes),
+                Ok(None) => return false,
+                Err(_) => break,
+            }
+        }
+        true
+    }
+
+    /// Writes `rows` and their usage in one transaction, and empties `rows`.
+    async fn write(&self, rows: &mut Vec<ExecutionRecord>) {
+        if rows.is_empty() {
+            return;
+        }
+        let count = u64::try_from(rows.len()).unwrap_or(u64::MAX);
+        match self
+            .registry
+            .record_execution_batch(rows, &usage_of(rows))
+            .await
+        {
+            Ok(()) => {
+                self.counters.written.fetch_add(count, Ordering::Relaxed);
+            }
+            Err(err) => {
+                self.counters.failed.fetch_add(count, Ordering::Relaxed);
+                tracing::warn!(error = %err, rows = count, "writing execution-log rows failed; they are lost");
+            }
+        }
+        rows.clear();
+    }
+
+    fn report_drops(&mut self) {
+        let dropped = self.counters.dropped.load(Ordering::Relaxed);
+        if dropped > self.reported_drops {
+            tracing::warn!(
+                dropped = dropped - self.reported_drops,
+                total = dropped,
+                "execution-log queue full: rows dropped"
+            );
+            self.reported_drops = dropped;
+        }
+    }
+}
+
+fn take(message: Message, rows: &mut Vec<ExecutionRecord>, flushes: &mut Vec<oneshot::Sender<()>>) {
+    match message {
+        Message::Row(row) => rows.push(*row),
+        Message::Flush(ack) => flushes.push(ack),
+    }
+}
+
+/// The usage the calls of `rows` add: one call each, and their egress bytes.
+fn usage_of(rows: &[ExecutionRecord]) -> UsageTally {
+    let mut usage = UsageTally::new();
+    for row in rows {
+        if let Some(install_id) = &row.install_id {
+            usage.add(install_id, quota::METRIC_CALLS, row.created_at_ms, 1);
+            if row.egress_bytes > 0 {
+                usage.add(
+                    install_id,
+                    quota::METRIC_EGRESS_BYTES,
+                    row.created_at_ms,
+                    row.egress_bytes,
+                );
+            }
+        }
+    }
+    usage
+}
 
 /// A row for a call of `install`; `template` is the matched endpoint (empty when none
 /// matched), so caller-chosen path values never reach the log.
@@ -73,32 +354,6 @@ pub fn outcome(error: Option<ErrorCode>) -> &'static str {
     }
 }
 
-/// Writes `row` in the background; a failure is logged, never surfaced to the caller.
-pub fn spawn_write(registry: Registry, row: ExecutionRecord, span: Span) {
-    tokio::spawn(
-        async move {
-            if let Err(err) = registry.record_execution(&row).await {
-                tracing::warn!(error = %err, "writing the execution log row failed");
-            }
-            if let Some(install_id) = &row.install_id {
-                let mut usage = vec![(quota::METRIC_CALLS, 1)];
-                if row.egress_bytes > 0 {
-                    usage.push((quota::METRIC_EGRESS_BYTES, row.egress_bytes));
-                }
-                for (metric, amount) in usage {
-                    if let Err(err) = registry
-                        .add_quota_usage(install_id, metric, row.created_at_ms, amount)
-                        .await
-                    {
-                        tracing::warn!(error = %err, metric, "recording quota usage failed");
-                    }
-                }
-            }
-        }
-        .instrument(span),
-    );
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -110,5 +365,20 @@ mod tests {
         assert_eq!(outcome(Some(ErrorCode::Timeout)), "timeout");
         assert_eq!(outcome(Some(ErrorCode::OutOfMemory)), "trap");
         assert_eq!(outcome(Some(ErrorCode::Unavailable)), "error");
+    }
+
+    #[test]
+    fn usage_counts_calls_and_egress_of_resolved_installs() {
+        let mut a = ExecutionRecord::new("r1", "t", "e", TRIGGER_HTTP);
+        a.install_id = Some("i1".into());
+        a.egress_bytes = 10;
+        let mut b = a.clone();
+        b.egress_bytes = 0;
+        let unresolved = ExecutionRecord::new("r2", "t", "e", TRIGGER_HTTP);
+        let usage = usage_of(&[a.clone(), b, unresolved]);
+        let mut expected = UsageTally::new();
+        expected.add("i1", quota::METRIC_CALLS, a.created_at_ms, 2);
+        expected.add("i1", quota::METRIC_EGRESS_BYTES, a.created_at_ms, 10);
+        assert_eq!(usage, expected);
     }
 }

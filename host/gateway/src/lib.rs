@@ -3,6 +3,10 @@
 //! applies the header allow-lists and the size and time limits, forwards the call to a
 //! runner over the execute protocol, answers with the guest's response or a stable error,
 //! and writes the execution log. It never links the WebAssembly runtime.
+//!
+//! Nothing on a call's path waits for the database or for a signature in the common case:
+//! verified caller tokens, resolved installs and service tokens are cached, and execution
+//! rows are written in batches by a background task.
 
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
@@ -16,6 +20,7 @@ pub mod error;
 pub mod execlog;
 pub mod headers;
 pub mod idempotency;
+mod installs;
 pub mod jwks;
 pub mod pool;
 mod proxy;
@@ -27,6 +32,7 @@ pub use app::{GatewayError, GatewayState, app};
 pub use auth::{AuthError, Caller, CallerAuth, mint_dev_token};
 pub use config::{CallerAuthConfig, GatewayConfig};
 pub use error::ApiError;
+pub use execlog::{ExecLogConfig, ExecLogStats};
 pub use jwks::{CallerKey, CallerKeyAlgorithm};
 pub use proxy::RUNNER_GRACE;
 

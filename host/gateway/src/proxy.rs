@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
 use http::header::{CONTENT_LENGTH, HeaderValue};
 use http::request::Parts;
 use http::{Method, StatusCode};
@@ -22,6 +23,7 @@ use crate::body::{BodyError, read_body};
 use crate::error::ApiError;
 use crate::execlog;
 use crate::headers::{self, REQUEST_ID};
+use crate::installs::Resolution;
 use crate::routing::match_endpoint;
 use crate::runner::{RunnerError, RunnerReply};
 
@@ -80,23 +82,22 @@ async fn serve(
     };
     span.record("tenant", caller.tenant_id.as_str());
 
-    let install = match state
-        .registry
-        .resolve(&caller.tenant_id, extension_id)
+    let resolution = match state
+        .installs
+        .resolve(&state.registry, &caller.tenant_id, extension_id)
         .await
     {
-        Ok(Some(install)) => install,
-        Ok(None) => {
-            tracing::info!("no enabled install of this extension for the tenant");
-            return ApiError::new(ErrorCode::NotFound, request_id).into_response();
-        }
+        Ok(resolution) => resolution,
         Err(err) => {
             tracing::error!(error = %err, "resolving the install failed");
             return ApiError::new(registry_error_code(&err), request_id).into_response();
         }
     };
-    span.record("version", install.version.as_str());
-    span.record("content_hash", field::display(&install.content_hash));
+    let Some(mut install) = resolution.install else {
+        tracing::info!("no enabled install of this extension for the tenant");
+        return ApiError::new(ErrorCode::NotFound, request_id).into_response();
+    };
+    record_install(&span, &install);
 
     if let Err(retry_after) = state.rate_limiter.check(&install.install_id) {
         tracing::info!(retry_after, "install over its rate limit");
@@ -107,17 +108,18 @@ async fn serve(
 
     let call = Call {
         state,
-        install: &install,
+        parts: &parts,
+        path,
         request_id,
     };
     let (template, result) = state
         .idempotency
         .run(
-            &install.tenant_id,
-            &install.extension_id,
+            &caller.tenant_id,
+            extension_id,
             &parts,
             request_id,
-            call.forward(&parts, path, body),
+            call.forward(&mut install, resolution.cached, body),
         )
         .await;
     let (mut response, error) = match result {
@@ -133,8 +135,13 @@ async fn serve(
     if let Some(stats) = response.extensions_mut().remove::<ExecuteStats>() {
         execlog::add_stats(&mut record, stats);
     }
-    execlog::spawn_write(state.registry.clone(), record, span);
+    state.execution_log.submit(record);
     response
+}
+
+fn record_install(span: &Span, install: &ResolvedInstall) {
+    span.record("version", install.version.as_str());
+    span.record("content_hash", field::display(&install.content_hash));
 }
 
 /// Splits `/api/ext/{extension_id}{path}` into the id and the path inside the extension
@@ -155,11 +162,63 @@ fn registry_error_code(err: &RegistryError) -> ErrorCode {
     }
 }
 
-/// A call for one resolved install.
+/// One call, from endpoint matching to the runner's answer.
 struct Call<'a> {
     state: &'a GatewayState,
-    install: &'a ResolvedInstall,
+    parts: &'a Parts,
+    /// The path inside the extension.
+    path: &'a str,
     request_id: &'a str,
+}
+
+/// Why an attempt produced no guest answer.
+enum Refusal {
+    /// Answer with this error.
+    Error(ApiError),
+    /// The runner does not know the install as sent — it was disabled, removed or moved
+    /// to another version after it was resolved — and ran nothing; the error is its answer.
+    StaleInstall(ApiError),
+}
+
+impl From<ApiError> for Refusal {
+    fn from(error: ApiError) -> Self {
+        Refusal::Error(error)
+    }
+}
+
+impl Refusal {
+    fn into_error(self) -> ApiError {
+        match self {
+            Refusal::Error(error) | Refusal::StaleInstall(error) => error,
+        }
+    }
+}
+
+/// The caller's body: read once, by the first attempt, and kept for a second one.
+struct CallBody {
+    unread: Option<Body>,
+    read: Option<Bytes>,
+}
+
+impl CallBody {
+    /// The body's bytes, at most `limit` of them.
+    async fn bytes(
+        &mut self,
+        headers: &http::HeaderMap,
+        limit: usize,
+        timeout: Duration,
+    ) -> Result<Bytes, BodyError> {
+        if let Some(body) = self.unread.take() {
+            let bytes = read_body(headers, body, limit, timeout).await?;
+            self.read = Some(bytes.clone());
+            return Ok(bytes);
+        }
+        let bytes = self.read.clone().unwrap_or_default();
+        if bytes.len() > limit {
+            return Err(BodyError::TooLarge { limit });
+        }
+        Ok(bytes)
+    }
 }
 
 impl Call<'_> {
@@ -167,23 +226,72 @@ impl Call<'_> {
         ApiError::new(code, self.request_id)
     }
 
-    /// Everything after resolution. Returns the matched endpoint template (if any) and the
-    /// answer.
+    /// Everything after resolution, for `install`. When the runner finds a cached install
+    /// stale, the install is resolved again from the registry and the call is made once
+    /// more with it; `install` is left at the one the answer is for. Returns the matched
+    /// endpoint template (if any) and the answer.
     async fn forward(
         &self,
-        parts: &Parts,
-        path: &str,
+        install: &mut Arc<ResolvedInstall>,
+        cached: bool,
         body: Body,
     ) -> (Option<String>, Result<Response, ApiError>) {
-        let manifest = &self.install.manifest;
-        let endpoints = manifest
+        let mut body = CallBody {
+            unread: Some(body),
+            read: None,
+        };
+        let (template, result) = self.attempt(install, &mut body).await;
+        let refused = match result {
+            Ok(response) => return (template, Ok(response)),
+            Err(Refusal::Error(error)) => return (template, Err(error)),
+            Err(Refusal::StaleInstall(error)) => error,
+        };
+        let state = self.state;
+        state
+            .installs
+            .invalidate(&install.tenant_id, &install.extension_id);
+        if !cached {
+            return (template, Err(refused));
+        }
+        tracing::info!("the runner no longer knows the cached install; resolving it again");
+        match state
+            .installs
+            .resolve(&state.registry, &install.tenant_id, &install.extension_id)
+            .await
+        {
+            Ok(Resolution {
+                install: Some(fresh),
+                ..
+            }) => {
+                *install = fresh;
+                record_install(&Span::current(), install);
+                let (template, result) = self.attempt(install, &mut body).await;
+                (template, result.map_err(Refusal::into_error))
+            }
+            Ok(Resolution { install: None, .. }) => (template, Err(refused)),
+            Err(err) => {
+                tracing::error!(error = %err, "resolving the install again failed");
+                (template, Err(refused))
+            }
+        }
+    }
+
+    /// Matches the endpoint of `install` and calls the runner.
+    async fn attempt(
+        &self,
+        install: &ResolvedInstall,
+        body: &mut CallBody,
+    ) -> (Option<String>, Result<Response, Refusal>) {
+        let parts = self.parts;
+        let endpoints = install
+            .manifest
             .api
             .endpoints
             .iter()
             .map(|e| (e.method.as_str(), e.path.as_str()));
-        let Some(found) = match_endpoint(endpoints, &parts.method, path) else {
-            tracing::info!(method = %parts.method, path, "no declared endpoint matches");
-            return (None, Err(self.error(ErrorCode::NotFound)));
+        let Some(found) = match_endpoint(endpoints, &parts.method, self.path) else {
+            tracing::info!(method = %parts.method, path = self.path, "no declared endpoint matches");
+            return (None, Err(self.error(ErrorCode::NotFound).into()));
         };
         // A HEAD served by a GET endpoint reaches the guest as GET; the body is dropped here.
         let head_as_get =
@@ -194,24 +302,24 @@ impl Call<'_> {
             parts.method.as_str()
         };
         let template = Some(found.template.to_owned());
-        let result = self.invoke(parts, method, path, body, head_as_get).await;
+        let result = self.invoke(install, method, body, head_as_get).await;
         (template, result)
     }
 
     async fn invoke(
         &self,
-        parts: &Parts,
+        install: &ResolvedInstall,
         method: &str,
-        path: &str,
-        body: Body,
+        body: &mut CallBody,
         head_as_get: bool,
-    ) -> Result<Response, ApiError> {
+    ) -> Result<Response, Refusal> {
         let config = &self.state.config;
-        let limits = &self.install.manifest.limits;
+        let limits = &install.manifest.limits;
         let max_bytes = usize::try_from(limits.max_request_bytes)
             .unwrap_or(usize::MAX)
             .min(config.max_request_bytes);
-        let body = read_body(&parts.headers, body, max_bytes, config.request_timeout)
+        let body = body
+            .bytes(&self.parts.headers, max_bytes, config.request_timeout)
             .await
             .map_err(|err| {
                 tracing::info!(error = %err, "request body refused");
@@ -229,12 +337,12 @@ impl Call<'_> {
         let budget = config
             .request_timeout
             .min(Duration::from_millis(limits.timeout_ms));
-        let request = self.execute_request(parts, method, path, &body, budget);
+        let request = self.execute_request(install, method, &body, budget);
         let scope = TokenScope {
-            tenant_id: self.install.tenant_id.clone(),
-            extension_id: self.install.extension_id.clone(),
-            install_id: self.install.install_id.clone(),
-            content_hash: self.install.content_hash.to_string(),
+            tenant_id: install.tenant_id.clone(),
+            extension_id: install.extension_id.clone(),
+            install_id: install.install_id.clone(),
+            content_hash: request.context.content_hash.clone(),
         };
         let token = self.state.minter.token(&scope).map_err(|err| {
             tracing::error!(error = %err, "minting the service token failed");
@@ -261,25 +369,33 @@ impl Call<'_> {
                 code,
                 retry_after,
                 stats,
-            } => Err(ApiError {
-                stats: stats.map(Box::new),
-                ..self.platform_error(status, code, retry_after)
-            }),
+            } => {
+                let error = ApiError {
+                    stats: stats.map(Box::new),
+                    ..self.platform_error(status, code, retry_after)
+                };
+                // The runner checks the install named by the call against the registry
+                // before running anything, and answers `not_found` when it differs.
+                Err(if code == ErrorCode::NotFound {
+                    Refusal::StaleInstall(error)
+                } else {
+                    Refusal::Error(error)
+                })
+            }
         }
     }
 
     fn execute_request(
         &self,
-        parts: &Parts,
+        install: &ResolvedInstall,
         method: &str,
-        path: &str,
         body: &[u8],
         budget: Duration,
     ) -> ExecuteRequest {
-        let install = self.install;
+        let parts = self.parts;
         let mut http = HttpRequest {
             method: method.to_owned(),
-            path: path.to_owned(),
+            path: self.path.to_owned(),
             query: parts.uri.query().map(str::to_owned),
             headers: headers::forward_request_headers(&parts.headers, self.request_id),
             body_b64: String::new(),

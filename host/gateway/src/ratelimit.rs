@@ -95,13 +95,23 @@ impl RateLimiter {
         let mut shard = self.shards[index]
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
-        if !shard.contains_key(key) && shard.len() >= self.shard_capacity {
+        // The key is copied only for a new bucket.
+        if let Some(bucket) = shard.get_mut(key) {
+            return self.take(bucket, now);
+        }
+        if shard.len() >= self.shard_capacity {
             self.evict(&mut shard, now);
         }
         let bucket = shard.entry(key.to_owned()).or_insert(Bucket {
             tokens: self.burst,
             updated: now,
         });
+        self.take(bucket, now)
+    }
+
+    /// Takes a token from `bucket` at `now`, or says how many whole seconds (at least 1)
+    /// until one is available.
+    fn take(&self, bucket: &mut Bucket, now: Instant) -> Result<(), u64> {
         bucket.tokens = self.refilled(bucket, now);
         bucket.updated = now.max(bucket.updated);
         if bucket.tokens >= 1.0 {

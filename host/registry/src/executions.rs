@@ -1,11 +1,12 @@
 //! The execution log: one row per invocation of an extension.
 
-use sqlx::Row;
 use sqlx::sqlite::SqliteRow;
+use sqlx::{Row, SqliteConnection};
 
 use crate::Registry;
 use crate::db::now_millis;
 use crate::error::RegistryError;
+use crate::quota::UsageTally;
 
 /// Most rows [`Registry::recent_executions`] returns, whatever the caller asks for.
 pub const MAX_RECENT_EXECUTIONS: u32 = 1000;
@@ -142,42 +143,67 @@ fn truncate(text: &str, max: usize) -> &str {
     &text[..end]
 }
 
+/// Appends `row` on `conn`.
+async fn insert(conn: &mut SqliteConnection, row: &ExecutionRecord) -> Result<(), RegistryError> {
+    let excerpt = row
+        .log_excerpt
+        .as_deref()
+        .map(|t| truncate(t, MAX_LOG_EXCERPT_BYTES));
+    sqlx::query(
+        "INSERT INTO extension_execution_log (id, request_id, tenant_id, extension_id, \
+         install_id, version_id, content_hash, trigger, method, path, status, outcome, \
+         error_code, duration_ms, fuel_consumed, peak_memory_bytes, egress_bytes, \
+         log_excerpt, created_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, \
+         $17, $18, $19)",
+    )
+    .bind(&row.id)
+    .bind(&row.request_id)
+    .bind(&row.tenant_id)
+    .bind(&row.extension_id)
+    .bind(&row.install_id)
+    .bind(&row.version_id)
+    .bind(&row.content_hash)
+    .bind(&row.trigger)
+    .bind(&row.method)
+    .bind(&row.path)
+    .bind(row.status.map(i64::from))
+    .bind(&row.outcome)
+    .bind(&row.error_code)
+    .bind(to_i64(row.duration_ms))
+    .bind(row.fuel_consumed.map(to_i64))
+    .bind(row.peak_memory_bytes.map(to_i64))
+    .bind(to_i64(row.egress_bytes))
+    .bind(excerpt)
+    .bind(row.created_at_ms)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
 impl Registry {
     /// Appends one row to the execution log.
     pub async fn record_execution(&self, row: &ExecutionRecord) -> Result<(), RegistryError> {
-        let excerpt = row
-            .log_excerpt
-            .as_deref()
-            .map(|t| truncate(t, MAX_LOG_EXCERPT_BYTES));
-        sqlx::query(
-            "INSERT INTO extension_execution_log (id, request_id, tenant_id, extension_id, \
-             install_id, version_id, content_hash, trigger, method, path, status, outcome, \
-             error_code, duration_ms, fuel_consumed, peak_memory_bytes, egress_bytes, \
-             log_excerpt, created_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, \
-             $17, $18, $19)",
-        )
-        .bind(&row.id)
-        .bind(&row.request_id)
-        .bind(&row.tenant_id)
-        .bind(&row.extension_id)
-        .bind(&row.install_id)
-        .bind(&row.version_id)
-        .bind(&row.content_hash)
-        .bind(&row.trigger)
-        .bind(&row.method)
-        .bind(&row.path)
-        .bind(row.status.map(i64::from))
-        .bind(&row.outcome)
-        .bind(&row.error_code)
-        .bind(to_i64(row.duration_ms))
-        .bind(row.fuel_consumed.map(to_i64))
-        .bind(row.peak_memory_bytes.map(to_i64))
-        .bind(to_i64(row.egress_bytes))
-        .bind(excerpt)
-        .bind(row.created_at_ms)
-        .execute(&self.pool)
-        .await?;
+        let mut conn = self.pool.acquire().await?;
+        insert(&mut conn, row).await
+    }
+
+    /// Appends `rows` to the execution log and adds `usage` to the usage counters, in one
+    /// transaction: all of it is written, or (on an error) none of it.
+    pub async fn record_execution_batch(
+        &self,
+        rows: &[ExecutionRecord],
+        usage: &UsageTally,
+    ) -> Result<(), RegistryError> {
+        if rows.is_empty() && usage.is_empty() {
+            return Ok(());
+        }
+        let mut tx = self.pool.begin().await?;
+        for row in rows {
+            insert(&mut tx, row).await?;
+        }
+        usage.write(&mut tx).await?;
+        tx.commit().await?;
         Ok(())
     }
 
@@ -221,7 +247,9 @@ impl Registry {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::quota;
     use crate::test_support::open_registry;
+    use palisade_bundle::manifest::CapabilityKey;
 
     fn record(tenant: &str, ext: &str, at: i64) -> ExecutionRecord {
         let mut r = ExecutionRecord::new(format!("req-{at}"), tenant, ext, "http");
@@ -279,6 +307,70 @@ mod tests {
         let excerpt = back[0].log_excerpt.as_deref().unwrap();
         assert!(excerpt.len() <= MAX_LOG_EXCERPT_BYTES);
         assert_eq!(excerpt.len() % 2, 0);
+    }
+
+    #[tokio::test]
+    async fn a_batch_writes_its_rows_and_usage_in_one_go() {
+        let fixture = crate::test_support::Fixture::new().await;
+        fixture
+            .publish_simple("com.example.a", "1.0.0", serde_json::json!({}))
+            .await;
+        let install = fixture
+            .registry
+            .install(
+                "t1",
+                "com.example.a",
+                None,
+                &[CapabilityKey::Log],
+                Default::default(),
+            )
+            .await
+            .unwrap();
+        let registry = &fixture.registry;
+        let rows: Vec<_> = (1..=3)
+            .map(|at| record("t1", "com.example.a", at))
+            .collect();
+        let mut usage = UsageTally::new();
+        usage.add(&install.install_id, quota::METRIC_CALLS, 1, 3);
+        // Usage of an install removed since the calls is skipped, not an error.
+        usage.add("gone", quota::METRIC_CALLS, 1, 1);
+        registry
+            .record_execution_batch(&rows, &usage)
+            .await
+            .unwrap();
+
+        let back = registry.recent_executions("t1", None, 10).await.unwrap();
+        assert_eq!(back.len(), 3);
+        assert_eq!(back[0], rows[2]);
+        assert_eq!(
+            registry
+                .quota_usage(&install.install_id, quota::METRIC_CALLS, 1)
+                .await
+                .unwrap(),
+            3
+        );
+        registry
+            .record_execution_batch(&[], &UsageTally::new())
+            .await
+            .unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_failing_batch_writes_nothing() {
+        let (_dir, registry) = open_registry().await;
+        let row = record("t1", "com.example.a", 1);
+        // The second row repeats the first's id: the batch fails as a whole.
+        let err = registry
+            .record_execution_batch(&[row.clone(), row], &UsageTally::new())
+            .await;
+        assert!(err.is_err());
+        assert!(
+            registry
+                .recent_executions("t1", None, 10)
+                .await
+                .unwrap()
+                .is_empty()
+        );
     }
 
     #[test]

@@ -60,10 +60,13 @@ pub async fn gateway(data_dir: &DataDir, args: GatewayArgs) -> Result<()> {
         "gateway on http://{addr}, admin API on http://{addr}/admin/v1 (token in {}); SIGTERM or Ctrl-C stops",
         crate::commands::admin_client::admin_token_path(data_dir).display()
     );
-    axum::serve(listener, palisade_gateway::app(Arc::new(state)))
+    let state = Arc::new(state);
+    axum::serve(listener, palisade_gateway::app(Arc::clone(&state)))
         .with_graceful_shutdown(stop_signal())
         .await
         .context("gateway server")?;
+    // Execution-log rows are written in the background: write what is queued before exiting.
+    state.flush_execution_log().await;
     tracing::info!("gateway stopped");
     Ok(())
 }

@@ -71,9 +71,12 @@ pub async fn up(data_dir: &DataDir, args: UpArgs) -> Result<()> {
             .into_future(),
     );
     let gateway_server = tokio::spawn(
-        axum::serve(gateway_listener, palisade_gateway::app(gateway))
-            .with_graceful_shutdown(shutdown())
-            .into_future(),
+        axum::serve(
+            gateway_listener,
+            palisade_gateway::app(Arc::clone(&gateway)),
+        )
+        .with_graceful_shutdown(shutdown())
+        .into_future(),
     );
     tracing::info!(gateway = %args.gateway_addr, runner = %args.runner_addr, data_dir = %data_dir.root().display(), "palisade is up");
 
@@ -85,6 +88,7 @@ pub async fn up(data_dir: &DataDir, args: UpArgs) -> Result<()> {
     if let Some(demo) = demo {
         show_demo(data_dir, &demo, args.gateway_addr).await?;
         if args.check_only {
+            gateway.flush_execution_log().await;
             return Ok(());
         }
     }
@@ -92,9 +96,13 @@ pub async fn up(data_dir: &DataDir, args: UpArgs) -> Result<()> {
         "gateway on http://{}, runner on http://{} (Ctrl-C stops)",
         args.gateway_addr, args.runner_addr
     );
-    let (runner, gateway) = tokio::join!(runner_server, gateway_server);
+    let (runner, gateway_served) = tokio::join!(runner_server, gateway_server);
+    // Execution-log rows are written in the background: write what is queued before exiting.
+    gateway.flush_execution_log().await;
     runner.context("runner task")?.context("runner server")?;
-    gateway.context("gateway task")?.context("gateway server")?;
+    gateway_served
+        .context("gateway task")?
+        .context("gateway server")?;
     Ok(())
 }
 

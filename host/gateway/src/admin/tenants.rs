@@ -102,8 +102,11 @@ pub(super) async fn install(
             &request.approve,
             request.config,
         )
-        .await
-        .map_err(|err| AdminError::install(&request_id, err))?;
+        .await;
+    // Calls through this gateway see the change at once (whatever the outcome: the cached
+    // resolution is only a copy, and reading it again is cheap).
+    state.installs.invalidate(&tenant_id, &extension_id);
+    let install = install.map_err(|err| AdminError::install(&request_id, err))?;
     Ok(Json(install.into()))
 }
 
@@ -115,11 +118,9 @@ pub(super) async fn uninstall(
     headers: HeaderMap,
 ) -> Result<StatusCode, AdminError> {
     let request_id = headers::request_id(&headers);
-    let removed = state
-        .registry
-        .uninstall(&tenant_id, &extension_id)
-        .await
-        .map_err(|err| AdminError::install(&request_id, err))?;
+    let removed = state.registry.uninstall(&tenant_id, &extension_id).await;
+    state.installs.invalidate(&tenant_id, &extension_id);
+    let removed = removed.map_err(|err| AdminError::install(&request_id, err))?;
     if removed {
         Ok(StatusCode::NO_CONTENT)
     } else {
@@ -155,8 +156,9 @@ async fn set_enabled(
     let found = state
         .registry
         .set_enabled(&tenant_id, &extension_id, enabled)
-        .await
-        .map_err(|err| AdminError::install(&request_id, err))?;
+        .await;
+    state.installs.invalidate(&tenant_id, &extension_id);
+    let found = found.map_err(|err| AdminError::install(&request_id, err))?;
     if !found {
         return Err(no_install(&request_id, &tenant_id, &extension_id));
     }

@@ -1,5 +1,6 @@
-//! A small stand-in for a runner: checks the service token like a real one, records what
-//! it was sent, and answers according to the guest path.
+//! A small stand-in for a runner: checks the service token like a real one (and, when
+//! given the registry, the install the call names), records what it was sent, and answers
+//! according to the guest path.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -12,6 +13,7 @@ use axum::routing::post;
 use bytes::Bytes;
 use http::{HeaderMap, StatusCode};
 use palisade_protocol::{ExecuteRequest, ExecuteResponse, TokenScope, TokenVerifier};
+use palisade_registry::Registry;
 
 #[derive(Clone)]
 pub(super) struct FakeRunner {
@@ -23,15 +25,28 @@ pub(super) struct FakeRunner {
 struct Shared {
     verifier: Arc<TokenVerifier>,
     seen: Arc<Mutex<Vec<ExecuteRequest>>>,
+    /// When set, a call must name an enabled install at its current version, as a real
+    /// runner checks; otherwise it is answered 404 `not_found`.
+    registry: Option<Registry>,
 }
 
 impl FakeRunner {
     /// Starts a runner on 127.0.0.1 that accepts tokens signed for `public_pem`.
     pub(super) async fn start(public_pem: &str) -> Self {
+        Self::serve(public_pem, None).await
+    }
+
+    /// Like [`start`](Self::start), also checking each call's install against `registry`.
+    pub(super) async fn start_checking(public_pem: &str, registry: Registry) -> Self {
+        Self::serve(public_pem, Some(registry)).await
+    }
+
+    async fn serve(public_pem: &str, registry: Option<Registry>) -> Self {
         let seen = Arc::new(Mutex::new(Vec::new()));
         let shared = Shared {
             verifier: Arc::new(TokenVerifier::from_pem(public_pem.as_bytes()).unwrap()),
             seen: seen.clone(),
+            registry,
         };
         let router = Router::new()
             .route(palisade_protocol::execute::EXECUTE_PATH, post(execute))
@@ -76,6 +91,12 @@ async fn execute(State(shared): State<Shared>, headers: HeaderMap, body: Bytes) 
     };
     if shared.verifier.verify(token, &scope).is_err() {
         return platform_error(StatusCode::UNAUTHORIZED, "unauthorized", &rid);
+    }
+    if let Some(registry) = &shared.registry {
+        let install = registry.load_install(&context.install_id).await.unwrap();
+        if install.is_none_or(|install| install.version_id != context.version_id) {
+            return platform_error(StatusCode::NOT_FOUND, "not_found", &rid);
+        }
     }
     shared.seen.lock().unwrap().push(request.clone());
 

@@ -1,7 +1,9 @@
 //! Router-level tests: a real registry on a temporary directory, requests through
 //! `tower::ServiceExt::oneshot`, and a small fake runner on loopback.
 
+mod execlog;
 mod fake_runner;
+mod installs;
 mod policy;
 mod proxy;
 mod refusals;
@@ -35,6 +37,7 @@ struct Harness {
     registry: Registry,
     caller_keys: ServiceKeyPair,
     service_keys: ServiceKeyPair,
+    state: Arc<GatewayState>,
     app: Router,
 }
 
@@ -59,19 +62,35 @@ impl Harness {
         );
         tweak(&mut config);
         let minter = TokenMinter::from_pem(service_keys.private_pem.as_bytes()).unwrap();
-        let state = GatewayState::new(config, registry.clone(), minter).unwrap();
+        let state = Arc::new(GatewayState::new(config, registry.clone(), minter).unwrap());
         Harness {
             _dir: dir,
             registry,
             caller_keys,
             service_keys,
-            app: app(Arc::new(state)),
+            app: app(state.clone()),
+            state,
         }
     }
 
-    /// Publishes a bundle with `manifest_json` (and an empty component) and installs it
-    /// for `tenant`.
-    async fn install(&self, tenant: &str, manifest_json: &str) -> Install {
+    /// The same registry and keys behind a new gateway in front of `runner_url`.
+    fn rebind(self, runner_url: &str, tweak: impl FnOnce(&mut GatewayConfig)) -> Harness {
+        let mut config = GatewayConfig::new(
+            runner_url,
+            CallerAuthConfig::new(ISS, AUD, self.caller_keys.public_pem.clone()),
+        );
+        tweak(&mut config);
+        let minter = TokenMinter::from_pem(self.service_keys.private_pem.as_bytes()).unwrap();
+        let state = Arc::new(GatewayState::new(config, self.registry.clone(), minter).unwrap());
+        Harness {
+            app: app(state.clone()),
+            state,
+            ..self
+        }
+    }
+
+    /// Publishes a bundle with `manifest_json` (and an empty component).
+    async fn publish(&self, manifest_json: &str) -> palisade_registry::PublishedVersion {
         let manifest: palisade_bundle::manifest::Manifest =
             palisade_bundle::manifest::Manifest::from_json(manifest_json.as_bytes()).unwrap();
         let bundle = palisade_bundle::pack(
@@ -87,11 +106,17 @@ impl Harness {
         self.registry
             .publish(&bundle, &signature, &trust)
             .await
-            .unwrap();
+            .unwrap()
+    }
+
+    /// Publishes a bundle with `manifest_json` (and an empty component) and installs it
+    /// (or upgrades the install to it) for `tenant`, directly in the registry.
+    async fn install(&self, tenant: &str, manifest_json: &str) -> Install {
+        let published = self.publish(manifest_json).await;
         self.registry
             .install(
                 tenant,
-                &manifest.id,
+                &published.extension_id,
                 None,
                 &CapabilityKey::ALL,
                 Default::default(),

@@ -41,13 +41,14 @@ async fn setup(tweak: impl FnOnce(&mut GatewayConfig)) -> (Harness, FakeRunner) 
     );
     tweak(&mut config);
     let minter = TokenMinter::from_pem(service_keys.private_pem.as_bytes()).unwrap();
-    let state = GatewayState::new(config, registry.clone(), minter).unwrap();
+    let state = Arc::new(GatewayState::new(config, registry.clone(), minter).unwrap());
     let h = Harness {
         _dir: dir,
         registry,
         caller_keys,
         service_keys,
-        app: app(Arc::new(state)),
+        app: app(state.clone()),
+        state,
     };
     h.install(TENANT, MANIFEST).await;
     (h, runner)

@@ -42,20 +42,6 @@ async fn setup_with(
 }
 
 impl Harness {
-    fn rebind(self, runner_url: &str, tweak: impl FnOnce(&mut GatewayConfig)) -> Harness {
-        let mut config = GatewayConfig::new(
-            runner_url,
-            CallerAuthConfig::new(ISS, AUD, self.caller_keys.public_pem.clone()),
-        );
-        tweak(&mut config);
-        let minter = TokenMinter::from_pem(self.service_keys.private_pem.as_bytes()).unwrap();
-        let state = GatewayState::new(config, self.registry.clone(), minter).unwrap();
-        Harness {
-            app: app(Arc::new(state)),
-            ..self
-        }
-    }
-
     fn call(&self, method: &str, uri: &str) -> http::request::Builder {
         Request::builder()
             .method(method)
@@ -63,20 +49,17 @@ impl Harness {
             .header("authorization", format!("Bearer {}", self.token(TENANT)))
     }
 
-    /// Waits for the execution-log rows of [`EXT`] (written in the background).
+    /// The execution-log rows of [`EXT`], once the background writer has written them;
+    /// there must be `count`.
     async fn log_rows(&self, count: usize) -> Vec<ExecutionRecord> {
-        for _ in 0..100 {
-            let rows = self
-                .registry
-                .recent_executions(TENANT, Some(EXT), 100)
-                .await
-                .unwrap();
-            if rows.len() >= count {
-                return rows;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        panic!("expected {count} execution-log rows");
+        self.state.flush_execution_log().await;
+        let rows = self
+            .registry
+            .recent_executions(TENANT, Some(EXT), 100)
+            .await
+            .unwrap();
+        assert_eq!(rows.len(), count, "{rows:?}");
+        rows
     }
 }
 
