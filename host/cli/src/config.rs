@@ -32,6 +32,10 @@ pub struct RunnerSection {
     pub max_in_flight_per_install: usize,
     /// Calls of one tenant in flight at once.
     pub max_in_flight_per_tenant: usize,
+    /// How long a looked-up install is reused before the registry is read again, in ms.
+    pub install_cache_ttl_ms: u64,
+    /// Most installs kept in the runner's install cache.
+    pub install_cache_entries: usize,
 }
 
 impl Default for RunnerSection {
@@ -41,6 +45,9 @@ impl Default for RunnerSection {
             max_request_bytes: d.max_request_bytes,
             max_in_flight_per_install: d.max_in_flight_per_install,
             max_in_flight_per_tenant: d.max_in_flight_per_tenant,
+            install_cache_ttl_ms: u64::try_from(d.install_cache_ttl.as_millis())
+                .unwrap_or(u64::MAX),
+            install_cache_entries: d.install_cache_entries,
         }
     }
 }
@@ -52,6 +59,8 @@ impl RunnerSection {
             max_request_bytes: self.max_request_bytes,
             max_in_flight_per_install: self.max_in_flight_per_install,
             max_in_flight_per_tenant: self.max_in_flight_per_tenant,
+            install_cache_ttl: std::time::Duration::from_millis(self.install_cache_ttl_ms),
+            install_cache_entries: self.install_cache_entries,
         }
     }
 }

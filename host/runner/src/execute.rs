@@ -112,8 +112,10 @@ async fn run(
         .map_err(|e| RunnerError::Unauthorized(e.to_string()))?;
 
     let install = state
-        .registry
-        .load_install(&ctx.install_id)
+        .installs
+        .get(&state.registry, &ctx.install_id, |install| {
+            check_context(install, &request).is_ok()
+        })
         .await
         .map_err(|e| RunnerError::Internal(e.to_string()))?
         .ok_or_else(|| RunnerError::NotFound(format!("install {}", ctx.install_id)))?;

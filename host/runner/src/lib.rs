@@ -10,6 +10,7 @@ mod artifacts;
 mod drain;
 mod error;
 mod execute;
+mod installs;
 mod loader;
 mod metrics;
 mod services;
@@ -38,6 +39,13 @@ pub struct RunnerConfig {
     pub max_in_flight_per_install: usize,
     /// Most calls of one tenant in flight at once (all its installs); more get 429.
     pub max_in_flight_per_tenant: usize,
+    /// How long a looked-up install is reused without reading the registry: a disable,
+    /// uninstall or config change is seen by the runner within this window (zero: read the
+    /// registry on every call). An upgrade is seen at once, as the gateway's context names
+    /// the new version.
+    pub install_cache_ttl: std::time::Duration,
+    /// Most installs kept in the install cache.
+    pub install_cache_entries: usize,
 }
 
 impl Default for RunnerConfig {
@@ -46,6 +54,8 @@ impl Default for RunnerConfig {
             max_request_bytes: 1024 * 1024,
             max_in_flight_per_install: 64,
             max_in_flight_per_tenant: 128,
+            install_cache_ttl: std::time::Duration::from_secs(1),
+            install_cache_entries: 100_000,
         }
     }
 }
@@ -58,6 +68,7 @@ pub struct RunnerState {
     pub(crate) trust: TrustBundle,
     pub(crate) config: RunnerConfig,
     pub(crate) admission: std::sync::Arc<admission::Admission>,
+    pub(crate) installs: installs::InstallCache,
     pub(crate) drain: Arc<Drain>,
 }
 
@@ -74,6 +85,10 @@ impl RunnerState {
             admission: admission::Admission::new(
                 config.max_in_flight_per_install,
                 config.max_in_flight_per_tenant,
+            ),
+            installs: installs::InstallCache::new(
+                config.install_cache_ttl,
+                config.install_cache_entries,
             ),
             registry,
             runtime,

@@ -23,9 +23,14 @@ pub struct RuntimeConfig {
     /// Interval of the epoch ticker, in milliseconds: running guest code yields to other
     /// calls this often, and deadlines are checked at this granularity.
     pub epoch_tick_ms: u64,
-    /// Threads that run guest code (0: one per CPU), separate from the threads that serve
-    /// HTTP.
+    /// Threads that run guest code that has run past its first epoch tick (0: one per CPU),
+    /// separate from the threads that serve HTTP.
     pub guest_threads: usize,
+    /// How a call starts: `true` (default) runs it on the caller's thread and moves it to
+    /// the guest threads at its first epoch tick, so a short call costs no thread hand-off
+    /// while a long-running one still never holds a serving thread; `false` hands every
+    /// call to the guest threads from the start.
+    pub inline_calls: bool,
     /// Hard cap on a call's deadline, in milliseconds; manifests may ask for less.
     pub max_timeout_ms: u64,
     /// Count fuel (off by default); when on, `fuel_per_call` bounds each call.
@@ -69,6 +74,7 @@ impl Default for RuntimeConfig {
             pagemap_scan: true,
             epoch_tick_ms: 10,
             guest_threads: 0,
+            inline_calls: true,
             max_timeout_ms: 60_000,
             fuel: false,
             fuel_per_call: 10_000_000_000,

@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use wasmtime::component::Linker;
@@ -100,7 +100,9 @@ pub struct Runtime {
     pub(crate) components: Arc<Mutex<CompileCache>>,
     pub(crate) engine_hash: String,
     pub(crate) counters: Arc<CompileCounters>,
-    prepared: Arc<Mutex<HashMap<(String, GrantSet), Prepared>>>,
+    /// Pre-instances by content hash, then grant set: looked up on every call, so read
+    /// without allocating and under a read lock.
+    prepared: Arc<RwLock<HashMap<String, HashMap<GrantSet, Prepared>>>>,
     pub(crate) executor: Arc<Executor>,
     _ticker: Arc<Ticker>,
 }
@@ -162,9 +164,10 @@ impl Runtime {
     /// A cached pre-instance for (content hash, grant set), if any.
     pub fn cached(&self, content_hash: &str, grants: GrantSet) -> Option<Prepared> {
         self.prepared
-            .lock()
+            .read()
             .ok()?
-            .get(&(content_hash.to_owned(), grants))
+            .get(content_hash)?
+            .get(&grants)
             .cloned()
     }
 
@@ -187,11 +190,15 @@ impl Runtime {
             content_hash: content_hash.into(),
             grants,
         };
-        if let Ok(mut cache) = self.prepared.lock() {
-            if cache.len() >= MAX_PREPARED {
+        if let Ok(mut cache) = self.prepared.write() {
+            let held: usize = cache.values().map(HashMap::len).sum();
+            if held >= MAX_PREPARED {
                 cache.clear();
             }
-            cache.insert((content_hash.to_owned(), grants), prepared.clone());
+            cache
+                .entry(content_hash.to_owned())
+                .or_default()
+                .insert(grants, prepared.clone());
         }
         Ok(prepared)
     }

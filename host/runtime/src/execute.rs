@@ -2,7 +2,15 @@
 //! `wasi:http/incoming-handler`, the response collected under the call's limits.
 
 use std::collections::BTreeMap;
+use std::future::Future;
+use std::panic::AssertUnwindSafe;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::task::Poll;
 use std::time::{Duration, Instant};
+
+use futures::FutureExt;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
@@ -97,6 +105,11 @@ pub struct Outcome {
 
 impl Runtime {
     /// Runs `request` through a fresh instance of `prepared`.
+    ///
+    /// With `inline_calls` (the default) the call starts on the caller's task, which costs
+    /// no thread hand-off; if its guest code is still running at an epoch tick, the rest of
+    /// the call moves to the guest threads, so that a long-running guest never holds a
+    /// thread that serves requests. Without it, every call runs on the guest threads.
     pub async fn execute(
         &self,
         prepared: &Prepared,
@@ -104,35 +117,46 @@ impl Runtime {
         request: http::Request<Bytes>,
         limits: CallLimits,
     ) -> Outcome {
-        let Some(executor) = self.executor.handle() else {
-            return self.run_call(prepared, invocation, request, limits).await;
-        };
+        let started = Instant::now();
+        let ticked = Arc::new(AtomicBool::new(false));
         let runtime = self.clone();
         let prepared = prepared.clone();
-        let started = Instant::now();
-        let call = executor.spawn(async move {
+        let flag = Arc::clone(&ticked);
+        let call = async move {
             runtime
-                .run_call(&prepared, invocation, request, limits)
+                .run_call(&prepared, invocation, request, limits, flag)
                 .await
+        };
+        // A panic in host code ends this call alone, reported like a trap.
+        let mut call: Pin<Box<dyn Future<Output = Outcome> + Send>> = Box::pin(async move {
+            AssertUnwindSafe(call)
+                .catch_unwind()
+                .await
+                .unwrap_or_else(|panic| host_panic(panic_message(&*panic), started))
         });
+        let executor = self.executor.handle();
+        if self.config.inline_calls || executor.is_none() {
+            let inline = std::future::poll_fn(|cx| match call.as_mut().poll(cx) {
+                Poll::Ready(outcome) => Poll::Ready(Some(outcome)),
+                Poll::Pending if executor.is_some() && ticked.load(Ordering::Relaxed) => {
+                    Poll::Ready(None)
+                }
+                Poll::Pending => Poll::Pending,
+            })
+            .await;
+            if let Some(outcome) = inline {
+                return outcome;
+            }
+        }
+        let Some(executor) = executor else {
+            return host_panic("no guest executor".into(), started);
+        };
+        let call = executor.spawn(call);
         // Dropping this future (the caller went away) ends the call and its instance.
-        let abort = call.abort_handle();
-        let _guard = AbortOnDrop(abort);
+        let _guard = AbortOnDrop(call.abort_handle());
         match call.await {
             Ok(outcome) => outcome,
-            Err(join) => Outcome {
-                result: Err(ExecuteError::Trap {
-                    code: "host_panic",
-                    source: wasmtime::Error::msg(join.to_string()),
-                }),
-                logs: Vec::new(),
-                dropped_log_lines: 0,
-                duration: started.elapsed(),
-                peak_memory_bytes: 0,
-                fuel_consumed: None,
-                egress_bytes_out: 0,
-                egress_bytes_in: 0,
-            },
+            Err(join) => host_panic(join.to_string(), started),
         }
     }
 
@@ -144,6 +168,7 @@ impl Runtime {
         invocation: Invocation,
         request: http::Request<Bytes>,
         limits: CallLimits,
+        ticked: Arc<AtomicBool>,
     ) -> Outcome {
         let started = Instant::now();
         let span = tracing::info_span!(
@@ -178,14 +203,16 @@ impl Runtime {
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| &mut s.limiter);
         let tick = self.config.epoch_tick_ms.max(1);
-        // Every epoch tick, running guest code yields to the executor so a spinning guest
-        // never holds a worker thread; once the call's deadline has passed, it traps.
+        // Every epoch tick, running guest code yields (and, when it started inline, moves to
+        // the guest threads) so a spinning guest never holds a serving thread; once the
+        // call's deadline has passed, it traps.
         let guest_deadline = started + limits.timeout;
         store.set_epoch_deadline(1);
         store.epoch_deadline_callback(move |_| {
             if Instant::now() >= guest_deadline {
                 Err(Trap::Interrupt.into())
             } else {
+                ticked.store(true, Ordering::Relaxed);
                 Ok(UpdateDeadline::Yield(1))
             }
         });
@@ -420,6 +447,31 @@ fn finish(
         egress_bytes_out: egress.bytes_out(),
         egress_bytes_in: egress.bytes_in(),
     }
+}
+
+/// The outcome of a call whose host code panicked.
+fn host_panic(message: String, started: Instant) -> Outcome {
+    Outcome {
+        result: Err(ExecuteError::Trap {
+            code: "host_panic",
+            source: wasmtime::Error::msg(message),
+        }),
+        logs: Vec::new(),
+        dropped_log_lines: 0,
+        duration: started.elapsed(),
+        peak_memory_bytes: 0,
+        fuel_consumed: None,
+        egress_bytes_out: 0,
+        egress_bytes_in: 0,
+    }
+}
+
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "host code panicked".into())
 }
 
 /// Aborts a spawned call when the future awaiting it is dropped.
