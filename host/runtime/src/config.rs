@@ -17,6 +17,10 @@ pub struct RuntimeConfig {
     pub memory_keep_resident: usize,
     /// Bytes of each table slot kept resident between uses (pooling only).
     pub table_keep_resident: usize,
+    /// Unused pool slots kept warm for the component that last used them (pooling only):
+    /// more lets many different extensions reuse their own slots, at the cost of the
+    /// memory those slots keep resident.
+    pub max_unused_warm_slots: u32,
     /// Reset only the dirty pages of a reused memory slot with Linux's `PAGEMAP_SCAN`
     /// (kernel 6.7+; silently off where unsupported). Pooling only.
     pub pagemap_scan: bool,
@@ -71,6 +75,7 @@ impl Default for RuntimeConfig {
             max_memory_mb: 256,
             memory_keep_resident: 10 * 1024 * 1024,
             table_keep_resident: 1024 * 1024,
+            max_unused_warm_slots: 100,
             pagemap_scan: true,
             epoch_tick_ms: 10,
             guest_threads: 0,

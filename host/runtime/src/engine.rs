@@ -235,6 +235,9 @@ fn engine_config(config: &RuntimeConfig) -> Config {
         pool.total_core_instances(n.saturating_mul(4));
         pool.total_memories(n.saturating_mul(2));
         pool.total_tables(n.saturating_mul(4));
+        // Every in-flight call runs on its own fiber stack.
+        pool.total_stacks(n);
+        pool.max_unused_warm_slots(config.max_unused_warm_slots);
         pool.max_memory_size(
             usize::try_from(config.max_memory_mb * 1024 * 1024).unwrap_or(usize::MAX),
         );
