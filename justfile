@@ -19,12 +19,37 @@ lint:
 up:
     cargo run -p palisade-cli -- up --demo
 
-# Benchmarks (release build); writes docs/benchmarks.md.
+# Benchmarks (release build): the runtime bench and the load bench; writes
+# docs/benchmarks.md. The load bench needs wrk (installed with apt-get when running as
+# root) and compares against `wasmtime serve` of the runtime's wasmtime version, installed
+# once into /var/tmp/palisade-bench (about 20 minutes; skipped with a notice if that fails).
 bench:
     #!/usr/bin/env bash
     set -euo pipefail
-    out=$(cargo bench -q -p palisade-tests --bench runtime)
+    if ! command -v wrk >/dev/null 2>&1; then
+        if [ "$(id -u)" -eq 0 ]; then
+            echo "wrk is missing: installing it with apt-get" >&2
+            apt-get install -y wrk || { apt-get update && apt-get install -y wrk; }
+        else
+            echo "the load bench needs wrk: install it (e.g. sudo apt-get install -y wrk) and rerun" >&2
+            exit 1
+        fi
+    fi
+    if [ -z "${PALISADE_BENCH_WASMTIME:-}" ]; then
+        version=$(sed -n '/^name = "wasmtime"$/{n;s/^version = "\(.*\)"$/\1/p;}' Cargo.lock)
+        root="/var/tmp/palisade-bench/wasmtime-${version}"
+        if [ ! -x "$root/bin/wasmtime" ]; then
+            echo "installing wasmtime-cli ${version} into $root for the wasmtime serve baselines (about 20 minutes)" >&2
+            cargo install wasmtime-cli --version "$version" --locked --root "$root" \
+                || echo "could not install wasmtime-cli: the wasmtime serve baselines will be skipped" >&2
+        fi
+        export PALISADE_BENCH_WASMTIME="$root/bin/wasmtime"
+    fi
+    cargo build --release -p palisade-cli
+    target=$(cargo metadata --format-version 1 --no-deps | sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')
+    runtime=$(cargo bench -q -p palisade-tests --bench runtime)
+    load=$(PALISADE_BIN="$target/release/palisade" cargo bench -q -p palisade-tests --bench load)
     cpu=$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')
     mem=$(free -g | awk '/Mem:/{print $2}')
-    { echo "# Benchmarks"; echo; echo "Regenerate with \`just bench\`."; echo; echo "Machine: $(nproc) × ${cpu}, ${mem} GiB, $(uname -sr)."; echo; echo "$out"; echo; cat tests/benches/NOTES.md; } > docs/benchmarks.md
+    { echo "# Benchmarks"; echo; echo "Regenerate with \`just bench\`."; echo; echo "Machine: $(nproc) × ${cpu}, ${mem} GiB, $(uname -sr)."; echo; echo "$runtime"; echo; echo "$load"; echo; cat tests/benches/NOTES.md; } > docs/benchmarks.md
     cat docs/benchmarks.md

@@ -17,6 +17,7 @@ const WORKSPACES: &[(&str, &[&str])] = &[
             "metrics-probe",
             "secret-probe",
             "egress-probe",
+            "plain-hello",
         ],
     ),
 ];

@@ -4,6 +4,8 @@
 
 #![allow(clippy::unwrap_used, missing_docs)]
 
+mod bare_host;
+
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -26,6 +28,15 @@ fn runtime_with(config: RuntimeConfig, artifacts: Option<Artifacts>) -> Runtime 
         ..HostServices::default()
     };
     Runtime::new(config, services).unwrap()
+}
+
+/// Every call handed to the guest threads from its start (the behaviour before calls
+/// started inline).
+fn handed_off() -> RuntimeConfig {
+    RuntimeConfig {
+        inline_calls: false,
+        ..RuntimeConfig::default()
+    }
 }
 
 /// The engine with wasmtime's pooling defaults: nothing kept resident, no page scan.
@@ -87,14 +98,32 @@ async fn main() {
     // rounds because the machine is shared; medians reported.
     let tuned_rt = runtime(None);
     let untuned_rt = runtime_with(untuned(), None);
+    let handed_off_rt = runtime_with(handed_off(), None);
     let mut tuned = Vec::new();
     let mut plain = Vec::new();
+    let mut hand_off = Vec::new();
     for _ in 0..ROUNDS {
         tuned.push(per_call(&tuned_rt, &wasm, grants).await);
         plain.push(per_call(&untuned_rt, &wasm, grants).await);
+        hand_off.push(per_call(&handed_off_rt, &wasm, grants).await);
     }
     let tuned = median(tuned);
     let plain = median(plain);
+    let hand_off = median(hand_off);
+
+    // The same plain wasi-http guest in a bare wasmtime host and in the runtime: what
+    // `Runtime::execute` adds to wasmtime's own instantiate + handle + drop.
+    let plain_wasm = std::fs::read(env!("PALISADE_GUEST_PLAIN_HELLO")).unwrap();
+    let bare = bare_host::BareHost::new(&plain_wasm);
+    let plain_rt = runtime(None);
+    let mut bare_calls = Vec::new();
+    let mut ours = Vec::new();
+    for _ in 0..ROUNDS {
+        bare_calls.push(bare_host::per_call(&bare, CALLS).await);
+        ours.push(per_call_at(&plain_rt, &plain_wasm, grants, "/hello").await);
+    }
+    let bare_call = median(bare_calls);
+    let ours = median(ours);
 
     let cpus = std::thread::available_parallelism().map_or(0, usize::from);
     println!("## Runtime (hello guest)\n");
@@ -102,11 +131,11 @@ async fn main() {
     println!(
         "medians of {COLD_ROUNDS} cold loads and of {ROUNDS} rounds of {CALLS} sequential calls.\n"
     );
-    println!("| scenario | time | ratio |");
+    println!("| scenario | time | speed-up (baseline time ÷ time) |");
     println!("|---|---|---|");
     println!("| first load, compiling (baseline) | {compile:.2?} | 1.0× |");
     println!(
-        "| first load, sealed precompiled artifact | {from_artifact:.2?} | {:.1}× faster |",
+        "| first load, sealed precompiled artifact | {from_artifact:.2?} | {:.1}× |",
         compile.as_secs_f64() / from_artifact.as_secs_f64()
     );
     println!(
@@ -114,16 +143,37 @@ async fn main() {
         plain.as_secs_f64() * 1e6
     );
     println!(
-        "| per call, tuned engine (keep-resident, pagemap scan) | {:.1} µs | {:.2}× faster |",
+        "| per call, tuned engine, every call handed to the guest threads | {:.1} µs | {:.2}× |",
+        hand_off.as_secs_f64() * 1e6,
+        plain.as_secs_f64() / hand_off.as_secs_f64()
+    );
+    println!(
+        "| per call, tuned engine, inline until the first epoch tick (default) | {:.1} µs | {:.2}× |",
         tuned.as_secs_f64() * 1e6,
         plain.as_secs_f64() / tuned.as_secs_f64()
     );
+    println!(
+        "| per call, plain-hello guest, bare wasmtime host (baseline) | {:.1} µs | 1.0× |",
+        bare_call.as_secs_f64() * 1e6
+    );
+    println!(
+        "| per call, plain-hello guest, `Runtime::execute` | {:.1} µs | {:.2}× |",
+        ours.as_secs_f64() * 1e6,
+        bare_call.as_secs_f64() / ours.as_secs_f64()
+    );
     println!("\nPer call = instantiate + handle + drop through `Runtime::execute` (fresh store,");
-    println!("limiter, log capture, response collection), sequential.");
+    println!("limiter, log capture, response collection), sequential. The bare host has the");
+    println!("runtime's engine settings and nothing else (no limiter, capture, capabilities,");
+    println!("deadline or accounting).");
 }
 
-/// Mean time of one call over `CALLS` calls on a warm pre-instance.
+/// Mean time of one call over `CALLS` calls on a warm pre-instance (hello guest).
 async fn per_call(rt: &Runtime, wasm: &[u8], grants: GrantSet) -> Duration {
+    per_call_at(rt, wasm, grants, "/hello/bench").await
+}
+
+/// Mean time of one `GET path` over `CALLS` calls on a warm pre-instance of `wasm`.
+async fn per_call_at(rt: &Runtime, wasm: &[u8], grants: GrantSet, path: &str) -> Duration {
     let prepared = rt
         .prepare("sha256:warm", wasm.to_vec(), grants)
         .await
@@ -141,9 +191,7 @@ async fn per_call(rt: &Runtime, wasm: &[u8], grants: GrantSet) -> Duration {
         ..Invocation::default()
     };
     let call = || {
-        let request = http::Request::get("/hello/bench")
-            .body(Bytes::new())
-            .unwrap();
+        let request = http::Request::get(path).body(Bytes::new()).unwrap();
         rt.execute(&prepared, invocation.clone(), request, limits)
     };
     for _ in 0..100 {

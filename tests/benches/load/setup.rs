@@ -1,0 +1,612 @@
+//! What the scenarios run on: the bench settings, data directories seeded through the
+//! registry library, and server processes (`palisade runner`, `palisade gateway`,
+//! `wasmtime serve`, the raw hyper server) that are killed when their guard is dropped.
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context, Result, bail, ensure};
+use palisade_bundle::{CapabilityKey, SigningKey, TrustBundle};
+use palisade_protocol::{
+    ExecuteLimits, ExecuteRequest, ExecuteResponse, HttpRequest, InvocationContext, TokenMinter,
+    TokenScope,
+};
+use palisade_registry::{Install, PublishedVersion, Registry, RegistryConfig};
+use tempfile::TempDir;
+
+use crate::wrk;
+
+/// Where `wasmtime-cli` of the runtime's wasmtime version is installed by default.
+pub const DEFAULT_WASMTIME: &str = "/var/tmp/palisade-bench/wasmtime-48.0.8/bin/wasmtime";
+
+/// The plain guest every hello scenario runs (built by build.rs).
+pub const PLAIN_HELLO: &str = env!("PALISADE_GUEST_PLAIN_HELLO");
+
+/// Durations and counts, from the environment.
+pub struct Settings {
+    /// Shorter runs, for checking that the bench works.
+    pub quick: bool,
+    /// Measured rounds per subject, alternated with the other subjects.
+    pub rounds: usize,
+    /// Length of one measured `wrk` run.
+    pub duration: Duration,
+    /// Length of the unmeasured `wrk` run before a subject's first round.
+    pub warmup: Duration,
+    /// `wrk` threads.
+    pub threads: u32,
+    /// `wrk` connections.
+    pub connections: u32,
+    /// How long each call of the memory scenario waits inside the guest.
+    pub hold: Duration,
+    only: Option<Vec<String>>,
+}
+
+impl Settings {
+    fn from_env() -> Settings {
+        let quick = std::env::var("PALISADE_BENCH_QUICK").is_ok_and(|v| !v.is_empty() && v != "0");
+        let only = std::env::var("PALISADE_BENCH_ONLY")
+            .ok()
+            .filter(|v| !v.trim().is_empty())
+            .map(|v| v.split(',').map(|s| s.trim().to_owned()).collect());
+        let secs = |full, short| Duration::from_secs(if quick { short } else { full });
+        Settings {
+            quick,
+            rounds: if quick { 2 } else { 5 },
+            duration: secs(10, 3),
+            warmup: secs(3, 1),
+            threads: 1,
+            connections: 32,
+            hold: secs(8, 4),
+            only,
+        }
+    }
+
+    /// Fails if `PALISADE_BENCH_ONLY` names a scenario not in `known`.
+    pub fn check_only(&self, known: &[&str]) -> Result<()> {
+        for name in self.only.iter().flatten() {
+            ensure!(
+                known.contains(&name.as_str()),
+                "PALISADE_BENCH_ONLY: unknown scenario `{name}` (known: {})",
+                known.join(", ")
+            );
+        }
+        Ok(())
+    }
+
+    /// Whether `PALISADE_BENCH_ONLY` (when set) names `scenario`.
+    pub fn selected(&self, scenario: &str) -> bool {
+        self.only
+            .as_ref()
+            .is_none_or(|names| names.iter().any(|n| n == scenario))
+    }
+
+    /// The `wrk` load of a measured run.
+    pub fn load(&self) -> wrk::Load {
+        wrk::Load {
+            threads: self.threads,
+            connections: self.connections,
+            duration: self.duration,
+        }
+    }
+
+    /// The `wrk` load of a warm-up run.
+    pub fn warmup_load(&self) -> wrk::Load {
+        wrk::Load {
+            duration: self.warmup,
+            ..self.load()
+        }
+    }
+
+    /// One sentence on how subjects are measured, for the report.
+    pub fn method(&self) -> String {
+        format!(
+            "`wrk -t{} -c{}`, {} rounds of {} s per subject, subjects alternated within each \
+             round (a {} s warm-up first); medians over rounds, (min–max) in parentheses",
+            self.threads,
+            self.connections,
+            self.rounds,
+            self.duration.as_secs(),
+            self.warmup.as_secs()
+        )
+    }
+}
+
+/// Tools and settings shared by the scenarios.
+pub struct Bench {
+    pub settings: Settings,
+    /// The `palisade` binary.
+    pub palisade: PathBuf,
+    /// The `wasmtime` binary, or why the `wasmtime serve` baselines are skipped.
+    pub wasmtime: Result<PathBuf, String>,
+    /// The `wrk` binary.
+    pub wrk: PathBuf,
+    /// Logs, scripts and data directories; removed at the end.
+    pub work: TempDir,
+    /// Client for setup and checks (not for load).
+    pub client: reqwest::Client,
+    versions: Vec<String>,
+}
+
+impl Bench {
+    /// Finds the binaries and reads the settings.
+    pub async fn new() -> Result<Bench> {
+        let palisade = PathBuf::from(std::env::var_os("PALISADE_BIN").context(
+            "PALISADE_BIN is not set: build with `cargo build --release -p palisade-cli` and \
+             point PALISADE_BIN at target/release/palisade (`just bench` does both)",
+        )?);
+        ensure!(
+            palisade.is_file(),
+            "PALISADE_BIN={} does not exist",
+            palisade.display()
+        );
+        let wrk = PathBuf::from(std::env::var("PALISADE_BENCH_WRK").unwrap_or("wrk".into()));
+        let wrk_version = version_line(&wrk, "-v").with_context(|| {
+            format!(
+                "`{}` cannot be run: install wrk (e.g. `apt-get install -y wrk`)",
+                wrk.display()
+            )
+        })?;
+        let wasmtime_path = std::env::var_os("PALISADE_BENCH_WASMTIME")
+            .map_or_else(|| PathBuf::from(DEFAULT_WASMTIME), PathBuf::from);
+        let mut versions = vec![
+            version_line(&palisade, "--version")?,
+            wrk_version
+                .split(" [")
+                .next()
+                .unwrap_or(&wrk_version)
+                .to_owned(),
+        ];
+        let wasmtime = match version_line(&wasmtime_path, "--version") {
+            Ok(version) => {
+                versions.push(version);
+                Ok(wasmtime_path)
+            }
+            Err(_) => {
+                let reason = format!(
+                    "skipped: no wasmtime at {} (install it with `cargo install wasmtime-cli \
+                     --version 48.0.8 --locked --root /var/tmp/palisade-bench/wasmtime-48.0.8`, \
+                     or set PALISADE_BENCH_WASMTIME)",
+                    wasmtime_path.display()
+                );
+                eprintln!("load bench: wasmtime serve baselines {reason}");
+                Err(reason)
+            }
+        };
+        Ok(Bench {
+            settings: Settings::from_env(),
+            palisade,
+            wasmtime,
+            wrk,
+            work: tempfile::tempdir().context("creating the work directory")?,
+            client: reqwest::Client::builder()
+                .timeout(Duration::from_secs(120))
+                .build()?,
+            versions,
+        })
+    }
+
+    /// The section's heading and how it was measured.
+    pub fn header(&self) -> String {
+        let cpus = std::thread::available_parallelism().map_or(0, usize::from);
+        let quick = if self.settings.quick {
+            "\n\n**Quick run (`PALISADE_BENCH_QUICK`): short rounds, figures are indicative only.**"
+        } else {
+            ""
+        };
+        format!(
+            "## Load (real processes on loopback)\n\n\
+             Measured with `cargo bench -p palisade-tests --bench load` on {cpus} CPUs, load \
+             generator and servers sharing them; {}.{quick}\n",
+            self.versions.join(", ")
+        )
+    }
+
+    /// A new, empty data directory seeded with a trusted publisher key.
+    pub async fn data_dir(&self, name: &str) -> Result<DataDir> {
+        DataDir::create(&self.work.path().join(name)).await
+    }
+
+    /// A free loopback address.
+    pub fn free_addr() -> Result<String> {
+        let listener = TcpListener::bind("127.0.0.1:0").context("binding a free port")?;
+        Ok(listener.local_addr()?.to_string())
+    }
+
+    fn palisade_command(&self, data: &DataDir) -> Command {
+        let mut command = Command::new(&self.palisade);
+        command
+            .arg("--data-dir")
+            .arg(data.path())
+            .env("RUST_LOG", "info")
+            .env_remove("PALISADE_CONFIG")
+            .env_remove("PALISADE_DATA_DIR");
+        command
+    }
+
+    /// `palisade runner` on `data`, with `config` as its `--config` file when given;
+    /// returns once `/healthz` answers.
+    pub async fn runner(&self, data: &DataDir, config: Option<&str>) -> Result<Server> {
+        let addr = Self::free_addr()?;
+        let mut command = self.palisade_command(data);
+        if let Some(config) = config {
+            let path = data.path().join("palisade.toml");
+            std::fs::write(&path, config)?;
+            command.arg("--config").arg(path);
+        }
+        command.args(["runner", "--listen", &addr]);
+        let mut server = Server::spawn(&format!("runner-{}", data.name()), command, self, &addr)?;
+        server.wait_ready(&self.client, "/healthz").await?;
+        Ok(server)
+    }
+
+    /// `palisade gateway` on `data` in front of `runner`, with the per-install rate limit
+    /// off (the load is far above its default); returns once `/healthz` answers.
+    pub async fn gateway(&self, data: &DataDir, runner: &Server) -> Result<Server> {
+        let addr = Self::free_addr()?;
+        let mut command = self.palisade_command(data);
+        command.args([
+            "gateway",
+            "--listen",
+            &addr,
+            "--runner",
+            &runner.url,
+            "--rate-per-second",
+            "0",
+        ]);
+        let mut server = Server::spawn(&format!("gateway-{}", data.name()), command, self, &addr)?;
+        server.wait_ready(&self.client, "/healthz").await?;
+        Ok(server)
+    }
+
+    /// A caller token for `tenant` from `palisade token` (valid for two hours).
+    pub fn caller_token(&self, data: &DataDir, tenant: &str) -> Result<String> {
+        let output = self
+            .palisade_command(data)
+            .args(["token", "--tenant", tenant, "--ttl", "7200"])
+            .output()
+            .context("running `palisade token`")?;
+        ensure!(
+            output.status.success(),
+            "`palisade token` failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        Ok(String::from_utf8(output.stdout)?.trim().to_owned())
+    }
+
+    /// The raw hyper server (this binary in its server mode); returns once it answers.
+    pub async fn hyper_server(&self) -> Result<Server> {
+        let addr = Self::free_addr()?;
+        let port = addr.rsplit(':').next().unwrap_or_default().to_owned();
+        let mut command = Command::new(std::env::current_exe()?);
+        command.args([crate::hyper_server::FLAG, &port]);
+        let mut server = Server::spawn("hyper", command, self, &addr)?;
+        server.wait_ready(&self.client, "/").await?;
+        Ok(server)
+    }
+
+    /// `wasmtime serve -S cli=y` of the plain guest with `options` (`-O ...`); returns
+    /// once it answers.
+    pub async fn wasmtime_serve(&self, name: &str, options: &[&str]) -> Result<Server> {
+        let wasmtime = self
+            .wasmtime
+            .as_ref()
+            .map_err(|reason| anyhow::anyhow!("{reason}"))?;
+        let addr = Self::free_addr()?;
+        let mut command = Command::new(wasmtime);
+        command
+            .args(["serve", "-S", "cli=y"])
+            .args(options)
+            .args(["--addr", &addr])
+            .arg(PLAIN_HELLO);
+        let mut server = Server::spawn(name, command, self, &addr)?;
+        server.wait_ready(&self.client, "/hello").await?;
+        Ok(server)
+    }
+}
+
+/// The first line `binary flag` prints (on stdout or stderr).
+fn version_line(binary: &Path, flag: &str) -> Result<String> {
+    let output = Command::new(binary)
+        .arg(flag)
+        .output()
+        .with_context(|| format!("running {}", binary.display()))?;
+    let text = [output.stdout, output.stderr].concat();
+    let text = String::from_utf8_lossy(&text);
+    text.lines()
+        .map(str::trim)
+        .find(|l| !l.is_empty())
+        .map(str::to_owned)
+        .with_context(|| format!("{} {flag} printed nothing", binary.display()))
+}
+
+/// A server process, killed when dropped; its output goes to a log file.
+pub struct Server {
+    pub name: String,
+    /// `http://127.0.0.1:<port>`.
+    pub url: String,
+    child: Child,
+    log: PathBuf,
+}
+
+impl Server {
+    fn spawn(name: &str, mut command: Command, bench: &Bench, addr: &str) -> Result<Server> {
+        let log = bench.work.path().join(format!("{name}.log"));
+        let file = std::fs::File::create(&log)?;
+        let child = command
+            .stdin(Stdio::null())
+            .stdout(file.try_clone()?)
+            .stderr(file)
+            .spawn()
+            .with_context(|| format!("starting {name}: {command:?}"))?;
+        Ok(Server {
+            name: name.to_owned(),
+            url: format!("http://{addr}"),
+            child,
+            log,
+        })
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Fails with the end of the log if the process has exited.
+    pub fn check_alive(&mut self) -> Result<()> {
+        if let Some(status) = self.child.try_wait()? {
+            bail!("{} exited with {status}:\n{}", self.name, self.log_tail());
+        }
+        Ok(())
+    }
+
+    /// The last lines of the process's output.
+    pub fn log_tail(&self) -> String {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(20)..].join("\n")
+    }
+
+    /// Waits until `GET {url}{path}` answers 200 (at most a minute).
+    async fn wait_ready(&mut self, client: &reqwest::Client, path: &str) -> Result<()> {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let url = format!("{}{path}", self.url);
+        loop {
+            if let Ok(response) = client.get(&url).send().await
+                && response.status() == reqwest::StatusCode::OK
+            {
+                return Ok(());
+            }
+            self.check_alive()?;
+            if Instant::now() > deadline {
+                bail!(
+                    "{} did not answer {url} within a minute:\n{}",
+                    self.name,
+                    self.log_tail()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A data directory as the `palisade` command line lays it out: `registry.db`, `objects/`
+/// and `trust.pem` (the servers generate their keys on first start).
+pub struct DataDir {
+    path: PathBuf,
+    /// The registry, opened on the same database file as the servers.
+    pub registry: Registry,
+    publisher: SigningKey,
+    trust: TrustBundle,
+}
+
+impl DataDir {
+    async fn create(path: &Path) -> Result<DataDir> {
+        std::fs::create_dir_all(path)?;
+        let registry = Registry::open(&RegistryConfig {
+            database_url: format!("sqlite://{}", path.join("registry.db").display()),
+            object_store_dir: path.join("objects"),
+        })
+        .await
+        .context("opening the registry")?;
+        let publisher = SigningKey::generate()?;
+        let pem = publisher.public_key_pem()?;
+        std::fs::write(path.join("trust.pem"), &pem)?;
+        Ok(DataDir {
+            path: path.to_owned(),
+            registry,
+            publisher,
+            trust: TrustBundle::from_pem(pem.as_bytes())?,
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn name(&self) -> String {
+        self.path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default()
+    }
+
+    /// Packs, signs and publishes `component` with `manifest`.
+    pub async fn publish(
+        &self,
+        manifest: &serde_json::Value,
+        component: &[u8],
+    ) -> Result<PublishedVersion> {
+        let name = manifest["component"]
+            .as_str()
+            .context("the manifest names no component")?;
+        let bundle = palisade_bundle::pack(
+            serde_json::to_string(manifest)?.as_bytes(),
+            name,
+            component,
+            &[],
+        )?;
+        let signature = self.publisher.sign(&bundle)?;
+        Ok(self
+            .registry
+            .publish(&bundle, &signature, &self.trust)
+            .await?)
+    }
+
+    /// Installs the newest version of `extension` for `tenant`, approving `approved`.
+    pub async fn install(
+        &self,
+        tenant: &str,
+        extension: &str,
+        approved: &[CapabilityKey],
+    ) -> Result<Install> {
+        Ok(self
+            .registry
+            .install(tenant, extension, None, approved, Default::default())
+            .await?)
+    }
+
+    /// A service token for `install`, signed with the key the runner trusts (written by
+    /// the first runner or gateway started on this directory), valid for two hours.
+    pub fn service_token(&self, install: &Install, content_hash: &str) -> Result<String> {
+        let pem = std::fs::read(self.path.join("keys/service.key.pem"))
+            .context("reading the service key (start a runner first)")?;
+        let now = SystemTime::now().duration_since(UNIX_EPOCH)?.as_secs();
+        let scope = TokenScope {
+            tenant_id: install.tenant_id.clone(),
+            extension_id: install.extension_id.clone(),
+            install_id: install.install_id.clone(),
+            content_hash: content_hash.to_owned(),
+        };
+        Ok(TokenMinter::from_pem(&pem)?.mint(&scope, now, now + 7200)?)
+    }
+}
+
+/// The manifest of a test guest in `tests/guests/<name>`.
+pub fn guest_manifest(name: &str) -> Result<serde_json::Value> {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("guests")
+        .join(name)
+        .join("manifest.json");
+    let text = std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
+    Ok(serde_json::from_slice(&text)?)
+}
+
+/// One installed extension, called directly on a runner's `POST /v1/execute`.
+pub struct Direct {
+    install: Install,
+    content_hash: String,
+    token: String,
+}
+
+impl Direct {
+    /// Calls of `install` of `published`, with a service token from `data`'s key.
+    pub fn new(data: &DataDir, install: Install, published: &PublishedVersion) -> Result<Direct> {
+        let content_hash = published.content_hash.to_string();
+        Ok(Direct {
+            token: data.service_token(&install, &content_hash)?,
+            content_hash,
+            install,
+        })
+    }
+
+    /// The `wrk` request of a call of `method path?query` (empty body), with the JSON
+    /// body and headers the gateway sends.
+    pub fn request(&self, method: &str, path: &str, query: Option<&str>) -> Result<wrk::Request> {
+        let body = ExecuteRequest {
+            context: InvocationContext {
+                request_id: "bench".into(),
+                tenant_id: self.install.tenant_id.clone(),
+                extension_id: self.install.extension_id.clone(),
+                install_id: self.install.install_id.clone(),
+                version_id: self.install.version_id.clone(),
+                content_hash: self.content_hash.clone(),
+            },
+            http: HttpRequest {
+                method: method.into(),
+                path: path.into(),
+                query: query.map(str::to_owned),
+                headers: Vec::new(),
+                body_b64: String::new(),
+            },
+            limits: ExecuteLimits::default(),
+        };
+        Ok(wrk::Request {
+            method: "POST".into(),
+            path: palisade_protocol::execute::EXECUTE_PATH.into(),
+            headers: vec![
+                ("Content-Type".into(), "application/json".into()),
+                ("Authorization".into(), format!("Bearer {}", self.token)),
+            ],
+            body: Some(serde_json::to_string(&body)?),
+        })
+    }
+}
+
+/// A `GET path` through a gateway with a caller token.
+pub fn gateway_request(extension: &str, path: &str, token: &str) -> wrk::Request {
+    wrk::Request {
+        method: "GET".into(),
+        path: format!("/api/ext/{extension}{path}"),
+        headers: vec![("Authorization".into(), format!("Bearer {token}"))],
+        body: None,
+    }
+}
+
+/// Sends `request` to `base` once; returns the status and body.
+pub async fn send(
+    client: &reqwest::Client,
+    base: &str,
+    request: &wrk::Request,
+) -> Result<(u16, Vec<u8>)> {
+    let method = reqwest::Method::from_bytes(request.method.as_bytes())?;
+    let mut builder = client.request(method, format!("{base}{}", request.path));
+    for (name, value) in &request.headers {
+        builder = builder.header(name, value);
+    }
+    if let Some(body) = &request.body {
+        builder = builder.body(body.clone());
+    }
+    let response = builder
+        .send()
+        .await
+        .with_context(|| format!("{} {base}{}", request.method, request.path))?;
+    let status = response.status().as_u16();
+    Ok((status, response.bytes().await?.to_vec()))
+}
+
+/// Sends `request` and checks that the guest answered 200 with `expected`: directly, or
+/// inside the runner's `ExecuteResponse` when `execute` is set.
+pub async fn expect_body(
+    client: &reqwest::Client,
+    base: &str,
+    request: &wrk::Request,
+    execute: bool,
+    expected: &[u8],
+) -> Result<()> {
+    let (status, body) = send(client, base, request).await?;
+    let (status, body) = if execute && status == 200 {
+        let reply: ExecuteResponse = serde_json::from_slice(&body)
+            .with_context(|| format!("runner reply: {}", String::from_utf8_lossy(&body)))?;
+        (reply.status, reply.body()?)
+    } else {
+        (status, body)
+    };
+    ensure!(
+        status == 200 && body == expected,
+        "{} {base}{} answered {status} {:?}, expected 200 {:?}",
+        request.method,
+        request.path,
+        String::from_utf8_lossy(&body),
+        String::from_utf8_lossy(expected)
+    );
+    Ok(())
+}
