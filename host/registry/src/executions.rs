@@ -198,6 +198,7 @@ impl Registry {
         if rows.is_empty() && usage.is_empty() {
             return Ok(());
         }
+        let _turn = self.write_turn().await;
         let mut tx = self.pool.begin().await?;
         for row in rows {
             insert(&mut tx, row).await?;

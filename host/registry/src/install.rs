@@ -110,6 +110,7 @@ impl Registry {
         let now = now_millis();
         let new_id = uuid::Uuid::new_v4().to_string();
 
+        let _turn = self.write_turn().await;
         let mut tx = self.pool.begin().await?;
         let row = sqlx::query(
             "INSERT INTO tenant_extension_install (id, tenant_id, extension_id, version_id, \

@@ -43,6 +43,9 @@ pub struct RegistryConfig {
 pub struct Registry {
     pool: db::Pool,
     objects: BundleStore,
+    /// Write transactions of this process take turns here (first come, first served)
+    /// rather than in SQLite's busy handler, which sleeps up to 100 ms between retries.
+    writes: std::sync::Arc<tokio::sync::Mutex<()>>,
 }
 
 impl Registry {
@@ -57,7 +60,17 @@ impl Registry {
 
     /// A registry over an already migrated pool and any object store.
     pub fn from_parts(pool: db::Pool, objects: BundleStore) -> Self {
-        Self { pool, objects }
+        Self {
+            pool,
+            objects,
+            writes: std::sync::Arc::default(),
+        }
+    }
+
+    /// Waits for this process's turn to write; hold the guard until the write transaction
+    /// has committed or rolled back.
+    pub(crate) async fn write_turn(&self) -> tokio::sync::MutexGuard<'_, ()> {
+        self.writes.lock().await
     }
 
     /// The database pool, for queries this crate does not wrap.

@@ -219,6 +219,7 @@ impl Registry {
         let imports_json = json(&checked.imports, "component imports")?;
         let now = now_millis();
 
+        let _turn = self.write_turn().await;
         let mut tx = self.pool.begin().await?;
         // Returns the publisher on record, which a concurrent first publish may have set.
         let registered: String = sqlx::query_scalar(

@@ -176,6 +176,7 @@ impl Registry {
         condition: WriteCondition,
         quota: &StorageQuota,
     ) -> Result<u64, StorageWriteError> {
+        let _turn = self.write_turn().await;
         let mut tx = self.pool.begin().await?;
         let (revision, install_bytes) = lock_install(&mut tx, install_id, 1).await?;
         let current = current(&mut tx, install_id, namespace, key).await?;
@@ -243,6 +244,7 @@ impl Registry {
         key: &str,
         condition: WriteCondition,
     ) -> Result<bool, StorageWriteError> {
+        let _turn = self.write_turn().await;
         let mut tx = self.pool.begin().await?;
         let (_, install_bytes) = lock_install(&mut tx, install_id, 0).await?;
         let current = current(&mut tx, install_id, namespace, key).await?;
