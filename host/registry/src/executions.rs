@@ -250,7 +250,6 @@ mod tests {
     use super::*;
     use crate::quota;
     use crate::test_support::open_registry;
-    use palisade_bundle::manifest::CapabilityKey;
 
     fn record(tenant: &str, ext: &str, at: i64) -> ExecutionRecord {
         let mut r = ExecutionRecord::new(format!("req-{at}"), tenant, ext, "http");
@@ -313,26 +312,13 @@ mod tests {
     #[tokio::test]
     async fn a_batch_writes_its_rows_and_usage_in_one_go() {
         let fixture = crate::test_support::Fixture::new().await;
-        fixture
-            .publish_simple("com.example.a", "1.0.0", serde_json::json!({}))
-            .await;
-        let install = fixture
-            .registry
-            .install(
-                "t1",
-                "com.example.a",
-                None,
-                &[CapabilityKey::Log],
-                Default::default(),
-            )
-            .await
-            .unwrap();
+        let install_id = fixture.install_simple("t1", "com.example.a").await;
         let registry = &fixture.registry;
         let rows: Vec<_> = (1..=3)
             .map(|at| record("t1", "com.example.a", at))
             .collect();
         let mut usage = UsageTally::new();
-        usage.add(&install.install_id, quota::METRIC_CALLS, 1, 3);
+        usage.add(&install_id, quota::METRIC_CALLS, 1, 3);
         // Usage of an install removed since the calls is skipped, not an error.
         usage.add("gone", quota::METRIC_CALLS, 1, 1);
         registry
@@ -345,7 +331,7 @@ mod tests {
         assert_eq!(back[0], rows[2]);
         assert_eq!(
             registry
-                .quota_usage(&install.install_id, quota::METRIC_CALLS, 1)
+                .quota_usage(&install_id, quota::METRIC_CALLS, 1)
                 .await
                 .unwrap(),
             3

@@ -131,7 +131,6 @@ impl Registry {
 mod tests {
     use super::*;
     use crate::test_support::Fixture;
-    use palisade_bundle::manifest::CapabilityKey;
 
     #[test]
     fn windows_are_utc_days() {
@@ -163,22 +162,9 @@ mod tests {
     #[tokio::test]
     async fn usage_adds_up_and_skips_installs_that_are_gone() {
         let fixture = Fixture::new().await;
-        fixture
-            .publish_simple("com.example.q", "1.0.0", serde_json::json!({}))
-            .await;
-        let install = fixture
-            .registry
-            .install(
-                "t1",
-                "com.example.q",
-                None,
-                &[CapabilityKey::Log],
-                Default::default(),
-            )
-            .await
-            .unwrap();
+        let install_id = fixture.install_simple("t1", "com.example.q").await;
         let registry = &fixture.registry;
-        let id = install.install_id.as_str();
+        let id = install_id.as_str();
         registry
             .add_quota_usage(id, METRIC_CALLS, 5, 2)
             .await

@@ -73,6 +73,24 @@ impl Fixture {
         self.publish(&bundle).await
     }
 
+    /// Publishes `id` 1.0.0 (empty component, no capabilities) and installs it for
+    /// `tenant`, approving `log`; returns the install id.
+    pub async fn install_simple(&self, tenant: &str, id: &str) -> String {
+        self.publish_simple(id, "1.0.0", serde_json::json!({}))
+            .await;
+        self.registry
+            .install(
+                tenant,
+                id,
+                None,
+                &[palisade_bundle::CapabilityKey::Log],
+                Default::default(),
+            )
+            .await
+            .unwrap()
+            .install_id
+    }
+
     /// The object store directory.
     pub fn objects_dir(&self) -> PathBuf {
         self.dir.path().join("objects")

@@ -64,21 +64,10 @@ impl InstallCache {
 
 #[cfg(test)]
 mod tests {
-    use palisade_registry::RegistryConfig;
-
     use super::*;
-
-    /// A component importing nothing: the 8-byte header of an empty component.
-    const EMPTY_COMPONENT: [u8; 8] = [0x00, 0x61, 0x73, 0x6d, 0x0d, 0x00, 0x01, 0x00];
 
     /// A registry on `dir` with one install of an extension for tenant `acme`.
     async fn fixture(dir: &tempfile::TempDir) -> (Registry, String) {
-        let registry = Registry::open(&RegistryConfig {
-            database_url: format!("sqlite://{}", dir.path().join("r.db").display()),
-            object_store_dir: dir.path().join("objects"),
-        })
-        .await
-        .unwrap();
         let manifest = serde_json::json!({
             "id": "com.example.cached",
             "name": "Cached",
@@ -88,32 +77,7 @@ mod tests {
             "component": "c.wasm",
             "api": { "endpoints": [ { "method": "GET", "path": "/x" } ] }
         });
-        let bundle = palisade_bundle::pack(
-            manifest.to_string().as_bytes(),
-            "c.wasm",
-            &EMPTY_COMPONENT,
-            &[],
-        )
-        .unwrap();
-        let key = palisade_bundle::SigningKey::generate().unwrap();
-        let trust =
-            palisade_bundle::TrustBundle::from_pem(key.public_key_pem().unwrap().as_bytes())
-                .unwrap();
-        registry
-            .publish(&bundle, &key.sign(&bundle).unwrap(), &trust)
-            .await
-            .unwrap();
-        let install = registry
-            .install(
-                "acme",
-                "com.example.cached",
-                None,
-                &palisade_bundle::CapabilityKey::ALL,
-                Default::default(),
-            )
-            .await
-            .unwrap();
-        (registry, install.install_id)
+        crate::test_support::registry_with_install(dir, &manifest).await
     }
 
     async fn disable(registry: &Registry) {

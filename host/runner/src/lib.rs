@@ -14,6 +14,8 @@ mod installs;
 mod loader;
 mod metrics;
 mod services;
+#[cfg(test)]
+mod test_support;
 
 use std::sync::Arc;
 

@@ -134,8 +134,6 @@ impl StorageBackend for RegistryStorage {
 
 #[cfg(test)]
 mod tests {
-    use palisade_registry::RegistryConfig;
-
     use super::*;
 
     const QUOTA: StorageQuota = StorageQuota {
@@ -143,17 +141,8 @@ mod tests {
         max_bytes: 100,
     };
 
-    /// A component importing nothing: the 8-byte header of an empty component.
-    const EMPTY_COMPONENT: [u8; 8] = [0x00, 0x61, 0x73, 0x6d, 0x0d, 0x00, 0x01, 0x00];
-
     /// A backend over a fresh registry with one install of an extension granted storage.
     async fn backend(dir: &tempfile::TempDir) -> (Registry, RegistryStorage, String) {
-        let registry = Registry::open(&RegistryConfig {
-            database_url: format!("sqlite://{}", dir.path().join("r.db").display()),
-            object_store_dir: dir.path().join("objects"),
-        })
-        .await
-        .unwrap();
         let manifest = serde_json::json!({
             "id": "com.example.store",
             "name": "Store",
@@ -164,33 +153,10 @@ mod tests {
             "capabilities": { "storage": { "namespaces": ["notes"] } },
             "api": { "endpoints": [ { "method": "GET", "path": "/x" } ] }
         });
-        let bundle = palisade_bundle::pack(
-            manifest.to_string().as_bytes(),
-            "store.wasm",
-            &EMPTY_COMPONENT,
-            &[],
-        )
-        .unwrap();
-        let key = palisade_bundle::SigningKey::generate().unwrap();
-        let trust =
-            palisade_bundle::TrustBundle::from_pem(key.public_key_pem().unwrap().as_bytes())
-                .unwrap();
-        registry
-            .publish(&bundle, &key.sign(&bundle).unwrap(), &trust)
-            .await
-            .unwrap();
-        let install = registry
-            .install(
-                "acme",
-                "com.example.store",
-                None,
-                &palisade_bundle::CapabilityKey::ALL,
-                Default::default(),
-            )
-            .await
-            .unwrap();
+        let (registry, install_id) =
+            crate::test_support::registry_with_install(dir, &manifest).await;
         let backend = RegistryStorage::new(registry.clone(), StorageLimits::default());
-        (registry, backend, install.install_id)
+        (registry, backend, install_id)
     }
 
     fn scope(install_id: &str) -> Scope<'_> {

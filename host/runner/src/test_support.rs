@@ -1,0 +1,46 @@
+//! Helpers shared by the runner's unit tests.
+
+use palisade_registry::{Registry, RegistryConfig};
+
+/// A component importing nothing: the 8-byte header of an empty component.
+const EMPTY_COMPONENT: [u8; 8] = [0x00, 0x61, 0x73, 0x6d, 0x0d, 0x00, 0x01, 0x00];
+
+/// A fresh registry on `dir` with the extension `manifest` (an empty component) published
+/// and installed for tenant `acme` with every capability approved; returns the install id.
+pub(crate) async fn registry_with_install(
+    dir: &tempfile::TempDir,
+    manifest: &serde_json::Value,
+) -> (Registry, String) {
+    let registry = Registry::open(&RegistryConfig {
+        database_url: format!("sqlite://{}", dir.path().join("r.db").display()),
+        object_store_dir: dir.path().join("objects"),
+    })
+    .await
+    .unwrap();
+    let component = manifest["component"].as_str().unwrap();
+    let bundle = palisade_bundle::pack(
+        manifest.to_string().as_bytes(),
+        component,
+        &EMPTY_COMPONENT,
+        &[],
+    )
+    .unwrap();
+    let key = palisade_bundle::SigningKey::generate().unwrap();
+    let trust =
+        palisade_bundle::TrustBundle::from_pem(key.public_key_pem().unwrap().as_bytes()).unwrap();
+    registry
+        .publish(&bundle, &key.sign(&bundle).unwrap(), &trust)
+        .await
+        .unwrap();
+    let install = registry
+        .install(
+            "acme",
+            manifest["id"].as_str().unwrap(),
+            None,
+            &palisade_bundle::CapabilityKey::ALL,
+            Default::default(),
+        )
+        .await
+        .unwrap();
+    (registry, install.install_id)
+}
