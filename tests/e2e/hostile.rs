@@ -102,6 +102,38 @@ async fn the_sandbox_has_no_environment_and_no_files() {
     assert_eq!(body["etc_passwd"], "denied");
 }
 
+/// Spinning guests never keep the serving thread: with the whole platform on one thread,
+/// a well-behaved call is answered while two spinning calls are still running.
+#[tokio::test(flavor = "current_thread")]
+async fn spinning_guests_leave_the_serving_thread_to_other_calls() {
+    let platform = platform().await;
+    // Compile both guests first, so only guest code runs below. (On a busy machine the
+    // first call may time out while its compile finishes; the compile is cached anyway.)
+    for _ in 0..5 {
+        if platform.call(TENANT, HOSTILE, "/ok").await.status() == 200 {
+            break;
+        }
+    }
+    hello_still_works(&platform).await;
+
+    let loops = futures::future::join(
+        expect_error(&platform, HOSTILE, "/loop", 504, "timeout"),
+        expect_error(&platform, HOSTILE, "/loop", 504, "timeout"),
+    );
+    let mut loops = std::pin::pin!(loops);
+    let meanwhile = async {
+        // Give both loops time to start spinning.
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        hello_still_works(&platform).await;
+    };
+    tokio::select! {
+        biased;
+        _ = &mut loops => panic!("the spinning calls ended before the other call was answered"),
+        () = meanwhile => {}
+    }
+    loops.await;
+}
+
 #[tokio::test]
 async fn in_flight_calls_are_capped_per_install_with_429() {
     let platform = platform_with(crate::support::Options {
