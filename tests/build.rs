@@ -44,6 +44,7 @@ fn main() {
         .nth(4)
         .map(|p| p.join("guests"))
         .unwrap_or_else(|| out_dir.join("guests"));
+    ensure_wasm_target();
     for (workspace, crates) in WORKSPACES {
         build(
             &root.join(workspace),
@@ -51,6 +52,27 @@ fn main() {
             crates,
         );
     }
+}
+
+/// Adds the `wasm32-wasip2` target with rustup when the toolchain lacks it: rustup adds
+/// the targets of `rust-toolchain.toml` only when it installs the toolchain, so a machine
+/// that already had this toolchain may not have the target yet.
+fn ensure_wasm_target() {
+    let rustc = std::env::var("RUSTC").unwrap_or_else(|_| "rustc".into());
+    let libdir = Command::new(rustc)
+        .args(["--print", "target-libdir", "--target", "wasm32-wasip2"])
+        .output()
+        .ok()
+        .filter(|out| out.status.success())
+        .map(|out| PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()));
+    if libdir.is_some_and(|dir| dir.exists()) {
+        return;
+    }
+    println!("cargo:warning=adding the wasm32-wasip2 target with rustup");
+    // Failure is reported by the guest build below, with what to do.
+    let _ = Command::new("rustup")
+        .args(["target", "add", "wasm32-wasip2"])
+        .status();
 }
 
 fn build(workspace: &Path, target_dir: &Path, crates: &[&str]) {

@@ -1,5 +1,6 @@
-//! End-to-end tests: real registry (SQLite file + local object store), real runner and
-//! gateway servers on loopback sockets, real signed bundles of real guest components.
+//! End-to-end tests: real registry (SQLite file + local object store; a PostgreSQL schema
+//! instead of the file when `PALISADE_TEST_POSTGRES_URL` is set), real runner and gateway
+//! servers on loopback sockets, real signed bundles of real guest components.
 
 #![allow(clippy::unwrap_used, missing_docs)]
 

@@ -1,6 +1,7 @@
 //! Several runner processes behind one gateway process, all real `palisade` processes on
-//! one data directory: a runner killed under load costs no GET and repeats no POST, and
-//! runner and gateway stop cleanly on SIGTERM.
+//! one data directory and one registry database (a PostgreSQL server when
+//! `PALISADE_TEST_POSTGRES_URL` is set): a runner killed under load costs no GET and
+//! repeats no POST, and runner and gateway stop cleanly on SIGTERM.
 
 use std::collections::BTreeSet;
 use std::net::TcpListener;
@@ -37,6 +38,8 @@ impl Server {
         let child = Command::new(palisade_binary())
             .arg("--data-dir")
             .arg(data_dir)
+            .arg("--database-url")
+            .arg(palisade_registry::testing::database_url(data_dir))
             .args(args)
             .args(["--listen", addr])
             .env("RUST_LOG", "warn")
@@ -139,7 +142,7 @@ async fn seed(data_dir: &Path) -> Vec<String> {
     std::fs::write(data_dir.join("trust.pem"), &trust_pem).unwrap();
     let trust = palisade_bundle::TrustBundle::from_pem(trust_pem.as_bytes()).unwrap();
     let registry = Registry::open(&RegistryConfig {
-        database_url: format!("sqlite://{}", data_dir.join("registry.db").display()),
+        database_url: palisade_registry::testing::database_url(data_dir),
         object_store_dir: data_dir.join("objects"),
     })
     .await

@@ -96,7 +96,7 @@ impl Platform {
     pub async fn start_with(options: Options) -> Platform {
         let dir = tempfile::tempdir().unwrap();
         let registry = Registry::open(&RegistryConfig {
-            database_url: format!("sqlite://{}", dir.path().join("registry.db").display()),
+            database_url: palisade_registry::testing::database_url(dir.path()),
             object_store_dir: dir.path().join("objects"),
         })
         .await

@@ -1,5 +1,6 @@
 //! The layout of `--data-dir`: the embedded registry (SQLite file and object store), the
-//! trust bundle, and the keys `up` generates on first start.
+//! trust bundle, and the keys `up` generates on first start. With `--database-url`, the
+//! registry's database is that server instead of the SQLite file.
 
 use std::path::{Path, PathBuf};
 
@@ -18,6 +19,8 @@ pub const DEV_AUDIENCE: &str = "palisade";
 pub struct DataDir {
     root: PathBuf,
     operator: std::sync::Arc<crate::config::OperatorConfig>,
+    /// The registry database, when not the SQLite file in the directory.
+    database_url: Option<String>,
 }
 
 impl DataDir {
@@ -25,6 +28,16 @@ impl DataDir {
         DataDir {
             root,
             operator: std::sync::Arc::default(),
+            database_url: None,
+        }
+    }
+
+    /// The same directory, with the registry's database at `url` (any URL the registry
+    /// accepts) instead of `registry.db` in the directory.
+    pub fn with_database_url(self, url: Option<String>) -> Self {
+        DataDir {
+            database_url: url,
+            ..self
         }
     }
 
@@ -53,12 +66,15 @@ impl DataDir {
         self.root.join("keys")
     }
 
-    /// The registry on the embedded defaults: `registry.db` and `objects/`.
+    /// The registry: `registry.db` (or the `--database-url` database) and `objects/`.
     pub async fn registry(&self) -> Result<Registry> {
         std::fs::create_dir_all(&self.root)
             .with_context(|| format!("creating data directory {}", self.root.display()))?;
         let config = RegistryConfig {
-            database_url: format!("sqlite://{}", self.root.join("registry.db").display()),
+            database_url: self
+                .database_url
+                .clone()
+                .unwrap_or_else(|| format!("sqlite://{}", self.root.join("registry.db").display())),
             object_store_dir: self.root.join("objects"),
         };
         Registry::open(&config)

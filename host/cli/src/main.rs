@@ -22,6 +22,11 @@ struct Cli {
         default_value = ".palisade"
     )]
     data_dir: PathBuf,
+    /// Registry database instead of `registry.db` in the data directory:
+    /// `postgres://user@host:5432/db` (optionally `?options=-c%20search_path%3Dschema`) or
+    /// `sqlite:///path/registry.db`. Runners and gateways of one platform share it.
+    #[arg(long, global = true, env = "PALISADE_DATABASE_URL")]
+    database_url: Option<String>,
     /// Operator configuration file (TOML): `[runtime]`, `[runner]`, `[storage]` sections.
     #[arg(long, global = true, env = "PALISADE_CONFIG")]
     config: Option<PathBuf>,
@@ -77,7 +82,9 @@ async fn main() -> std::process::ExitCode {
             return std::process::ExitCode::FAILURE;
         }
     };
-    let data_dir = datadir::DataDir::new(cli.data_dir).with_operator_config(operator);
+    let data_dir = datadir::DataDir::new(cli.data_dir)
+        .with_operator_config(operator)
+        .with_database_url(cli.database_url);
     let result = match cli.command {
         Command::Build(args) => commands::author::build(args),
         Command::Keygen(args) => commands::author::keygen(args),

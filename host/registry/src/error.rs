@@ -12,7 +12,10 @@ use palisade_bundle::signing::SigningError;
 #[derive(Debug, thiserror::Error)]
 pub enum RegistryError {
     /// The database URL names a database this build does not support.
-    #[error("unsupported database URL `{url}`: only `sqlite:` URLs are supported")]
+    #[error(
+        "unsupported database URL `{url}`: use a `sqlite:` or a `postgres://` (or \
+         `postgresql://`) URL"
+    )]
     UnsupportedDatabase {
         /// The URL, with any password removed.
         url: String,
@@ -25,6 +28,24 @@ pub enum RegistryError {
         /// What the driver said.
         #[source]
         source: sqlx::Error,
+    },
+    /// The database could not be reached or refused the connection.
+    #[error("cannot connect to the registry database `{url}`: {source}")]
+    Connect {
+        /// The URL, with any password removed.
+        url: String,
+        /// What the driver said.
+        #[source]
+        source: sqlx::Error,
+    },
+    /// The PostgreSQL `search_path` names no schema the registry can create.
+    #[error(
+        "the registry's PostgreSQL schema does not exist and `search_path` ({search_path}) \
+         names none that can be created: use a lower-case name of letters, digits and `_`"
+    )]
+    InvalidSchema {
+        /// The connection's `search_path`.
+        search_path: String,
     },
     /// A file or directory the registry needs could not be created or read.
     #[error("{}: {source}", path.display())]

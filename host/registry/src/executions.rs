@@ -1,7 +1,9 @@
 //! The execution log: one row per invocation of an extension.
 
-use sqlx::sqlite::SqliteRow;
-use sqlx::{Row, SqliteConnection};
+use crate::db::Row as DbRow;
+use sqlx::Row;
+
+use crate::db::Connection;
 
 use crate::Registry;
 use crate::db::now_millis;
@@ -88,7 +90,7 @@ impl ExecutionRecord {
         }
     }
 
-    fn from_row(row: &SqliteRow) -> Result<Self, RegistryError> {
+    fn from_row(row: &DbRow) -> Result<Self, RegistryError> {
         let id: String = row.try_get("id")?;
         let status: Option<i64> = row.try_get("status")?;
         let status = status
@@ -144,7 +146,7 @@ fn truncate(text: &str, max: usize) -> &str {
 }
 
 /// Appends `row` on `conn`.
-async fn insert(conn: &mut SqliteConnection, row: &ExecutionRecord) -> Result<(), RegistryError> {
+async fn insert(conn: &mut Connection, row: &ExecutionRecord) -> Result<(), RegistryError> {
     let excerpt = row
         .log_excerpt
         .as_deref()

@@ -121,7 +121,7 @@ impl Registry {
              approved_capabilities_json = excluded.approved_capabilities_json, \
              config_json = excluded.config_json, \
              updated_at = excluded.updated_at \
-             RETURNING id, enabled, created_at, updated_at",
+             RETURNING id, CAST(enabled AS INTEGER) AS enabled, created_at, updated_at",
         )
         .bind(&new_id)
         .bind(tenant_id)
@@ -169,7 +169,8 @@ impl Registry {
             version: candidate.version,
             approved,
             config,
-            enabled: row.try_get("enabled")?,
+            // Read as an integer: SQLite stores flags as 0 or 1.
+            enabled: row.try_get::<i64, _>("enabled")? != 0,
             created_at_ms: row.try_get("created_at")?,
             updated_at_ms: row.try_get("updated_at")?,
         })
@@ -534,9 +535,10 @@ mod tests {
         // Data belonging to the install goes with it.
         sqlx::query(
             "INSERT INTO extension_storage (install_id, namespace, key, value, revision, \
-             updated_at) VALUES ($1, 'n', 'k', x'00', 1, 0)",
+             updated_at) VALUES ($1, 'n', 'k', $2, 1, 0)",
         )
         .bind(&install.install_id)
+        .bind(vec![0u8])
         .execute(fx.registry.pool())
         .await
         .unwrap();

@@ -18,6 +18,8 @@ pub mod quota;
 pub mod resolve;
 pub mod secrets;
 pub mod storage;
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;
 
 pub use error::{InstallError, InvalidTenantId, PublishError, RegistryError};
 pub use executions::ExecutionRecord;
@@ -32,7 +34,8 @@ use palisade_bundle::hash::ContentHash;
 /// Where the registry keeps its data.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RegistryConfig {
-    /// Database URL, e.g. `sqlite:///var/lib/palisade/registry.db`.
+    /// Database URL: `sqlite:///var/lib/palisade/registry.db`, or
+    /// `postgres://user@host:5432/db` (optionally `?options=-c%20search_path%3Dschema`).
     pub database_url: String,
     /// Directory of the local object store holding bundle blobs.
     pub object_store_dir: PathBuf,
@@ -43,14 +46,16 @@ pub struct RegistryConfig {
 pub struct Registry {
     pool: db::Pool,
     objects: BundleStore,
-    /// Write transactions of this process take turns here (first come, first served)
-    /// rather than in SQLite's busy handler, which sleeps up to 100 ms between retries.
-    writes: std::sync::Arc<tokio::sync::Mutex<()>>,
+    /// On SQLite, write transactions of this process take turns here (first come, first
+    /// served) rather than in SQLite's busy handler, which sleeps up to 100 ms between
+    /// retries. PostgreSQL locks rows, so its writers do not queue.
+    writes: Option<std::sync::Arc<tokio::sync::Mutex<()>>>,
 }
 
 impl Registry {
-    /// Opens the registry described by `config`: creates the database file and object
-    /// store directory if missing and applies any pending migrations.
+    /// Opens the registry described by `config`: creates the database (SQLite file or
+    /// PostgreSQL schema) and object store directory if missing and applies any pending
+    /// migrations.
     pub async fn open(config: &RegistryConfig) -> Result<Self, RegistryError> {
         let objects = BundleStore::local(&config.object_store_dir)?;
         let pool = db::connect(&config.database_url).await?;
@@ -60,17 +65,27 @@ impl Registry {
 
     /// A registry over an already migrated pool and any object store.
     pub fn from_parts(pool: db::Pool, objects: BundleStore) -> Self {
+        let writes =
+            (db::Backend::of_pool(&pool) == db::Backend::Sqlite).then(std::sync::Arc::default);
         Self {
             pool,
             objects,
-            writes: std::sync::Arc::default(),
+            writes,
         }
     }
 
     /// Waits for this process's turn to write; hold the guard until the write transaction
     /// has committed or rolled back.
-    pub(crate) async fn write_turn(&self) -> tokio::sync::MutexGuard<'_, ()> {
-        self.writes.lock().await
+    pub(crate) async fn write_turn(&self) -> Option<tokio::sync::MutexGuard<'_, ()>> {
+        match &self.writes {
+            Some(writes) => Some(writes.lock().await),
+            None => None,
+        }
+    }
+
+    /// The database behind this registry.
+    pub fn backend(&self) -> db::Backend {
+        db::Backend::of_pool(&self.pool)
     }
 
     /// The database pool, for queries this crate does not wrap.

@@ -3,7 +3,9 @@
 
 use std::collections::BTreeMap;
 
-use sqlx::{Row, SqliteConnection};
+use sqlx::Row;
+
+use crate::db::Connection;
 
 use crate::Registry;
 use crate::error::RegistryError;
@@ -66,7 +68,7 @@ impl UsageTally {
     }
 
     /// Adds every amount on `conn` (the caller's transaction).
-    pub(crate) async fn write(&self, conn: &mut SqliteConnection) -> Result<(), RegistryError> {
+    pub(crate) async fn write(&self, conn: &mut Connection) -> Result<(), RegistryError> {
         for ((install_id, metric, window), amount) in &self.amounts {
             add_usage(conn, install_id, metric, *window, *amount).await?;
         }
@@ -75,7 +77,7 @@ impl UsageTally {
 }
 
 async fn add_usage(
-    conn: &mut SqliteConnection,
+    conn: &mut Connection,
     install_id: &str,
     metric: &str,
     window_start: i64,

@@ -3,10 +3,10 @@
 
 use std::collections::BTreeMap;
 
+use crate::db::Row as DbRow;
 use palisade_bundle::hash::ContentHash;
 use palisade_bundle::manifest::{Capabilities, CapabilityKey, Manifest};
 use sqlx::Row;
-use sqlx::sqlite::SqliteRow;
 
 use crate::Registry;
 use crate::error::RegistryError;
@@ -73,7 +73,7 @@ impl Registry {
     }
 }
 
-fn resolved_from_row(row: &SqliteRow) -> Result<ResolvedInstall, RegistryError> {
+fn resolved_from_row(row: &DbRow) -> Result<ResolvedInstall, RegistryError> {
     let install_id: String = row.try_get("install_id")?;
     let version_id: String = row.try_get("version_id")?;
 

@@ -11,8 +11,8 @@
 //! grow with every write; a key that is deleted and written again gets a new, higher
 //! revision. Sizes count the key's UTF-8 bytes plus the value's bytes.
 
+use crate::db::Row as DbRow;
 use sqlx::Row;
-use sqlx::sqlite::SqliteRow;
 
 use crate::Registry;
 use crate::db::now_millis;
@@ -143,7 +143,7 @@ struct Current {
     value_bytes: u64,
 }
 
-type Tx = sqlx::Transaction<'static, sqlx::Sqlite>;
+use crate::db::Tx;
 
 impl Registry {
     /// Reads one key of `namespace` of `install_id`.
@@ -463,7 +463,7 @@ async fn add_namespace_usage(
     Ok(())
 }
 
-fn entry(row: &SqliteRow, install_id: &str) -> Result<StorageEntry, RegistryError> {
+fn entry(row: &DbRow, install_id: &str) -> Result<StorageEntry, RegistryError> {
     Ok(StorageEntry {
         key: row.try_get("key")?,
         value: row.try_get("value")?,

@@ -16,7 +16,8 @@ pub(crate) const EMPTY_COMPONENT: &str = "(component)";
 pub(crate) const STORAGE_COMPONENT: &str =
     r#"(component (import "palisade:extension/storage@0.1.0" (instance)))"#;
 
-/// A fresh registry on a real SQLite file and local object store under a temporary dir.
+/// A fresh registry on a real SQLite file (or PostgreSQL schema, see [`crate::testing`])
+/// and local object store under a temporary dir.
 pub(crate) async fn open_registry() -> (TempDir, Registry) {
     let dir = tempfile::tempdir().unwrap();
     let config = config_in(&dir);
@@ -27,7 +28,7 @@ pub(crate) async fn open_registry() -> (TempDir, Registry) {
 /// The config [`open_registry`] uses for `dir`.
 pub(crate) fn config_in(dir: &TempDir) -> RegistryConfig {
     RegistryConfig {
-        database_url: format!("sqlite://{}", dir.path().join("db/registry.db").display()),
+        database_url: crate::testing::database_url(&dir.path().join("db")),
         object_store_dir: dir.path().join("objects"),
     }
 }
