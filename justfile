@@ -9,11 +9,12 @@ test:
     cargo test --workspace
     cd sdk/rust && cargo test
 
-# The registry and end-to-end tests again on PostgreSQL (default: the local server), in a
-# database of their own that is recreated first; every test makes a schema in it.
+# The tests again with the registry and end-to-end suites on PostgreSQL (default: the
+# local server), in a database of their own that is recreated first; every test makes a
+# schema in it.
 test-pg server="postgres://postgres@127.0.0.1:5432":
     psql "{{server}}/postgres" -v ON_ERROR_STOP=1 -q -c 'DROP DATABASE IF EXISTS palisade_test_pg WITH (FORCE)' -c 'CREATE DATABASE palisade_test_pg'
-    PALISADE_TEST_POSTGRES_URL="{{server}}/palisade_test_pg" cargo test -p palisade-registry -p palisade-tests
+    PALISADE_TEST_POSTGRES_URL="{{server}}/palisade_test_pg" cargo test --workspace
 
 # Lints as CI runs them.
 lint:

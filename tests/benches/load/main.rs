@@ -4,7 +4,7 @@
 //! into docs/benchmarks.md.
 //!
 //! Scenarios, in order: hello throughput and latency per server (`throughput`), storage
-//! get/set through the runner (`storage`), runner memory at 1,000 in-flight calls
+//! get/set through the runner on SQLite and PostgreSQL (`storage`), runner memory at 1,000 in-flight calls
 //! (`memory`), and call latency with 10,000 installs (`scale`). A scenario that errors is
 //! reported as failed and makes the bench exit non-zero; every process it started is
 //! killed when it ends, panics included.
@@ -16,6 +16,9 @@
 //! * `PALISADE_BENCH_QUICK=1`: 2 rounds of 3 s instead of 5 rounds of 10 s (a check that
 //!   the bench works, not figures to publish).
 //! * `PALISADE_BENCH_ONLY=throughput,storage,...`: run only the named scenarios.
+//! * `PALISADE_BENCH_POSTGRES_URL`: the PostgreSQL server of the storage scenario (default
+//!   [`setup::DEFAULT_POSTGRES`]; the bench makes and drops a schema of its own there).
+//!   Set it empty to measure SQLite only.
 //!
 //! `load --serve-hyper PORT` runs the raw hyper hello-world server (the ceiling) in this
 //! process; the bench starts it that way.
@@ -38,7 +41,7 @@ use setup::Bench;
 /// The scenarios: name (for `PALISADE_BENCH_ONLY` and error messages) and title.
 const SCENARIOS: [(&str, &str); 4] = [
     ("throughput", "Hello throughput and latency"),
-    ("storage", "Storage capability (SQLite)"),
+    ("storage", "Storage capability (SQLite and PostgreSQL)"),
     ("memory", "Runner memory at 1,000 in-flight calls"),
     ("scale", "Call latency with 10,000 installs"),
 ];

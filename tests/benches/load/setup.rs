@@ -18,6 +18,9 @@ use tempfile::TempDir;
 
 use crate::wrk;
 
+/// The PostgreSQL server the storage scenario uses by default.
+pub const DEFAULT_POSTGRES: &str = "postgres://postgres@127.0.0.1:5432/postgres";
+
 /// Where `wasmtime-cli` of the runtime's wasmtime version is installed by default.
 pub const DEFAULT_WASMTIME: &str = "/var/tmp/palisade-bench/wasmtime-48.0.8/bin/wasmtime";
 
@@ -122,6 +125,8 @@ pub struct Bench {
     pub wasmtime: Result<PathBuf, String>,
     /// The `wrk` binary.
     pub wrk: PathBuf,
+    /// The PostgreSQL server for the storage scenario, or why it is skipped.
+    pub postgres: Result<String, String>,
     /// Logs, scripts and data directories; removed at the end.
     pub work: TempDir,
     /// Client for setup and checks (not for load).
@@ -174,11 +179,19 @@ impl Bench {
                 Err(reason)
             }
         };
+        let postgres = match std::env::var("PALISADE_BENCH_POSTGRES_URL") {
+            Err(_) => Ok(DEFAULT_POSTGRES.to_owned()),
+            Ok(url) if url.trim().is_empty() => {
+                Err("skipped: PALISADE_BENCH_POSTGRES_URL is set to nothing".to_owned())
+            }
+            Ok(url) => Ok(url),
+        };
         Ok(Bench {
             settings: Settings::from_env(),
             palisade,
             wasmtime,
             wrk,
+            postgres,
             work: tempfile::tempdir().context("creating the work directory")?,
             client: reqwest::Client::builder()
                 .timeout(Duration::from_secs(120))
@@ -203,9 +216,29 @@ impl Bench {
         )
     }
 
-    /// A new, empty data directory seeded with a trusted publisher key.
+    /// A new, empty data directory seeded with a trusted publisher key; its registry is
+    /// `registry.db` inside it.
     pub async fn data_dir(&self, name: &str) -> Result<DataDir> {
-        DataDir::create(&self.work.path().join(name)).await
+        DataDir::create(&self.work.path().join(name), None).await
+    }
+
+    /// A data directory `<name>-postgres` whose registry is a fresh schema
+    /// `palisade_bench_<name>` on `server` (dropped first if a run left it behind).
+    /// [`DataDir::drop_schema`] removes it.
+    pub async fn data_dir_on_postgres(&self, name: &str, server: &str) -> Result<DataDir> {
+        let schema = format!("palisade_bench_{name}");
+        let url = palisade_registry::testing::postgres_schema_url(server, &schema);
+        let admin = palisade_registry::db::connect(server)
+            .await
+            .with_context(|| format!("PostgreSQL for the bench (PALISADE_BENCH_POSTGRES_URL, default {DEFAULT_POSTGRES}; set it empty to skip)"))?;
+        sqlx::query(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE"))
+            .execute(&admin)
+            .await?;
+        admin.close().await;
+        let dir = self.work.path().join(format!("{name}-postgres"));
+        let mut data = DataDir::create(&dir, Some(url)).await?;
+        data.schema = Some(schema);
+        Ok(data)
     }
 
     /// A free loopback address.
@@ -216,9 +249,11 @@ impl Bench {
 
     fn palisade_command(&self, data: &DataDir) -> Command {
         let mut command = Command::new(&self.palisade);
+        command.arg("--data-dir").arg(data.path());
+        if let Some(url) = &data.database_url {
+            command.arg("--database-url").arg(url);
+        }
         command
-            .arg("--data-dir")
-            .arg(data.path())
             .env("RUST_LOG", "info")
             .env_remove("PALISADE_CONFIG")
             .env_remove("PALISADE_DATA_DIR");
@@ -398,21 +433,28 @@ impl Drop for Server {
     }
 }
 
-/// A data directory as the `palisade` command line lays it out: `registry.db`, `objects/`
-/// and `trust.pem` (the servers generate their keys on first start).
+/// A data directory as the `palisade` command line lays it out: `registry.db` (or a
+/// `--database-url`), `objects/` and `trust.pem` (the servers generate their keys on first
+/// start).
 pub struct DataDir {
     path: PathBuf,
-    /// The registry, opened on the same database file as the servers.
+    /// The registry, opened on the same database as the servers.
     pub registry: Registry,
+    /// The servers' `--database-url`, when not `registry.db`.
+    database_url: Option<String>,
+    /// The PostgreSQL schema holding the registry, when it is one.
+    schema: Option<String>,
     publisher: SigningKey,
     trust: TrustBundle,
 }
 
 impl DataDir {
-    async fn create(path: &Path) -> Result<DataDir> {
+    async fn create(path: &Path, database_url: Option<String>) -> Result<DataDir> {
         std::fs::create_dir_all(path)?;
         let registry = Registry::open(&RegistryConfig {
-            database_url: format!("sqlite://{}", path.join("registry.db").display()),
+            database_url: database_url
+                .clone()
+                .unwrap_or_else(|| format!("sqlite://{}", path.join("registry.db").display())),
             object_store_dir: path.join("objects"),
         })
         .await
@@ -423,6 +465,8 @@ impl DataDir {
         Ok(DataDir {
             path: path.to_owned(),
             registry,
+            database_url,
+            schema: None,
             publisher,
             trust: TrustBundle::from_pem(pem.as_bytes())?,
         })
@@ -430,6 +474,17 @@ impl DataDir {
 
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// Removes the PostgreSQL schema of [`Bench::data_dir_on_postgres`] (nothing on
+    /// SQLite); call once its servers are idle.
+    pub async fn drop_schema(&self) -> Result<()> {
+        if let Some(schema) = &self.schema {
+            sqlx::query(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE"))
+                .execute(self.registry.pool())
+                .await?;
+        }
+        Ok(())
     }
 
     fn name(&self) -> String {

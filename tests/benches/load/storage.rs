@@ -1,14 +1,16 @@
-//! Scenario 2: the storage capability through the runner, on the SQLite registry: `get`
-//! and `set` calls of the `storage-probe` guest on `POST /v1/execute`, rotating over a set
-//! of keys, alternated over rounds.
+//! Scenario 2: the storage capability through the runner, on each registry backend:
+//! `get` and `set` calls of the `storage-probe` guest on `POST /v1/execute`, rotating over
+//! a set of keys, one runner per backend, every subject alternated over the same rounds.
+//! PostgreSQL is the server of `PALISADE_BENCH_POSTGRES_URL` (default
+//! [`setup::DEFAULT_POSTGRES`]; set it empty to skip that backend).
 
 use anyhow::{Context, Result, ensure};
 use palisade_bundle::CapabilityKey;
 use palisade_protocol::ExecuteResponse;
 
-use crate::report::{self, Subject};
-use crate::setup::{self, Bench, Direct};
-use crate::wrk::Target;
+use crate::report::{self, Subject, ratio};
+use crate::setup::{self, Bench, DataDir, Direct, Server};
+use crate::wrk::{Request, Target};
 
 const TENANT: &str = "bench";
 const EXTENSION: &str = "com.example.storage-probe";
@@ -19,8 +21,89 @@ const VALUE_BYTES: usize = 32;
 /// `{"ok":` in base64: how every successful storage-probe answer starts.
 const OK_B64: &str = "eyJvayI6";
 
+/// One backend's runner and its `get` and `set` requests.
+struct OnBackend {
+    name: &'static str,
+    data: DataDir,
+    runner: Server,
+    gets: Vec<Request>,
+    sets: Vec<Request>,
+}
+
 pub async fn run(bench: &Bench) -> Result<String> {
-    let data = bench.data_dir("storage").await?;
+    let mut backends = vec![prepare(bench, "SQLite", bench.data_dir("storage").await?).await?];
+    let mut skipped = None;
+    match &bench.postgres {
+        Ok(server) => {
+            let data = bench.data_dir_on_postgres("storage", server).await?;
+            backends.push(prepare(bench, "PostgreSQL", data).await?);
+        }
+        Err(reason) => skipped = Some(format!("\nPostgreSQL: {reason}.\n")),
+    }
+
+    // The runner answers 200 whatever storage did; the guest's body says. Every answer
+    // must be `{"ok":...}`: its base64 in the runner's reply starts with this.
+    let mut subjects = Vec::new();
+    for backend in &backends {
+        let succeeded = |requests: &Vec<Request>| Target {
+            expect: Some(format!("\"body_b64\":\"{OK_B64}")),
+            ..Target::new(&backend.runner.url, requests.clone())
+        };
+        subjects.push(Subject::new(
+            format!("`get` on {} (one key read)", backend.name),
+            succeeded(&backend.gets),
+        ));
+        subjects.push(Subject::new(
+            format!("`set` on {} (one key written)", backend.name),
+            succeeded(&backend.sets),
+        ));
+    }
+    report::measure(bench, &mut subjects).await?;
+    for backend in &mut backends {
+        backend.runner.check_alive()?;
+        let reply = call(bench, &backend.runner.url, &backend.gets[0]).await?;
+        ensure!(
+            reply["ok"].is_object(),
+            "get on {} after the load answered {reply}",
+            backend.name
+        );
+        backend.data.drop_schema().await?;
+    }
+
+    let mut out = format!(
+        "`tests/guests/storage-probe` on the runner's `POST /v1/execute` (service token, as \
+         the gateway calls it): one runner on the data directory's SQLite database (WAL), \
+         one on a schema of the local PostgreSQL server (`--database-url`). Each call is one \
+         guest call doing one storage operation on one of {KEYS} keys, taken in turn; `set` \
+         writes {VALUE_BYTES} bytes. {}.\n\n",
+        bench.settings.method()
+    );
+    out.push_str(&report::subjects_table(&subjects));
+    if let [sqlite_get, sqlite_set, pg_get, pg_set] = &subjects[..] {
+        let mut rows = Vec::new();
+        for (op, pg, sqlite) in [("get", pg_get, sqlite_get), ("set", pg_set, sqlite_set)] {
+            let (median, per_round) = pg.rps_ratio(sqlite);
+            rows.push(vec![
+                format!("`{op}` PostgreSQL ÷ SQLite"),
+                ratio(median),
+                format!("{}–{}", ratio(per_round.min), ratio(per_round.max)),
+                ratio(pg.p99().median / sqlite.p99().median),
+            ]);
+        }
+        out.push_str("\nPostgreSQL against SQLite (throughput of the medians, per-round range; p99 of the medians):\n\n");
+        out.push_str(&report::table(
+            &["ratio", "throughput", "per round", "p99"],
+            &rows,
+        ));
+    }
+    out.extend(skipped);
+    Ok(out)
+}
+
+/// Publishes and installs storage-probe in `data`, starts a runner on it, writes every key
+/// once and checks that a write and a read answer what storage-probe does on success (the
+/// runner's own status is 200 either way).
+async fn prepare(bench: &Bench, name: &'static str, data: DataDir) -> Result<OnBackend> {
     let wasm = std::fs::read(env!("PALISADE_GUEST_STORAGE_PROBE"))?;
     let published = data
         .publish(&setup::guest_manifest("storage-probe")?, &wasm)
@@ -32,7 +115,7 @@ pub async fn run(bench: &Bench) -> Result<String> {
             &[CapabilityKey::Log, CapabilityKey::Storage],
         )
         .await?;
-    let mut runner = bench.runner(&data, None).await?;
+    let runner = bench.runner(&data, None).await?;
     let direct = Direct::new(&data, install, &published)?;
 
     let key_query = |op: &str, key: usize| match op {
@@ -46,50 +129,24 @@ pub async fn run(bench: &Bench) -> Result<String> {
     };
     let sets = requests("PUT", "/set", "set")?;
     let gets = requests("GET", "/get", "get")?;
-
-    // Write every key once, and check a write and a read answer what storage-probe does
-    // on success (the runner's own status is 200 either way).
     for set in &sets {
-        let reply = call(bench, &runner.url, set).await?;
-        ensure!(reply["ok"].is_u64(), "set answered {reply}");
+        let reply = call(bench, &runner.url, set)
+            .await
+            .with_context(|| format!("set on {name}"))?;
+        ensure!(reply["ok"].is_u64(), "set on {name} answered {reply}");
     }
     let reply = call(bench, &runner.url, &gets[0]).await?;
     ensure!(
         reply["ok"]["value"].as_str() == Some(&"x".repeat(VALUE_BYTES)),
-        "get answered {reply}"
+        "get on {name} answered {reply}"
     );
-
-    // The runner answers 200 whatever storage did; the guest's body says. Every answer
-    // must be `{"ok":...}`: its base64 in the runner's reply starts with this.
-    let succeeded = |requests| Target {
-        expect: Some(format!("\"body_b64\":\"{OK_B64}")),
-        ..Target::new(&runner.url, requests)
-    };
-    let mut subjects = vec![
-        Subject::new("`get` (one key read)", succeeded(gets)),
-        Subject::new("`set` (one key written)", succeeded(sets)),
-    ];
-    report::measure(bench, &mut subjects).await?;
-    runner.check_alive()?;
-    let reply = call(bench, &runner.url, &subjects[0].target.requests[0]).await?;
-    ensure!(
-        reply["ok"].is_object(),
-        "get after the load answered {reply}"
-    );
-
-    let mut out = format!(
-        "`tests/guests/storage-probe` on the runner's `POST /v1/execute` (service token, as \
-         the gateway calls it), storage in the data directory's SQLite database (WAL). Each \
-         call is one guest call doing one storage operation on one of {KEYS} keys, taken in \
-         turn; `set` writes {VALUE_BYTES} bytes. {}.\n\n",
-        bench.settings.method()
-    );
-    out.push_str(&report::subjects_table(&subjects));
-    out.push_str(
-        "\nPostgreSQL: skipped: no PostgreSQL backend (the registry and storage run on SQLite \
-         only).\n",
-    );
-    Ok(out)
+    Ok(OnBackend {
+        name,
+        data,
+        runner,
+        gets,
+        sets,
+    })
 }
 
 /// One call through the runner; returns the guest's JSON answer.
