@@ -30,14 +30,14 @@ pub const RESPONSE_EXT_PREFIX: &str = "x-ext-";
 pub const MAX_REQUEST_ID_LEN: usize = 128;
 
 /// The caller's `x-request-id` when it is 1–128 characters of `[A-Za-z0-9._-]`, otherwise a
-/// new UUID v4.
+/// new UUID v7 (time-ordered, so the execution log's request-id index grows at its end).
 pub fn request_id(headers: &HeaderMap) -> String {
     headers
         .get(&REQUEST_ID)
         .and_then(|value| value.to_str().ok())
         .filter(|id| valid_request_id(id))
         .map(str::to_owned)
-        .unwrap_or_else(|| uuid::Uuid::new_v4().to_string())
+        .unwrap_or_else(|| uuid::Uuid::now_v7().to_string())
 }
 
 /// Whether `id` is acceptable as a request id.

@@ -3,7 +3,7 @@
 use crate::db::Row as DbRow;
 use sqlx::Row;
 
-use crate::db::Connection;
+use crate::db::{Backend, Connection};
 
 use crate::Registry;
 use crate::db::now_millis;
@@ -61,6 +61,9 @@ pub struct ExecutionRecord {
 
 impl ExecutionRecord {
     /// A record with a fresh id and the current time; every measurement empty, outcome `ok`.
+    ///
+    /// Ids are UUID v7: time-ordered, so new rows go at the end of the primary-key index
+    /// instead of onto random pages of a large table.
     pub fn new(
         request_id: impl Into<String>,
         tenant_id: impl Into<String>,
@@ -68,7 +71,7 @@ impl ExecutionRecord {
         trigger: impl Into<String>,
     ) -> Self {
         Self {
-            id: uuid::Uuid::new_v4().to_string(),
+            id: uuid::Uuid::now_v7().to_string(),
             request_id: request_id.into(),
             tenant_id: tenant_id.into(),
             extension_id: extension_id.into(),
@@ -145,41 +148,83 @@ fn truncate(text: &str, max: usize) -> &str {
     &text[..end]
 }
 
-/// Appends `row` on `conn`.
-async fn insert(conn: &mut Connection, row: &ExecutionRecord) -> Result<(), RegistryError> {
-    let excerpt = row
-        .log_excerpt
-        .as_deref()
-        .map(|t| truncate(t, MAX_LOG_EXCERPT_BYTES));
-    sqlx::query(
-        "INSERT INTO extension_execution_log (id, request_id, tenant_id, extension_id, \
-         install_id, version_id, content_hash, trigger, method, path, status, outcome, \
-         error_code, duration_ms, fuel_consumed, peak_memory_bytes, egress_bytes, \
-         log_excerpt, created_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, \
-         $17, $18, $19)",
-    )
-    .bind(&row.id)
-    .bind(&row.request_id)
-    .bind(&row.tenant_id)
-    .bind(&row.extension_id)
-    .bind(&row.install_id)
-    .bind(&row.version_id)
-    .bind(&row.content_hash)
-    .bind(&row.trigger)
-    .bind(&row.method)
-    .bind(&row.path)
-    .bind(row.status.map(i64::from))
-    .bind(&row.outcome)
-    .bind(&row.error_code)
-    .bind(to_i64(row.duration_ms))
-    .bind(row.fuel_consumed.map(to_i64))
-    .bind(row.peak_memory_bytes.map(to_i64))
-    .bind(to_i64(row.egress_bytes))
-    .bind(excerpt)
-    .bind(row.created_at_ms)
-    .execute(conn)
-    .await?;
+/// Columns of one execution-log row, in bind order.
+const COLUMNS: &str = "id, request_id, tenant_id, extension_id, install_id, version_id, \
+                       content_hash, trigger, method, path, status, outcome, error_code, \
+                       duration_ms, fuel_consumed, peak_memory_bytes, egress_bytes, \
+                       log_excerpt, created_at";
+
+/// Values bound per row (the entries of [`COLUMNS`]).
+const COLUMN_COUNT: usize = 19;
+
+/// Rows per `INSERT` statement: each statement is one round trip to the database (or to
+/// SQLite's worker thread), so a batch goes in few of them. 50 rows bind 950 values, under
+/// the smallest limit SQLite builds have (999).
+const ROWS_PER_STATEMENT: usize = 50;
+
+/// `INSERT INTO extension_execution_log (...) VALUES (...), (...), ...` for `rows` rows.
+///
+/// PostgreSQL numbers its parameters (`$1, ..., $19), ($20, ...`). SQLite gets anonymous
+/// `?` instead: the driver asks SQLite for every parameter's name, a linear search of the
+/// statement's named parameters, which made a many-row statement with `$N` cost time
+/// quadratic in its rows.
+fn insert_statement(rows: usize, backend: Backend) -> String {
+    let mut sql = format!("INSERT INTO extension_execution_log ({COLUMNS}) VALUES ");
+    for row in 0..rows {
+        sql.push_str(if row == 0 { "(" } else { ", (" });
+        for column in 0..COLUMN_COUNT {
+            if column > 0 {
+                sql.push_str(", ");
+            }
+            match backend {
+                Backend::Sqlite => sql.push('?'),
+                Backend::Postgres => {
+                    sql.push_str(&format!("${}", row * COLUMN_COUNT + column + 1));
+                }
+            }
+        }
+        sql.push(')');
+    }
+    sql
+}
+
+/// Appends `rows` on `conn`, [`ROWS_PER_STATEMENT`] to a statement.
+async fn insert(
+    conn: &mut Connection,
+    backend: Backend,
+    rows: &[ExecutionRecord],
+) -> Result<(), RegistryError> {
+    for chunk in rows.chunks(ROWS_PER_STATEMENT) {
+        let sql = insert_statement(chunk.len(), backend);
+        let mut query = sqlx::query(&sql);
+        for row in chunk {
+            let excerpt = row
+                .log_excerpt
+                .as_deref()
+                .map(|t| truncate(t, MAX_LOG_EXCERPT_BYTES));
+            query = query
+                .bind(&row.id)
+                .bind(&row.request_id)
+                .bind(&row.tenant_id)
+                .bind(&row.extension_id)
+                .bind(&row.install_id)
+                .bind(&row.version_id)
+                .bind(&row.content_hash)
+                .bind(&row.trigger)
+                .bind(&row.method)
+                .bind(&row.path)
+                .bind(row.status.map(i64::from))
+                .bind(&row.outcome)
+                .bind(&row.error_code)
+                .bind(to_i64(row.duration_ms))
+                .bind(row.fuel_consumed.map(to_i64))
+                .bind(row.peak_memory_bytes.map(to_i64))
+                .bind(to_i64(row.egress_bytes))
+                .bind(excerpt)
+                .bind(row.created_at_ms);
+        }
+        query.execute(&mut *conn).await?;
+    }
     Ok(())
 }
 
@@ -187,7 +232,7 @@ impl Registry {
     /// Appends one row to the execution log.
     pub async fn record_execution(&self, row: &ExecutionRecord) -> Result<(), RegistryError> {
         let mut conn = self.pool.acquire().await?;
-        insert(&mut conn, row).await
+        insert(&mut conn, self.backend(), std::slice::from_ref(row)).await
     }
 
     /// Appends `rows` to the execution log and adds `usage` to the usage counters, in one
@@ -202,9 +247,7 @@ impl Registry {
         }
         let _turn = self.write_turn().await;
         let mut tx = self.pool.begin().await?;
-        for row in rows {
-            insert(&mut tx, row).await?;
-        }
+        insert(&mut tx, self.backend(), rows).await?;
         usage.write(&mut tx).await?;
         tx.commit().await?;
         Ok(())
@@ -345,12 +388,55 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_batch_of_several_statements_writes_every_row_as_given() {
+        let (_dir, registry) = open_registry().await;
+        let count = ROWS_PER_STATEMENT * 2 + 7;
+        let rows: Vec<_> = (0..count)
+            .map(|at| {
+                let mut row = record("t1", "com.example.a", i64::try_from(at).unwrap());
+                row.status = (at % 3 == 0).then_some(500);
+                row.fuel_consumed = (at % 2 == 0).then(|| u64::try_from(at).unwrap());
+                row.log_excerpt = (at % 5 != 0).then(|| format!("line {at}"));
+                row
+            })
+            .collect();
+        registry
+            .record_execution_batch(&rows, &UsageTally::new())
+            .await
+            .unwrap();
+        let mut back = registry
+            .recent_executions("t1", None, MAX_RECENT_EXECUTIONS)
+            .await
+            .unwrap();
+        back.reverse();
+        assert_eq!(back, rows);
+    }
+
+    #[test]
+    fn statements_number_their_values_row_after_row() {
+        let sql = insert_statement(2, Backend::Postgres);
+        assert!(sql.contains("VALUES ($1, $2, "), "{sql}");
+        assert!(sql.contains("$19), ($20, "), "{sql}");
+        assert!(sql.ends_with("$38)"), "{sql}");
+        let sql = insert_statement(2, Backend::Sqlite);
+        assert_eq!(sql.matches('?').count(), 2 * COLUMN_COUNT, "{sql}");
+        assert!(!sql.contains('$'), "{sql}");
+        assert_eq!(COLUMNS.split(',').count(), COLUMN_COUNT);
+    }
+
+    #[tokio::test]
     async fn a_failing_batch_writes_nothing() {
         let (_dir, registry) = open_registry().await;
         let row = record("t1", "com.example.a", 1);
-        // The second row repeats the first's id: the batch fails as a whole.
+        // The last row repeats the first's id, in a later statement than the first: the
+        // batch fails as a whole.
+        let mut rows = vec![row.clone()];
+        rows.extend(
+            (2..=ROWS_PER_STATEMENT).map(|at| record("t1", "x", i64::try_from(at).unwrap())),
+        );
+        rows.push(row);
         let err = registry
-            .record_execution_batch(&[row.clone(), row], &UsageTally::new())
+            .record_execution_batch(&rows, &UsageTally::new())
             .await;
         assert!(err.is_err());
         assert!(
