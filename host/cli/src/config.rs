@@ -1,10 +1,11 @@
 //! The operator's configuration file (`--config FILE`, TOML): engine and instance settings,
-//! runner admission caps and storage limits. Every key is optional and has a documented
+//! runner admission caps, gateway caches and execution-log writer, and storage limits. Every key is optional and has a documented
 //! default; an unknown key is an error naming it.
 
 use std::path::Path;
 
 use anyhow::{Context, Result};
+use palisade_gateway::{ExecLogConfig, GatewayConfig};
 use palisade_runner::RunnerConfig;
 use palisade_runtime::RuntimeConfig;
 use palisade_runtime::capability::storage::StorageLimits;
@@ -18,6 +19,8 @@ pub struct OperatorConfig {
     pub runtime: RuntimeConfig,
     /// `[runner]`: request size and in-flight caps.
     pub runner: RunnerSection,
+    /// `[gateway]`: caches and the execution-log writer.
+    pub gateway: GatewaySection,
     /// `[storage]`: the storage capability's limits.
     pub storage: StorageLimits,
 }
@@ -65,6 +68,66 @@ impl RunnerSection {
     }
 }
 
+/// `[gateway]`. Policy (caller keys, rate limit, CORS, idempotency) stays on the command
+/// line of `palisade gateway`.
+#[derive(Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct GatewaySection {
+    /// How long a resolved install is reused before the registry is read again, in ms: the
+    /// longest a disable, uninstall or config change takes to reach this gateway.
+    pub install_cache_ttl_ms: u64,
+    /// Most installs kept in the install cache.
+    pub install_cache_entries: usize,
+    /// How long a verified caller token is reused (never past its `exp`), in ms.
+    pub caller_token_cache_ttl_ms: u64,
+    /// Most caller tokens kept verified.
+    pub caller_token_cache_entries: usize,
+    /// Execution-log rows waiting for the writer; a full queue drops rows (counted).
+    pub execution_log_queue: usize,
+    /// Most execution-log rows per write transaction.
+    pub execution_log_batch_rows: usize,
+    /// How long the writer lets a batch fill, in ms.
+    pub execution_log_batch_interval_ms: u64,
+}
+
+fn millis(duration: std::time::Duration) -> u64 {
+    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
+}
+
+impl Default for GatewaySection {
+    fn default() -> Self {
+        let d = GatewayConfig::with_runners(
+            Vec::new(),
+            palisade_gateway::CallerAuthConfig::new("", "", ""),
+        );
+        GatewaySection {
+            install_cache_ttl_ms: millis(d.install_cache_ttl),
+            install_cache_entries: d.install_cache_capacity,
+            caller_token_cache_ttl_ms: millis(d.caller_auth.cache_ttl),
+            caller_token_cache_entries: d.caller_auth.cache_capacity,
+            execution_log_queue: d.execution_log.queue_capacity,
+            execution_log_batch_rows: d.execution_log.batch_rows,
+            execution_log_batch_interval_ms: millis(d.execution_log.batch_interval),
+        }
+    }
+}
+
+impl GatewaySection {
+    /// Sets these values on `config`.
+    pub fn apply(&self, config: &mut GatewayConfig) {
+        use std::time::Duration;
+        config.install_cache_ttl = Duration::from_millis(self.install_cache_ttl_ms);
+        config.install_cache_capacity = self.install_cache_entries;
+        config.caller_auth.cache_ttl = Duration::from_millis(self.caller_token_cache_ttl_ms);
+        config.caller_auth.cache_capacity = self.caller_token_cache_entries;
+        config.execution_log = ExecLogConfig {
+            queue_capacity: self.execution_log_queue,
+            batch_rows: self.execution_log_batch_rows,
+            batch_interval: Duration::from_millis(self.execution_log_batch_interval_ms),
+        };
+    }
+}
+
 /// Reads `path`, or the defaults when none is given.
 pub fn load(path: Option<&Path>) -> Result<OperatorConfig> {
     let Some(path) = path else {
@@ -95,6 +158,41 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("max_instancez"), "{err}");
+    }
+
+    #[test]
+    fn gateway_keys_reach_the_gateway_config_and_default_to_its_defaults() {
+        let config: OperatorConfig = toml::from_str(
+            "[gateway]\ninstall_cache_ttl_ms = 30000\nexecution_log_batch_rows = 64\n",
+        )
+        .unwrap();
+        let defaults = GatewayConfig::with_runners(
+            Vec::new(),
+            palisade_gateway::CallerAuthConfig::new("i", "a", "pem"),
+        );
+        let mut gateway = defaults.clone();
+        config.gateway.apply(&mut gateway);
+        assert_eq!(
+            gateway.install_cache_ttl,
+            std::time::Duration::from_secs(30)
+        );
+        assert_eq!(gateway.execution_log.batch_rows, 64);
+        assert_eq!(
+            gateway.install_cache_capacity,
+            defaults.install_cache_capacity
+        );
+        assert_eq!(
+            gateway.caller_auth.cache_ttl,
+            defaults.caller_auth.cache_ttl
+        );
+        assert_eq!(
+            gateway.execution_log.queue_capacity,
+            defaults.execution_log.queue_capacity
+        );
+        let err = toml::from_str::<OperatorConfig>("[gateway]\ninstall_cache_tl_ms = 1\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("install_cache_tl_ms"), "{err}");
     }
 
     #[test]

@@ -33,7 +33,8 @@ struct Cli {
     /// `sqlite:///path/registry.db`. Runners and gateways of one platform share it.
     #[arg(long, global = true, env = "PALISADE_DATABASE_URL")]
     database_url: Option<String>,
-    /// Operator configuration file (TOML): `[runtime]`, `[runner]`, `[storage]` sections.
+    /// Operator configuration file (TOML): `[runtime]`, `[runner]`, `[gateway]`, `[storage]`
+    /// sections.
     #[arg(long, global = true, env = "PALISADE_CONFIG")]
     config: Option<PathBuf>,
     /// Log as JSON lines instead of text.

@@ -60,6 +60,7 @@ pub fn gateway_state(
         CallerAuthConfig::new(DEV_ISSUER, DEV_AUDIENCE, caller_keys.public_pem.clone()),
     );
     config.health_interval = health_interval;
+    data_dir.operator().gateway.apply(&mut config);
     policy.apply(&mut config)?;
     Ok(GatewayState::new(
         config,
