@@ -6,6 +6,7 @@
 
 mod admin;
 mod artifacts;
+mod author;
 mod auth;
 mod egress;
 mod gateway_policy;

@@ -150,14 +150,71 @@ pub fn write_file(path: &Path, bytes: &[u8]) -> Result<()> {
     std::fs::write(path, bytes).with_context(|| format!("writing {}", path.display()))
 }
 
-/// Writes a private key readable by the owner only.
+/// Writes a private key readable by the owner only, from its first byte: the key goes into
+/// a new file created with mode 0600 beside `path`, which then replaces `path`. A file
+/// already at `path` (whatever its mode, and any handle open on it) never sees the key.
 pub fn write_private(path: &Path, pem: &str) -> Result<()> {
-    write_file(path, pem.as_bytes())?;
+    use std::io::Write as _;
+    let dir = match path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        Some(dir) => {
+            std::fs::create_dir_all(dir)
+                .with_context(|| format!("creating {}", dir.display()))?;
+            dir
+        }
+        None => Path::new("."),
+    };
+    let mut builder = tempfile::Builder::new();
+    builder.prefix(".palisade-key");
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
-            .with_context(|| format!("restricting permissions of {}", path.display()))?;
+        builder.permissions(std::fs::Permissions::from_mode(0o600));
     }
+    let mut file = builder
+        .tempfile_in(dir)
+        .with_context(|| format!("creating a key file in {}", dir.display()))?;
+    file.write_all(pem.as_bytes())
+        .and_then(|()| file.as_file().sync_all())
+        .with_context(|| format!("writing {}", path.display()))?;
+    file.persist(path)
+        .with_context(|| format!("writing {}", path.display()))?;
     Ok(())
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    /// A key never lands in a file that someone else could read: not in a world-readable
+    /// file already at the path, nor through a handle opened on it beforehand.
+    #[cfg(unix)]
+    #[test]
+    fn private_keys_are_owner_only_from_the_first_byte() {
+        use std::io::Read as _;
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("keys/runner.key.pem");
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(&path, "old").unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let mut watcher = std::fs::File::open(&path).unwrap();
+
+        write_private(&path, "-----BEGIN PRIVATE KEY-----").unwrap();
+
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+        assert_eq!(
+            std::fs::read_to_string(&path).unwrap(),
+            "-----BEGIN PRIVATE KEY-----"
+        );
+        let mut seen = String::new();
+        watcher.read_to_string(&mut seen).unwrap();
+        assert_eq!(seen, "old", "a handle opened before the write saw the key");
+        let leftovers: Vec<_> = std::fs::read_dir(path.parent().unwrap())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(leftovers, ["runner.key.pem"]);
+    }
 }

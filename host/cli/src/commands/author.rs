@@ -77,16 +77,20 @@ pub fn build(args: BuildArgs) -> Result<()> {
     Ok(())
 }
 
+/// The target extensions are built for.
+pub const WASM_TARGET: &str = "wasm32-wasip2";
+
 /// Runs `cargo build --release --target wasm32-wasip2` in `dir` and returns the `.wasm`
-/// files it produced.
+/// files it produced. The target is added with rustup first when the toolchain lacks it.
 pub fn build_components(dir: &Path) -> Result<Vec<PathBuf>> {
+    ensure_wasm_target(dir)?;
     let output = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
         .current_dir(dir)
         .args([
             "build",
             "--release",
             "--target",
-            "wasm32-wasip2",
+            WASM_TARGET,
             "--message-format=json-render-diagnostics",
         ])
         .stderr(Stdio::inherit())
@@ -120,6 +124,43 @@ pub fn build_components(dir: &Path) -> Result<Vec<PathBuf>> {
         );
     }
     Ok(components)
+}
+
+/// Adds [`WASM_TARGET`] to the toolchain that builds `dir` when it is missing. That
+/// toolchain is the one rustup picks there (`rust-toolchain.toml`, `RUSTUP_TOOLCHAIN`), so
+/// the check and the `rustup target add` run in `dir` too. Without rustup the error says
+/// what to install instead.
+fn ensure_wasm_target(dir: &Path) -> Result<()> {
+    let rustc = std::env::var_os("RUSTC").unwrap_or_else(|| "rustc".into());
+    let libdir = Command::new(&rustc)
+        .current_dir(dir)
+        .args(["--print", "target-libdir", "--target", WASM_TARGET])
+        .stderr(Stdio::null())
+        .output()
+        .ok()
+        .filter(|out| out.status.success())
+        .map(|out| PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()));
+    if libdir.is_some_and(|dir| dir.is_dir()) {
+        return Ok(());
+    }
+    eprintln!("the Rust toolchain lacks the {WASM_TARGET} target: adding it with rustup");
+    let status = match Command::new("rustup")
+        .current_dir(dir)
+        .args(["target", "add", WASM_TARGET])
+        .status()
+    {
+        Ok(status) => status,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => bail!(
+            "the Rust toolchain lacks the {WASM_TARGET} target and rustup is not installed: \
+             install rustup (https://rustup.rs) and run `rustup target add {WASM_TARGET}`, \
+             or add your distribution's {WASM_TARGET} standard library"
+        ),
+        Err(e) => bail!("running `rustup target add {WASM_TARGET}`: {e}"),
+    };
+    if !status.success() {
+        bail!("`rustup target add {WASM_TARGET}` failed ({status}); run it by hand and retry");
+    }
+    Ok(())
 }
 
 pub fn keygen(args: KeygenArgs) -> Result<()> {
