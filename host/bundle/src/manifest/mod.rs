@@ -72,6 +72,30 @@ pub struct Endpoint {
     pub method: String,
     /// Path starting with `/`; segments `:name` match any single segment.
     pub path: String,
+    /// Who may store the endpoint's answers: `private` (the default) or `public`.
+    #[serde(default, skip_serializing_if = "EndpointCache::is_private")]
+    pub cache: EndpointCache,
+}
+
+/// Who may store an endpoint's answers (`api.endpoints[].cache`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EndpointCache {
+    /// Only the caller's own cache: the gateway answers with `cache-control: private`,
+    /// whatever the guest sets.
+    #[default]
+    Private,
+    /// Shared caches too: the guest's `cache-control` is passed on as it is. Every answer
+    /// still carries `vary: authorization`, so a shared cache keeps one caller's answer
+    /// apart from another's.
+    Public,
+}
+
+impl EndpointCache {
+    /// Whether this is [`EndpointCache::Private`].
+    pub fn is_private(&self) -> bool {
+        *self == EndpointCache::Private
+    }
 }
 
 /// The `ui` section.

@@ -341,3 +341,34 @@ fn schema_file_is_json_and_lists_the_top_level_fields() {
         assert!(properties.contains_key(key), "schema lacks `{key}`");
     }
 }
+
+#[test]
+fn endpoints_are_private_unless_declared_public() {
+    let mut value = full();
+    value["api"]["endpoints"] = serde_json::json!([
+        {"method": "GET", "path": "/a"},
+        {"method": "GET", "path": "/b", "cache": "public"},
+        {"method": "GET", "path": "/c", "cache": "private"},
+    ]);
+    let m = Manifest::from_json(value.to_string().as_bytes()).unwrap();
+    let caches: Vec<EndpointCache> = m.api.endpoints.iter().map(|e| e.cache).collect();
+    assert_eq!(
+        caches,
+        [
+            EndpointCache::Private,
+            EndpointCache::Public,
+            EndpointCache::Private
+        ]
+    );
+    // The default is not written back, so stored manifests keep their form.
+    let json = serde_json::to_value(&m).unwrap();
+    assert!(json["api"]["endpoints"][0].get("cache").is_none());
+    assert_eq!(json["api"]["endpoints"][1]["cache"], "public");
+
+    let err = error_of(&{
+        value["api"]["endpoints"][1]["cache"] = serde_json::json!("shared");
+        value
+    });
+    assert_eq!(err.path, "api.endpoints[1].cache");
+    assert!(err.to_string().contains("shared"), "{err}");
+}
