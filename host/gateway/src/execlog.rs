@@ -367,7 +367,8 @@ pub fn outcome(error: Option<ErrorCode>) -> &'static str {
             | ErrorCode::TooLarge
             | ErrorCode::BadRequest
             | ErrorCode::Unauthorized
-            | ErrorCode::OverQuota,
+            | ErrorCode::OverQuota
+            | ErrorCode::IdempotencyKeyReused,
         ) => "rejected",
         Some(ErrorCode::Timeout) => "timeout",
         Some(ErrorCode::Trap | ErrorCode::OutOfMemory) => "trap",

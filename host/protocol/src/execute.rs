@@ -109,6 +109,9 @@ pub enum ErrorCode {
     Unavailable,
     /// An unexpected platform failure; the operator's log has the detail.
     Internal,
+    /// An `x-idempotency-key` already used for a different request (method, path, query,
+    /// body or user) within the replay window.
+    IdempotencyKeyReused,
 }
 
 impl ErrorCode {
@@ -126,6 +129,7 @@ impl ErrorCode {
             ErrorCode::OutOfMemory => "out_of_memory",
             ErrorCode::Unavailable => "unavailable",
             ErrorCode::Internal => "internal",
+            ErrorCode::IdempotencyKeyReused => "idempotency_key_reused",
         }
     }
 
@@ -141,6 +145,7 @@ impl ErrorCode {
             ErrorCode::Timeout => 504,
             ErrorCode::Trap | ErrorCode::OutOfMemory | ErrorCode::Internal => 500,
             ErrorCode::Unavailable => 503,
+            ErrorCode::IdempotencyKeyReused => 422,
         }
     }
 }
