@@ -203,7 +203,8 @@ async fn browsers_from_configured_origins_get_cors_answers() {
         .unwrap();
     assert_eq!(response.status(), 200);
     assert_eq!(response.headers()["access-control-allow-origin"], ORIGIN);
-    assert_eq!(response.headers()["vary"], "origin");
+    let vary: Vec<_> = response.headers().get_all("vary").iter().collect();
+    assert_eq!(vary, ["authorization", "origin"]);
 }
 
 #[tokio::test]
@@ -226,12 +227,19 @@ async fn a_repeated_idempotency_key_replays_the_first_answer() {
     let first: serde_json::Value = first.json().await.unwrap();
     assert_eq!(first["body_bytes"], 3);
 
-    // The second call with the same key does not run: the guest would have seen 6 bytes.
-    let second = hit("order-7", "abcdef").await.unwrap();
+    // The second call with the same key and body does not run.
+    let second = hit("order-7", "abc").await.unwrap();
     assert_eq!(second.status(), 200);
     assert_eq!(second.headers()["x-idempotent-replay"], "true");
     let second: serde_json::Value = second.json().await.unwrap();
     assert_eq!(second, first);
+
+    // The same key with another body is refused, not answered with the stored result.
+    let reused = hit("order-7", "abcdef").await.unwrap();
+    assert_eq!(reused.status(), 422);
+    assert!(!reused.headers().contains_key("x-idempotent-replay"));
+    let reused: serde_json::Value = reused.json().await.unwrap();
+    assert_eq!(reused["error"], "idempotency_key_reused");
 
     let other = hit("order-8", "abcdef").await.unwrap();
     let other: serde_json::Value = other.json().await.unwrap();
@@ -258,7 +266,7 @@ async fn concurrent_duplicates_run_once() {
             .body(body)
             .send()
     };
-    let (a, b) = tokio::join!(hit("abc"), hit("abcdef"));
+    let (a, b) = tokio::join!(hit("abc"), hit("abc"));
     let (a, b) = (a.unwrap(), b.unwrap());
     let replays = [&a, &b]
         .iter()
@@ -267,6 +275,7 @@ async fn concurrent_duplicates_run_once() {
     assert_eq!(replays, 1);
     let a: serde_json::Value = a.json().await.unwrap();
     let b: serde_json::Value = b.json().await.unwrap();
-    // One guest run answered both, whichever body it saw.
+    // One guest run answered both.
     assert_eq!(a, b);
+    assert_eq!(a["body_bytes"], 3);
 }

@@ -210,10 +210,13 @@ impl Platform {
     }
 }
 
-/// `config` with the per-install rate limit off: some suites call one install as fast as
-/// they can (the limit has its own tests in `gateway_policy.rs`).
+/// `config` with the rate limits (per install, tenant and caller) off: some suites call
+/// one install as fast as they can (the limits have their own tests in
+/// `gateway_policy.rs`).
 fn without_rate_limit(mut config: GatewayConfig) -> GatewayConfig {
     config.rate_limit.per_second = 0.0;
+    config.tenant_rate_limit.per_second = 0.0;
+    config.caller_rate_limit.per_second = 0.0;
     config
 }
 

@@ -88,6 +88,11 @@ pub struct GatewaySection {
     pub execution_log_batch_rows: usize,
     /// How long the writer lets a batch fill, in ms.
     pub execution_log_batch_interval_ms: u64,
+    /// How long a (tenant, extension) pair without an enabled install is answered 404
+    /// without asking the registry again, in ms.
+    pub unknown_extension_ttl_ms: u64,
+    /// Most such pairs remembered.
+    pub unknown_extension_entries: usize,
 }
 
 fn millis(duration: std::time::Duration) -> u64 {
@@ -108,6 +113,8 @@ impl Default for GatewaySection {
             execution_log_queue: d.execution_log.queue_capacity,
             execution_log_batch_rows: d.execution_log.batch_rows,
             execution_log_batch_interval_ms: millis(d.execution_log.batch_interval),
+            unknown_extension_ttl_ms: millis(d.unknown_extension_ttl),
+            unknown_extension_entries: d.unknown_extension_capacity,
         }
     }
 }
@@ -125,6 +132,8 @@ impl GatewaySection {
             batch_rows: self.execution_log_batch_rows,
             batch_interval: Duration::from_millis(self.execution_log_batch_interval_ms),
         };
+        config.unknown_extension_ttl = Duration::from_millis(self.unknown_extension_ttl_ms);
+        config.unknown_extension_capacity = self.unknown_extension_entries;
     }
 }
 
@@ -193,6 +202,21 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("install_cache_tl_ms"), "{err}");
+        assert_eq!(
+            gateway.unknown_extension_ttl,
+            defaults.unknown_extension_ttl
+        );
+        let config: OperatorConfig = toml::from_str(
+            "[gateway]
+unknown_extension_ttl_ms = 5000
+",
+        )
+        .unwrap();
+        config.gateway.apply(&mut gateway);
+        assert_eq!(
+            gateway.unknown_extension_ttl,
+            std::time::Duration::from_secs(5)
+        );
     }
 
     #[test]

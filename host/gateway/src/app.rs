@@ -51,6 +51,10 @@ pub struct GatewayState {
     pub(crate) sealer: Option<SecretSealer>,
     /// Per-install token buckets.
     pub(crate) rate_limiter: RateLimiter,
+    /// Per-tenant token buckets, checked before resolution.
+    pub(crate) tenant_limiter: RateLimiter,
+    /// Per-caller token buckets, checked before resolution.
+    pub(crate) caller_limiter: RateLimiter,
     /// Origins allowed to call from a browser.
     pub(crate) cors: CorsPolicy,
     /// Answers kept for idempotent replay.
@@ -85,7 +89,14 @@ impl GatewayState {
         let cors = CorsPolicy::new(&config.cors_allowed_origins);
         let idempotency = IdempotencyStore::new(&config.idempotency);
         let runner = RunnerPool::new(&config.runner_urls, config.health_interval)?;
-        let installs = InstallCache::new(config.install_cache_ttl, config.install_cache_capacity);
+        let installs = InstallCache::new(
+            config.install_cache_ttl,
+            config.install_cache_capacity,
+            config.unknown_extension_ttl,
+            config.unknown_extension_capacity,
+        );
+        let tenant_limiter = RateLimiter::new(&config.tenant_rate_limit);
+        let caller_limiter = RateLimiter::new(&config.caller_rate_limit);
         let execution_log = ExecLog::start(registry.clone(), &config.execution_log);
         Ok(GatewayState {
             config,
@@ -96,6 +107,8 @@ impl GatewayState {
             trust: None,
             sealer: None,
             rate_limiter,
+            tenant_limiter,
+            caller_limiter,
             cors,
             idempotency,
             installs,

@@ -26,6 +26,10 @@ pub const DEFAULT_INSTALL_CACHE_CAPACITY: usize = 10_000;
 pub const DEFAULT_CALLER_CACHE_TTL: Duration = Duration::from_secs(60);
 /// Default bound on the verified caller tokens kept.
 pub const DEFAULT_CALLER_CACHE_CAPACITY: usize = 10_000;
+/// Default time a (tenant, extension) pair without an enabled install is remembered.
+pub const DEFAULT_UNKNOWN_EXTENSION_TTL: Duration = Duration::from_secs(1);
+/// Default bound on the (tenant, extension) pairs without an install that are remembered.
+pub const DEFAULT_UNKNOWN_EXTENSION_CAPACITY: usize = 10_000;
 
 /// Everything the gateway needs to serve extension calls.
 #[derive(Clone)]
@@ -60,6 +64,16 @@ pub struct GatewayConfig {
     pub install_cache_capacity: usize,
     /// The background writer of execution-log rows and usage counters.
     pub execution_log: ExecLogConfig,
+    /// Per-tenant token bucket, checked before the install is resolved.
+    pub tenant_rate_limit: RateLimitConfig,
+    /// Per-caller (tenant and user) token bucket, checked before the install is resolved.
+    pub caller_rate_limit: RateLimitConfig,
+    /// How long a (tenant, extension) pair without an enabled install — an unknown
+    /// extension id, or one the tenant has not installed — is answered 404 without asking
+    /// the registry again; zero asks every time. Kept apart from resolved installs.
+    pub unknown_extension_ttl: Duration,
+    /// Most pairs without an install remembered.
+    pub unknown_extension_capacity: usize,
 }
 
 impl GatewayConfig {
@@ -83,6 +97,10 @@ impl GatewayConfig {
             install_cache_ttl: DEFAULT_INSTALL_CACHE_TTL,
             install_cache_capacity: DEFAULT_INSTALL_CACHE_CAPACITY,
             execution_log: ExecLogConfig::default(),
+            tenant_rate_limit: RateLimitConfig::tenant_default(),
+            caller_rate_limit: RateLimitConfig::caller_default(),
+            unknown_extension_ttl: DEFAULT_UNKNOWN_EXTENSION_TTL,
+            unknown_extension_capacity: DEFAULT_UNKNOWN_EXTENSION_CAPACITY,
         }
     }
 }
@@ -106,6 +124,13 @@ impl std::fmt::Debug for GatewayConfig {
             .field("install_cache_ttl", &self.install_cache_ttl)
             .field("install_cache_capacity", &self.install_cache_capacity)
             .field("execution_log", &self.execution_log)
+            .field("tenant_rate_limit", &self.tenant_rate_limit)
+            .field("caller_rate_limit", &self.caller_rate_limit)
+            .field("unknown_extension_ttl", &self.unknown_extension_ttl)
+            .field(
+                "unknown_extension_capacity",
+                &self.unknown_extension_capacity,
+            )
             .finish_non_exhaustive()
     }
 }
@@ -203,5 +228,11 @@ mod tests {
         assert_eq!(config.install_cache_ttl, Duration::from_secs(1));
         assert_eq!(config.caller_auth.cache_ttl, Duration::from_secs(60));
         assert_eq!(config.execution_log, ExecLogConfig::default());
+        assert_eq!(config.tenant_rate_limit.per_second, 500.0);
+        assert_eq!(config.tenant_rate_limit.burst, 1000);
+        assert_eq!(config.caller_rate_limit.per_second, 200.0);
+        assert_eq!(config.caller_rate_limit.burst, 400);
+        assert_eq!(config.unknown_extension_ttl, Duration::from_secs(1));
+        assert_eq!(config.idempotency.max_entries_per_tenant, 1000);
     }
 }

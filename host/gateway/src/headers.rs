@@ -1,7 +1,8 @@
 //! Header policy: the request id, and the allow-lists for headers passed to and from a guest.
 
 use http::HeaderMap;
-use http::header::{HeaderName, HeaderValue};
+use http::header::{CACHE_CONTROL, HeaderName, HeaderValue, VARY};
+use palisade_bundle::manifest::EndpointCache;
 
 /// The request id header, echoed on every answer.
 pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -100,6 +101,69 @@ pub fn filter_response_headers(headers: &[(String, String)]) -> (HeaderMap, Vec<
         }
     }
     (out, dropped)
+}
+
+/// `cache-control` directives a guest may keep on an answer of a private endpoint; every
+/// other directive (`public`, `s-maxage`, `proxy-revalidate`, extensions…) is dropped.
+pub const PRIVATE_CACHE_DIRECTIVES: &[&str] = &[
+    "no-store",
+    "no-cache",
+    "max-age",
+    "must-revalidate",
+    "no-transform",
+    "immutable",
+    "stale-while-revalidate",
+    "stale-if-error",
+];
+
+/// Sets the caching headers of a guest's answer. For a private endpoint (the default)
+/// `cache-control` becomes `private` followed by the guest's directives from
+/// [`PRIVATE_CACHE_DIRECTIVES`], so no shared cache stores the answer whatever the guest
+/// asked for. For an endpoint the manifest declares public the guest's `cache-control` is
+/// kept. Every answer varies on `authorization`, so no cache — shared or the browser's own —
+/// hands one caller's answer to another caller (unless the guest already said `vary: *`).
+pub fn apply_cache_policy(headers: &mut HeaderMap, cache: EndpointCache) {
+    if cache == EndpointCache::Private {
+        let mut directives = vec!["private".to_owned()];
+        for value in headers.get_all(CACHE_CONTROL) {
+            let Ok(value) = value.to_str() else {
+                continue;
+            };
+            for directive in value.split(',').map(str::trim) {
+                let name = directive.split('=').next().unwrap_or("").trim();
+                if PRIVATE_CACHE_DIRECTIVES
+                    .iter()
+                    .any(|allowed| allowed.eq_ignore_ascii_case(name))
+                {
+                    directives.push(directive.to_owned());
+                }
+            }
+        }
+        let value = HeaderValue::from_str(&directives.join(", "))
+            .unwrap_or_else(|_| HeaderValue::from_static("private"));
+        headers.insert(CACHE_CONTROL, value);
+    }
+    let mut vary: Vec<String> = Vec::new();
+    for value in headers.get_all(VARY) {
+        if let Ok(value) = value.to_str() {
+            vary.extend(
+                value
+                    .split(',')
+                    .map(|name| name.trim().to_ascii_lowercase())
+                    .filter(|name| !name.is_empty()),
+            );
+        }
+    }
+    if vary
+        .iter()
+        .any(|name| name == "*" || name == "authorization")
+    {
+        return;
+    }
+    vary.push("authorization".to_owned());
+    if let Ok(value) = HeaderValue::from_str(&vary.join(", ")) {
+        headers.insert(VARY, value);
+    }
 }
 
 #[cfg(test)]
@@ -226,5 +290,60 @@ mod tests {
                 "x-ext-bad name"
             ]
         );
+    }
+
+    fn cached(guest: &[(&str, &str)], cache: EndpointCache) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        for (name, value) in guest {
+            headers.append(
+                HeaderName::from_bytes(name.as_bytes()).unwrap(),
+                HeaderValue::from_str(value).unwrap(),
+            );
+        }
+        apply_cache_policy(&mut headers, cache);
+        headers
+    }
+
+    #[test]
+    fn private_endpoints_are_never_shared_cacheable() {
+        let private = EndpointCache::Private;
+        let headers = cached(&[], private);
+        assert_eq!(headers[CACHE_CONTROL], "private");
+        assert_eq!(headers[VARY], "authorization");
+        let headers = cached(
+            &[(
+                "cache-control",
+                "public, max-age=600, s-maxage=3600, proxy-revalidate",
+            )],
+            private,
+        );
+        assert_eq!(headers[CACHE_CONTROL], "private, max-age=600");
+        let headers = cached(
+            &[
+                ("cache-control", "PUBLIC"),
+                ("cache-control", "no-cache, Must-Revalidate"),
+            ],
+            private,
+        );
+        assert_eq!(headers.get_all(CACHE_CONTROL).iter().count(), 1);
+        assert_eq!(headers[CACHE_CONTROL], "private, no-cache, Must-Revalidate");
+        let headers = cached(&[("cache-control", "no-store")], private);
+        assert_eq!(headers[CACHE_CONTROL], "private, no-store");
+    }
+
+    #[test]
+    fn public_endpoints_keep_the_guest_cache_control_and_vary_on_authorization() {
+        let public = EndpointCache::Public;
+        let headers = cached(&[("cache-control", "public, max-age=60")], public);
+        assert_eq!(headers[CACHE_CONTROL], "public, max-age=60");
+        assert_eq!(headers[VARY], "authorization");
+        assert!(cached(&[], public).get(CACHE_CONTROL).is_none());
+        // A guest's own vary is kept and extended once.
+        let headers = cached(&[("vary", "Accept-Language")], public);
+        assert_eq!(headers[VARY], "accept-language, authorization");
+        let headers = cached(&[("vary", "accept, Authorization")], public);
+        assert_eq!(headers[VARY], "accept, Authorization");
+        let headers = cached(&[("vary", "*")], public);
+        assert_eq!(headers[VARY], "*");
     }
 }

@@ -1,11 +1,17 @@
 //! Idempotent replay: a non-GET call carrying `x-idempotency-key` runs once per tenant,
 //! extension and key within the window; a repeat gets the stored answer (marked with
 //! `x-idempotent-replay: true`), and a concurrent duplicate waits for the first call's
-//! answer. Only completed guest responses are kept — a platform error (timeout, runner
-//! down, over quota…) is not, so a retry runs again. The store is bounded by entry count
-//! and total bytes, oldest entries going first.
+//! answer. A repeat must be the same request: method, path and query, a SHA-256 digest of
+//! the body and the caller's user form its fingerprint, and the key with another
+//! fingerprint is refused (422 `idempotency_key_reused`). Only completed guest responses
+//! are kept — a platform error (timeout, runner down, over quota…) is not, so a retry runs
+//! again.
+//!
+//! Memory is bounded per tenant (entry count and bytes), so one tenant's calls only ever
+//! push out that tenant's own older answers, and for the whole store; when the store as a
+//! whole is full, the oldest answer of the tenant holding the most goes first.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::future::Future;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
@@ -17,6 +23,7 @@ use http::header::HeaderValue;
 use http::request::Parts;
 use http::{HeaderMap, Method, StatusCode};
 use palisade_protocol::ErrorCode;
+use sha2::{Digest, Sha256};
 use tokio::sync::watch;
 
 use crate::error::ApiError;
@@ -33,6 +40,10 @@ pub const DEFAULT_WINDOW: Duration = Duration::from_secs(24 * 60 * 60);
 pub const DEFAULT_MAX_ENTRIES: usize = 10_000;
 /// Default bound on the stored answers' bodies and headers: 64 MiB.
 pub const DEFAULT_MAX_BYTES: usize = 64 * 1024 * 1024;
+/// Default bound on the answers stored for one tenant.
+pub const DEFAULT_MAX_ENTRIES_PER_TENANT: usize = 1_000;
+/// Default bound on the bytes stored for one tenant: 8 MiB.
+pub const DEFAULT_MAX_BYTES_PER_TENANT: usize = 8 * 1024 * 1024;
 
 /// How idempotency keys are honoured.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -43,6 +54,10 @@ pub struct IdempotencyConfig {
     pub max_entries: usize,
     /// Most bytes (bodies and headers) kept; a larger single answer is not stored.
     pub max_bytes: usize,
+    /// Most answers kept for one tenant; beyond it the tenant's own oldest answers go.
+    pub max_entries_per_tenant: usize,
+    /// Most bytes kept for one tenant; a larger single answer is not stored.
+    pub max_bytes_per_tenant: usize,
 }
 
 impl Default for IdempotencyConfig {
@@ -51,6 +66,8 @@ impl Default for IdempotencyConfig {
             window: DEFAULT_WINDOW,
             max_entries: DEFAULT_MAX_ENTRIES,
             max_bytes: DEFAULT_MAX_BYTES,
+            max_entries_per_tenant: DEFAULT_MAX_ENTRIES_PER_TENANT,
+            max_bytes_per_tenant: DEFAULT_MAX_BYTES_PER_TENANT,
         }
     }
 }
@@ -86,6 +103,46 @@ pub fn request_key(method: &Method, headers: &HeaderMap) -> Result<Option<String
         return Err(KeyError::Invalid);
     }
     Ok(Some(String::from_utf8_lossy(bytes).into_owned()))
+}
+
+/// A request that carries an idempotency key: the key and the fingerprint a repeat must
+/// match.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyedRequest {
+    key: String,
+    fingerprint: [u8; 32],
+}
+
+impl KeyedRequest {
+    /// The request with `key`: its method, path and query, the caller's `user` and a
+    /// digest of its `body` make its fingerprint.
+    pub fn new(key: String, parts: &Parts, user: Option<&str>, body: &[u8]) -> Self {
+        let body_digest = Sha256::digest(body);
+        let mut hasher = Sha256::new();
+        // Every variable-length field is length-prefixed, so no two requests share an input.
+        for field in [parts.method.as_str(), &parts.uri.to_string()] {
+            hasher.update((field.len() as u64).to_be_bytes());
+            hasher.update(field.as_bytes());
+        }
+        match user {
+            Some(user) => {
+                hasher.update([1]);
+                hasher.update((user.len() as u64).to_be_bytes());
+                hasher.update(user.as_bytes());
+            }
+            None => hasher.update([0]),
+        }
+        hasher.update(body_digest);
+        KeyedRequest {
+            key,
+            fingerprint: hasher.finalize().into(),
+        }
+    }
+
+    /// The key.
+    pub fn key(&self) -> &str {
+        &self.key
+    }
 }
 
 /// A stored guest answer.
@@ -125,52 +182,94 @@ struct Scope {
     key: String,
 }
 
+type Fingerprint = [u8; 32];
 type Outcome = Option<Arc<StoredResponse>>;
 
 enum Entry {
     Running {
-        fingerprint: String,
+        fingerprint: Fingerprint,
         done: watch::Receiver<Outcome>,
     },
     Done {
-        fingerprint: String,
+        fingerprint: Fingerprint,
         response: Arc<StoredResponse>,
         expires: Instant,
         seq: u64,
     },
 }
 
+/// What one tenant holds: its stored answers, oldest first, and their bytes.
+#[derive(Default)]
+struct TenantUse {
+    seqs: VecDeque<u64>,
+    bytes: usize,
+}
+
 #[derive(Default)]
 struct Inner {
     entries: HashMap<Scope, Entry>,
-    /// Stored answers, oldest first (which is also expiry order).
-    order: VecDeque<(Scope, u64)>,
+    /// Stored answers by sequence number, oldest first (which is also expiry order).
+    order: BTreeMap<u64, Scope>,
+    /// Per tenant, its stored answers.
+    tenants: HashMap<String, TenantUse>,
     bytes: usize,
     next_seq: u64,
 }
 
 impl Inner {
-    fn remove_front(&mut self) {
-        if let Some((scope, seq)) = self.order.pop_front()
-            && let Some(Entry::Done {
-                seq: stored,
-                response,
-                ..
-            }) = self.entries.get(&scope)
-            && *stored == seq
-        {
-            self.bytes -= response.size();
-            self.entries.remove(&scope);
+    /// Forgets the stored answer of `scope`, if there is one.
+    fn remove_done(&mut self, scope: &Scope) {
+        let Some(Entry::Done { seq, response, .. }) = self.entries.get(scope) else {
+            return;
+        };
+        let (seq, size) = (*seq, response.size());
+        self.entries.remove(scope);
+        self.order.remove(&seq);
+        self.bytes -= size;
+        if let Some(tenant) = self.tenants.get_mut(&scope.tenant) {
+            if tenant.seqs.front() == Some(&seq) {
+                tenant.seqs.pop_front();
+            } else {
+                tenant.seqs.retain(|s| *s != seq);
+            }
+            tenant.bytes -= size;
+            if tenant.seqs.is_empty() {
+                self.tenants.remove(&scope.tenant);
+            }
+        }
+    }
+
+    /// Forgets the oldest stored answer of `tenant`.
+    fn remove_oldest_of(&mut self, tenant: &str) {
+        let scope = self
+            .tenants
+            .get(tenant)
+            .and_then(|t| t.seqs.front())
+            .and_then(|seq| self.order.get(seq))
+            .cloned();
+        if let Some(scope) = scope {
+            self.remove_done(&scope);
         }
     }
 
     fn purge_expired(&mut self, now: Instant) {
-        while let Some((scope, _)) = self.order.front() {
+        while let Some((_, scope)) = self.order.first_key_value() {
             match self.entries.get(scope) {
                 Some(Entry::Done { expires, .. }) if *expires > now => break,
-                _ => self.remove_front(),
+                _ => {
+                    let scope = scope.clone();
+                    self.remove_done(&scope);
+                }
             }
         }
+    }
+
+    /// The tenant holding the most answers (`by_bytes`: the most bytes).
+    fn largest_tenant(&self, by_bytes: bool) -> Option<String> {
+        self.tenants
+            .iter()
+            .max_by_key(|(_, t)| if by_bytes { t.bytes } else { t.seqs.len() })
+            .map(|(tenant, _)| tenant.clone())
     }
 }
 
@@ -198,7 +297,7 @@ enum Claim<'a> {
 struct Lease<'a> {
     store: &'a IdempotencyStore,
     scope: Scope,
-    fingerprint: String,
+    fingerprint: Fingerprint,
     done: watch::Sender<Outcome>,
     finished: bool,
 }
@@ -207,28 +306,49 @@ impl Lease<'_> {
     fn complete(mut self, response: StoredResponse) {
         let response = Arc::new(response);
         let size = response.size();
+        let config = &self.store.config;
         let mut inner = self.store.lock();
-        if size <= self.store.config.max_bytes && self.store.config.max_entries > 0 {
+        let storable = config.max_entries > 0
+            && config.max_entries_per_tenant > 0
+            && size <= config.max_bytes
+            && size <= config.max_bytes_per_tenant;
+        inner.remove_done(&self.scope);
+        inner.entries.remove(&self.scope);
+        if storable {
             let seq = inner.next_seq;
             inner.next_seq += 1;
             inner.bytes += size;
-            inner.order.push_back((self.scope.clone(), seq));
+            inner.order.insert(seq, self.scope.clone());
+            let tenant = inner.tenants.entry(self.scope.tenant.clone()).or_default();
+            tenant.seqs.push_back(seq);
+            tenant.bytes += size;
             inner.entries.insert(
                 self.scope.clone(),
                 Entry::Done {
-                    fingerprint: std::mem::take(&mut self.fingerprint),
+                    fingerprint: self.fingerprint,
                     response: response.clone(),
-                    expires: Instant::now() + self.store.config.window,
+                    expires: Instant::now() + config.window,
                     seq,
                 },
             );
-            while inner.order.len() > self.store.config.max_entries
-                || inner.bytes > self.store.config.max_bytes
-            {
-                inner.remove_front();
+            // The tenant's own budget: only its own older answers make room.
+            while inner.tenants.get(&self.scope.tenant).is_some_and(|t| {
+                t.seqs.len() > config.max_entries_per_tenant
+                    || t.bytes > config.max_bytes_per_tenant
+            }) {
+                inner.remove_oldest_of(&self.scope.tenant);
             }
-        } else {
-            inner.entries.remove(&self.scope);
+            // The whole store's bound: the tenant holding the most gives way.
+            loop {
+                let by_bytes = inner.bytes > config.max_bytes;
+                if !by_bytes && inner.order.len() <= config.max_entries {
+                    break;
+                }
+                let Some(tenant) = inner.largest_tenant(by_bytes) else {
+                    break;
+                };
+                inner.remove_oldest_of(&tenant);
+            }
         }
         drop(inner);
         self.finished = true;
@@ -270,7 +390,12 @@ impl IdempotencyStore {
         self.len() == 0
     }
 
-    async fn claim(&self, scope: Scope, fingerprint: String) -> Claim<'_> {
+    /// How many answers are stored for `tenant`.
+    pub fn tenant_len(&self, tenant: &str) -> usize {
+        self.lock().tenants.get(tenant).map_or(0, |t| t.seqs.len())
+    }
+
+    async fn claim(&self, scope: Scope, fingerprint: Fingerprint) -> Claim<'_> {
         loop {
             let mut done = {
                 let mut inner = self.lock();
@@ -301,7 +426,7 @@ impl IdempotencyStore {
                         inner.entries.insert(
                             scope.clone(),
                             Entry::Running {
-                                fingerprint: fingerprint.clone(),
+                                fingerprint,
                                 done: receiver,
                             },
                         );
@@ -324,45 +449,37 @@ impl IdempotencyStore {
         }
     }
 
-    /// Runs `call` at most once for the request's idempotency key (when it has one) and
-    /// returns its endpoint template and answer, or the stored ones.
+    /// Runs `call` at most once for `request`'s key (when the request has one) and returns
+    /// its endpoint template and answer, or the stored ones.
     pub(crate) async fn run<F>(
         &self,
         tenant: &str,
         extension: &str,
-        parts: &Parts,
+        request: Option<KeyedRequest>,
         request_id: &str,
         call: F,
     ) -> (Option<String>, Result<Response, ApiError>)
     where
         F: Future<Output = (Option<String>, Result<Response, ApiError>)>,
     {
-        let key = match request_key(&parts.method, &parts.headers) {
-            Ok(Some(key)) => key,
-            Ok(None) => return call.await,
-            Err(err) => {
-                tracing::info!(error = %err, "idempotency key refused");
-                return (None, Err(ApiError::new(ErrorCode::BadRequest, request_id)));
-            }
+        let Some(KeyedRequest { key, fingerprint }) = request else {
+            return call.await;
         };
         let scope = Scope {
             tenant: tenant.to_owned(),
             extension: extension.to_owned(),
             key,
         };
-        let fingerprint = format!("{} {}", parts.method, parts.uri);
         let lease = match self.claim(scope, fingerprint).await {
             Claim::Replay(stored) => {
                 tracing::info!("idempotent replay");
                 return (stored.template.clone(), Ok(stored.replay()));
             }
             Claim::Conflict => {
-                tracing::info!("idempotency key reused for another method or path");
-                let error = ApiError::with_status(
-                    StatusCode::UNPROCESSABLE_ENTITY,
-                    ErrorCode::BadRequest,
-                    request_id,
+                tracing::info!(
+                    "idempotency key reused for another method, path, query, body or user"
                 );
+                let error = ApiError::new(ErrorCode::IdempotencyKeyReused, request_id);
                 return (None, Err(error));
             }
             Claim::Lead(lease) => lease,
@@ -406,6 +523,17 @@ mod tests {
         builder.body(()).unwrap().into_parts().0
     }
 
+    /// The keyed request of `parts` sent by `alice` with an empty body.
+    fn keyed(parts: &Parts) -> Option<KeyedRequest> {
+        keyed_as(parts, Some("alice"), b"")
+    }
+
+    fn keyed_as(parts: &Parts, user: Option<&str>, body: &[u8]) -> Option<KeyedRequest> {
+        request_key(&parts.method, &parts.headers)
+            .unwrap()
+            .map(|key| KeyedRequest::new(key, parts, user, body))
+    }
+
     fn answer(body: &'static str) -> (Option<String>, Result<Response, ApiError>) {
         (
             Some("/items".into()),
@@ -443,15 +571,39 @@ mod tests {
         assert_eq!(request_key(&Method::PUT, &headers), Err(KeyError::Repeated));
     }
 
+    #[test]
+    fn fingerprints_cover_method_path_user_and_body() {
+        let p = parts("POST", Some("k"));
+        let base = keyed_as(&p, Some("alice"), b"one").unwrap();
+        assert_eq!(base, keyed_as(&p, Some("alice"), b"one").unwrap());
+        assert_eq!(base.key(), "k");
+        assert_ne!(base, keyed_as(&p, Some("alice"), b"two").unwrap());
+        assert_ne!(base, keyed_as(&p, Some("bob"), b"one").unwrap());
+        assert_ne!(base, keyed_as(&p, None, b"one").unwrap());
+        assert_ne!(
+            base,
+            keyed_as(&parts("PUT", Some("k")), Some("alice"), b"one").unwrap()
+        );
+        // No field can be shifted into its neighbour.
+        assert_ne!(
+            keyed_as(&p, Some("a"), b"").unwrap(),
+            keyed_as(&p, None, b"a").unwrap()
+        );
+    }
+
     #[tokio::test]
     async fn second_call_is_replayed_and_scoped() {
         let store = IdempotencyStore::new(&IdempotencyConfig::default());
         let p = parts("POST", Some("k"));
-        let (_, first) = store.run("t", "e", &p, "r1", async { answer("one") }).await;
+        let (_, first) = store
+            .run("t", "e", keyed(&p), "r1", async { answer("one") })
+            .await;
         let first = first.unwrap();
         assert!(first.headers().get(REPLAY_HEADER).is_none());
         assert_eq!(body(first).await, "one");
-        let (template, second) = store.run("t", "e", &p, "r2", async { answer("two") }).await;
+        let (template, second) = store
+            .run("t", "e", keyed(&p), "r2", async { answer("two") })
+            .await;
         let second = second.unwrap();
         assert_eq!(template.as_deref(), Some("/items"));
         assert_eq!(second.status(), StatusCode::CREATED);
@@ -459,11 +611,11 @@ mod tests {
         assert_eq!(body(second).await, "one");
         // Another tenant or extension runs its own call.
         let (_, other) = store
-            .run("t2", "e", &p, "r3", async { answer("three") })
+            .run("t2", "e", keyed(&p), "r3", async { answer("three") })
             .await;
         assert_eq!(body(other.unwrap()).await, "three");
         let (_, other) = store
-            .run("t", "e2", &p, "r4", async { answer("four") })
+            .run("t", "e2", keyed(&p), "r4", async { answer("four") })
             .await;
         assert_eq!(body(other.unwrap()).await, "four");
         // The same key on another path is refused.
@@ -476,12 +628,45 @@ mod tests {
             .into_parts()
             .0;
         let (_, conflict) = store
-            .run("t", "e", &moved, "r5", async { answer("x") })
+            .run("t", "e", keyed(&moved), "r5", async { answer("x") })
             .await;
-        assert_eq!(
-            conflict.unwrap_err().status,
-            StatusCode::UNPROCESSABLE_ENTITY
-        );
+        let conflict = conflict.unwrap_err();
+        assert_eq!(conflict.status, StatusCode::UNPROCESSABLE_ENTITY);
+        assert_eq!(conflict.code, ErrorCode::IdempotencyKeyReused);
+    }
+
+    #[tokio::test]
+    async fn another_body_or_user_under_the_same_key_is_refused() {
+        let store = IdempotencyStore::new(&IdempotencyConfig::default());
+        let p = parts("POST", Some("k"));
+        let (_, first) = store
+            .run("t", "e", keyed_as(&p, Some("alice"), b"one"), "r1", async {
+                answer("stored")
+            })
+            .await;
+        assert_eq!(body(first.unwrap()).await, "stored");
+        for (user, sent) in [
+            (Some("alice"), &b"two"[..]),
+            (Some("bob"), b"one"),
+            (None, b"one"),
+        ] {
+            let (_, refused) = store
+                .run("t", "e", keyed_as(&p, user, sent), "r2", async {
+                    answer("ran")
+                })
+                .await;
+            assert_eq!(
+                refused.unwrap_err().code,
+                ErrorCode::IdempotencyKeyReused,
+                "{user:?}"
+            );
+        }
+        let (_, again) = store
+            .run("t", "e", keyed_as(&p, Some("alice"), b"one"), "r3", async {
+                answer("ran")
+            })
+            .await;
+        assert_eq!(body(again.unwrap()).await, "stored");
     }
 
     #[tokio::test]
@@ -489,23 +674,16 @@ mod tests {
         let store = IdempotencyStore::new(&IdempotencyConfig::default());
         let p = parts("POST", Some("k"));
         let (_, first) = store
-            .run("t", "e", &p, "r1", async {
+            .run("t", "e", keyed(&p), "r1", async {
                 (None, Err(ApiError::new(ErrorCode::Unavailable, "r1")))
             })
             .await;
         assert!(first.is_err());
         assert!(store.is_empty());
-        let (_, second) = store.run("t", "e", &p, "r2", async { answer("ran") }).await;
+        let (_, second) = store
+            .run("t", "e", keyed(&p), "r2", async { answer("ran") })
+            .await;
         assert_eq!(body(second.unwrap()).await, "ran");
-    }
-
-    #[tokio::test]
-    async fn bad_key_is_a_bad_request() {
-        let store = IdempotencyStore::new(&IdempotencyConfig::default());
-        let long = "k".repeat(300);
-        let p = parts("POST", Some(&long));
-        let (_, result) = store.run("t", "e", &p, "r", async { answer("x") }).await;
-        assert_eq!(result.unwrap_err().code, ErrorCode::BadRequest);
     }
 
     #[tokio::test]
@@ -519,8 +697,8 @@ mod tests {
             answer("once")
         };
         let (a, b) = tokio::join!(
-            store.run("t", "e", &p, "r1", call(runs.clone())),
-            store.run("t", "e", &p, "r2", call(runs.clone())),
+            store.run("t", "e", keyed(&p), "r1", call(runs.clone())),
+            store.run("t", "e", keyed(&p), "r2", call(runs.clone())),
         );
         assert_eq!(runs.load(std::sync::atomic::Ordering::SeqCst), 1);
         assert_eq!(body(a.1.unwrap()).await, "once");
@@ -533,26 +711,85 @@ mod tests {
             window: Duration::from_millis(200),
             max_entries: 3,
             max_bytes: 1024,
+            ..IdempotencyConfig::default()
         });
         for i in 0..10 {
             let key = format!("k{i}");
             let p = parts("POST", Some(&key));
-            let _ = store.run("t", "e", &p, "r", async { answer("x") }).await;
+            let _ = store
+                .run("t", "e", keyed(&p), "r", async { answer("x") })
+                .await;
         }
         assert_eq!(store.len(), 3);
         // An answer bigger than the byte bound is not stored.
         let p = parts("POST", Some("big"));
         let big: &'static str = Box::leak("b".repeat(2048).into_boxed_str());
         let _ = store
-            .run("t", "e", &p, "r", async move { answer(big) })
+            .run("t", "e", keyed(&p), "r", async move { answer(big) })
             .await;
         assert_eq!(store.len(), 3);
         tokio::time::sleep(Duration::from_millis(250)).await;
         let p = parts("POST", Some("k9"));
         let (_, again) = store
-            .run("t", "e", &p, "r", async { answer("fresh") })
+            .run("t", "e", keyed(&p), "r", async { answer("fresh") })
             .await;
         assert_eq!(body(again.unwrap()).await, "fresh");
         assert_eq!(store.len(), 1);
+        assert_eq!(store.tenant_len("t"), 1);
+    }
+
+    /// Stores an answer for `tenant` under `key` and says whether it ran (not a replay).
+    async fn store_one(store: &IdempotencyStore, tenant: &str, key: &str) -> bool {
+        let p = parts("POST", Some(key));
+        let (_, result) = store
+            .run(tenant, "e", keyed(&p), "r", async { answer("x") })
+            .await;
+        result.unwrap().headers().get(REPLAY_HEADER).is_none()
+    }
+
+    #[tokio::test]
+    async fn each_tenant_has_its_own_budget() {
+        let store = IdempotencyStore::new(&IdempotencyConfig {
+            max_entries: 100,
+            max_entries_per_tenant: 3,
+            ..IdempotencyConfig::default()
+        });
+        assert!(store_one(&store, "quiet", "q").await);
+        for i in 0..50 {
+            assert!(store_one(&store, "noisy", &format!("n{i}")).await);
+        }
+        // The noisy tenant pushed out only its own answers.
+        assert_eq!(store.tenant_len("noisy"), 3);
+        assert_eq!(store.tenant_len("quiet"), 1);
+        assert!(!store_one(&store, "quiet", "q").await, "quiet was evicted");
+        assert!(!store_one(&store, "noisy", "n49").await);
+        assert!(store_one(&store, "noisy", "n0").await);
+
+        // Byte budget per tenant: an answer over it is not stored at all.
+        let store = IdempotencyStore::new(&IdempotencyConfig {
+            max_bytes_per_tenant: 100,
+            ..IdempotencyConfig::default()
+        });
+        let p = parts("POST", Some("big"));
+        let big: &'static str = Box::leak("b".repeat(200).into_boxed_str());
+        let _ = store
+            .run("t", "e", keyed(&p), "r", async move { answer(big) })
+            .await;
+        assert!(store.is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_full_store_takes_room_from_the_tenant_holding_most() {
+        let store = IdempotencyStore::new(&IdempotencyConfig {
+            max_entries: 4,
+            ..IdempotencyConfig::default()
+        });
+        assert!(store_one(&store, "quiet", "q").await);
+        for i in 0..20 {
+            assert!(store_one(&store, "noisy", &format!("n{i}")).await);
+        }
+        assert_eq!(store.len(), 4);
+        assert_eq!(store.tenant_len("quiet"), 1);
+        assert!(!store_one(&store, "quiet", "q").await, "quiet was evicted");
     }
 }

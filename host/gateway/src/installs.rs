@@ -1,6 +1,8 @@
-//! Install resolution with a short-lived cache: a tenant's enabled install of an extension
-//! — or the fact that there is none — is reused for [`GatewayConfig::install_cache_ttl`]
-//! instead of being read from the registry on every call.
+//! Install resolution with short-lived caches: a tenant's enabled install of an extension
+//! is reused for [`GatewayConfig::install_cache_ttl`] instead of being read from the
+//! registry on every call, and the fact that there is none — an unknown extension id, or
+//! one the tenant has not installed — for [`GatewayConfig::unknown_extension_ttl`], in a
+//! cache of its own.
 //!
 //! Staleness is bounded three ways: entries expire after the TTL; the admin API of this
 //! gateway forgets an entry as soon as it changes the install; and a runner checks the
@@ -9,8 +11,10 @@
 //! resolves again and, if the install still exists, sends the call once more (nothing ran).
 //!
 //! [`GatewayConfig::install_cache_ttl`]: crate::GatewayConfig::install_cache_ttl
+//! [`GatewayConfig::unknown_extension_ttl`]: crate::GatewayConfig::unknown_extension_ttl
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use palisade_protocol::TtlCache;
@@ -27,21 +31,39 @@ pub(crate) struct Resolution {
 
 type Key = (String, String);
 
-/// Resolved installs by (tenant, extension).
+/// Resolved installs by (tenant, extension), and apart from them the pairs that resolved
+/// to nothing — an unknown extension id, or one the tenant has not installed — so that
+/// calls naming ids that do not resolve neither reach the registry each time nor push real
+/// installs out of the cache.
 pub(crate) struct InstallCache {
-    /// `None`: caching is off.
-    cache: Option<TtlCache<Key, Option<Arc<ResolvedInstall>>>>,
+    /// `None`: caching installs is off.
+    cache: Option<TtlCache<Key, Arc<ResolvedInstall>>>,
     ttl: Duration,
+    /// `None`: caching absences is off.
+    absent: Option<TtlCache<Key, ()>>,
+    absent_ttl: Duration,
+    /// Registry reads made so far.
+    resolutions: AtomicU64,
 }
 
 impl InstallCache {
-    /// A cache keeping at most `capacity` resolutions for `ttl` each; a zero `ttl` or
-    /// `capacity` turns it off.
-    pub(crate) fn new(ttl: Duration, capacity: usize) -> Self {
+    /// A cache keeping at most `capacity` resolutions for `ttl` each, and at most
+    /// `absent_capacity` pairs without an install for `absent_ttl` each; a zero TTL or
+    /// capacity turns that part off.
+    pub(crate) fn new(
+        ttl: Duration,
+        capacity: usize,
+        absent_ttl: Duration,
+        absent_capacity: usize,
+    ) -> Self {
         let on = !ttl.is_zero() && capacity > 0;
+        let absent_on = !absent_ttl.is_zero() && absent_capacity > 0;
         InstallCache {
             cache: on.then(|| TtlCache::new(capacity)),
             ttl,
+            absent: absent_on.then(|| TtlCache::new(absent_capacity)),
+            absent_ttl,
+            resolutions: AtomicU64::new(0),
         }
     }
 
@@ -52,29 +74,49 @@ impl InstallCache {
         tenant_id: &str,
         extension_id: &str,
     ) -> Result<Resolution, RegistryError> {
-        let Some(cache) = &self.cache else {
-            let install = registry.resolve(tenant_id, extension_id).await?;
-            return Ok(Resolution {
-                install: install.map(Arc::new),
-                cached: false,
-            });
-        };
         let key = (tenant_id.to_owned(), extension_id.to_owned());
-        if let Some(install) = cache.get(&key, Instant::now()) {
+        let now = Instant::now();
+        if let Some(install) = self.cache.as_ref().and_then(|c| c.get(&key, now)) {
             return Ok(Resolution {
-                install,
+                install: Some(install),
+                cached: true,
+            });
+        }
+        if self
+            .absent
+            .as_ref()
+            .is_some_and(|c| c.get(&key, now).is_some())
+        {
+            return Ok(Resolution {
+                install: None,
                 cached: true,
             });
         }
         // A change invalidating the key while the registry is read voids the answer.
-        let ticket = cache.ticket(&key);
+        let tickets = (
+            self.cache.as_ref().map(|c| c.ticket(&key)),
+            self.absent.as_ref().map(|c| c.ticket(&key)),
+        );
+        self.resolutions.fetch_add(1, Ordering::Relaxed);
         let install = registry
             .resolve(tenant_id, extension_id)
             .await?
             .map(Arc::new);
         let now = Instant::now();
-        if let Some(expires) = now.checked_add(self.ttl) {
-            cache.insert_since(ticket, key, install.clone(), expires, now);
+        match (&install, tickets) {
+            (Some(install), (Some(ticket), _)) => {
+                if let (Some(cache), Some(expires)) = (&self.cache, now.checked_add(self.ttl)) {
+                    cache.insert_since(ticket, key, install.clone(), expires, now);
+                }
+            }
+            (None, (_, Some(ticket))) => {
+                if let (Some(absent), Some(expires)) =
+                    (&self.absent, now.checked_add(self.absent_ttl))
+                {
+                    absent.insert_since(ticket, key, (), expires, now);
+                }
+            }
+            _ => {}
         }
         Ok(Resolution {
             install,
@@ -84,14 +126,24 @@ impl InstallCache {
 
     /// Forgets what is cached for the tenant's install of `extension_id`.
     pub(crate) fn invalidate(&self, tenant_id: &str, extension_id: &str) {
+        let key = (tenant_id.to_owned(), extension_id.to_owned());
         if let Some(cache) = &self.cache {
-            cache.invalidate(&(tenant_id.to_owned(), extension_id.to_owned()));
+            cache.invalidate(&key);
+        }
+        if let Some(absent) = &self.absent {
+            absent.invalidate(&key);
         }
     }
 
-    /// How many resolutions are kept.
+    /// How many times the registry was read.
+    #[cfg(test)]
+    pub(crate) fn registry_resolutions(&self) -> u64 {
+        self.resolutions.load(Ordering::Relaxed)
+    }
+
+    /// How many resolutions (installs and absences) are kept.
     #[cfg(test)]
     pub(crate) fn len(&self) -> usize {
-        self.cache.as_ref().map_or(0, TtlCache::len)
+        self.cache.as_ref().map_or(0, TtlCache::len) + self.absent.as_ref().map_or(0, TtlCache::len)
     }
 }

@@ -11,6 +11,7 @@ use bytes::Bytes;
 use http::header::{CONTENT_LENGTH, HeaderValue};
 use http::request::Parts;
 use http::{Method, StatusCode};
+use palisade_bundle::manifest::EndpointCache;
 use palisade_protocol::{
     ErrorCode, ExecuteLimits, ExecuteRequest, ExecuteResponse, ExecuteStats, HttpRequest,
     InvocationContext, TokenScope,
@@ -19,11 +20,15 @@ use palisade_registry::{RegistryError, ResolvedInstall};
 use tracing::{Instrument, Span, field};
 
 use crate::app::{API_PREFIX, GatewayState};
+use crate::auth::Caller;
 use crate::body::{BodyError, read_body};
+use crate::config::GatewayConfig;
 use crate::error::ApiError;
 use crate::execlog;
 use crate::headers::{self, REQUEST_ID};
+use crate::idempotency::{self, KeyedRequest};
 use crate::installs::Resolution;
+use crate::ratelimit;
 use crate::routing::match_endpoint;
 use crate::runner::{RunnerError, RunnerReply};
 
@@ -82,6 +87,14 @@ async fn serve(
     };
     span.record("tenant", caller.tenant_id.as_str());
 
+    // Before resolution, so that calls naming unknown extensions are limited as well.
+    if let Err(retry_after) = check_caller_limits(state, &caller) {
+        tracing::info!(retry_after, "caller or tenant over its rate limit");
+        let mut error = ApiError::new(ErrorCode::OverQuota, request_id);
+        error.retry_after = Some(HeaderValue::from(retry_after));
+        return error.into_response();
+    }
+
     let resolution = match state
         .installs
         .resolve(&state.registry, &caller.tenant_id, extension_id)
@@ -112,16 +125,28 @@ async fn serve(
         path,
         request_id,
     };
-    let (template, result) = state
-        .idempotency
-        .run(
-            &caller.tenant_id,
-            extension_id,
-            &parts,
-            request_id,
-            call.forward(&mut install, resolution.cached, body),
-        )
-        .await;
+    let mut body = CallBody {
+        unread: Some(body),
+        read: None,
+    };
+    let (template, result) = match call
+        .keyed_request(&install, caller.user_id.as_deref(), &mut body)
+        .await
+    {
+        Err(error) => (None, Err(error)),
+        Ok(keyed) => {
+            state
+                .idempotency
+                .run(
+                    &caller.tenant_id,
+                    extension_id,
+                    keyed,
+                    request_id,
+                    call.forward(&mut install, resolution.cached, body),
+                )
+                .await
+        }
+    };
     let (mut response, error) = match result {
         Ok(response) => (response, None),
         Err(error) => {
@@ -139,6 +164,19 @@ async fn serve(
     response
 }
 
+/// Takes a token from the caller's bucket (when the token names a user), then from the
+/// tenant's; `Err` carries the seconds until the refusing bucket has one.
+fn check_caller_limits(state: &GatewayState, caller: &Caller) -> Result<(), u64> {
+    if let Some(user) = &caller.user_id
+        && state.caller_limiter.is_enabled()
+    {
+        state
+            .caller_limiter
+            .check(&ratelimit::caller_key(&caller.tenant_id, user))?;
+    }
+    state.tenant_limiter.check(&caller.tenant_id)
+}
+
 fn record_install(span: &Span, install: &ResolvedInstall) {
     span.record("version", install.version.as_str());
     span.record("content_hash", field::display(&install.content_hash));
@@ -153,6 +191,13 @@ fn split_path(full: &str) -> Option<(&str, &str)> {
         None => (rest, "/"),
     };
     (!extension_id.is_empty()).then_some((extension_id, path))
+}
+
+/// The largest request body `install` accepts here.
+fn request_limit(config: &GatewayConfig, install: &ResolvedInstall) -> usize {
+    usize::try_from(install.manifest.limits.max_request_bytes)
+        .unwrap_or(usize::MAX)
+        .min(config.max_request_bytes)
 }
 
 fn registry_error_code(err: &RegistryError) -> ErrorCode {
@@ -226,6 +271,48 @@ impl Call<'_> {
         ApiError::new(code, self.request_id)
     }
 
+    /// The request's idempotency key and fingerprint, when it carries a key. The body is
+    /// read here (within the install's limit), since its digest is part of the fingerprint.
+    async fn keyed_request(
+        &self,
+        install: &ResolvedInstall,
+        user: Option<&str>,
+        body: &mut CallBody,
+    ) -> Result<Option<KeyedRequest>, ApiError> {
+        let parts = self.parts;
+        let key = match idempotency::request_key(&parts.method, &parts.headers) {
+            Ok(Some(key)) => key,
+            Ok(None) => return Ok(None),
+            Err(err) => {
+                tracing::info!(error = %err, "idempotency key refused");
+                return Err(self.error(ErrorCode::BadRequest));
+            }
+        };
+        let config = &self.state.config;
+        let bytes = body
+            .bytes(
+                &parts.headers,
+                request_limit(config, install),
+                config.request_timeout,
+            )
+            .await
+            .map_err(|err| self.body_error(err))?;
+        Ok(Some(KeyedRequest::new(key, parts, user, &bytes)))
+    }
+
+    fn body_error(&self, err: BodyError) -> ApiError {
+        tracing::info!(error = %err, "request body refused");
+        match err {
+            BodyError::TooLarge { .. } => self.error(ErrorCode::TooLarge),
+            BodyError::Timeout => ApiError::with_status(
+                StatusCode::REQUEST_TIMEOUT,
+                ErrorCode::Timeout,
+                self.request_id,
+            ),
+            BodyError::Read(_) => self.error(ErrorCode::BadRequest),
+        }
+    }
+
     /// Everything after resolution, for `install`. When the runner finds a cached install
     /// stale, the install is resolved again from the registry and the call is made once
     /// more with it; `install` is left at the one the answer is for. Returns the matched
@@ -234,12 +321,8 @@ impl Call<'_> {
         &self,
         install: &mut Arc<ResolvedInstall>,
         cached: bool,
-        body: Body,
+        mut body: CallBody,
     ) -> (Option<String>, Result<Response, ApiError>) {
-        let mut body = CallBody {
-            unread: Some(body),
-            read: None,
-        };
         let (template, result) = self.attempt(install, &mut body).await;
         let refused = match result {
             Ok(response) => return (template, Ok(response)),
@@ -302,7 +385,15 @@ impl Call<'_> {
             parts.method.as_str()
         };
         let template = Some(found.template.to_owned());
-        let result = self.invoke(install, method, body, head_as_get).await;
+        let cache = install
+            .manifest
+            .api
+            .endpoints
+            .iter()
+            .find(|e| e.method == found.method && e.path == found.template)
+            .map(|e| e.cache)
+            .unwrap_or_default();
+        let result = self.invoke(install, method, body, head_as_get, cache).await;
         (template, result)
     }
 
@@ -312,27 +403,18 @@ impl Call<'_> {
         method: &str,
         body: &mut CallBody,
         head_as_get: bool,
+        cache: EndpointCache,
     ) -> Result<Response, Refusal> {
         let config = &self.state.config;
         let limits = &install.manifest.limits;
-        let max_bytes = usize::try_from(limits.max_request_bytes)
-            .unwrap_or(usize::MAX)
-            .min(config.max_request_bytes);
         let body = body
-            .bytes(&self.parts.headers, max_bytes, config.request_timeout)
+            .bytes(
+                &self.parts.headers,
+                request_limit(config, install),
+                config.request_timeout,
+            )
             .await
-            .map_err(|err| {
-                tracing::info!(error = %err, "request body refused");
-                match err {
-                    BodyError::TooLarge { .. } => self.error(ErrorCode::TooLarge),
-                    BodyError::Timeout => ApiError::with_status(
-                        StatusCode::REQUEST_TIMEOUT,
-                        ErrorCode::Timeout,
-                        self.request_id,
-                    ),
-                    BodyError::Read(_) => self.error(ErrorCode::BadRequest),
-                }
-            })?;
+            .map_err(|err| self.body_error(err))?;
 
         let budget = config
             .request_timeout
@@ -358,7 +440,7 @@ impl Call<'_> {
         match reply {
             RunnerReply::Guest(mut reply) => {
                 let stats = reply.stats.take();
-                let mut response = self.guest_response(reply, head_as_get)?;
+                let mut response = self.guest_response(reply, head_as_get, cache)?;
                 if let Some(stats) = stats {
                     response.extensions_mut().insert(stats);
                 }
@@ -460,6 +542,7 @@ impl Call<'_> {
         &self,
         reply: ExecuteResponse,
         head_as_get: bool,
+        cache: EndpointCache,
     ) -> Result<Response, ApiError> {
         let status = StatusCode::from_u16(reply.status)
             .ok()
@@ -475,10 +558,11 @@ impl Call<'_> {
             tracing::error!(error = %err, "runner relayed a guest body that is not base64");
             self.error(ErrorCode::Internal)
         })?;
-        let (headers, dropped) = headers::filter_response_headers(&reply.headers);
+        let (mut headers, dropped) = headers::filter_response_headers(&reply.headers);
         if !dropped.is_empty() {
             tracing::debug!(?dropped, "guest response headers dropped");
         }
+        headers::apply_cache_policy(&mut headers, cache);
         let length = body.len();
         let body = if head_as_get {
             Body::empty()

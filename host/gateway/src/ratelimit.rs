@@ -1,5 +1,7 @@
-//! Per-install token buckets: each install may make `per_second` calls a second on
-//! average, with bursts of up to `burst`. Buckets live in a sharded map (one short
+//! Token buckets, one per key: each key may make `per_second` calls a second on average,
+//! with bursts of up to `burst`. The gateway keeps three sets: per tenant and per caller
+//! (checked before the install is resolved, so calls naming unknown extensions are limited
+//! too) and per install. Buckets live in a sharded map (one short
 //! `Mutex` section per check), and idle buckets are evicted so memory stays bounded.
 
 use std::collections::HashMap;
@@ -14,6 +16,16 @@ pub const DEFAULT_RATE_PER_SECOND: f64 = 50.0;
 pub const DEFAULT_RATE_BURST: u32 = 100;
 /// Default bound on the number of buckets kept.
 pub const DEFAULT_MAX_BUCKETS: usize = 100_000;
+/// Default sustained rate of one tenant, over all its installs and callers, checked before
+/// the install is resolved: 500 calls a second.
+pub const DEFAULT_TENANT_RATE_PER_SECOND: f64 = 500.0;
+/// Default burst of one tenant: 1000 calls.
+pub const DEFAULT_TENANT_RATE_BURST: u32 = 1000;
+/// Default sustained rate of one caller (a tenant's user), checked before the install is
+/// resolved: 200 calls a second.
+pub const DEFAULT_CALLER_RATE_PER_SECOND: f64 = 200.0;
+/// Default burst of one caller: 400 calls.
+pub const DEFAULT_CALLER_RATE_BURST: u32 = 400;
 
 const SHARDS: usize = 16;
 
@@ -37,6 +49,39 @@ impl Default for RateLimitConfig {
             max_buckets: DEFAULT_MAX_BUCKETS,
         }
     }
+}
+
+impl RateLimitConfig {
+    /// The default limit of one tenant (checked before resolution).
+    pub fn tenant_default() -> Self {
+        RateLimitConfig {
+            per_second: DEFAULT_TENANT_RATE_PER_SECOND,
+            burst: DEFAULT_TENANT_RATE_BURST,
+            max_buckets: DEFAULT_MAX_BUCKETS,
+        }
+    }
+
+    /// The default limit of one caller (checked before resolution).
+    pub fn caller_default() -> Self {
+        RateLimitConfig {
+            per_second: DEFAULT_CALLER_RATE_PER_SECOND,
+            burst: DEFAULT_CALLER_RATE_BURST,
+            max_buckets: DEFAULT_MAX_BUCKETS,
+        }
+    }
+
+    /// This limit turned off.
+    pub fn off() -> Self {
+        RateLimitConfig {
+            per_second: 0.0,
+            ..RateLimitConfig::default()
+        }
+    }
+}
+
+/// The bucket key of a caller: the tenant and the user, unambiguously joined.
+pub fn caller_key(tenant_id: &str, user_id: &str) -> String {
+    format!("{}:{tenant_id}{user_id}", tenant_id.len())
 }
 
 #[derive(Debug, Clone, Copy)]

@@ -276,8 +276,8 @@ impl Bench {
         Ok(server)
     }
 
-    /// `palisade gateway` on `data` in front of `runner`, with the per-install rate limit
-    /// off (the load is far above its default); returns once `/healthz` answers.
+    /// `palisade gateway` on `data` in front of `runner`, with the rate limits (per
+    /// install, tenant and caller) off (the load is far above their defaults); returns once `/healthz` answers.
     pub async fn gateway(&self, data: &DataDir, runner: &Server) -> Result<Server> {
         let addr = Self::free_addr()?;
         let mut command = self.palisade_command(data);
@@ -288,6 +288,10 @@ impl Bench {
             "--runner",
             &runner.url,
             "--rate-per-second",
+            "0",
+            "--tenant-rate-per-second",
+            "0",
+            "--caller-rate-per-second",
             "0",
         ]);
         let mut server = Server::spawn(&format!("gateway-{}", data.name()), command, self, &addr)?;

@@ -1,11 +1,12 @@
-//! The gateway's request-policy flags: caller keys, per-install rate limit, CORS origins
-//! and the idempotency window.
+//! The gateway's request-policy flags: caller keys, per-install, per-tenant and per-caller
+//! rate limits, CORS origins and the idempotency window.
 
 use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use clap::Args;
+use palisade_gateway::ratelimit::RateLimitConfig;
 use palisade_gateway::{CallerKey, CallerKeyAlgorithm, GatewayConfig};
 
 use crate::datadir::read_string;
@@ -40,12 +41,32 @@ pub struct PolicyArgs {
     /// Largest burst of calls per install (default 100).
     #[arg(long, value_name = "N")]
     pub rate_burst: Option<u32>,
+    /// Calls a second each tenant may make on average over all its installs, checked
+    /// before the install is resolved (0 turns the limit off; default 500).
+    #[arg(long, value_name = "N")]
+    pub tenant_rate_per_second: Option<f64>,
+    /// Largest burst of calls per tenant (default 1000).
+    #[arg(long, value_name = "N")]
+    pub tenant_rate_burst: Option<u32>,
+    /// Calls a second each caller (a tenant's user) may make on average, checked before
+    /// the install is resolved (0 turns the limit off; default 200).
+    #[arg(long, value_name = "N")]
+    pub caller_rate_per_second: Option<f64>,
+    /// Largest burst of calls per caller (default 400).
+    #[arg(long, value_name = "N")]
+    pub caller_rate_burst: Option<u32>,
     /// A browser origin allowed to call the API, e.g. https://app.example (repeatable).
     #[arg(long = "cors-origin", value_name = "ORIGIN")]
     pub cors_origins: Vec<String>,
     /// Seconds an idempotent answer is replayed (default 86400).
     #[arg(long, value_name = "SECONDS")]
     pub idempotency_window_secs: Option<u64>,
+    /// Most idempotent answers kept for one tenant (default 1000).
+    #[arg(long, value_name = "N")]
+    pub idempotency_tenant_entries: Option<usize>,
+    /// Most bytes of idempotent answers kept for one tenant (default 8388608).
+    #[arg(long, value_name = "BYTES")]
+    pub idempotency_tenant_bytes: Option<usize>,
 }
 
 impl PolicyArgs {
@@ -72,26 +93,60 @@ impl PolicyArgs {
         if let Some(claim) = &self.user_claim {
             auth.user_claim.clone_from(claim);
         }
-        if let Some(rate) = self.rate_per_second {
-            if !rate.is_finite() || rate < 0.0 {
-                bail!("--rate-per-second must be a non-negative number, got {rate}");
-            }
-            config.rate_limit.per_second = rate;
-        }
-        if let Some(burst) = self.rate_burst {
-            if burst == 0 {
-                bail!("--rate-burst must be at least 1");
-            }
-            config.rate_limit.burst = burst;
-        }
+        set_limit(
+            &mut config.rate_limit,
+            "rate",
+            self.rate_per_second,
+            self.rate_burst,
+        )?;
+        set_limit(
+            &mut config.tenant_rate_limit,
+            "tenant-rate",
+            self.tenant_rate_per_second,
+            self.tenant_rate_burst,
+        )?;
+        set_limit(
+            &mut config.caller_rate_limit,
+            "caller-rate",
+            self.caller_rate_per_second,
+            self.caller_rate_burst,
+        )?;
         config
             .cors_allowed_origins
             .extend(self.cors_origins.iter().cloned());
         if let Some(secs) = self.idempotency_window_secs {
             config.idempotency.window = Duration::from_secs(secs);
         }
+        if let Some(entries) = self.idempotency_tenant_entries {
+            config.idempotency.max_entries_per_tenant = entries;
+        }
+        if let Some(bytes) = self.idempotency_tenant_bytes {
+            config.idempotency.max_bytes_per_tenant = bytes;
+        }
         Ok(())
     }
+}
+
+/// Applies `--{flag}-per-second` and `--{flag}-burst` to `limit`.
+fn set_limit(
+    limit: &mut RateLimitConfig,
+    flag: &str,
+    per_second: Option<f64>,
+    burst: Option<u32>,
+) -> Result<()> {
+    if let Some(rate) = per_second {
+        if !rate.is_finite() || rate < 0.0 {
+            bail!("--{flag}-per-second must be a non-negative number, got {rate}");
+        }
+        limit.per_second = rate;
+    }
+    if let Some(burst) = burst {
+        if burst == 0 {
+            bail!("--{flag}-burst must be at least 1");
+        }
+        limit.burst = burst;
+    }
+    Ok(())
 }
 
 /// Reads `ALG:FILE[:KID]`.
@@ -148,8 +203,12 @@ mod tests {
             caller_keys: vec![format!("HS256:{}:k1", secret.display())],
             rate_per_second: Some(5.0),
             rate_burst: Some(10),
+            tenant_rate_per_second: Some(0.0),
+            caller_rate_per_second: Some(7.5),
+            caller_rate_burst: Some(3),
             cors_origins: vec!["https://app.example".into()],
             idempotency_window_secs: Some(60),
+            idempotency_tenant_entries: Some(5),
             ..PolicyArgs::default()
         };
         let mut config = config();
@@ -164,8 +223,12 @@ mod tests {
         );
         assert_eq!(config.caller_auth.issuer, "https://idp");
         assert_eq!(config.rate_limit.burst, 10);
+        assert_eq!(config.tenant_rate_limit.per_second, 0.0);
+        assert_eq!(config.caller_rate_limit.per_second, 7.5);
+        assert_eq!(config.caller_rate_limit.burst, 3);
         assert_eq!(config.cors_allowed_origins, ["https://app.example"]);
         assert_eq!(config.idempotency.window, Duration::from_secs(60));
+        assert_eq!(config.idempotency.max_entries_per_tenant, 5);
     }
 
     #[test]
@@ -186,5 +249,11 @@ mod tests {
             ..PolicyArgs::default()
         };
         assert!(args.apply(&mut config()).is_err());
+        let args = PolicyArgs {
+            tenant_rate_burst: Some(0),
+            ..PolicyArgs::default()
+        };
+        let err = args.apply(&mut config()).unwrap_err();
+        assert!(format!("{err}").contains("--tenant-rate-burst"), "{err}");
     }
 }

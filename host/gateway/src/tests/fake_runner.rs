@@ -110,6 +110,19 @@ async fn execute(State(shared): State<Shared>, headers: HeaderMap, body: Bytes) 
             response
         }
         "/garbage" => (StatusCode::OK, "this is not an execute reply").into_response(),
+        // A guest asking every cache, shared ones included, to keep its answer.
+        "/cached" | "/shared" => Json(ExecuteResponse::new(
+            200,
+            vec![
+                (
+                    "cache-control".to_owned(),
+                    "public, max-age=3600, s-maxage=3600".to_owned(),
+                ),
+                ("content-type".to_owned(), "text/plain".to_owned()),
+            ],
+            format!("answer for {}", context.tenant_id).as_bytes(),
+        ))
+        .into_response(),
         "/weird" => Json(ExecuteResponse::new(101, vec![], b"")).into_response(),
         "/slow" => {
             tokio::time::sleep(Duration::from_secs(30)).await;

@@ -126,12 +126,16 @@ impl Harness {
     }
 
     fn token(&self, tenant: &str) -> String {
+        self.token_as(tenant, "alice")
+    }
+
+    fn token_as(&self, tenant: &str, user: &str) -> String {
         mint_dev_token(
             self.caller_keys.private_pem.as_bytes(),
             ISS,
             AUD,
             tenant,
-            "alice",
+            user,
             Duration::from_secs(300),
         )
         .unwrap()

@@ -18,6 +18,7 @@ const MANIFEST: &str = r#"{"id":"com.example.policy","name":"Policy","publisher"
     "version":"1.0.0","runtime":"wasi-http@0.2","component":"policy.wasm",
     "api":{"endpoints":[
         {"method":"GET","path":"/items"},
+        {"method":"GET","path":"/cached"},
         {"method":"POST","path":"/items"},
         {"method":"POST","path":"/trap"}
     ]}}"#;
@@ -238,7 +239,7 @@ async fn cors_preflight_and_headers_only_for_configured_origins() {
         .await;
     assert_eq!(reply.status, StatusCode::CREATED);
     assert_eq!(reply.headers["access-control-allow-origin"], ORIGIN);
-    assert_eq!(reply.headers["vary"], "origin");
+    assert_eq!(vary(&reply), ["authorization", "origin"]);
     assert!(
         reply.headers["access-control-expose-headers"]
             .to_str()
@@ -262,7 +263,7 @@ async fn cors_preflight_and_headers_only_for_configured_origins() {
             .get("access-control-allow-credentials")
             .is_none()
     );
-    assert_eq!(reply.headers["vary"], "origin");
+    assert_eq!(vary(&reply), ["authorization", "origin"]);
     assert_eq!(runner.seen().len(), 2);
 }
 
@@ -293,10 +294,73 @@ async fn no_cors_headers_when_no_origin_is_configured() {
     for name in [
         "access-control-allow-origin",
         "access-control-allow-credentials",
-        "vary",
     ] {
         assert!(reply.headers.get(name).is_none(), "{name}");
     }
+    assert_eq!(vary(&reply), ["authorization"]);
+}
+
+/// Every `vary` value of `reply`, in order.
+fn vary(reply: &Reply) -> Vec<&str> {
+    reply
+        .headers
+        .get_all("vary")
+        .iter()
+        .map(|v| v.to_str().unwrap())
+        .collect()
+}
+
+#[tokio::test]
+async fn a_guest_cannot_make_one_tenants_answer_cacheable_for_another() {
+    let (h, runner) = setup(|_| {}).await;
+    h.install("globex", MANIFEST).await;
+    let uri = format!("/api/ext/{EXT}/cached");
+    for tenant in [TENANT, "globex"] {
+        // The guest says `public, s-maxage`; the endpoint is not declared public.
+        let reply = h.get_as(tenant, &uri).await;
+        assert_eq!(reply.status, StatusCode::OK);
+        assert_eq!(reply.body, format!("answer for {tenant}").as_bytes());
+        assert_eq!(reply.headers["cache-control"], "private, max-age=3600");
+        assert_eq!(vary(&reply), ["authorization"]);
+        // HEAD answers carry the same.
+        let head = h
+            .send(
+                Request::head(&uri)
+                    .header("authorization", format!("Bearer {}", h.token(tenant)))
+                    .body(Body::empty())
+                    .unwrap(),
+            )
+            .await;
+        assert_eq!(head.headers["cache-control"], "private, max-age=3600");
+        assert_eq!(vary(&head), ["authorization"]);
+    }
+    assert_eq!(runner.seen().len(), 4);
+}
+
+#[tokio::test]
+async fn declared_public_endpoints_keep_the_guest_cache_control_per_caller() {
+    let (h, _runner) = setup(|_| {}).await;
+    h.install(
+        TENANT,
+        r#"{"id":"com.example.shared","name":"Shared","publisher":"Example",
+        "version":"1.0.0","runtime":"wasi-http@0.2","component":"shared.wasm",
+        "api":{"endpoints":[
+            {"method":"GET","path":"/shared","cache":"public"},
+            {"method":"GET","path":"/cached"}
+        ]}}"#,
+    )
+    .await;
+    let reply = h.get_as(TENANT, "/api/ext/com.example.shared/shared").await;
+    assert_eq!(reply.status, StatusCode::OK);
+    assert_eq!(
+        reply.headers["cache-control"],
+        "public, max-age=3600, s-maxage=3600"
+    );
+    // A shared cache keeps each caller's answer apart.
+    assert_eq!(vary(&reply), ["authorization"]);
+    // The other endpoint of the same extension stays private.
+    let reply = h.get_as(TENANT, "/api/ext/com.example.shared/cached").await;
+    assert_eq!(reply.headers["cache-control"], "private, max-age=3600");
 }
 
 #[tokio::test]
@@ -305,7 +369,7 @@ async fn idempotency_key_replays_the_guest_answer() {
     let first = post_with_key(&h, "/items", "order-1", "one").await;
     assert_eq!(first.status, StatusCode::CREATED);
     assert!(first.headers.get("x-idempotent-replay").is_none());
-    let second = post_with_key(&h, "/items", "order-1", "two").await;
+    let second = post_with_key(&h, "/items", "order-1", "one").await;
     assert_eq!(second.status, StatusCode::CREATED);
     assert_eq!(second.headers["x-idempotent-replay"], "true");
     assert_eq!(second.body, first.body);
@@ -323,8 +387,77 @@ async fn idempotency_key_replays_the_guest_answer() {
 
     // The same key for another endpoint is refused without running.
     let reply = post_with_key(&h, "/trap", "order-1", "").await;
-    reply.assert_error(StatusCode::UNPROCESSABLE_ENTITY, "bad_request");
+    reply.assert_error(StatusCode::UNPROCESSABLE_ENTITY, "idempotency_key_reused");
     assert_eq!(runner.seen().len(), 3);
+}
+
+#[tokio::test]
+async fn idempotency_key_with_another_body_or_user_is_refused() {
+    let (h, runner) = setup(|_| {}).await;
+    let first = post_with_key(&h, "/items", "order-1", "one").await;
+    assert_eq!(first.status, StatusCode::CREATED);
+
+    // Another body under the same key gets no stored answer.
+    let reply = post_with_key(&h, "/items", "order-1", "two").await;
+    reply.assert_error(StatusCode::UNPROCESSABLE_ENTITY, "idempotency_key_reused");
+    assert!(reply.headers.get("x-idempotent-replay").is_none());
+    // Nor does another user of the same tenant with the same body.
+    let reply = h
+        .send(
+            Request::post(format!("/api/ext/{EXT}/items"))
+                .header(
+                    "authorization",
+                    format!("Bearer {}", h.token_as(TENANT, "bob")),
+                )
+                .header("x-idempotency-key", "order-1")
+                .body(Body::from("one"))
+                .unwrap(),
+        )
+        .await;
+    reply.assert_error(StatusCode::UNPROCESSABLE_ENTITY, "idempotency_key_reused");
+    assert_eq!(runner.seen().len(), 1);
+
+    // The same request by the same user is still replayed.
+    let again = post_with_key(&h, "/items", "order-1", "one").await;
+    assert_eq!(again.headers["x-idempotent-replay"], "true");
+    assert_eq!(again.body, first.body);
+    assert_eq!(runner.seen().len(), 1);
+}
+
+#[tokio::test]
+async fn one_tenant_cannot_evict_another_tenants_idempotent_answers() {
+    let (h, runner) = setup(|config| {
+        config.idempotency.max_entries = 4;
+    })
+    .await;
+    h.install("globex", MANIFEST).await;
+    let first = post_with_key(&h, "/items", "acme-order", "one").await;
+    assert_eq!(first.status, StatusCode::CREATED);
+    // Another tenant stores many more answers than the store holds.
+    for i in 0..10 {
+        let reply = h
+            .send(
+                Request::post(format!("/api/ext/{EXT}/items"))
+                    .header("authorization", format!("Bearer {}", h.token("globex")))
+                    .header("x-idempotency-key", format!("globex-{i}"))
+                    .body(Body::from("x"))
+                    .unwrap(),
+            )
+            .await;
+        assert_eq!(reply.status, StatusCode::CREATED);
+    }
+    assert_eq!(runner.seen().len(), 11);
+    // The first tenant's answer is still replayed, not run again.
+    let again = post_with_key(&h, "/items", "acme-order", "one").await;
+    assert_eq!(
+        again
+            .headers
+            .get("x-idempotent-replay")
+            .map(|v| v.as_bytes()),
+        Some(&b"true"[..])
+    );
+    assert_eq!(again.body, first.body);
+    assert_eq!(runner.seen().len(), 11);
 }
 
 #[tokio::test]
@@ -356,4 +489,140 @@ async fn platform_errors_are_not_replayed_and_bad_keys_are_refused() {
     // A key at the bound is fine.
     let reply = post_with_key(&h, "/items", &"k".repeat(255), "").await;
     assert_eq!(reply.status, StatusCode::CREATED);
+}
+
+/// A limit of `burst` calls that refills too slowly to matter in a test.
+fn tight(burst: u32) -> RateLimitConfig {
+    RateLimitConfig {
+        per_second: 0.01,
+        burst,
+        ..RateLimitConfig::default()
+    }
+}
+
+fn retry_after(reply: &Reply) -> u64 {
+    reply.headers["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+#[tokio::test]
+async fn the_tenant_limit_answers_429_before_resolution() {
+    let (h, runner) = setup(|config| {
+        config.tenant_rate_limit = tight(3);
+    })
+    .await;
+    let before = h.state.installs.registry_resolutions();
+    for i in 0..10 {
+        let reply = h
+            .get_as(TENANT, &format!("/api/ext/com.example.random{i}/x"))
+            .await;
+        if i < 3 {
+            reply.assert_error(StatusCode::NOT_FOUND, "not_found");
+        } else {
+            reply.assert_error(StatusCode::TOO_MANY_REQUESTS, "over_quota");
+            // One token at 0.01 a second: 100 s away.
+            assert!(
+                (90..=100).contains(&retry_after(&reply)),
+                "{}",
+                retry_after(&reply)
+            );
+        }
+    }
+    // Only the calls within the tenant's budget were resolved.
+    assert_eq!(h.state.installs.registry_resolutions() - before, 3);
+    // The tenant's real install is limited as well; another tenant is not.
+    let reply = h.get_as(TENANT, &format!("/api/ext/{EXT}/items")).await;
+    reply.assert_error(StatusCode::TOO_MANY_REQUESTS, "over_quota");
+    h.install("globex", MANIFEST).await;
+    let reply = h.get_as("globex", &format!("/api/ext/{EXT}/items")).await;
+    assert_eq!(reply.status, StatusCode::CREATED);
+    assert_eq!(runner.seen().len(), 1);
+    // Nothing was written to the execution log for the refused calls.
+    h.state.flush_execution_log().await;
+    let rows = h
+        .registry
+        .recent_executions(TENANT, None, 100)
+        .await
+        .unwrap();
+    assert!(rows.is_empty(), "{rows:?}");
+}
+
+#[tokio::test]
+async fn random_unknown_ids_do_not_each_reach_the_registry() {
+    let (h, _runner) = setup(|config| {
+        config.tenant_rate_limit = tight(20);
+    })
+    .await;
+    let before = h.state.installs.registry_resolutions();
+    let mut refused = 0;
+    for i in 0..200 {
+        let id = format!("com.example.{}", uuid::Uuid::new_v4().simple());
+        let reply = h.get_as(TENANT, &format!("/api/ext/{id}/x")).await;
+        if reply.status == StatusCode::TOO_MANY_REQUESTS {
+            refused += 1;
+        } else {
+            reply.assert_error(StatusCode::NOT_FOUND, "not_found");
+            assert!(i < 20, "call {i} was not limited");
+        }
+    }
+    assert_eq!(refused, 180);
+    assert_eq!(h.state.installs.registry_resolutions() - before, 20);
+
+    // The same unknown id again and again is answered from the cache.
+    let before = h.state.installs.registry_resolutions();
+    for _ in 0..10 {
+        let reply = h.get_as("globex", "/api/ext/com.example.nowhere/x").await;
+        reply.assert_error(StatusCode::NOT_FOUND, "not_found");
+    }
+    assert_eq!(h.state.installs.registry_resolutions() - before, 1);
+}
+
+#[tokio::test]
+async fn unknown_ids_do_not_push_installs_out_of_the_cache() {
+    let (h, runner) = setup(|config| {
+        config.install_cache_ttl = Duration::from_secs(3600);
+        config.install_cache_capacity = 2;
+        config.unknown_extension_capacity = 2;
+    })
+    .await;
+    let uri = format!("/api/ext/{EXT}/items");
+    assert_eq!(h.get_as(TENANT, &uri).await.status, StatusCode::CREATED);
+    for i in 0..20 {
+        h.get_as(TENANT, &format!("/api/ext/com.example.miss{i}/x"))
+            .await
+            .assert_error(StatusCode::NOT_FOUND, "not_found");
+    }
+    let before = h.state.installs.registry_resolutions();
+    assert_eq!(h.get_as(TENANT, &uri).await.status, StatusCode::CREATED);
+    assert_eq!(h.state.installs.registry_resolutions(), before);
+    assert_eq!(runner.seen().len(), 2);
+}
+
+#[tokio::test]
+async fn the_caller_limit_is_per_user() {
+    let (h, runner) = setup(|config| {
+        config.caller_rate_limit = tight(2);
+    })
+    .await;
+    let call_as = |user: &str| {
+        Request::get(format!("/api/ext/{EXT}/items"))
+            .header(
+                "authorization",
+                format!("Bearer {}", h.token_as(TENANT, user)),
+            )
+            .body(Body::empty())
+            .unwrap()
+    };
+    for _ in 0..2 {
+        assert_eq!(h.send(call_as("alice")).await.status, StatusCode::CREATED);
+    }
+    let reply = h.send(call_as("alice")).await;
+    reply.assert_error(StatusCode::TOO_MANY_REQUESTS, "over_quota");
+    assert!(retry_after(&reply) >= 1);
+    // Another user of the same tenant has a budget of their own.
+    assert_eq!(h.send(call_as("bob")).await.status, StatusCode::CREATED);
+    assert_eq!(runner.seen().len(), 3);
 }
