@@ -63,6 +63,8 @@ async fn main() {
         local_dir: Some(cache.path().to_path_buf()),
         remote: None,
         key: ArtifactKey::new([9; 32]),
+        trusted: None,
+        signer: None,
     };
 
     // Cold load, compiling: a fresh runtime each round, so nothing is cached.

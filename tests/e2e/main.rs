@@ -12,6 +12,7 @@ mod egress;
 mod gateway_policy;
 mod hostile;
 mod integrity;
+mod keys;
 mod metrics;
 mod openapi;
 mod publish;

@@ -10,7 +10,7 @@ use palisade_bundle::{SigningKey, TrustBundle};
 use palisade_gateway::{CallerAuthConfig, GatewayConfig, GatewayState};
 use palisade_protocol::{ServiceKeyPair, TokenMinter, TokenVerifier};
 use palisade_registry::secrets::SecretKey;
-use palisade_registry::{PublishedVersion, Registry, RegistryConfig, SecretSealer};
+use palisade_registry::{PublishedVersion, Registry, RegistryConfig, SecretOpener, SecretSealer};
 use palisade_runner::{RunnerConfig, RunnerState};
 use palisade_runtime::{Runtime, RuntimeConfig};
 use tempfile::TempDir;
@@ -66,7 +66,7 @@ pub struct Platform {
     pub gateway: SocketAddr,
     pub runner: SocketAddr,
     pub client: reqwest::Client,
-    /// The keyring the runner opens secrets with.
+    /// The public key the gateway seals secrets with.
     pub sealer: SecretSealer,
 }
 
@@ -106,10 +106,11 @@ impl Platform {
         let service_keys = ServiceKeyPair::generate().unwrap();
         let caller_keys = ServiceKeyPair::generate().unwrap();
 
-        let sealer = SecretSealer::new(SecretKey::generate(), []).unwrap();
+        let opener = SecretOpener::new(SecretKey::generate(), []).unwrap();
+        let sealer = opener.sealer().clone();
         let runtime = Runtime::new(
             options.runtime,
-            palisade_runner::host_services(&registry, sealer.clone()),
+            palisade_runner::host_services(&registry, opener),
         )
         .unwrap();
         let runner_state = Arc::new(RunnerState::new(

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 use palisade_protocol::ServiceKeyPair;
 use palisade_registry::{Registry, RegistryConfig};
-use palisade_runtime::{ArtifactKey, Artifacts};
+use palisade_runtime::{ArtifactKey, ArtifactSigningKey, ArtifactVerifyingKey, Artifacts};
 
 /// Issuer and audience of the development caller tokens `palisade token` mints.
 pub const DEV_ISSUER: &str = "palisade-dev";
@@ -92,7 +92,8 @@ impl DataDir {
         self.ed25519_pair("caller-issuer")
     }
 
-    /// The key that seals precompiled artifacts (32 random bytes, generated once).
+    /// The key that seals this data directory's own artifact cache (32 random bytes,
+    /// generated once). It never leaves the directory: no other runner needs it.
     pub fn artifact_key(&self) -> Result<ArtifactKey> {
         let path = self.keys().join("artifact.key");
         if path.exists() {
@@ -109,13 +110,71 @@ impl DataDir {
         Ok(ArtifactKey::new(bytes))
     }
 
-    /// Artifact caching for a runtime on this data directory: `cache/` on disk and the
-    /// registry's object store, sealed with [`Self::artifact_key`].
+    /// Path of the operator's artifact signing key (private half).
+    pub fn artifact_signing_key_path(&self) -> PathBuf {
+        self.keys().join("artifact-signing.key.pem")
+    }
+
+    /// Path of the artifact signing key's public half, which runners trust.
+    pub fn artifact_verifying_key_path(&self) -> PathBuf {
+        self.keys().join("artifact-signing.pub.pem")
+    }
+
+    /// The operator's key that signs artifacts for the shared store, generated with its
+    /// public half on first use. Only the publish step reads it; runners never do.
+    pub fn artifact_signing_key(&self) -> Result<ArtifactSigningKey> {
+        let private = self.artifact_signing_key_path();
+        let public = self.artifact_verifying_key_path();
+        if private.exists() {
+            let key = ArtifactSigningKey::from_pem(&read_string(&private)?)
+                .with_context(|| format!("reading {}", private.display()))?;
+            if !public.exists() {
+                write_file(&public, key.verifying_key().to_pem()?.as_bytes())?;
+            }
+            return Ok(key);
+        }
+        let key = ArtifactSigningKey::generate();
+        write_private(&private, &key.to_pem()?)?;
+        write_file(&public, key.verifying_key().to_pem()?.as_bytes())?;
+        tracing::info!(path = %private.display(), fingerprint = %key.verifying_key().fingerprint(), "generated the artifact signing key");
+        Ok(key)
+    }
+
+    /// The public key whose signatures make shared artifacts loadable; `None` (shared
+    /// artifacts are never loaded) when the data directory has none.
+    pub fn artifact_verifying_key(&self) -> Result<Option<ArtifactVerifyingKey>> {
+        let path = self.artifact_verifying_key_path();
+        if !path.exists() {
+            return Ok(None);
+        }
+        ArtifactVerifyingKey::from_pem(&read_string(&path)?)
+            .map(Some)
+            .with_context(|| format!("reading {}", path.display()))
+    }
+
+    /// Artifact caching for a runner on this data directory: its own `cache/` sealed with
+    /// [`Self::artifact_key`], and the registry's object store for artifacts signed by the
+    /// key of [`Self::artifact_verifying_key`]. A runner signs nothing and never writes
+    /// to the shared store.
     pub fn artifacts(&self, registry: &Registry) -> Result<Artifacts> {
         Ok(Artifacts {
             local_dir: Some(self.root.join("cache")),
             remote: Some(palisade_runner::artifact_store(registry)),
             key: self.artifact_key()?,
+            trusted: self.artifact_verifying_key()?,
+            signer: None,
+        })
+    }
+
+    /// Artifact caching for the publish step (`publish --precompile`): as a runner's,
+    /// plus the signing key, so that the artifact it stores in the shared store is
+    /// loaded by every runner that trusts the key.
+    pub fn signing_artifacts(&self, registry: &Registry) -> Result<Artifacts> {
+        let signer = self.artifact_signing_key()?;
+        Ok(Artifacts {
+            trusted: Some(signer.verifying_key()),
+            signer: Some(signer),
+            ..self.artifacts(registry)?
         })
     }
 

@@ -47,7 +47,8 @@ pub struct GatewayState {
     pub(crate) runner: RunnerPool,
     /// Publisher keys the admin API's publish endpoint accepts; `None`: publishing is off.
     pub(crate) trust: Option<TrustBundle>,
-    /// The keyring the admin API seals secrets with; `None`: setting secrets is off.
+    /// The public key the admin API seals secrets to (it opens none); `None`: setting
+    /// secrets is off.
     pub(crate) sealer: Option<SecretSealer>,
     /// Per-install token buckets.
     pub(crate) rate_limiter: RateLimiter,
@@ -128,7 +129,8 @@ impl GatewayState {
         self
     }
 
-    /// Lets the admin API set secrets, sealed with `sealer`.
+    /// Lets the admin API set secrets, sealed with `sealer` (a public key: the gateway
+    /// cannot open what it seals).
     pub fn with_sealer(mut self, sealer: SecretSealer) -> Self {
         self.sealer = Some(sealer);
         self

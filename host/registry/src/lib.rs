@@ -27,7 +27,7 @@ pub use install::Install;
 pub use objects::BundleStore;
 pub use publish::{ExtensionSummary, PublishedVersion, VersionSummary};
 pub use resolve::ResolvedInstall;
-pub use secrets::{SecretError, SecretSealer, SecretValue};
+pub use secrets::{SecretError, SecretOpener, SecretSealer, SecretValue};
 
 use palisade_bundle::hash::ContentHash;
 

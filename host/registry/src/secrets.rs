@@ -1,7 +1,8 @@
 //! Sealed secrets per install: set, list, delete and read, plus re-sealing under a new
-//! primary key. Values are sealed by [`SecretSealer`] before they reach the database and
-//! opened only by the caller that holds the keyring (the runner); the registry stores
-//! key id, nonce and ciphertext, never plaintext.
+//! primary key. Values are sealed by [`SecretSealer`] — a public key, so whoever seals
+//! cannot open — before they reach the database, and opened only by the holder of the
+//! private keyring, [`SecretOpener`] (the runner); the registry stores key id,
+//! encapsulated key and ciphertext, never plaintext.
 //!
 //! A secret belongs to an install (keyed by install id), so it survives upgrades and is
 //! removed with the install.
@@ -20,7 +21,8 @@ use crate::error::{InvalidTenantId, RegistryError};
 use crate::install::validate_tenant_id;
 
 pub use sealer::{
-    NONCE_BYTES, SECRET_KEY_BYTES, SealError, SealedSecret, SecretKey, SecretKeyError, SecretSealer,
+    ENCAPPED_KEY_BYTES, LegacyKeyring, LegacySecretKey, NONCE_BYTES, SECRET_KEY_BYTES, SealError,
+    SealedSecret, SecretKey, SecretKeyError, SecretOpener, SecretPublicKey, SecretSealer,
 };
 pub use value::SecretValue;
 
@@ -287,11 +289,11 @@ impl Registry {
         }
     }
 
-    /// Opens secret `name` of install `install_id`; `None` when it is not set. This does
-    /// not check grants: the caller decides who may read.
+    /// Opens secret `name` of install `install_id` with the runners' keyring; `None` when
+    /// it is not set. This does not check grants: the caller decides who may read.
     pub async fn read_secret(
         &self,
-        sealer: &SecretSealer,
+        opener: &SecretOpener,
         install_id: &str,
         name: &str,
     ) -> Result<Option<SecretValue>, SecretError> {
@@ -311,7 +313,7 @@ impl Registry {
             nonce: row.try_get("nonce")?,
             ciphertext: row.try_get("ciphertext")?,
         };
-        sealer
+        opener
             .open(install_id, name, &sealed)
             .map(Some)
             .map_err(|error| SecretError::Seal {
@@ -321,11 +323,13 @@ impl Registry {
             })
     }
 
-    /// Re-seals every stored value that is not sealed with `sealer`'s primary key, so
-    /// that older keys can leave the keyring. Values that cannot be opened are reported,
-    /// not changed; a value set concurrently is left as its writer sealed it.
-    pub async fn reseal_secrets(&self, sealer: &SecretSealer) -> Result<ResealReport, SecretError> {
-        let primary = sealer.primary_key_id();
+    /// Re-seals every stored value that is not sealed to `opener`'s primary key — values
+    /// sealed to an older key of the keyring, and values an earlier version sealed with
+    /// the symmetric keyring (when `opener` holds it: the migration) — so that older keys
+    /// can leave the keyring. Values that cannot be opened are reported, not changed; a
+    /// value set concurrently is left as its writer sealed it.
+    pub async fn reseal_secrets(&self, opener: &SecretOpener) -> Result<ResealReport, SecretError> {
+        let primary = opener.primary_key_id();
         let rows = sqlx::query(
             "SELECT install_id, name, nonce, ciphertext, key_id FROM extension_secret \
              WHERE key_id <> $1 ORDER BY install_id, name",
@@ -342,9 +346,9 @@ impl Registry {
                 nonce: row.try_get("nonce")?,
                 ciphertext: row.try_get("ciphertext")?,
             };
-            let resealed = sealer
+            let resealed = opener
                 .open(&install_id, &name, &old)
-                .and_then(|value| sealer.seal(&install_id, &name, &value));
+                .and_then(|value| opener.seal(&install_id, &name, &value));
             let new = match resealed {
                 Ok(new) => new,
                 Err(err) => {

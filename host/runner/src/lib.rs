@@ -24,7 +24,7 @@ use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post};
 use palisade_bundle::signing::TrustBundle;
 use palisade_protocol::TokenVerifier;
-use palisade_registry::{Registry, SecretSealer};
+use palisade_registry::{Registry, SecretOpener};
 use palisade_runtime::{HostServices, Runtime};
 
 pub use artifacts::artifact_store;
@@ -108,12 +108,12 @@ impl RunnerState {
 }
 
 /// The host services the runtime's capabilities use, backed by `registry`; secrets are
-/// opened with the operator's keyring `sealer`.
-pub fn host_services(registry: &Registry, sealer: SecretSealer) -> HostServices {
+/// opened with the runners' private keyring `opener`.
+pub fn host_services(registry: &Registry, opener: SecretOpener) -> HostServices {
     HostServices {
         secrets: Some(Arc::new(services::secrets::RegistrySecrets::new(
             registry.clone(),
-            sealer,
+            opener,
         ))),
         storage: Some(services::storage::RegistryStorage::shared(
             registry.clone(),

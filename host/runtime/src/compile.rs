@@ -1,6 +1,6 @@
 //! Compiling components: an in-memory LRU of compiled components (bounded by count and
-//! code bytes), then sealed precompiled artifacts on disk or in the shared store, then the
-//! compiler. See [`crate::artifacts`] for why deserializing is sound here.
+//! code bytes), then this runner's own sealed artifacts on disk or signed artifacts in the
+//! shared store, then the compiler. See [`crate::artifacts`] for why deserializing is sound here.
 
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::num::NonZeroUsize;
@@ -115,7 +115,8 @@ impl Runtime {
         Ok(component)
     }
 
-    /// Compiles `wasm` and stores its sealed artifact, so that the first call after a
+    /// Compiles `wasm` and stores its artifact: sealed in the local cache and, with the
+    /// operator's signing key, signed in the shared store, so that the first call after a
     /// deploy does not pay compile time (`palisade publish --precompile`).
     pub async fn precompile(&self, content_hash: &str, wasm: Vec<u8>) -> Result<(), LoadError> {
         self.compile_fresh(content_hash, wasm).await.map(|_| ())
@@ -132,11 +133,8 @@ impl Runtime {
 
     async fn load_artifact(&self, content_hash: &str) -> Option<Component> {
         let artifacts = self.services.artifacts.as_ref()?;
-        let sealed = artifacts.load(content_hash, &self.engine_hash).await?;
-        let bytes = artifacts
-            .key
-            .open(content_hash, &self.engine_hash, &sealed)?;
-        match self.deserialize(bytes) {
+        let bytes = artifacts.load(content_hash, &self.engine_hash).await?;
+        match self.deserialize(&bytes) {
             Ok(component) => {
                 tracing::debug!(content_hash, "loaded a precompiled artifact");
                 Some(component)
@@ -174,11 +172,13 @@ impl Runtime {
     #[allow(unsafe_code)]
     fn deserialize(&self, bytes: &[u8]) -> wasmtime::Result<Component> {
         // SAFETY: `Component::deserialize` requires bytes produced by wasmtime's own
-        // serialization for a compatible engine. Callers pass either the output of
-        // `precompile_component` on this very engine, or an artifact whose HMAC-SHA256
-        // seal verified under the operator's artifact key for this content hash and this
-        // engine's compatibility hash; only the platform holds that key and it seals
-        // nothing but `precompile_component` output. wasmtime additionally checks the
+        // serialization for a compatible engine. Callers pass the output of
+        // `precompile_component` on this very engine, an artifact from this runner's own
+        // cache whose HMAC-SHA256 seal verified under this runner's own key, or a shared
+        // artifact whose Ed25519 signature verified under the operator's artifact signing
+        // key — each for this content hash and this engine's compatibility hash. Runners
+        // hold neither another runner's key nor the signing key, and the holders seal or
+        // sign nothing but `precompile_component` output. wasmtime additionally checks the
         // artifact's header against this engine's configuration and refuses a mismatch.
         unsafe { Component::deserialize(&self.engine, bytes) }
     }

@@ -19,7 +19,9 @@ mod execute;
 mod limits;
 mod state;
 
-pub use artifacts::{ArtifactKey, ArtifactStore, Artifacts};
+pub use artifacts::{
+    ArtifactKey, ArtifactKeyError, ArtifactSigningKey, ArtifactStore, ArtifactVerifyingKey, Artifacts,
+};
 pub use capability::log::LogLine;
 pub use capability::{GrantSet, HostServices};
 pub use compile::CompileStats;

@@ -35,8 +35,9 @@ pub struct PublishArgs {
     /// PEM file of trusted publisher keys (default: the data directory's `trust.pem`).
     #[arg(long, conflicts_with = "server")]
     pub trust: Option<PathBuf>,
-    /// Also compile the component now and store its precompiled artifact, so the first
-    /// call does not pay compile time.
+    /// Also compile the component now and store its precompiled artifact, signed with the
+    /// artifact signing key (`keys/artifact-signing.key.pem`, generated on first use), so
+    /// that the first call on runners trusting that key does not pay compile time.
     #[arg(long, conflicts_with = "server")]
     pub precompile: bool,
     #[command(flatten)]
@@ -187,7 +188,7 @@ pub async fn publish(data_dir: &DataDir, args: PublishArgs) -> Result<()> {
             .context("unpacking the bundle to precompile it")?
             .component;
         let services = palisade_runtime::HostServices {
-            artifacts: Some(data_dir.artifacts(&registry)?),
+            artifacts: Some(data_dir.signing_artifacts(&registry)?),
             ..Default::default()
         };
         let runtime =
@@ -197,7 +198,10 @@ pub async fn publish(data_dir: &DataDir, args: PublishArgs) -> Result<()> {
             .precompile(&published.content_hash.to_string(), component)
             .await
             .context("precompiling the component")?;
-        println!("precompiled artifact stored for {}", published.content_hash);
+        println!(
+            "signed precompiled artifact stored for {}",
+            published.content_hash
+        );
     }
     Ok(())
 }

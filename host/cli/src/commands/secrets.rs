@@ -1,28 +1,42 @@
 //! `palisade secrets`: set, list and delete the sealed secrets of a tenant's install (in
-//! the data directory, or through a gateway's admin API with `--server`), and re-seal
-//! every stored value under the keyring's primary key. Also loads the operator's
-//! keyring for `up` (generating it on first use).
+//! the data directory, or through a gateway's admin API with `--server`), re-seal every
+//! stored value to the keyring's primary key, and migrate values of earlier versions.
+//! Also loads the keys: the runners' private keyring (generated on first use), and the
+//! public key that gateways and `secrets set` seal with.
 
 use std::io::{IsTerminal, Read, Write};
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 use clap::Subcommand;
-use palisade_registry::secrets::{MAX_SECRET_VALUE_BYTES, SecretKey};
-use palisade_registry::{SecretSealer, SecretValue};
+use palisade_registry::secrets::{LegacyKeyring, MAX_SECRET_VALUE_BYTES, SecretKey};
+use palisade_registry::{SecretOpener, SecretSealer, SecretValue};
 use zeroize::Zeroizing;
 
 use crate::commands::admin_client::{AdminClient, ServerArgs};
-use crate::datadir::{DataDir, read_string};
+use crate::datadir::{DataDir, read_string, write_file};
 
-/// Environment variable holding the keyring (overrides the key file).
-pub const KEY_ENV: &str = "PALISADE_SECRETS_KEY";
+/// Environment variable holding the runners' private keyring (overrides the key file).
+pub const KEYRING_ENV: &str = "PALISADE_SECRETS_KEYRING";
 
-/// Header written above a generated key.
+/// Environment variable holding the public key secrets are sealed to (overrides the file).
+pub const PUBLIC_KEY_ENV: &str = "PALISADE_SECRETS_PUBLIC_KEY";
+
+/// Environment variable of earlier versions' symmetric keyring (read to migrate only).
+pub const LEGACY_KEY_ENV: &str = "PALISADE_SECRETS_KEY";
+
+/// Header written above a generated keyring.
 const KEYRING_HEADER: &str = "\
-# Palisade secrets keyring: base64 keys of 32 bytes, one per line.
-# The first key seals new values; the keys below it stay readable (rotation).
-# Every stored secret is unreadable without its key: back this file up.
+# Palisade secrets keyring (runners only): base64 X25519 private keys of 32 bytes, one
+# per line. The first key's public half seals new values; the keys below it stay
+# readable (rotation). Every stored secret is unreadable without its key: back this
+# file up, and give it to runners only.
+";
+
+/// Header written above the public key.
+const PUBLIC_KEY_HEADER: &str = "\
+# Palisade secrets public key: base64 X25519 public key. Gateways and `palisade secrets
+# set` seal values to it; it opens nothing. Written by runners from their keyring.
 ";
 
 #[derive(Debug, Subcommand)]
@@ -62,9 +76,13 @@ pub enum SecretsCommand {
         #[command(flatten)]
         remote: ServerArgs,
     },
-    /// Re-seal every stored secret with the keyring's primary (first) key, so that older
+    /// Re-seal every stored secret to the keyring's primary (first) key, so that older
     /// keys can be removed from the keyring afterwards.
     Rotate,
+    /// Re-seal every value an earlier version sealed with the symmetric keyring
+    /// (`keys/secrets.key` or $PALISADE_SECRETS_KEY) to the public key, so that the
+    /// symmetric keyring can be deleted.
+    Migrate,
 }
 
 pub async fn secrets(data_dir: &DataDir, command: SecretsCommand) -> Result<()> {
@@ -72,7 +90,7 @@ pub async fn secrets(data_dir: &DataDir, command: SecretsCommand) -> Result<()> 
         SecretsCommand::Set { remote, .. }
         | SecretsCommand::List { remote, .. }
         | SecretsCommand::Delete { remote, .. } => remote.client()?,
-        SecretsCommand::Rotate => None,
+        SecretsCommand::Rotate | SecretsCommand::Migrate => None,
     };
     if let Some(client) = remote {
         return remote_secrets(&client, command).await;
@@ -126,34 +144,68 @@ pub async fn secrets(data_dir: &DataDir, command: SecretsCommand) -> Result<()> 
             println!("secret `{name}` deleted from tenant `{tenant}`'s install of {extension}");
         }
         SecretsCommand::Rotate => {
-            let sealer = load_sealer(data_dir)?;
-            let report = registry.reseal_secrets(&sealer).await?;
-            println!(
-                "re-sealed {} secret(s) with key {}",
-                report.resealed,
-                sealer.primary_key_id()
-            );
-            if report.skipped > 0 {
-                println!(
-                    "{} secret(s) changed while re-sealing; run `palisade secrets rotate` again",
-                    report.skipped
-                );
-            }
-            for (install_id, name, reason) in &report.failed {
-                eprintln!("cannot re-seal `{name}` of install {install_id}: {reason}");
-            }
-            for (key_id, count) in &report.remaining {
-                println!("key {key_id}: {count} secret(s)");
-            }
-            if !report.failed.is_empty() {
+            let opener = load_opener(data_dir)?;
+            reseal(&registry, &opener).await?;
+        }
+        SecretsCommand::Migrate => {
+            let opener = load_opener(data_dir)?;
+            let Some(legacy) = opener.legacy() else {
                 bail!(
-                    "{} secret(s) could not be re-sealed; keep their keys in the keyring",
-                    report.failed.len()
+                    "nothing to migrate: no symmetric keyring of an earlier version (neither \
+                     ${LEGACY_KEY_ENV} nor {})",
+                    legacy_key_path(data_dir).display()
                 );
+            };
+            let legacy_ids = legacy.key_ids();
+            let remaining = reseal(&registry, &opener).await?;
+            let left: u64 = legacy_ids
+                .iter()
+                .filter_map(|id| remaining.get(id))
+                .sum();
+            if left > 0 {
+                bail!("{left} secret(s) are still sealed with the symmetric keyring; run `palisade secrets migrate` again");
             }
+            println!(
+                "every secret is sealed to the public key {}; delete {} (and unset ${LEGACY_KEY_ENV})",
+                opener.primary_key_id(),
+                legacy_key_path(data_dir).display()
+            );
         }
     }
     Ok(())
+}
+
+/// Re-seals every value not sealed to `opener`'s primary key and reports; fails when a
+/// value could not be re-sealed. Returns the values per key id afterwards.
+async fn reseal(
+    registry: &palisade_registry::Registry,
+    opener: &SecretOpener,
+) -> Result<std::collections::BTreeMap<String, u64>> {
+    let report = registry.reseal_secrets(opener).await?;
+    println!(
+        "re-sealed {} secret(s) to key {}",
+        report.resealed,
+        opener.primary_key_id()
+    );
+    if report.skipped > 0 {
+        println!(
+            "{} secret(s) changed while re-sealing; run `palisade secrets rotate` again",
+            report.skipped
+        );
+    }
+    for (install_id, name, reason) in &report.failed {
+        eprintln!("cannot re-seal `{name}` of install {install_id}: {reason}");
+    }
+    for (key_id, count) in &report.remaining {
+        println!("key {key_id}: {count} secret(s)");
+    }
+    if !report.failed.is_empty() {
+        bail!(
+            "{} secret(s) could not be re-sealed; keep their keys in the keyring",
+            report.failed.len()
+        );
+    }
+    Ok(report.remaining)
 }
 
 /// `secrets set|list|delete` through a gateway's admin API.
@@ -198,39 +250,137 @@ async fn remote_secrets(client: &AdminClient, command: SecretsCommand) -> Result
             client.delete_secret(&tenant, &extension, &name).await?;
             println!("secret `{name}` deleted from tenant `{tenant}`'s install of {extension}");
         }
-        SecretsCommand::Rotate => {
-            bail!("`secrets rotate` works on the data directory only (it needs the keyring)")
+        SecretsCommand::Rotate | SecretsCommand::Migrate => {
+            bail!("`secrets rotate` and `secrets migrate` work on the data directory only (they need the keyring)")
         }
     }
     Ok(())
 }
 
-/// The operator's keyring: `$PALISADE_SECRETS_KEY` if set, else `keys/secrets.key` in the
-/// data directory, generated (with one fresh key) if it does not exist.
-pub fn load_sealer(data_dir: &DataDir) -> Result<SecretSealer> {
-    let from_env = std::env::var(KEY_ENV)
-        .ok()
-        .filter(|text| !text.trim().is_empty())
-        .map(SecretValue::new);
-    sealer_from(from_env.as_ref(), &key_path(data_dir))
+/// Path of the runners' private keyring.
+pub fn keyring_path(data_dir: &DataDir) -> PathBuf {
+    data_dir.root().join("keys").join("secrets.keyring")
 }
 
-fn key_path(data_dir: &DataDir) -> PathBuf {
+/// Path of the public key secrets are sealed to.
+pub fn public_key_path(data_dir: &DataDir) -> PathBuf {
+    data_dir.root().join("keys").join("secrets.pub")
+}
+
+/// Path of the symmetric keyring of earlier versions.
+pub fn legacy_key_path(data_dir: &DataDir) -> PathBuf {
     data_dir.root().join("keys").join("secrets.key")
 }
 
-fn sealer_from(from_env: Option<&SecretValue>, path: &Path) -> Result<SecretSealer> {
-    if let Some(text) = from_env {
-        return SecretSealer::from_keyring(text.expose())
-            .with_context(|| format!("reading the secrets keyring from ${KEY_ENV}"));
+fn env_text(name: &str) -> Option<SecretValue> {
+    std::env::var(name)
+        .ok()
+        .filter(|text| !text.trim().is_empty())
+        .map(SecretValue::new)
+}
+
+/// The runners' keyring, which opens secrets: `$PALISADE_SECRETS_KEYRING` if set, else
+/// `keys/secrets.keyring`, generated (one fresh X25519 key, mode 0600) if it does not
+/// exist. `keys/secrets.pub` is (re)written to the primary key's public half, so that
+/// gateways and the CLI on this data directory seal to it. An earlier version's symmetric
+/// keyring (`$PALISADE_SECRETS_KEY` or `keys/secrets.key`), when present, is added so that
+/// values not migrated yet stay readable.
+pub fn load_opener(data_dir: &DataDir) -> Result<SecretOpener> {
+    let opener = opener_from(
+        env_text(KEYRING_ENV).as_ref(),
+        &keyring_path(data_dir),
+        &public_key_path(data_dir),
+    )?;
+    Ok(match load_legacy(data_dir)? {
+        Some(legacy) => {
+            tracing::warn!(
+                keys = ?legacy.key_ids(),
+                "the symmetric secrets keyring of an earlier version is present: run \
+                 `palisade secrets migrate`, then delete it (keys/secrets.key, ${LEGACY_KEY_ENV})"
+            );
+            opener.with_legacy(legacy)
+        }
+        None => opener,
+    })
+}
+
+fn opener_from(from_env: Option<&SecretValue>, path: &Path, public: &Path) -> Result<SecretOpener> {
+    let opener = if let Some(text) = from_env {
+        SecretOpener::from_keyring(text.expose())
+            .with_context(|| format!("reading the secrets keyring from ${KEYRING_ENV}"))?
+    } else {
+        if !path.exists() {
+            generate_keyring(path)?;
+        }
+        warn_if_readable_by_others(path);
+        let text = SecretValue::new(read_string(path)?);
+        SecretOpener::from_keyring(text.expose())
+            .with_context(|| format!("reading the secrets keyring {}", path.display()))?
+    };
+    write_public_key(public, opener.sealer())?;
+    Ok(opener)
+}
+
+/// Writes `sealer`'s public key to `path` unless the file already holds it.
+fn write_public_key(path: &Path, sealer: &SecretSealer) -> Result<()> {
+    if let Ok(text) = std::fs::read_to_string(path)
+        && SecretSealer::from_public_key(&text)
+            .is_ok_and(|current| current.primary_key_id() == sealer.primary_key_id())
+    {
+        return Ok(());
     }
+    let text = format!(
+        "{PUBLIC_KEY_HEADER}{}\n",
+        sealer.public_key().to_base64()
+    );
+    write_file(path, text.as_bytes())?;
+    tracing::info!(path = %path.display(), key_id = sealer.primary_key_id(), "wrote the secrets public key");
+    Ok(())
+}
+
+/// What seals secrets without opening them, for the gateway: `$PALISADE_SECRETS_PUBLIC_KEY`
+/// if set, else `keys/secrets.pub`; `None` when neither exists. Never reads or generates
+/// a key that opens secrets.
+pub fn load_public_sealer(data_dir: &DataDir) -> Result<Option<SecretSealer>> {
+    if let Some(text) = env_text(PUBLIC_KEY_ENV) {
+        return SecretSealer::from_public_key(text.expose())
+            .map(Some)
+            .with_context(|| format!("reading the secrets public key from ${PUBLIC_KEY_ENV}"));
+    }
+    let path = public_key_path(data_dir);
     if !path.exists() {
-        generate_keyring(path)?;
+        return Ok(None);
     }
-    warn_if_readable_by_others(path);
-    let text = SecretValue::new(read_string(path)?);
-    SecretSealer::from_keyring(text.expose())
-        .with_context(|| format!("reading the secrets keyring {}", path.display()))
+    SecretSealer::from_public_key(&read_string(&path)?)
+        .map(Some)
+        .with_context(|| format!("reading the secrets public key {}", path.display()))
+}
+
+/// What `palisade secrets set` seals with: the public key ([`load_public_sealer`]), or,
+/// on a data directory without one, the public half of its keyring (generated on first
+/// use, as a runner would).
+pub fn load_sealer(data_dir: &DataDir) -> Result<SecretSealer> {
+    match load_public_sealer(data_dir)? {
+        Some(sealer) => Ok(sealer),
+        None => Ok(load_opener(data_dir)?.sealer().clone()),
+    }
+}
+
+/// The symmetric keyring of an earlier version, if one is configured.
+fn load_legacy(data_dir: &DataDir) -> Result<Option<LegacyKeyring>> {
+    if let Some(text) = env_text(LEGACY_KEY_ENV) {
+        return LegacyKeyring::from_keyring(text.expose())
+            .map(Some)
+            .with_context(|| format!("reading the legacy secrets keyring from ${LEGACY_KEY_ENV}"));
+    }
+    let path = legacy_key_path(data_dir);
+    if !path.exists() {
+        return Ok(None);
+    }
+    let text = SecretValue::new(read_string(&path)?);
+    LegacyKeyring::from_keyring(text.expose())
+        .map(Some)
+        .with_context(|| format!("reading the legacy secrets keyring {}", path.display()))
 }
 
 /// Writes a keyring with one fresh key to `path`, unless a file appears there first.
@@ -331,10 +481,11 @@ mod tests {
     }
 
     #[test]
-    fn the_key_file_is_generated_once_and_kept() {
+    fn the_keyring_is_generated_once_with_its_public_key() {
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("keys/secrets.key");
-        let first = sealer_from(None, &path).unwrap();
+        let path = dir.path().join("keys/secrets.keyring");
+        let public = dir.path().join("keys/secrets.pub");
+        let first = opener_from(None, &path, &public).unwrap();
         let text = std::fs::read_to_string(&path).unwrap();
         assert!(text.starts_with("# Palisade secrets keyring"), "{text}");
         #[cfg(unix)]
@@ -343,42 +494,71 @@ mod tests {
             let mode = std::fs::metadata(&path).unwrap().permissions().mode();
             assert_eq!(mode & 0o777, 0o600);
         }
-        let second = sealer_from(None, &path).unwrap();
+        let sealer = SecretSealer::from_public_key(&std::fs::read_to_string(&public).unwrap())
+            .unwrap();
+        assert_eq!(sealer.primary_key_id(), first.primary_key_id());
+        let second = opener_from(None, &path, &public).unwrap();
         assert_eq!(first.primary_key_id(), second.primary_key_id());
         assert_eq!(
             std::fs::read_dir(path.parent().unwrap()).unwrap().count(),
-            1
+            2
         );
     }
 
     #[test]
-    fn the_environment_wins_over_the_file() {
+    fn the_environment_wins_over_the_file_and_rewrites_the_public_key() {
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("secrets.key");
+        let path = dir.path().join("secrets.keyring");
+        let public = dir.path().join("secrets.pub");
         let key = SecretKey::generate();
         let env = SecretValue::new(key.to_base64().as_str());
-        let sealer = sealer_from(Some(&env), &path).unwrap();
-        assert_eq!(sealer.primary_key_id(), key.id());
+        let opener = opener_from(Some(&env), &path, &public).unwrap();
+        assert_eq!(opener.primary_key_id(), key.id());
         assert!(
             !path.exists(),
-            "no file is generated when the env var is set"
+            "no keyring is generated when the env var is set"
+        );
+        let written = std::fs::read_to_string(&public).unwrap();
+        assert_eq!(
+            SecretSealer::from_public_key(&written)
+                .unwrap()
+                .primary_key_id(),
+            key.id()
         );
 
         let bad = SecretValue::new("not a key");
-        let err = format!("{:#}", sealer_from(Some(&bad), &path).unwrap_err());
-        assert!(err.contains(KEY_ENV), "{err}");
+        let err = format!("{:#}", opener_from(Some(&bad), &path, &public).unwrap_err());
+        assert!(err.contains(KEYRING_ENV), "{err}");
         assert!(!err.contains("not a key"), "{err}");
     }
 
     #[test]
     fn a_broken_key_file_is_named() {
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("secrets.key");
+        let path = dir.path().join("secrets.keyring");
         std::fs::write(&path, "# empty\n").unwrap();
-        let err = format!("{:#}", sealer_from(None, &path).unwrap_err());
+        let err = format!(
+            "{:#}",
+            opener_from(None, &path, &dir.path().join("secrets.pub")).unwrap_err()
+        );
         assert!(
-            err.contains("secrets.key") && err.contains("no key"),
+            err.contains("secrets.keyring") && err.contains("no key"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn a_gateway_reads_the_public_key_and_never_generates_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let data_dir = DataDir::new(dir.path().to_owned());
+        assert!(load_public_sealer(&data_dir).unwrap().is_none());
+        assert!(!dir.path().join("keys").exists(), "nothing was generated");
+        let opener = load_opener(&data_dir).unwrap();
+        let sealer = load_public_sealer(&data_dir).unwrap().unwrap();
+        assert_eq!(sealer.primary_key_id(), opener.primary_key_id());
+        let sealed = sealer
+            .seal("install-1", "TOKEN", &SecretValue::new("v"))
+            .unwrap();
+        assert_eq!(opener.open("install-1", "TOKEN", &sealed).unwrap().expose(), "v");
     }
 }

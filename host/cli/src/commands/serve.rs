@@ -25,9 +25,9 @@ pub fn runner_state(data_dir: &DataDir, registry: &Registry) -> Result<RunnerSta
         )
     })?;
     let service_keys = data_dir.service_keys()?;
-    let sealer = crate::commands::secrets::load_sealer(data_dir)?;
+    let opener = crate::commands::secrets::load_opener(data_dir)?;
     let operator = data_dir.operator();
-    let mut services = palisade_runner::host_services(registry, sealer);
+    let mut services = palisade_runner::host_services(registry, opener);
     services.storage = Some(palisade_runner::RegistryStorage::shared(
         registry.clone(),
         operator.storage,
@@ -91,12 +91,20 @@ pub async fn stop_signal() {
 }
 
 /// Turns on the admin API of `state` with the data directory's admin token (generated on
-/// first use), trust bundle (when one exists) and secrets key.
+/// first use), trust bundle (when one exists) and secrets public key (when one exists: a
+/// gateway never holds a key that opens secrets, nor generates one).
 pub fn with_admin(state: GatewayState, data_dir: &DataDir) -> Result<(GatewayState, String)> {
     let token = crate::commands::admin_client::admin_token(data_dir)?;
-    let mut state = state
-        .with_admin_token(token.as_str())
-        .with_sealer(crate::commands::secrets::load_sealer(data_dir)?);
+    let mut state = state.with_admin_token(token.as_str());
+    match crate::commands::secrets::load_public_sealer(data_dir)? {
+        Some(sealer) => state = state.with_sealer(sealer),
+        None => tracing::warn!(
+            path = %crate::commands::secrets::public_key_path(data_dir).display(),
+            "setting secrets through the admin API is off: no secrets public key (start a \
+             runner on this data directory first, or set ${})",
+            crate::commands::secrets::PUBLIC_KEY_ENV
+        ),
+    }
     if data_dir.trust_bundle().exists() {
         state = state.with_trust(TrustBundle::load(data_dir.trust_bundle())?);
     }

@@ -6,8 +6,8 @@ use crate::test_support::Fixture;
 
 const EXT: &str = "com.example.secretive";
 
-fn sealer() -> SecretSealer {
-    SecretSealer::new(SecretKey::from_bytes([42; 32]), []).unwrap()
+fn sealer() -> SecretOpener {
+    SecretOpener::new(SecretKey::from_bytes([42; 32]).unwrap(), []).unwrap()
 }
 
 /// A fixture with `EXT` (listing `TOKEN` and `OTHER`) installed for `tenant`.
@@ -314,9 +314,9 @@ async fn reseal_moves_every_value_to_the_primary_key() {
             .await
             .unwrap();
     }
-    let rotated = SecretSealer::new(
-        SecretKey::from_bytes([43; 32]),
-        [SecretKey::from_bytes([42; 32])],
+    let rotated = SecretOpener::new(
+        SecretKey::from_bytes([43; 32]).unwrap(),
+        [SecretKey::from_bytes([42; 32]).unwrap()],
     )
     .unwrap();
     let usage = fx.registry.secret_key_usage().await.unwrap();
@@ -331,7 +331,7 @@ async fn reseal_moves_every_value_to_the_primary_key() {
     );
 
     // The old key can leave the keyring now.
-    let new_only = SecretSealer::new(SecretKey::from_bytes([43; 32]), []).unwrap();
+    let new_only = SecretOpener::new(SecretKey::from_bytes([43; 32]).unwrap(), []).unwrap();
     let install_id = fx
         .registry
         .resolve("acme", EXT)
@@ -353,7 +353,7 @@ async fn reseal_moves_every_value_to_the_primary_key() {
 #[tokio::test]
 async fn reseal_reports_values_it_cannot_open() {
     let fx = installed("acme").await;
-    let lost = SecretSealer::new(SecretKey::from_bytes([1; 32]), []).unwrap();
+    let lost = SecretOpener::new(SecretKey::from_bytes([1; 32]).unwrap(), []).unwrap();
     fx.registry
         .set_secret(&lost, "acme", EXT, "TOKEN", &SecretValue::new("v"))
         .await
@@ -364,4 +364,87 @@ async fn reseal_reports_values_it_cannot_open() {
     assert_eq!(report.failed[0].1, "TOKEN");
     assert!(report.failed[0].2.contains(lost.primary_key_id()));
     assert_eq!(report.remaining.get(lost.primary_key_id()), Some(&1));
+}
+
+/// Values an earlier version sealed with the symmetric keyring are re-sealed to the public
+/// key by the migration; afterwards the private keyring alone reads them and the symmetric
+/// keyring is no longer needed.
+#[tokio::test]
+async fn migration_reseals_legacy_values_to_the_public_key() {
+    let fx = installed("acme").await;
+    let install_id = fx
+        .registry
+        .resolve("acme", EXT)
+        .await
+        .unwrap()
+        .unwrap()
+        .install_id;
+    let legacy = LegacyKeyring::new([LegacySecretKey::from_bytes([9; 32])]).unwrap();
+    for (name, value) in [("TOKEN", "t-old"), ("OTHER", "o-old")] {
+        let sealed = legacy
+            .seal(&install_id, name, &SecretValue::new(value))
+            .unwrap();
+        sqlx::query(
+            "INSERT INTO extension_secret (install_id, name, nonce, ciphertext, key_id, updated_at) \
+             VALUES ($1, $2, $3, $4, $5, 0)",
+        )
+        .bind(&install_id)
+        .bind(name)
+        .bind(&sealed.nonce)
+        .bind(&sealed.ciphertext)
+        .bind(&sealed.key_id)
+        .execute(fx.registry.pool())
+        .await
+        .unwrap();
+    }
+    let opener = sealer();
+    let err = fx
+        .registry
+        .read_secret(&opener, &install_id, "TOKEN")
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            SecretError::Seal {
+                error: SealError::UnknownKey { .. },
+                ..
+            }
+        ),
+        "{err}"
+    );
+
+    let migrating = opener.clone().with_legacy(legacy.clone());
+    let read = fx.registry.read_secret(&migrating, &install_id, "TOKEN").await;
+    assert_eq!(read.unwrap().unwrap().expose(), "t-old");
+    let report = fx.registry.reseal_secrets(&migrating).await.unwrap();
+    assert_eq!(report.resealed, 2);
+    assert!(report.failed.is_empty());
+    assert_eq!(
+        report.remaining,
+        BTreeMap::from([(opener.primary_key_id().to_owned(), 2)])
+    );
+
+    // The private keyring alone reads them now; the legacy key opens nothing.
+    for (name, value) in [("TOKEN", "t-old"), ("OTHER", "o-old")] {
+        let read = fx.registry.read_secret(&opener, &install_id, name).await;
+        assert_eq!(read.unwrap().unwrap().expose(), value);
+    }
+    let rows: Vec<(String, Vec<u8>, Vec<u8>)> =
+        sqlx::query_as("SELECT key_id, nonce, ciphertext FROM extension_secret")
+            .fetch_all(fx.registry.pool())
+            .await
+            .unwrap();
+    for (key_id, nonce, ciphertext) in rows {
+        assert_eq!(key_id, opener.primary_key_id());
+        assert_eq!(nonce.len(), ENCAPPED_KEY_BYTES);
+        let sealed = SealedSecret {
+            key_id,
+            nonce,
+            ciphertext,
+        };
+        assert!(legacy.open(&install_id, "TOKEN", &sealed).is_err());
+    }
+    let again = fx.registry.reseal_secrets(&migrating).await.unwrap();
+    assert_eq!(again.resealed, 0);
 }

@@ -1,7 +1,7 @@
 //! The `secrets` capability's backend: values read from the registry and opened with the
-//! operator's keyring, inside the runner only.
+//! runners' private keyring, inside the runner only.
 
-use palisade_registry::{Registry, SecretSealer};
+use palisade_registry::{Registry, SecretOpener};
 use palisade_runtime::capability::secrets::{
     SecretFuture, SecretValue, SecretsBackend, SecretsBackendError,
 };
@@ -10,13 +10,13 @@ use palisade_runtime::capability::secrets::{
 #[derive(Debug, Clone)]
 pub struct RegistrySecrets {
     registry: Registry,
-    sealer: SecretSealer,
+    opener: SecretOpener,
 }
 
 impl RegistrySecrets {
-    /// A backend over `registry` that opens values with `sealer`.
-    pub fn new(registry: Registry, sealer: SecretSealer) -> Self {
-        RegistrySecrets { registry, sealer }
+    /// A backend over `registry` that opens values with `opener`.
+    pub fn new(registry: Registry, opener: SecretOpener) -> Self {
+        RegistrySecrets { registry, opener }
     }
 }
 
@@ -25,7 +25,7 @@ impl SecretsBackend for RegistrySecrets {
         Box::pin(async move {
             match self
                 .registry
-                .read_secret(&self.sealer, install_id, name)
+                .read_secret(&self.opener, install_id, name)
                 .await
             {
                 Ok(value) => Ok(value.map(|v| SecretValue::new(v.expose()))),
@@ -49,8 +49,8 @@ mod tests {
         })
         .await
         .unwrap();
-        let sealer = SecretSealer::new(SecretKey::generate(), []).unwrap();
-        (registry.clone(), RegistrySecrets::new(registry, sealer))
+        let opener = SecretOpener::new(SecretKey::generate(), []).unwrap();
+        (registry.clone(), RegistrySecrets::new(registry, opener))
     }
 
     #[tokio::test]

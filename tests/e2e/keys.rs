@@ -1,0 +1,302 @@
+//! Keys and process defaults of real `palisade` processes (a PostgreSQL registry when
+//! `PALISADE_TEST_POSTGRES_URL` is set): a gateway seals secrets without holding a key that
+//! opens them; `palisade gateway` refuses the development caller key unless `--dev`;
+//! runners start from an empty data directory without warnings.
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use palisade_bundle::{CapabilityKey, SigningKey};
+use palisade_protocol::ServiceKeyPair;
+use palisade_registry::{Registry, RegistryConfig};
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+
+use crate::support::{bundle, guest, palisade_binary};
+
+const TENANT: &str = "acme";
+const ISSUER: &str = "palisade-dev";
+const AUDIENCE: &str = "palisade";
+const PROBE: &str = "com.example.secret-probe";
+
+/// A `palisade` server process, killed when dropped.
+struct Server {
+    name: &'static str,
+    child: Child,
+    url: String,
+    log: PathBuf,
+}
+
+impl Server {
+    /// Starts `palisade --data-dir DIR --database-url DB ARGS...`, its stderr in a file.
+    fn spawn(
+        name: &'static str,
+        data_dir: &Path,
+        database_url: &str,
+        addr: &str,
+        args: &[&str],
+    ) -> Server {
+        let log = data_dir
+            .parent()
+            .unwrap_or(data_dir)
+            .join(format!("{name}.log"));
+        let stderr = std::fs::File::create(&log).unwrap();
+        let child = Command::new(palisade_binary())
+            .arg("--data-dir")
+            .arg(data_dir)
+            .arg("--database-url")
+            .arg(database_url)
+            .args(args)
+            .env("RUST_LOG", "info")
+            .env_remove("PALISADE_SECRETS_KEY")
+            .stdout(Stdio::null())
+            .stderr(stderr)
+            .spawn()
+            .unwrap();
+        Server {
+            name,
+            child,
+            url: format!("http://{addr}"),
+            log,
+        }
+    }
+
+    /// Waits until `/healthz` answers 200.
+    async fn wait_healthy(&mut self, client: &reqwest::Client) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Ok(response) = client.get(format!("{}/healthz", self.url)).send().await
+                && response.status() == StatusCode::OK
+            {
+                return;
+            }
+            if let Some(status) = self.child.try_wait().unwrap() {
+                panic!("{} exited with {status}:\n{}", self.name, self.log_text());
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{} did not become healthy:\n{}",
+                self.name,
+                self.log_text()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Waits at most `timeout` for the process to exit by itself.
+    async fn wait_exit(&mut self, timeout: Duration) -> std::process::ExitStatus {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{} did not exit:\n{}",
+                self.name,
+                self.log_text()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// The log lines at WARN or ERROR.
+    fn warnings(&self) -> Vec<String> {
+        self.log_text()
+            .lines()
+            .filter(|line| line.contains(" WARN ") || line.contains(" ERROR "))
+            .map(str::to_owned)
+            .collect()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_addr() -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.local_addr().unwrap().to_string()
+}
+
+/// Writes `trust.pem` into `data_dir`, publishes `component` with `manifest` into the
+/// registry at `database_url` (blobs in `data_dir/objects`) and installs it for
+/// [`TENANT`], approving `approved`.
+async fn seed(
+    data_dir: &Path,
+    database_url: &str,
+    manifest: &Value,
+    component: &str,
+    approved: &[CapabilityKey],
+) {
+    let publisher = SigningKey::generate().unwrap();
+    let trust_pem = publisher.public_key_pem().unwrap();
+    std::fs::create_dir_all(data_dir).unwrap();
+    std::fs::write(data_dir.join("trust.pem"), &trust_pem).unwrap();
+    let trust = palisade_bundle::TrustBundle::from_pem(trust_pem.as_bytes()).unwrap();
+    let registry = Registry::open(&RegistryConfig {
+        database_url: database_url.to_owned(),
+        object_store_dir: data_dir.join("objects"),
+    })
+    .await
+    .unwrap();
+    let bytes = bundle(manifest, &guest(component));
+    let signature = publisher.sign(&bytes).unwrap();
+    let published = registry.publish(&bytes, &signature, &trust).await.unwrap();
+    registry
+        .install(
+            TENANT,
+            &published.extension_id,
+            None,
+            approved,
+            Default::default(),
+        )
+        .await
+        .unwrap();
+    registry.pool().close().await;
+}
+
+fn probe_manifest() -> Value {
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/guests/secret-probe/manifest.json"
+    );
+    serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap()
+}
+
+/// A caller key pair whose public half is in `dir/caller.pub.pem`.
+fn caller_key(dir: &Path) -> (ServiceKeyPair, PathBuf) {
+    let keys = ServiceKeyPair::generate().unwrap();
+    let path = dir.join("caller.pub.pem");
+    std::fs::write(&path, &keys.public_pem).unwrap();
+    (keys, path)
+}
+
+fn caller_token(keys: &ServiceKeyPair) -> String {
+    palisade_gateway::mint_dev_token(
+        keys.private_pem.as_bytes(),
+        ISSUER,
+        AUDIENCE,
+        TENANT,
+        "user-1",
+        Duration::from_secs(600),
+    )
+    .unwrap()
+}
+
+/// The gateway seals secrets through its admin API with nothing but a public key: its data
+/// directory holds no key that opens a secret, and the runner (its own data directory)
+/// opens what the gateway sealed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gateway_seals_secrets_without_a_key_that_opens_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let runner_dir = dir.path().join("runner");
+    let gateway_dir = dir.path().join("gateway");
+    let database_url = palisade_registry::testing::database_url(dir.path());
+    seed(
+        &runner_dir,
+        &database_url,
+        &probe_manifest(),
+        "secret-probe",
+        &[CapabilityKey::Log, CapabilityKey::Secrets],
+    )
+    .await;
+    let client = reqwest::Client::new();
+
+    let runner_addr = free_addr();
+    let mut runner = Server::spawn(
+        "runner",
+        &runner_dir,
+        &database_url,
+        &runner_addr,
+        &["runner", "--listen", &runner_addr],
+    );
+    runner.wait_healthy(&client).await;
+
+    // The operator gives the gateway the service key and the runners' public keys only.
+    std::fs::create_dir_all(gateway_dir.join("keys")).unwrap();
+    for entry in std::fs::read_dir(runner_dir.join("keys")).unwrap() {
+        let name = entry.unwrap().file_name().into_string().unwrap();
+        if name.starts_with("service.") || name.ends_with(".pub") {
+            std::fs::copy(
+                runner_dir.join("keys").join(&name),
+                gateway_dir.join("keys").join(&name),
+            )
+            .unwrap();
+        }
+    }
+    let (caller, caller_pem) = caller_key(dir.path());
+    let gateway_addr = free_addr();
+    let caller_flag = format!("EdDSA:{}", caller_pem.display());
+    let runner_url = runner.url.clone();
+    let mut gateway = Server::spawn(
+        "gateway",
+        &gateway_dir,
+        &database_url,
+        &gateway_addr,
+        &[
+            "gateway",
+            "--listen",
+            &gateway_addr,
+            "--runner",
+            &runner_url,
+            "--caller-key",
+            &caller_flag,
+        ],
+    );
+    gateway.wait_healthy(&client).await;
+
+    let admin_token = std::fs::read_to_string(gateway_dir.join("keys/admin.token")).unwrap();
+    let value = "ghp_sealed-by-the-gateway";
+    let response = client
+        .put(format!(
+            "{}/admin/v1/tenants/{TENANT}/installs/{PROBE}/secrets/API_TOKEN",
+            gateway.url
+        ))
+        .bearer_auth(admin_token.trim())
+        .json(&json!({ "value": value }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        response.status(),
+        StatusCode::NO_CONTENT,
+        "{}\n{}",
+        response.text().await.unwrap_or_default(),
+        gateway.log_text()
+    );
+
+    let got: Value = client
+        .get(format!("{}/api/ext/{PROBE}/secret/API_TOKEN", gateway.url))
+        .bearer_auth(caller_token(&caller))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(got["ok"], true, "{got}\n{}", runner.log_text());
+    assert_eq!(got["sha256"], hex::encode(Sha256::digest(value.as_bytes())));
+
+    // Nothing in the gateway's data directory opens a secret.
+    let keys: Vec<String> = std::fs::read_dir(gateway_dir.join("keys"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    for name in &keys {
+        assert!(
+            !name.starts_with("secrets.") || name.ends_with(".pub"),
+            "the gateway holds {name}: {keys:?}"
+        );
+    }
+}
