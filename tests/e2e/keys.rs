@@ -300,3 +300,53 @@ async fn a_gateway_seals_secrets_without_a_key_that_opens_them() {
         );
     }
 }
+
+/// `palisade gateway` with no caller key but the data directory's development key refuses
+/// to start unless `--dev`, which it then announces.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gateway_with_only_the_development_key_needs_dev() {
+    let dir = tempfile::tempdir().unwrap();
+    let data_dir = dir.path().join("data");
+    let database_url = palisade_registry::testing::database_url(dir.path());
+    let client = reqwest::Client::new();
+
+    let addr = free_addr();
+    let mut refused = Server::spawn(
+        "gateway-refused",
+        &data_dir,
+        &database_url,
+        &addr,
+        &["gateway", "--listen", &addr, "--runner", "http://127.0.0.1:9"],
+    );
+    let status = refused.wait_exit(Duration::from_secs(30)).await;
+    assert!(!status.success(), "{}", refused.log_text());
+    let log = refused.log_text();
+    assert!(
+        log.contains("no caller key is configured") && log.contains("--dev"),
+        "{log}"
+    );
+
+    let addr = free_addr();
+    let mut dev = Server::spawn(
+        "gateway-dev",
+        &data_dir,
+        &database_url,
+        &addr,
+        &[
+            "gateway",
+            "--dev",
+            "--listen",
+            &addr,
+            "--runner",
+            "http://127.0.0.1:9",
+        ],
+    );
+    dev.wait_healthy(&client).await;
+    assert!(
+        dev.warnings()
+            .iter()
+            .any(|line| line.contains("development mode (--dev)")),
+        "{}",
+        dev.log_text()
+    );
+}
