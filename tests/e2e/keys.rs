@@ -15,7 +15,7 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
-use crate::support::{bundle, guest, palisade_binary};
+use crate::support::{bundle, guest, hello_manifest, palisade_binary};
 
 const TENANT: &str = "acme";
 const ISSUER: &str = "palisade-dev";
@@ -349,4 +349,63 @@ async fn a_gateway_with_only_the_development_key_needs_dev() {
         "{}",
         dev.log_text()
     );
+}
+
+/// With `[runner] metrics_token_file` set, the runner's `/metrics` answers only a scraper
+/// presenting that bearer token.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_runner_serves_metrics_only_with_the_configured_token() {
+    let dir = tempfile::tempdir().unwrap();
+    let data_dir = dir.path().join("data");
+    let database_url = palisade_registry::testing::database_url(dir.path());
+    seed(
+        &data_dir,
+        &database_url,
+        &hello_manifest(),
+        "hello",
+        &[CapabilityKey::Log],
+    )
+    .await;
+    let token_file = dir.path().join("metrics.token");
+    std::fs::write(&token_file, "scrape-secret-123\n").unwrap();
+    let config = dir.path().join("palisade.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[runner]\nmetrics_token_file = \"{}\"\n",
+            token_file.display()
+        ),
+    )
+    .unwrap();
+    let client = reqwest::Client::new();
+    let addr = free_addr();
+    let config_arg = config.display().to_string();
+    let mut runner = Server::spawn(
+        "runner",
+        &data_dir,
+        &database_url,
+        &addr,
+        &["--config", &config_arg, "runner", "--listen", &addr],
+    );
+    runner.wait_healthy(&client).await;
+    let url = format!("{}/metrics", runner.url);
+
+    let anonymous = client.get(&url).send().await.unwrap();
+    assert_eq!(anonymous.status(), StatusCode::UNAUTHORIZED);
+    assert!(anonymous.headers().contains_key("www-authenticate"));
+    let wrong = client
+        .get(&url)
+        .bearer_auth("scrape-secret-124")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(wrong.status(), StatusCode::UNAUTHORIZED);
+    let scraped = client
+        .get(&url)
+        .bearer_auth("scrape-secret-123")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(scraped.status(), StatusCode::OK);
+    assert!(scraped.text().await.unwrap().ends_with("# EOF\n"));
 }
