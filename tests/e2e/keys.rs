@@ -409,3 +409,122 @@ async fn a_runner_serves_metrics_only_with_the_configured_token() {
     assert_eq!(scraped.status(), StatusCode::OK);
     assert!(scraped.text().await.unwrap().ends_with("# EOF\n"));
 }
+
+/// GETs hello through the gateway at `gateway` with a development token of `data_dir`.
+async fn call_hello(client: &reqwest::Client, gateway: &str, data_dir: &Path) -> StatusCode {
+    let pem = std::fs::read(data_dir.join("keys/caller-issuer.key.pem")).unwrap();
+    let token = palisade_gateway::mint_dev_token(
+        &pem,
+        ISSUER,
+        AUDIENCE,
+        TENANT,
+        "user-1",
+        Duration::from_secs(600),
+    )
+    .unwrap();
+    client
+        .get(format!("{gateway}/api/ext/com.example.hello/hello/world"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap()
+        .status()
+}
+
+/// The artifacts a process cached for itself in `data_dir`.
+fn cached_artifacts(data_dir: &Path) -> usize {
+    std::fs::read_dir(data_dir.join("cache/artifacts"))
+        .map(|entries| entries.count())
+        .unwrap_or(0)
+}
+
+/// `palisade runner` and `palisade up`, on `--database-url` and a data directory holding
+/// only what publishing wrote (`trust.pem`, `objects/`), create what they need at start:
+/// the first load caches its artifact and nothing is logged at WARN or ERROR.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn runner_and_up_start_from_an_empty_data_directory_without_warnings() {
+    let dir = tempfile::tempdir().unwrap();
+    let client = reqwest::Client::new();
+
+    // palisade runner (and a gateway in front of it).
+    let data_dir = dir.path().join("runner");
+    let database_url = palisade_registry::testing::database_url(&data_dir);
+    seed(
+        &data_dir,
+        &database_url,
+        &hello_manifest(),
+        "hello",
+        &[CapabilityKey::Log],
+    )
+    .await;
+    let runner_addr = free_addr();
+    let mut runner = Server::spawn(
+        "runner",
+        &data_dir,
+        &database_url,
+        &runner_addr,
+        &["runner", "--listen", &runner_addr],
+    );
+    runner.wait_healthy(&client).await;
+    assert!(data_dir.join("cache/artifacts").is_dir());
+    let gateway_addr = free_addr();
+    let runner_url = runner.url.clone();
+    let mut gateway = Server::spawn(
+        "gateway",
+        &data_dir,
+        &database_url,
+        &gateway_addr,
+        &[
+            "gateway",
+            "--dev",
+            "--listen",
+            &gateway_addr,
+            "--runner",
+            &runner_url,
+        ],
+    );
+    gateway.wait_healthy(&client).await;
+    // Several first calls at once: each compiles and caches the same artifact.
+    let calls = (0..4).map(|_| call_hello(&client, &gateway.url, &data_dir));
+    for status in futures::future::join_all(calls).await {
+        assert_eq!(status, StatusCode::OK, "{}", runner.log_text());
+    }
+    assert_eq!(cached_artifacts(&data_dir), 1);
+    assert_eq!(runner.warnings(), Vec::<String>::new(), "{}", runner.log_text());
+
+    // palisade up.
+    let data_dir = dir.path().join("up");
+    let database_url = palisade_registry::testing::database_url(&data_dir);
+    seed(
+        &data_dir,
+        &database_url,
+        &hello_manifest(),
+        "hello",
+        &[CapabilityKey::Log],
+    )
+    .await;
+    let (gateway_addr, runner_addr) = (free_addr(), free_addr());
+    let mut up = Server::spawn(
+        "up",
+        &data_dir,
+        &database_url,
+        &gateway_addr,
+        &[
+            "up",
+            "--gateway-addr",
+            &gateway_addr,
+            "--runner-addr",
+            &runner_addr,
+        ],
+    );
+    up.wait_healthy(&client).await;
+    assert!(data_dir.join("cache/artifacts").is_dir());
+    assert_eq!(
+        call_hello(&client, &up.url, &data_dir).await,
+        StatusCode::OK,
+        "{}",
+        up.log_text()
+    );
+    assert_eq!(cached_artifacts(&data_dir), 1);
+    assert_eq!(up.warnings(), Vec::<String>::new(), "{}", up.log_text());
+}
