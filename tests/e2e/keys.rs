@@ -316,7 +316,13 @@ async fn a_gateway_with_only_the_development_key_needs_dev() {
         &data_dir,
         &database_url,
         &addr,
-        &["gateway", "--listen", &addr, "--runner", "http://127.0.0.1:9"],
+        &[
+            "gateway",
+            "--listen",
+            &addr,
+            "--runner",
+            "http://127.0.0.1:9",
+        ],
     );
     let status = refused.wait_exit(Duration::from_secs(30)).await;
     assert!(!status.success(), "{}", refused.log_text());
@@ -490,7 +496,12 @@ async fn runner_and_up_start_from_an_empty_data_directory_without_warnings() {
         assert_eq!(status, StatusCode::OK, "{}", runner.log_text());
     }
     assert_eq!(cached_artifacts(&data_dir), 1);
-    assert_eq!(runner.warnings(), Vec::<String>::new(), "{}", runner.log_text());
+    assert_eq!(
+        runner.warnings(),
+        Vec::<String>::new(),
+        "{}",
+        runner.log_text()
+    );
 
     // palisade up.
     let data_dir = dir.path().join("up");

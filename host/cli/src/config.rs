@@ -61,17 +61,18 @@ impl Default for RunnerSection {
 impl RunnerSection {
     /// As the runner's configuration, reading the metrics token file.
     pub fn to_runner_config(&self) -> Result<RunnerConfig> {
-        let metrics_token = match &self.metrics_token_file {
-            None => None,
-            Some(path) => {
-                let text = std::fs::read_to_string(path).with_context(|| {
-                    format!("[runner] metrics_token_file: reading {}", path.display())
-                })?;
-                Some(MetricsToken::new(&text).with_context(|| {
-                    format!("[runner] metrics_token_file {}", path.display())
-                })?)
-            }
-        };
+        let metrics_token =
+            match &self.metrics_token_file {
+                None => None,
+                Some(path) => {
+                    let text = std::fs::read_to_string(path).with_context(|| {
+                        format!("[runner] metrics_token_file: reading {}", path.display())
+                    })?;
+                    Some(MetricsToken::new(&text).with_context(|| {
+                        format!("[runner] metrics_token_file {}", path.display())
+                    })?)
+                }
+            };
         Ok(RunnerConfig {
             max_request_bytes: self.max_request_bytes,
             max_in_flight_per_install: self.max_in_flight_per_install,
@@ -220,7 +221,14 @@ mod tests {
             token.display()
         ))
         .unwrap();
-        assert!(config.runner.to_runner_config().unwrap().metrics_token.is_some());
+        assert!(
+            config
+                .runner
+                .to_runner_config()
+                .unwrap()
+                .metrics_token
+                .is_some()
+        );
         assert!(
             OperatorConfig::default()
                 .runner
@@ -231,7 +239,10 @@ mod tests {
         );
         std::fs::write(&token, "two words\n").unwrap();
         let err = format!("{:#}", config.runner.to_runner_config().unwrap_err());
-        assert!(err.contains("metrics_token_file") && !err.contains("words"), "{err}");
+        assert!(
+            err.contains("metrics_token_file") && !err.contains("words"),
+            "{err}"
+        );
         std::fs::remove_file(&token).unwrap();
         let err = format!("{:#}", config.runner.to_runner_config().unwrap_err());
         assert!(err.contains("metrics.token"), "{err}");

@@ -140,9 +140,7 @@ pub struct ArtifactSigningKey(ed25519_dalek::SigningKey);
 impl ArtifactSigningKey {
     /// A fresh key from the operating system's generator.
     pub fn generate() -> Self {
-        ArtifactSigningKey(ed25519_dalek::SigningKey::generate(
-            &mut rand::rngs::OsRng,
-        ))
+        ArtifactSigningKey(ed25519_dalek::SigningKey::generate(&mut rand::rngs::OsRng))
     }
 
     /// Reads a PKCS#8 PEM private key.
@@ -223,7 +221,10 @@ impl ArtifactVerifyingKey {
         let (signature, bytes) = signed.split_at(SIGNATURE_LEN);
         let signature = ed25519_dalek::Signature::from_slice(signature).ok()?;
         self.0
-            .verify(&signed_message(content_hash, engine_hash, bytes), &signature)
+            .verify(
+                &signed_message(content_hash, engine_hash, bytes),
+                &signature,
+            )
             .ok()
             .map(|()| bytes)
     }
