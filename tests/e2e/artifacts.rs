@@ -90,7 +90,10 @@ async fn a_signed_artifact_is_loaded_elsewhere_and_tampering_is_refused() {
 
     // A runner trusting no key never reads the shared store.
     let untrusting = runtime(&platform, None, None, None);
-    untrusting.prepare(&hash, wasm.clone(), grants).await.unwrap();
+    untrusting
+        .prepare(&hash, wasm.clone(), grants)
+        .await
+        .unwrap();
     assert_eq!(untrusting.compile_stats(), stats(1, 0));
 
     // Tamper with the stored artifact: it is ignored and the component recompiled.

@@ -15,7 +15,7 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
-use crate::support::{bundle, guest, palisade_binary};
+use crate::support::{bundle, guest, hello_manifest, palisade_binary};
 
 const TENANT: &str = "acme";
 const ISSUER: &str = "palisade-dev";
@@ -299,4 +299,243 @@ async fn a_gateway_seals_secrets_without_a_key_that_opens_them() {
             "the gateway holds {name}: {keys:?}"
         );
     }
+}
+
+/// `palisade gateway` with no caller key but the data directory's development key refuses
+/// to start unless `--dev`, which it then announces.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gateway_with_only_the_development_key_needs_dev() {
+    let dir = tempfile::tempdir().unwrap();
+    let data_dir = dir.path().join("data");
+    let database_url = palisade_registry::testing::database_url(dir.path());
+    let client = reqwest::Client::new();
+
+    let addr = free_addr();
+    let mut refused = Server::spawn(
+        "gateway-refused",
+        &data_dir,
+        &database_url,
+        &addr,
+        &[
+            "gateway",
+            "--listen",
+            &addr,
+            "--runner",
+            "http://127.0.0.1:9",
+        ],
+    );
+    let status = refused.wait_exit(Duration::from_secs(30)).await;
+    assert!(!status.success(), "{}", refused.log_text());
+    let log = refused.log_text();
+    assert!(
+        log.contains("no caller key is configured") && log.contains("--dev"),
+        "{log}"
+    );
+
+    let addr = free_addr();
+    let mut dev = Server::spawn(
+        "gateway-dev",
+        &data_dir,
+        &database_url,
+        &addr,
+        &[
+            "gateway",
+            "--dev",
+            "--listen",
+            &addr,
+            "--runner",
+            "http://127.0.0.1:9",
+        ],
+    );
+    dev.wait_healthy(&client).await;
+    assert!(
+        dev.warnings()
+            .iter()
+            .any(|line| line.contains("development mode (--dev)")),
+        "{}",
+        dev.log_text()
+    );
+}
+
+/// With `[runner] metrics_token_file` set, the runner's `/metrics` answers only a scraper
+/// presenting that bearer token.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_runner_serves_metrics_only_with_the_configured_token() {
+    let dir = tempfile::tempdir().unwrap();
+    let data_dir = dir.path().join("data");
+    let database_url = palisade_registry::testing::database_url(dir.path());
+    seed(
+        &data_dir,
+        &database_url,
+        &hello_manifest(),
+        "hello",
+        &[CapabilityKey::Log],
+    )
+    .await;
+    let token_file = dir.path().join("metrics.token");
+    std::fs::write(&token_file, "scrape-secret-123\n").unwrap();
+    let config = dir.path().join("palisade.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[runner]\nmetrics_token_file = \"{}\"\n",
+            token_file.display()
+        ),
+    )
+    .unwrap();
+    let client = reqwest::Client::new();
+    let addr = free_addr();
+    let config_arg = config.display().to_string();
+    let mut runner = Server::spawn(
+        "runner",
+        &data_dir,
+        &database_url,
+        &addr,
+        &["--config", &config_arg, "runner", "--listen", &addr],
+    );
+    runner.wait_healthy(&client).await;
+    let url = format!("{}/metrics", runner.url);
+
+    let anonymous = client.get(&url).send().await.unwrap();
+    assert_eq!(anonymous.status(), StatusCode::UNAUTHORIZED);
+    assert!(anonymous.headers().contains_key("www-authenticate"));
+    let wrong = client
+        .get(&url)
+        .bearer_auth("scrape-secret-124")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(wrong.status(), StatusCode::UNAUTHORIZED);
+    let scraped = client
+        .get(&url)
+        .bearer_auth("scrape-secret-123")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(scraped.status(), StatusCode::OK);
+    assert!(scraped.text().await.unwrap().ends_with("# EOF\n"));
+}
+
+/// GETs hello through the gateway at `gateway` with a development token of `data_dir`.
+async fn call_hello(client: &reqwest::Client, gateway: &str, data_dir: &Path) -> StatusCode {
+    let pem = std::fs::read(data_dir.join("keys/caller-issuer.key.pem")).unwrap();
+    let token = palisade_gateway::mint_dev_token(
+        &pem,
+        ISSUER,
+        AUDIENCE,
+        TENANT,
+        "user-1",
+        Duration::from_secs(600),
+    )
+    .unwrap();
+    client
+        .get(format!("{gateway}/api/ext/com.example.hello/hello/world"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap()
+        .status()
+}
+
+/// The artifacts a process cached for itself in `data_dir`.
+fn cached_artifacts(data_dir: &Path) -> usize {
+    std::fs::read_dir(data_dir.join("cache/artifacts"))
+        .map(|entries| entries.count())
+        .unwrap_or(0)
+}
+
+/// `palisade runner` and `palisade up`, on `--database-url` and a data directory holding
+/// only what publishing wrote (`trust.pem`, `objects/`), create what they need at start:
+/// the first load caches its artifact and nothing is logged at WARN or ERROR.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn runner_and_up_start_from_an_empty_data_directory_without_warnings() {
+    let dir = tempfile::tempdir().unwrap();
+    let client = reqwest::Client::new();
+
+    // palisade runner (and a gateway in front of it).
+    let data_dir = dir.path().join("runner");
+    let database_url = palisade_registry::testing::database_url(&data_dir);
+    seed(
+        &data_dir,
+        &database_url,
+        &hello_manifest(),
+        "hello",
+        &[CapabilityKey::Log],
+    )
+    .await;
+    let runner_addr = free_addr();
+    let mut runner = Server::spawn(
+        "runner",
+        &data_dir,
+        &database_url,
+        &runner_addr,
+        &["runner", "--listen", &runner_addr],
+    );
+    runner.wait_healthy(&client).await;
+    assert!(data_dir.join("cache/artifacts").is_dir());
+    let gateway_addr = free_addr();
+    let runner_url = runner.url.clone();
+    let mut gateway = Server::spawn(
+        "gateway",
+        &data_dir,
+        &database_url,
+        &gateway_addr,
+        &[
+            "gateway",
+            "--dev",
+            "--listen",
+            &gateway_addr,
+            "--runner",
+            &runner_url,
+        ],
+    );
+    gateway.wait_healthy(&client).await;
+    // Several first calls at once: each compiles and caches the same artifact.
+    let calls = (0..4).map(|_| call_hello(&client, &gateway.url, &data_dir));
+    for status in futures::future::join_all(calls).await {
+        assert_eq!(status, StatusCode::OK, "{}", runner.log_text());
+    }
+    assert_eq!(cached_artifacts(&data_dir), 1);
+    assert_eq!(
+        runner.warnings(),
+        Vec::<String>::new(),
+        "{}",
+        runner.log_text()
+    );
+
+    // palisade up.
+    let data_dir = dir.path().join("up");
+    let database_url = palisade_registry::testing::database_url(&data_dir);
+    seed(
+        &data_dir,
+        &database_url,
+        &hello_manifest(),
+        "hello",
+        &[CapabilityKey::Log],
+    )
+    .await;
+    let (gateway_addr, runner_addr) = (free_addr(), free_addr());
+    let mut up = Server::spawn(
+        "up",
+        &data_dir,
+        &database_url,
+        &gateway_addr,
+        &[
+            "up",
+            "--gateway-addr",
+            &gateway_addr,
+            "--runner-addr",
+            &runner_addr,
+        ],
+    );
+    up.wait_healthy(&client).await;
+    assert!(data_dir.join("cache/artifacts").is_dir());
+    assert_eq!(
+        call_hello(&client, &up.url, &data_dir).await,
+        StatusCode::OK,
+        "{}",
+        up.log_text()
+    );
+    assert_eq!(cached_artifacts(&data_dir), 1);
+    assert_eq!(up.warnings(), Vec::<String>::new(), "{}", up.log_text());
 }

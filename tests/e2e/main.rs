@@ -6,8 +6,8 @@
 
 mod admin;
 mod artifacts;
-mod author;
 mod auth;
+mod author;
 mod egress;
 mod gateway_policy;
 mod hostile;

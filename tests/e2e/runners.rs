@@ -299,6 +299,7 @@ async fn a_killed_runner_costs_no_get_and_repeats_no_post() {
         &gateway_addr,
         &[
             "gateway",
+            "--dev",
             "--runner",
             &runner_a.url,
             "--runner",

@@ -6,7 +6,7 @@ use std::path::Path;
 
 use anyhow::{Context, Result};
 use palisade_gateway::{ExecLogConfig, GatewayConfig};
-use palisade_runner::RunnerConfig;
+use palisade_runner::{MetricsToken, RunnerConfig};
 use palisade_runtime::RuntimeConfig;
 use palisade_runtime::capability::storage::StorageLimits;
 use serde::Deserialize;
@@ -39,6 +39,8 @@ pub struct RunnerSection {
     pub install_cache_ttl_ms: u64,
     /// Most installs kept in the runner's install cache.
     pub install_cache_entries: usize,
+    /// A file holding the bearer token `GET /metrics` requires (none: open).
+    pub metrics_token_file: Option<std::path::PathBuf>,
 }
 
 impl Default for RunnerSection {
@@ -51,20 +53,34 @@ impl Default for RunnerSection {
             install_cache_ttl_ms: u64::try_from(d.install_cache_ttl.as_millis())
                 .unwrap_or(u64::MAX),
             install_cache_entries: d.install_cache_entries,
+            metrics_token_file: None,
         }
     }
 }
 
 impl RunnerSection {
-    /// As the runner's configuration.
-    pub fn to_runner_config(&self) -> RunnerConfig {
-        RunnerConfig {
+    /// As the runner's configuration, reading the metrics token file.
+    pub fn to_runner_config(&self) -> Result<RunnerConfig> {
+        let metrics_token =
+            match &self.metrics_token_file {
+                None => None,
+                Some(path) => {
+                    let text = std::fs::read_to_string(path).with_context(|| {
+                        format!("[runner] metrics_token_file: reading {}", path.display())
+                    })?;
+                    Some(MetricsToken::new(&text).with_context(|| {
+                        format!("[runner] metrics_token_file {}", path.display())
+                    })?)
+                }
+            };
+        Ok(RunnerConfig {
             max_request_bytes: self.max_request_bytes,
             max_in_flight_per_install: self.max_in_flight_per_install,
             max_in_flight_per_tenant: self.max_in_flight_per_tenant,
             install_cache_ttl: std::time::Duration::from_millis(self.install_cache_ttl_ms),
             install_cache_entries: self.install_cache_entries,
-        }
+            metrics_token,
+        })
     }
 }
 
@@ -217,6 +233,43 @@ unknown_extension_ttl_ms = 5000
             gateway.unknown_extension_ttl,
             std::time::Duration::from_secs(5)
         );
+    }
+
+    #[test]
+    fn the_metrics_token_is_read_from_its_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let token = dir.path().join("metrics.token");
+        std::fs::write(&token, "scrape-secret\n").unwrap();
+        let config: OperatorConfig = toml::from_str(&format!(
+            "[runner]\nmetrics_token_file = \"{}\"\n",
+            token.display()
+        ))
+        .unwrap();
+        assert!(
+            config
+                .runner
+                .to_runner_config()
+                .unwrap()
+                .metrics_token
+                .is_some()
+        );
+        assert!(
+            OperatorConfig::default()
+                .runner
+                .to_runner_config()
+                .unwrap()
+                .metrics_token
+                .is_none()
+        );
+        std::fs::write(&token, "two words\n").unwrap();
+        let err = format!("{:#}", config.runner.to_runner_config().unwrap_err());
+        assert!(
+            err.contains("metrics_token_file") && !err.contains("words"),
+            "{err}"
+        );
+        std::fs::remove_file(&token).unwrap();
+        let err = format!("{:#}", config.runner.to_runner_config().unwrap_err());
+        assert!(err.contains("metrics.token"), "{err}");
     }
 
     #[test]

@@ -156,9 +156,16 @@ impl DataDir {
     /// [`Self::artifact_key`], and the registry's object store for artifacts signed by the
     /// key of [`Self::artifact_verifying_key`]. A runner signs nothing and never writes
     /// to the shared store.
+    ///
+    /// Creates `cache/artifacts/` now, so that a process that cannot write its cache says
+    /// so at start rather than at every first load.
     pub fn artifacts(&self, registry: &Registry) -> Result<Artifacts> {
+        let cache = self.root.join("cache");
+        let dir = cache.join("artifacts");
+        std::fs::create_dir_all(&dir)
+            .with_context(|| format!("creating the artifact cache {}", dir.display()))?;
         Ok(Artifacts {
-            local_dir: Some(self.root.join("cache")),
+            local_dir: Some(cache),
             remote: Some(palisade_runner::artifact_store(registry)),
             key: self.artifact_key()?,
             trusted: self.artifact_verifying_key()?,
@@ -216,8 +223,7 @@ pub fn write_private(path: &Path, pem: &str) -> Result<()> {
     use std::io::Write as _;
     let dir = match path.parent().filter(|d| !d.as_os_str().is_empty()) {
         Some(dir) => {
-            std::fs::create_dir_all(dir)
-                .with_context(|| format!("creating {}", dir.display()))?;
+            std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
             dir
         }
         None => Path::new("."),

@@ -2,7 +2,8 @@
 //! service token, looks everything else up itself (install, grants, content hash), loads
 //! and re-verifies the bundle on first use, and hands the request to the runtime.
 //!
-//! Routes: `POST /v1/execute`, `GET /healthz`, `GET /metrics` (extension metrics). On
+//! Routes: `POST /v1/execute`, `GET /healthz`, `GET /metrics` (extension metrics; behind a
+//! bearer token when [`RunnerConfig::metrics_token`] is set). On
 //! [`Drain::begin`] the runner refuses new calls with 503 and finishes the running ones.
 
 mod admission;
@@ -30,6 +31,7 @@ use palisade_runtime::{HostServices, Runtime};
 pub use artifacts::artifact_store;
 pub use drain::Drain;
 pub use error::RunnerError;
+pub use metrics::{MetricsToken, MetricsTokenError};
 pub use services::storage::RegistryStorage;
 
 /// Operator settings of the runner's HTTP side.
@@ -48,6 +50,9 @@ pub struct RunnerConfig {
     pub install_cache_ttl: std::time::Duration,
     /// Most installs kept in the install cache.
     pub install_cache_entries: usize,
+    /// The bearer token `GET /metrics` requires; `None`: the exposition is open to anyone
+    /// who reaches the runner's address.
+    pub metrics_token: Option<MetricsToken>,
 }
 
 impl Default for RunnerConfig {
@@ -58,6 +63,7 @@ impl Default for RunnerConfig {
             max_in_flight_per_tenant: 128,
             install_cache_ttl: std::time::Duration::from_secs(1),
             install_cache_entries: 100_000,
+            metrics_token: None,
         }
     }
 }

@@ -1,12 +1,14 @@
 //! `GET /metrics`: the OpenMetrics exposition of the series that extensions recorded
-//! through the `metrics` capability.
+//! through the `metrics` capability, behind a bearer token when the operator set one.
 
 use std::sync::Arc;
 
 use axum::extract::State;
-use axum::http::StatusCode;
-use axum::http::header::CONTENT_TYPE;
+use axum::http::header::{AUTHORIZATION, CONTENT_TYPE, WWW_AUTHENTICATE};
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
 
 use crate::RunnerState;
 
@@ -14,7 +16,81 @@ use crate::RunnerState;
 pub(crate) const OPENMETRICS_CONTENT_TYPE: &str =
     "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
-pub(crate) async fn metrics(State(state): State<Arc<RunnerState>>) -> Response {
+/// The bearer token `GET /metrics` requires. `Debug` never shows it.
+#[derive(Clone)]
+pub struct MetricsToken(Arc<str>);
+
+/// Why a metrics token was refused. Messages never contain the token.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum MetricsTokenError {
+    /// The token is empty.
+    #[error("the metrics token is empty")]
+    Empty,
+    /// The token holds a character a bearer token cannot carry.
+    #[error(
+        "the metrics token may hold only visible ASCII characters without spaces (character {position} is not)"
+    )]
+    BadCharacter {
+        /// 1-based position of the first refused character.
+        position: usize,
+    },
+}
+
+impl MetricsToken {
+    /// A token: visible ASCII without spaces, surrounding whitespace (a file's trailing
+    /// newline) removed.
+    pub fn new(token: &str) -> Result<Self, MetricsTokenError> {
+        let token = token.trim();
+        if token.is_empty() {
+            return Err(MetricsTokenError::Empty);
+        }
+        if let Some(position) = token.chars().position(|c| !c.is_ascii_graphic()) {
+            return Err(MetricsTokenError::BadCharacter {
+                position: position + 1,
+            });
+        }
+        Ok(MetricsToken(token.into()))
+    }
+
+    /// Whether `headers` carry `authorization: Bearer <this token>`, compared in time
+    /// independent of the presented value (both sides hashed first).
+    fn admits(&self, headers: &HeaderMap) -> bool {
+        let Some(presented) = headers
+            .get(AUTHORIZATION)
+            .and_then(|value| value.to_str().ok())
+            .and_then(|value| {
+                let (scheme, token) = value.split_once(' ')?;
+                scheme
+                    .eq_ignore_ascii_case("bearer")
+                    .then_some(token.trim())
+            })
+        else {
+            return false;
+        };
+        let presented = Sha256::digest(presented.as_bytes());
+        let expected = Sha256::digest(self.0.as_bytes());
+        presented.as_slice().ct_eq(expected.as_slice()).into()
+    }
+}
+
+impl std::fmt::Debug for MetricsToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("MetricsToken(..)")
+    }
+}
+
+pub(crate) async fn metrics(State(state): State<Arc<RunnerState>>, headers: HeaderMap) -> Response {
+    if let Some(token) = &state.config.metrics_token
+        && !token.admits(&headers)
+    {
+        tracing::info!("metrics scrape refused: missing or wrong bearer token");
+        return (
+            StatusCode::UNAUTHORIZED,
+            [(WWW_AUTHENTICATE, "Bearer realm=\"metrics\"")],
+            axum::Json(serde_json::json!({ "error": "unauthorized" })),
+        )
+            .into_response();
+    }
     let metrics = state.runtime.metrics().clone();
     // Encoding walks every series; keep it off the async workers.
     match tokio::task::spawn_blocking(move || metrics.encode()).await {
@@ -34,6 +110,7 @@ fn render(text: String) -> Response {
 mod tests {
     use http_body_util::BodyExt;
     use palisade_runtime::capability::metrics::{ExtensionMetrics, MetricsConfig};
+    use tower::ServiceExt;
 
     use super::*;
 
@@ -54,5 +131,92 @@ mod tests {
             "{text}"
         );
         assert!(text.ends_with("# EOF\n"));
+    }
+
+    /// The runner's routes with `metrics_token` as its setting.
+    async fn app(dir: &tempfile::TempDir, metrics_token: Option<MetricsToken>) -> axum::Router {
+        let registry = palisade_registry::Registry::open(&palisade_registry::RegistryConfig {
+            database_url: format!("sqlite://{}", dir.path().join("r.db").display()),
+            object_store_dir: dir.path().join("objects"),
+        })
+        .await
+        .unwrap();
+        let key = palisade_bundle::SigningKey::generate().unwrap();
+        let trust =
+            palisade_bundle::TrustBundle::from_pem(key.public_key_pem().unwrap().as_bytes())
+                .unwrap();
+        let service = palisade_protocol::ServiceKeyPair::generate().unwrap();
+        let runtime = palisade_runtime::Runtime::new(
+            palisade_runtime::RuntimeConfig::default(),
+            palisade_runtime::HostServices::default(),
+        )
+        .unwrap();
+        let state = crate::RunnerState::new(
+            registry,
+            runtime,
+            palisade_protocol::TokenVerifier::from_pem(service.public_pem.as_bytes()).unwrap(),
+            trust,
+            crate::RunnerConfig {
+                metrics_token,
+                ..crate::RunnerConfig::default()
+            },
+        );
+        crate::app(Arc::new(state))
+    }
+
+    async fn scrape(app: &axum::Router, authorization: Option<&str>) -> Response {
+        let mut request = http::Request::get("/metrics");
+        if let Some(value) = authorization {
+            request = request.header(AUTHORIZATION, value);
+        }
+        app.clone()
+            .oneshot(request.body(axum::body::Body::empty()).unwrap())
+            .await
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_configured_token_guards_the_exposition() {
+        let dir = tempfile::tempdir().unwrap();
+        let token = MetricsToken::new("scrape-secret-123\n").unwrap();
+        let app = app(&dir, Some(token)).await;
+        for refused in [
+            None,
+            Some("Bearer scrape-secret-124"),
+            Some("Bearer scrape-secret-12"),
+            Some("Basic scrape-secret-123"),
+            Some("scrape-secret-123"),
+        ] {
+            let response = scrape(&app, refused).await;
+            assert_eq!(response.status(), StatusCode::UNAUTHORIZED, "{refused:?}");
+            assert!(response.headers().contains_key(WWW_AUTHENTICATE));
+            let body = response.into_body().collect().await.unwrap().to_bytes();
+            assert!(!String::from_utf8_lossy(&body).contains("scrape-secret"));
+        }
+        for admitted in ["Bearer scrape-secret-123", "bearer  scrape-secret-123"] {
+            let response = scrape(&app, Some(admitted)).await;
+            assert_eq!(response.status(), StatusCode::OK, "{admitted}");
+            assert_eq!(response.headers()[CONTENT_TYPE], OPENMETRICS_CONTENT_TYPE);
+        }
+    }
+
+    #[tokio::test]
+    async fn without_a_token_the_exposition_is_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let app = app(&dir, None).await;
+        assert_eq!(scrape(&app, None).await.status(), StatusCode::OK);
+    }
+
+    #[test]
+    fn bad_tokens_are_refused_without_echo() {
+        assert_eq!(
+            MetricsToken::new(" \n").unwrap_err(),
+            MetricsTokenError::Empty
+        );
+        let err = MetricsToken::new("two words").unwrap_err();
+        assert_eq!(err, MetricsTokenError::BadCharacter { position: 4 });
+        assert!(!err.to_string().contains("words"), "{err}");
+        let token = MetricsToken::new("s3cr3t").unwrap();
+        assert!(!format!("{token:?}").contains("s3cr3t"));
     }
 }

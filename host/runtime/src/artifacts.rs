@@ -21,7 +21,7 @@
 //! compiled. A bundle's own native code is never loaded: only the component's wasm is
 //! ever compiled.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use ed25519_dalek::pkcs8::spki::der::pem::LineEnding;
@@ -140,9 +140,7 @@ pub struct ArtifactSigningKey(ed25519_dalek::SigningKey);
 impl ArtifactSigningKey {
     /// A fresh key from the operating system's generator.
     pub fn generate() -> Self {
-        ArtifactSigningKey(ed25519_dalek::SigningKey::generate(
-            &mut rand::rngs::OsRng,
-        ))
+        ArtifactSigningKey(ed25519_dalek::SigningKey::generate(&mut rand::rngs::OsRng))
     }
 
     /// Reads a PKCS#8 PEM private key.
@@ -223,7 +221,10 @@ impl ArtifactVerifyingKey {
         let (signature, bytes) = signed.split_at(SIGNATURE_LEN);
         let signature = ed25519_dalek::Signature::from_slice(signature).ok()?;
         self.0
-            .verify(&signed_message(content_hash, engine_hash, bytes), &signature)
+            .verify(
+                &signed_message(content_hash, engine_hash, bytes),
+                &signature,
+            )
             .ok()
             .map(|()| bytes)
     }
@@ -240,7 +241,7 @@ impl std::fmt::Debug for ArtifactVerifyingKey {
 /// Where artifacts are cached: this runner's own directory and the shared store.
 #[derive(Clone)]
 pub struct Artifacts {
-    /// This runner's own cache directory (created on first write).
+    /// This runner's own cache directory (the CLI creates it at start; created on write too).
     pub local_dir: Option<PathBuf>,
     /// The shared store (e.g. the registry's object store): read for artifacts signed by
     /// `trusted`, written only with `signer`.
@@ -303,15 +304,23 @@ impl Artifacts {
     async fn write_local(&self, key: &str, sealed: &[u8]) {
         let Some(dir) = &self.local_dir else { return };
         let path = dir.join(key);
-        let tmp = path.with_extension(format!("tmp{}", std::process::id()));
-        let result = async {
-            if let Some(parent) = path.parent() {
-                tokio::fs::create_dir_all(parent).await?;
-            }
-            tokio::fs::write(&tmp, sealed).await?;
-            tokio::fs::rename(&tmp, &path).await
-        }
-        .await;
+        let sealed = sealed.to_vec();
+        let target = path.clone();
+        // A temporary file of its own per write (not one name per process): concurrent first
+        // loads of one component must not rename each other's file away.
+        let result = tokio::task::spawn_blocking(move || {
+            use std::io::Write as _;
+            let parent = target.parent().unwrap_or(Path::new("."));
+            std::fs::create_dir_all(parent)?;
+            let mut tmp = tempfile::Builder::new()
+                .prefix(".artifact-")
+                .tempfile_in(parent)?;
+            tmp.write_all(&sealed)?;
+            tmp.persist(&target).map_err(|e| e.error)?;
+            Ok::<(), std::io::Error>(())
+        })
+        .await
+        .unwrap_or_else(|e| Err(std::io::Error::other(e)));
         if let Err(e) = result {
             tracing::warn!(path = %path.display(), error = %e, "could not cache an artifact on disk");
         }

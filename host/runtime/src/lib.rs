@@ -20,7 +20,8 @@ mod limits;
 mod state;
 
 pub use artifacts::{
-    ArtifactKey, ArtifactKeyError, ArtifactSigningKey, ArtifactStore, ArtifactVerifyingKey, Artifacts,
+    ArtifactKey, ArtifactKeyError, ArtifactSigningKey, ArtifactStore, ArtifactVerifyingKey,
+    Artifacts,
 };
 pub use capability::log::LogLine;
 pub use capability::{GrantSet, HostServices};

@@ -283,6 +283,7 @@ impl Bench {
         let mut command = self.palisade_command(data);
         command.args([
             "gateway",
+            "--dev",
             "--listen",
             &addr,
             "--runner",

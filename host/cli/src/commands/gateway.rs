@@ -30,6 +30,11 @@ pub struct GatewayArgs {
     /// Request policy: caller keys, rate limit, CORS, idempotency.
     #[command(flatten)]
     pub policy: PolicyArgs,
+    /// Development only: accept caller tokens signed by the data directory's development
+    /// key (`palisade token`) when no `--caller-key` or `--caller-jwks` is given. Without a
+    /// caller key and without this flag the gateway refuses to start.
+    #[arg(long, conflicts_with_all = ["caller_keys", "caller_jwks"])]
+    pub dev: bool,
 }
 
 pub async fn gateway(data_dir: &DataDir, args: GatewayArgs) -> Result<()> {
@@ -40,6 +45,7 @@ pub async fn gateway(data_dir: &DataDir, args: GatewayArgs) -> Result<()> {
     if runners.is_empty() {
         bail!("no runner given: pass --runner URL (repeatable) or --runners-file FILE");
     }
+    check_caller_keys(&args.policy, args.dev, data_dir)?;
     let registry = data_dir.registry().await?;
     let state = gateway_state(
         data_dir,
@@ -71,6 +77,32 @@ pub async fn gateway(data_dir: &DataDir, args: GatewayArgs) -> Result<()> {
     Ok(())
 }
 
+/// Refuses to serve with nothing but the development caller key unless `dev`: whoever can
+/// read the data directory (or run `palisade token` on it) could mint tokens for any
+/// tenant. With `dev`, says so at start.
+fn check_caller_keys(policy: &PolicyArgs, dev: bool, data_dir: &DataDir) -> Result<()> {
+    let configured = !policy.caller_keys.is_empty() || policy.caller_jwks.is_some();
+    let dev_key = data_dir.root().join("keys").join("caller-issuer.pub.pem");
+    match (configured, dev) {
+        (true, _) => Ok(()),
+        (false, true) => {
+            tracing::warn!(
+                key = %dev_key.display(),
+                "development mode (--dev): accepting caller tokens signed by the data \
+                 directory's development key; anyone who can read the data directory can \
+                 act as any tenant. Do not expose this gateway."
+            );
+            Ok(())
+        }
+        (false, false) => bail!(
+            "no caller key is configured: pass --caller-key ALG:FILE or --caller-jwks FILE \
+             with your identity provider's keys (see docs/gateway.md), or --dev to accept \
+             the development key {} (for development only)",
+            dev_key.display()
+        ),
+    }
+}
+
 /// The runner URLs listed in `path`.
 fn read_runners_file(path: &Path) -> Result<Vec<String>> {
     Ok(parse_runners(&read_string(path)?))
@@ -87,6 +119,28 @@ fn parse_runners(text: &str) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_the_development_key_needs_dev() {
+        let data_dir = DataDir::new(PathBuf::from("/data"));
+        let err = check_caller_keys(&PolicyArgs::default(), false, &data_dir).unwrap_err();
+        let text = format!("{err:#}");
+        assert!(
+            text.contains("--dev") && text.contains("--caller-key") && text.contains("/data/keys"),
+            "{text}"
+        );
+        check_caller_keys(&PolicyArgs::default(), true, &data_dir).unwrap();
+        let configured = PolicyArgs {
+            caller_keys: vec!["EdDSA:/keys/idp.pem".into()],
+            ..PolicyArgs::default()
+        };
+        check_caller_keys(&configured, false, &data_dir).unwrap();
+        let jwks = PolicyArgs {
+            caller_jwks: Some(PathBuf::from("/keys/jwks.json")),
+            ..PolicyArgs::default()
+        };
+        check_caller_keys(&jwks, false, &data_dir).unwrap();
+    }
 
     #[test]
     fn runners_files_skip_blanks_and_comments() {

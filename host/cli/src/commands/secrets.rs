@@ -158,12 +158,11 @@ pub async fn secrets(data_dir: &DataDir, command: SecretsCommand) -> Result<()> 
             };
             let legacy_ids = legacy.key_ids();
             let remaining = reseal(&registry, &opener).await?;
-            let left: u64 = legacy_ids
-                .iter()
-                .filter_map(|id| remaining.get(id))
-                .sum();
+            let left: u64 = legacy_ids.iter().filter_map(|id| remaining.get(id)).sum();
             if left > 0 {
-                bail!("{left} secret(s) are still sealed with the symmetric keyring; run `palisade secrets migrate` again");
+                bail!(
+                    "{left} secret(s) are still sealed with the symmetric keyring; run `palisade secrets migrate` again"
+                );
             }
             println!(
                 "every secret is sealed to the public key {}; delete {} (and unset ${LEGACY_KEY_ENV})",
@@ -251,7 +250,9 @@ async fn remote_secrets(client: &AdminClient, command: SecretsCommand) -> Result
             println!("secret `{name}` deleted from tenant `{tenant}`'s install of {extension}");
         }
         SecretsCommand::Rotate | SecretsCommand::Migrate => {
-            bail!("`secrets rotate` and `secrets migrate` work on the data directory only (they need the keyring)")
+            bail!(
+                "`secrets rotate` and `secrets migrate` work on the data directory only (they need the keyring)"
+            )
         }
     }
     Ok(())
@@ -329,10 +330,7 @@ fn write_public_key(path: &Path, sealer: &SecretSealer) -> Result<()> {
     {
         return Ok(());
     }
-    let text = format!(
-        "{PUBLIC_KEY_HEADER}{}\n",
-        sealer.public_key().to_base64()
-    );
+    let text = format!("{PUBLIC_KEY_HEADER}{}\n", sealer.public_key().to_base64());
     write_file(path, text.as_bytes())?;
     tracing::info!(path = %path.display(), key_id = sealer.primary_key_id(), "wrote the secrets public key");
     Ok(())
@@ -494,8 +492,8 @@ mod tests {
             let mode = std::fs::metadata(&path).unwrap().permissions().mode();
             assert_eq!(mode & 0o777, 0o600);
         }
-        let sealer = SecretSealer::from_public_key(&std::fs::read_to_string(&public).unwrap())
-            .unwrap();
+        let sealer =
+            SecretSealer::from_public_key(&std::fs::read_to_string(&public).unwrap()).unwrap();
         assert_eq!(sealer.primary_key_id(), first.primary_key_id());
         let second = opener_from(None, &path, &public).unwrap();
         assert_eq!(first.primary_key_id(), second.primary_key_id());
@@ -559,6 +557,9 @@ mod tests {
         let sealed = sealer
             .seal("install-1", "TOKEN", &SecretValue::new("v"))
             .unwrap();
-        assert_eq!(opener.open("install-1", "TOKEN", &sealed).unwrap().expose(), "v");
+        assert_eq!(
+            opener.open("install-1", "TOKEN", &sealed).unwrap().expose(),
+            "v"
+        );
     }
 }

@@ -40,7 +40,7 @@ pub fn runner_state(data_dir: &DataDir, registry: &Registry) -> Result<RunnerSta
         runtime,
         TokenVerifier::from_pem(service_keys.public_pem.as_bytes())?,
         trust,
-        operator.runner.to_runner_config(),
+        operator.runner.to_runner_config()?,
     ))
 }
 

@@ -47,6 +47,14 @@ pub async fn up(data_dir: &DataDir, args: UpArgs) -> Result<()> {
         None
     };
     let runner = Arc::new(runner_state(data_dir, &registry)?);
+    // Bind both listeners before the gateway exists: its first health check of the runner
+    // then finds the runner's socket instead of marking it unhealthy.
+    let runner_listener = tokio::net::TcpListener::bind(args.runner_addr)
+        .await
+        .with_context(|| format!("binding the runner to {}", args.runner_addr))?;
+    let gateway_listener = tokio::net::TcpListener::bind(args.gateway_addr)
+        .await
+        .with_context(|| format!("binding the gateway to {}", args.gateway_addr))?;
     let (gateway, admin_token) = crate::commands::serve::with_admin(
         gateway_state(
             data_dir,
@@ -59,12 +67,6 @@ pub async fn up(data_dir: &DataDir, args: UpArgs) -> Result<()> {
     )?;
     let gateway = Arc::new(gateway);
 
-    let runner_listener = tokio::net::TcpListener::bind(args.runner_addr)
-        .await
-        .with_context(|| format!("binding the runner to {}", args.runner_addr))?;
-    let gateway_listener = tokio::net::TcpListener::bind(args.gateway_addr)
-        .await
-        .with_context(|| format!("binding the gateway to {}", args.gateway_addr))?;
     let runner_server = tokio::spawn(
         axum::serve(runner_listener, palisade_runner::app(runner))
             .with_graceful_shutdown(shutdown())

@@ -458,11 +458,10 @@ impl SecretOpener {
                 key_id: sealed.key_id.clone(),
                 available: self.key_ids(),
             })?;
-        let encapped =
-            EncappedKey::from_bytes(&sealed.nonce).map_err(|_| SealError::BadNonce {
-                len: sealed.nonce.len(),
-                expected: ENCAPPED_KEY_BYTES,
-            })?;
+        let encapped = EncappedKey::from_bytes(&sealed.nonce).map_err(|_| SealError::BadNonce {
+            len: sealed.nonce.len(),
+            expected: ENCAPPED_KEY_BYTES,
+        })?;
         let aad = associated_data(AAD_CONTEXT, install_id, name);
         let plaintext = hpke::single_shot_open::<Cipher, Kdf, Kem>(
             &OpModeR::Base,
@@ -745,8 +744,7 @@ mod tests {
     fn a_wrong_key_does_not_open() {
         let opener = opener();
         let sealed = opener.seal("i", "N", &SecretValue::new("v")).unwrap();
-        let other =
-            SecretOpener::new(SecretKey::from_bytes([8; 32]).unwrap(), []).unwrap();
+        let other = SecretOpener::new(SecretKey::from_bytes([8; 32]).unwrap(), []).unwrap();
         let forged = SealedSecret {
             key_id: other.primary_key_id().to_owned(),
             ..sealed.clone()

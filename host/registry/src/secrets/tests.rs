@@ -415,7 +415,10 @@ async fn migration_reseals_legacy_values_to_the_public_key() {
     );
 
     let migrating = opener.clone().with_legacy(legacy.clone());
-    let read = fx.registry.read_secret(&migrating, &install_id, "TOKEN").await;
+    let read = fx
+        .registry
+        .read_secret(&migrating, &install_id, "TOKEN")
+        .await;
     assert_eq!(read.unwrap().unwrap().expose(), "t-old");
     let report = fx.registry.reseal_secrets(&migrating).await.unwrap();
     assert_eq!(report.resealed, 2);
