@@ -6,10 +6,11 @@
 
 mod admin;
 mod artifacts;
-mod author;
 mod auth;
+mod author;
 mod egress;
 mod gateway_policy;
+mod guest_output;
 mod hostile;
 mod integrity;
 mod metrics;
