@@ -18,6 +18,7 @@ const WORKSPACES: &[(&str, &[&str])] = &[
             "secret-probe",
             "egress-probe",
             "plain-hello",
+            "noisy",
         ],
     ),
 ];

@@ -10,6 +10,7 @@ mod auth;
 mod author;
 mod egress;
 mod gateway_policy;
+mod guest_output;
 mod hostile;
 mod integrity;
 mod keys;

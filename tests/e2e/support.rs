@@ -33,6 +33,7 @@ pub fn guest(name: &str) -> Vec<u8> {
         "github-proxy" => env!("PALISADE_GUEST_GITHUB_PROXY"),
         "egress-probe" => env!("PALISADE_GUEST_EGRESS_PROBE"),
         "notes" => env!("PALISADE_GUEST_NOTES"),
+        "noisy" => env!("PALISADE_GUEST_NOISY"),
         other => panic!("unknown guest {other}"),
     };
     std::fs::read(path).unwrap()

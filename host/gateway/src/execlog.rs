@@ -252,7 +252,9 @@ impl ExecLogWriter {
         true
     }
 
-    /// Writes `rows` and their usage in one transaction, and empties `rows`.
+    /// Writes `rows` and their usage in one transaction, and empties `rows`. When the
+    /// database refuses the transaction (rather than being out of reach), the rows are
+    /// written one by one (see [`Self::write_each`]).
     async fn write(&self, rows: &mut Vec<ExecutionRecord>) {
         if rows.is_empty() {
             return;
@@ -266,12 +268,58 @@ impl ExecLogWriter {
             Ok(()) => {
                 self.counters.written.fetch_add(count, Ordering::Relaxed);
             }
+            Err(err) if err.is_refused_by_database() => {
+                tracing::warn!(error = %err, rows = count, "the database refused a batch of execution-log rows; writing them one by one");
+                self.write_each(rows).await;
+            }
             Err(err) => {
                 self.counters.failed.fetch_add(count, Ordering::Relaxed);
                 tracing::warn!(error = %err, rows = count, "writing execution-log rows failed; they are lost");
             }
         }
         rows.clear();
+    }
+
+    /// Writes each row with its usage in a transaction of its own, so that a row the
+    /// database refuses loses only itself (its call still counts in the usage). Stops at
+    /// the first failure that is not the row's own (the database cannot be reached): the
+    /// rows left are lost, rather than each waiting for the database in turn.
+    async fn write_each(&self, rows: &[ExecutionRecord]) {
+        for (at, row) in rows.iter().enumerate() {
+            let one = std::slice::from_ref(row);
+            match self
+                .registry
+                .record_execution_batch(one, &usage_of(one))
+                .await
+            {
+                Ok(()) => {
+                    self.counters.written.fetch_add(1, Ordering::Relaxed);
+                }
+                Err(err) if err.is_refused_by_database() => self.lost(row, &err).await,
+                Err(err) => {
+                    let left = u64::try_from(rows.len() - at).unwrap_or(u64::MAX);
+                    self.counters.failed.fetch_add(left, Ordering::Relaxed);
+                    tracing::warn!(error = %err, rows = left, "writing execution-log rows failed; they are lost");
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Counts `row` as lost, logs why, and still adds its call to the usage counters.
+    async fn lost(&self, row: &ExecutionRecord, err: &palisade_registry::RegistryError) {
+        self.counters.failed.fetch_add(1, Ordering::Relaxed);
+        tracing::warn!(
+            error = %err,
+            request_id = %row.request_id,
+            tenant = %row.tenant_id,
+            extension = %row.extension_id,
+            "the database refused an execution-log row; it is lost"
+        );
+        let usage = usage_of(std::slice::from_ref(row));
+        if let Err(err) = self.registry.record_execution_batch(&[], &usage).await {
+            tracing::warn!(error = %err, request_id = %row.request_id, "adding a lost row's call to the usage counters failed");
+        }
     }
 
     fn report_drops(&mut self) {

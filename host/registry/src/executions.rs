@@ -1,5 +1,7 @@
 //! The execution log: one row per invocation of an extension.
 
+use std::borrow::Cow;
+
 use crate::db::Row as DbRow;
 use sqlx::Row;
 
@@ -148,6 +150,61 @@ fn truncate(text: &str, max: usize) -> &str {
     &text[..end]
 }
 
+/// `row` fit for the text columns of both backends: PostgreSQL refuses NUL in text (and
+/// would fail the whole statement), so each NUL in a text field becomes U+FFFD (`�`).
+/// Everything else is stored as given; a row without NUL is not copied.
+fn storable(row: &ExecutionRecord) -> Cow<'_, ExecutionRecord> {
+    fn clean(text: &mut String) {
+        if text.contains('\0') {
+            *text = text.replace('\0', "\u{fffd}");
+        }
+    }
+    let texts = [
+        Some(&row.id),
+        Some(&row.request_id),
+        Some(&row.tenant_id),
+        Some(&row.extension_id),
+        row.install_id.as_ref(),
+        row.version_id.as_ref(),
+        row.content_hash.as_ref(),
+        Some(&row.trigger),
+        Some(&row.method),
+        Some(&row.path),
+        Some(&row.outcome),
+        row.error_code.as_ref(),
+        row.log_excerpt.as_ref(),
+    ];
+    if !texts.into_iter().flatten().any(|t| t.contains('\0')) {
+        return Cow::Borrowed(row);
+    }
+    let mut row = row.clone();
+    for text in [
+        &mut row.id,
+        &mut row.request_id,
+        &mut row.tenant_id,
+        &mut row.extension_id,
+        &mut row.trigger,
+        &mut row.method,
+        &mut row.path,
+        &mut row.outcome,
+    ] {
+        clean(text);
+    }
+    for text in [
+        &mut row.install_id,
+        &mut row.version_id,
+        &mut row.content_hash,
+        &mut row.error_code,
+        &mut row.log_excerpt,
+    ]
+    .into_iter()
+    .flatten()
+    {
+        clean(text);
+    }
+    Cow::Owned(row)
+}
+
 /// Columns of one execution-log row, in bind order.
 const COLUMNS: &str = "id, request_id, tenant_id, extension_id, install_id, version_id, \
                        content_hash, trigger, method, path, status, outcome, error_code, \
@@ -194,6 +251,7 @@ async fn insert(
     backend: Backend,
     rows: &[ExecutionRecord],
 ) -> Result<(), RegistryError> {
+    let rows: Vec<Cow<'_, ExecutionRecord>> = rows.iter().map(storable).collect();
     for chunk in rows.chunks(ROWS_PER_STATEMENT) {
         let sql = insert_statement(chunk.len(), backend);
         let mut query = sqlx::query(&sql);
@@ -226,6 +284,15 @@ async fn insert(
         query.execute(&mut *conn).await?;
     }
     Ok(())
+}
+
+impl RegistryError {
+    /// Whether the database answered the statement with an error (a constraint, a value
+    /// it refuses, ...) — an error of the data written, which other rows need not share —
+    /// rather than failing to be reached.
+    pub fn is_refused_by_database(&self) -> bool {
+        matches!(self, RegistryError::Database(sqlx::Error::Database(_)))
+    }
 }
 
 impl Registry {
@@ -446,6 +513,34 @@ mod tests {
                 .unwrap()
                 .is_empty()
         );
+    }
+
+    /// PostgreSQL refuses NUL in text and fails the whole statement, losing every row of
+    /// the batch: NUL in any text field is stored as U+FFFD instead, on both backends.
+    #[tokio::test]
+    async fn nul_in_text_fields_is_stored_as_a_replacement_character() {
+        let (_dir, registry) = open_registry().await;
+        let mut bad = record("t1", "com.example.a", 1);
+        bad.request_id = "req\0nul".into();
+        bad.path = "/a\0b".into();
+        bad.error_code = Some("x\0".into());
+        bad.log_excerpt = Some("stdout before\0after\n".into());
+        let good = record("t1", "com.example.a", 2);
+        registry
+            .record_execution_batch(&[bad.clone(), good.clone()], &UsageTally::new())
+            .await
+            .unwrap();
+        let back = registry.recent_executions("t1", None, 10).await.unwrap();
+        assert_eq!(back.len(), 2);
+        assert_eq!(back[0], good);
+        assert_eq!(back[1].request_id, "req\u{fffd}nul");
+        assert_eq!(back[1].path, "/a\u{fffd}b");
+        assert_eq!(back[1].error_code.as_deref(), Some("x\u{fffd}"));
+        assert_eq!(
+            back[1].log_excerpt.as_deref(),
+            Some("stdout before\u{fffd}after\n")
+        );
+        assert!(matches!(storable(&good), Cow::Borrowed(_)));
     }
 
     #[test]

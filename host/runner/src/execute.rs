@@ -12,7 +12,8 @@ use bytes::Bytes;
 use palisade_bundle::hash::ContentHash;
 use palisade_protocol::{ExecuteRequest, ExecuteResponse, ExecuteStats, TokenScope};
 use palisade_registry::ResolvedInstall;
-use palisade_runtime::{CallLimits, ExecuteError, GrantSet, Invocation, Outcome};
+use palisade_runtime::capability::log::CUT_LEVEL;
+use palisade_runtime::{CallLimits, ExecuteError, GrantSet, Invocation, LogLine, Outcome};
 
 use crate::RunnerState;
 use crate::admission::Refused;
@@ -60,28 +61,66 @@ impl From<RunnerError> for Failure {
 /// Bound on the log excerpt sent for the execution log.
 const LOG_EXCERPT_BYTES: usize = 4096;
 
-fn stats(outcome: &Outcome) -> ExecuteStats {
-    let mut excerpt = String::new();
-    for line in &outcome.logs {
+/// Room kept at the end of a full excerpt for the line that says what is missing.
+const EXCERPT_TRAILER_BYTES: usize = 128;
+
+/// The first log lines of a call, one per line, at most [`LOG_EXCERPT_BYTES`]. When not
+/// every line fits, the excerpt ends with a line saying how many are missing; a log the
+/// runtime cut ends with the runtime's `cut` line (the lines are escaped, so each is one
+/// line of text).
+fn excerpt(lines: &[LogLine], dropped: u64) -> String {
+    let render = |line: &LogLine| {
         let fields: String = line
             .fields
             .iter()
             .map(|(k, v)| format!(" {k}={v}"))
             .collect();
-        let text = format!("{} {}{}\n", line.level, line.message, fields);
-        if excerpt.len() + text.len() > LOG_EXCERPT_BYTES {
-            break;
-        }
-        excerpt.push_str(&text);
+        format!("{} {}{}\n", line.level, line.message, fields)
+    };
+    let total: usize = lines.iter().map(|l| render(l).len()).sum();
+    if total <= LOG_EXCERPT_BYTES {
+        return lines.iter().map(render).collect();
     }
+    let room = LOG_EXCERPT_BYTES - EXCERPT_TRAILER_BYTES;
+    let mut excerpt = String::new();
+    let mut shown = 0;
+    for line in lines.iter().filter(|l| !l.is_cut_mark()) {
+        let text = render(line);
+        if excerpt.len() + text.len() <= room {
+            excerpt.push_str(&text);
+            shown += 1;
+            continue;
+        }
+        // The line that does not fit is shown cut, when a useful part of it fits.
+        let left = room - excerpt.len();
+        if left > 32 {
+            let mut end = left - "…\n".len();
+            while !text.is_char_boundary(end) {
+                end -= 1;
+            }
+            excerpt.push_str(&text[..end]);
+            excerpt.push_str("…\n");
+            shown += 1;
+        }
+        break;
+    }
+    let kept = lines.iter().filter(|l| !l.is_cut_mark()).count();
+    let missing = (kept - shown) as u64 + dropped;
+    excerpt.push_str(&format!(
+        "{CUT_LEVEL} excerpt ends here: {missing} more lines not shown\n"
+    ));
+    excerpt
+}
+
+fn stats(outcome: &Outcome) -> ExecuteStats {
     ExecuteStats {
         duration_ms: u64::try_from(outcome.duration.as_millis()).unwrap_or(u64::MAX),
         fuel_consumed: outcome.fuel_consumed,
         peak_memory_bytes: outcome.peak_memory_bytes,
         egress_bytes: outcome.egress_bytes_out + outcome.egress_bytes_in,
-        log_lines: outcome.logs.len() as u64,
+        log_lines: outcome.logs.iter().filter(|l| !l.is_cut_mark()).count() as u64,
         dropped_log_lines: outcome.dropped_log_lines,
-        log_excerpt: excerpt,
+        log_excerpt: excerpt(&outcome.logs, outcome.dropped_log_lines),
     }
 }
 
@@ -254,4 +293,44 @@ fn to_http(request: &ExecuteRequest, body: Vec<u8>) -> Result<http::Request<Byte
     builder
         .body(Bytes::from(body))
         .map_err(|e| RunnerError::BadRequest(format!("http request: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn line(level: &'static str, message: &str) -> LogLine {
+        LogLine {
+            level,
+            message: message.to_owned(),
+            fields: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn a_short_log_is_the_whole_excerpt() {
+        let lines = [line("info", "a"), line("stdout", "b")];
+        assert_eq!(excerpt(&lines, 0), "info a\nstdout b\n");
+    }
+
+    /// An excerpt too small for the log says so on its last line, counting the lines it
+    /// leaves out and those the runtime dropped.
+    #[test]
+    fn a_full_excerpt_marks_its_cut() {
+        let mut lines: Vec<LogLine> = (0..100)
+            .map(|i| line("info", &format!("{i:03} {}", "x".repeat(96))))
+            .collect();
+        lines.push(line(CUT_LEVEL, "log cut"));
+        let text = excerpt(&lines, 7);
+        assert!(text.len() <= LOG_EXCERPT_BYTES, "{}", text.len());
+        let last = text.lines().last().unwrap();
+        let shown = text.lines().count() - 1;
+        assert_eq!(
+            last,
+            format!(
+                "cut excerpt ends here: {} more lines not shown",
+                100 - shown + 7
+            )
+        );
+    }
 }

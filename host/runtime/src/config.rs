@@ -65,6 +65,15 @@ pub struct RuntimeConfig {
     pub metrics: crate::capability::metrics::MetricsConfig,
     /// The operator's HTTP egress policy, applied on top of every install's allow-list.
     pub egress: crate::capability::egress::EgressPolicy,
+    /// Total bytes of log lines kept per call (level, message, keys and values, captured
+    /// stdout/stderr included); the first line past it ends what is kept, and a `cut`
+    /// line marks the place.
+    pub max_log_bytes: usize,
+    /// Guest log lines written to the operator's log, per install and second, on average
+    /// (0 turns the limit off); lines past it are still kept for the execution log.
+    pub operator_log_lines_per_second: f64,
+    /// Burst of guest log lines an install may write to the operator's log at once.
+    pub operator_log_burst: u32,
 }
 
 impl Default for RuntimeConfig {
@@ -95,6 +104,9 @@ impl Default for RuntimeConfig {
             compile_cache_entries: 256,
             compile_cache_bytes: 1024 * 1024 * 1024,
             metrics: Default::default(),
+            max_log_bytes: 256 * 1024,
+            operator_log_lines_per_second: 10.0,
+            operator_log_burst: 100,
         }
     }
 }

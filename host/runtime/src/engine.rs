@@ -105,6 +105,8 @@ pub struct Runtime {
     prepared: Arc<RwLock<HashMap<String, HashMap<GrantSet, Prepared>>>>,
     pub(crate) executor: Arc<Executor>,
     _ticker: Arc<Ticker>,
+    /// Per-install rate limit on guest lines written to the operator's log.
+    pub(crate) operator_log: Arc<crate::capability::log::OperatorLogLimiter>,
 }
 
 impl Runtime {
@@ -136,6 +138,10 @@ impl Runtime {
         let executor = Executor::new(threads).map_err(|e| LoadError::Join(e.to_string()))?;
         let components =
             CompileCache::new(config.compile_cache_entries, config.compile_cache_bytes);
+        let operator_log = Arc::new(crate::capability::log::OperatorLogLimiter::new(
+            config.operator_log_lines_per_second,
+            config.operator_log_burst,
+        ));
         Ok(Runtime {
             engine_hash: engine_hash(&engine),
             counters: Arc::default(),
@@ -148,6 +154,7 @@ impl Runtime {
             prepared: Arc::default(),
             executor: Arc::new(executor),
             _ticker: Arc::new(Ticker { stop }),
+            operator_log,
         })
     }
 

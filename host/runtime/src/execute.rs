@@ -23,7 +23,8 @@ use palisade_bundle::manifest::Capabilities;
 use crate::capability::CallCapabilities;
 use crate::capability::context::ContextState;
 use crate::capability::http::EgressHooks;
-use crate::capability::log::{LogLine, LogState};
+use crate::capability::log::{LogBounds, LogLine, LogState, OperatorSink, SharedLog};
+use crate::capture::Capture;
 use crate::engine::{Prepared, Runtime};
 use crate::error::ExecuteError;
 use crate::limits::MemoryLimiter;
@@ -188,18 +189,29 @@ impl Runtime {
             started + limits.timeout,
         );
         let egress = hooks.counters();
+        let log = SharedLog::new(LogState::prepare(
+            LogBounds {
+                max_lines: self.config.max_log_lines,
+                max_bytes: self.config.max_log_bytes,
+                max_message_bytes: self.config.max_log_message_bytes,
+            },
+            OperatorSink {
+                span: span.clone(),
+                limiter: &self.operator_log,
+                install_id: &invocation_for_caps.install_id,
+            },
+        ));
         let state = InstanceState::new(
             &self.config,
             ContextState::prepare(invocation, config),
-            LogState::prepare(
-                self.config.max_log_lines,
-                self.config.max_log_message_bytes,
-                span.clone(),
-            ),
+            log.clone(),
             self.call_capabilities(&invocation_for_caps),
             MemoryLimiter::new(limits.memory_bytes),
             hooks,
         );
+        // Kept apart from the store, so that a call cut off while its instance is inside a
+        // host call still reports what it logged.
+        let (stdout, stderr) = (state.stdout.clone(), state.stderr.clone());
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| &mut s.limiter);
         let tick = self.config.epoch_tick_ms.max(1);
@@ -270,15 +282,18 @@ impl Runtime {
         let max_response = limits
             .max_response_bytes
             .min(self.config.max_response_bytes);
-        let timed_out = |started: Instant| Outcome {
-            result: Err(ExecuteError::Timeout(timeout_ms)),
-            logs: Vec::new(),
-            dropped_log_lines: 0,
-            duration: started.elapsed(),
-            peak_memory_bytes: 0,
-            fuel_consumed: None,
-            egress_bytes_out: egress.bytes_out(),
-            egress_bytes_in: egress.bytes_in(),
+        let timed_out = |started: Instant| {
+            let (logs, dropped_log_lines) = drain_logs(&log, &stdout, &stderr);
+            Outcome {
+                result: Err(ExecuteError::Timeout(timeout_ms)),
+                logs,
+                dropped_log_lines,
+                duration: started.elapsed(),
+                peak_memory_bytes: 0,
+                fuel_consumed: None,
+                egress_bytes_out: egress.bytes_out(),
+                egress_bytes_in: egress.bytes_in(),
+            }
         };
         let expired = tokio::time::sleep_until(deadline);
         let mut expired = std::pin::pin!(expired);
@@ -421,22 +436,17 @@ fn to_incoming(
 }
 
 fn finish(
-    mut store: Store<InstanceState>,
+    store: Store<InstanceState>,
     result: Result<GuestResponse, ExecuteError>,
     started: Instant,
     fuel_granted: Option<u64>,
 ) -> Outcome {
     let fuel_consumed =
         fuel_granted.and_then(|g| store.get_fuel().ok().map(|left| g - left.min(g)));
-    let data = store.data_mut();
+    let data = store.data();
     let peak = data.limiter.peak() as u64;
     let egress = data.hooks.counters();
-    let (stdout, _) = data.stdout.take();
-    let (stderr, _) = data.stderr.take();
-    data.log.push_output("stdout", &stdout);
-    data.log.push_output("stderr", &stderr);
-    let InstanceState { log, .. } = store.into_data();
-    let (logs, dropped_log_lines) = log.finish();
+    let (logs, dropped_log_lines) = drain_logs(&data.log, &data.stdout, &data.stderr);
     Outcome {
         result,
         logs,
@@ -447,6 +457,16 @@ fn finish(
         egress_bytes_out: egress.bytes_out(),
         egress_bytes_in: egress.bytes_in(),
     }
+}
+
+/// The call's log lines so far, with its captured stdout and stderr added line by line,
+/// and the number of lines dropped.
+fn drain_logs(log: &SharedLog, stdout: &Capture, stderr: &Capture) -> (Vec<LogLine>, u64) {
+    let (out, _) = stdout.take();
+    let (err, _) = stderr.take();
+    log.push_output("stdout", &out);
+    log.push_output("stderr", &err);
+    log.take()
 }
 
 /// The outcome of a call whose host code panicked.

@@ -8,7 +8,7 @@ use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 use crate::capability::CallCapabilities;
 use crate::capability::context::ContextState;
 use crate::capability::http::EgressHooks;
-use crate::capability::log::LogState;
+use crate::capability::log::SharedLog;
 use crate::capture::Capture;
 use crate::config::RuntimeConfig;
 use crate::limits::MemoryLimiter;
@@ -21,7 +21,7 @@ pub struct InstanceState {
     pub(crate) hooks: EgressHooks,
     pub(crate) limiter: MemoryLimiter,
     pub(crate) context: ContextState,
-    pub(crate) log: LogState,
+    pub(crate) log: SharedLog,
     pub(crate) caps: CallCapabilities,
     pub(crate) stdout: Capture,
     pub(crate) stderr: Capture,
@@ -34,7 +34,7 @@ impl InstanceState {
     pub(crate) fn new(
         config: &RuntimeConfig,
         context: ContextState,
-        log: LogState,
+        log: SharedLog,
         caps: CallCapabilities,
         limiter: MemoryLimiter,
         hooks: EgressHooks,

@@ -152,3 +152,49 @@ async fn the_gateway_counts_the_rows_of_its_calls() {
             .all(|r| r.error_code.as_deref() == Some("unavailable"))
     );
 }
+
+/// A row the database refuses (here: an id already stored) used to fail its whole batch,
+/// losing every other tenant's row and usage with it. Now the batch is written again one
+/// row at a time: the refused row alone is lost, and its call still counts.
+#[tokio::test]
+async fn a_row_the_database_refuses_loses_only_itself() {
+    let (h, install_id) = setup().await;
+    let (log, writer) = ExecLog::new(
+        h.registry.clone(),
+        &config(100, 1000, Duration::from_secs(3600)),
+    );
+    tokio::spawn(writer.run());
+    let first = row(&install_id, 0);
+    log.submit(first.clone());
+    log.flush().await;
+
+    let mut repeated = row(&install_id, 99);
+    repeated.id = first.id.clone();
+    for n in 1..=2 {
+        log.submit(row(&install_id, n));
+    }
+    log.submit(repeated);
+    for n in 3..=4 {
+        log.submit(row(&install_id, n));
+    }
+    log.flush().await;
+
+    let rows = stored(&h).await;
+    let mut ids: Vec<_> = rows.iter().map(|r| r.request_id.as_str()).collect();
+    ids.sort_unstable();
+    assert_eq!(ids, ["req-0", "req-1", "req-2", "req-3", "req-4"]);
+    assert_eq!(
+        log.stats(),
+        ExecLogStats {
+            written: 5,
+            dropped: 0,
+            failed: 1
+        }
+    );
+    let calls = h
+        .registry
+        .quota_usage(&install_id, METRIC_CALLS, rows[0].created_at_ms)
+        .await
+        .unwrap();
+    assert_eq!(calls, 6);
+}

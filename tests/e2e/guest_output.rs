@@ -1,0 +1,269 @@
+//! What a guest writes — log lines, stdout, stderr — is bounded, escaped, stored without
+//! harm to other rows of the execution log, and kept when the call times out.
+
+use std::time::Duration;
+
+use palisade_protocol::{
+    ExecuteError, ExecuteRequest, ExecuteResponse, ExecuteStats, HttpRequest, InvocationContext,
+    TokenMinter, TokenScope,
+};
+use palisade_registry::{ExecutionRecord, PublishedVersion};
+
+use crate::support::{Platform, bundle, guest};
+
+const TENANT: &str = "acme";
+const OTHER_TENANT: &str = "globex";
+const NOISY: &str = "com.example.noisy";
+const HELLO: &str = "com.example.hello";
+
+fn manifest() -> serde_json::Value {
+    serde_json::json!({
+        "id": NOISY,
+        "name": "Noisy",
+        "publisher": "Palisade tests",
+        "version": "0.1.0",
+        "runtime": "wasi-http@0.2",
+        "component": "noisy.wasm",
+        "capabilities": { "log": true },
+        "api": { "endpoints": [
+            { "method": "GET", "path": "/nul" },
+            { "method": "GET", "path": "/flood/:lines/:bytes" },
+            { "method": "GET", "path": "/sleep" }
+        ] },
+        "limits": { "timeout_ms": 1000, "memory_mb": 32 }
+    })
+}
+
+/// A platform with the noisy guest installed for [`TENANT`] and hello for
+/// [`OTHER_TENANT`].
+async fn platform() -> (Platform, PublishedVersion) {
+    let platform = Platform::start().await;
+    platform.install_hello(OTHER_TENANT).await;
+    let published = platform
+        .publish(&bundle(&manifest(), &guest("noisy")))
+        .await;
+    platform
+        .registry
+        .install(
+            TENANT,
+            NOISY,
+            None,
+            &[palisade_bundle::CapabilityKey::Log],
+            Default::default(),
+        )
+        .await
+        .unwrap();
+    (platform, published)
+}
+
+/// The execution-log rows of `tenant`'s `extension`, once there are `count` of them
+/// (the gateway writes them in the background).
+async fn rows(
+    platform: &Platform,
+    tenant: &str,
+    extension: &str,
+    count: usize,
+) -> Vec<ExecutionRecord> {
+    let mut rows = Vec::new();
+    for _ in 0..250 {
+        rows = platform
+            .registry
+            .recent_executions(tenant, Some(extension), 1000)
+            .await
+            .unwrap();
+        if rows.len() >= count {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    rows
+}
+
+/// Calls `path` of the noisy guest on the runner directly, as the gateway does, and
+/// returns the runner's status and what it reported the call consumed.
+async fn execute_on_runner(
+    platform: &Platform,
+    published: &PublishedVersion,
+    request_id: &str,
+    path: &str,
+) -> (u16, ExecuteStats) {
+    let install = platform
+        .registry
+        .resolve(TENANT, NOISY)
+        .await
+        .unwrap()
+        .unwrap();
+    let request = ExecuteRequest {
+        context: InvocationContext {
+            request_id: request_id.into(),
+            tenant_id: TENANT.into(),
+            extension_id: NOISY.into(),
+            install_id: install.install_id.clone(),
+            version_id: published.version_id.clone(),
+            content_hash: published.content_hash.to_string(),
+        },
+        http: HttpRequest {
+            method: "GET".into(),
+            path: path.into(),
+            query: None,
+            headers: vec![],
+            body_b64: String::new(),
+        },
+        limits: Default::default(),
+    };
+    let scope = TokenScope {
+        tenant_id: TENANT.into(),
+        extension_id: NOISY.into(),
+        install_id: install.install_id,
+        content_hash: published.content_hash.to_string(),
+    };
+    let minter = TokenMinter::from_pem(platform.service_keys.private_pem.as_bytes()).unwrap();
+    let response = platform
+        .client
+        .post(format!("http://{}/v1/execute", platform.runner))
+        .bearer_auth(minter.token(&scope).unwrap())
+        .json(&request)
+        .send()
+        .await
+        .unwrap();
+    let status = response.status().as_u16();
+    let stats = if status == 200 {
+        let reply: ExecuteResponse = response.json().await.unwrap();
+        reply.stats
+    } else {
+        let reply: ExecuteError = response.json().await.unwrap();
+        reply.stats
+    };
+    (
+        status,
+        stats.expect("the runner reports what the call consumed"),
+    )
+}
+
+/// PostgreSQL refuses NUL in text: a guest printing it once made the writer's whole batch
+/// (other tenants' rows and usage included) fail. Now guest text is escaped, and every
+/// row of both tenants is stored, on SQLite and on PostgreSQL.
+#[tokio::test]
+async fn nul_and_control_characters_in_guest_output_lose_no_execution_log_rows() {
+    let (platform, _) = platform().await;
+    for _ in 0..20 {
+        let (noisy, hello) = tokio::join!(
+            platform.call(TENANT, NOISY, "/nul"),
+            platform.call(OTHER_TENANT, HELLO, "/hello/ada"),
+        );
+        assert_eq!(noisy.status(), 200);
+        assert_eq!(hello.status(), 200);
+    }
+    let hello_rows = rows(&platform, OTHER_TENANT, HELLO, 20).await;
+    assert_eq!(
+        hello_rows.len(),
+        20,
+        "the other tenant's rows are all stored"
+    );
+    let noisy_rows = rows(&platform, TENANT, NOISY, 20).await;
+    assert_eq!(
+        noisy_rows.len(),
+        20,
+        "the noisy guest's rows are all stored"
+    );
+
+    let install = platform
+        .registry
+        .resolve(OTHER_TENANT, HELLO)
+        .await
+        .unwrap()
+        .unwrap();
+    let mut calls = 0;
+    for row in &hello_rows {
+        calls = calls.max(
+            platform
+                .registry
+                .quota_usage(
+                    &install.install_id,
+                    palisade_registry::quota::METRIC_CALLS,
+                    row.created_at_ms,
+                )
+                .await
+                .unwrap(),
+        );
+    }
+    assert_eq!(calls, 20, "the other tenant's usage is counted");
+
+    for row in &noisy_rows {
+        let excerpt = row.log_excerpt.as_deref().unwrap_or_default();
+        assert!(
+            !excerpt.contains('\0') && !excerpt.contains('\r') && !excerpt.contains('\x1b'),
+            "{excerpt:?}"
+        );
+        // One text line per guest line: the embedded newline did not start a new line.
+        assert_eq!(excerpt.lines().count(), 3, "{excerpt:?}");
+        assert!(excerpt.contains("stdout before\\0after"), "{excerpt:?}");
+        assert!(
+            excerpt.contains("stderr bell\\u{7}escape\\u{1b}[31mred\\rreturn"),
+            "{excerpt:?}"
+        );
+        assert!(
+            excerpt.contains(
+                "info line one\\nERROR palisade_runner: forged line\\0 key\\n=value\\0\\u{1b}"
+            ),
+            "{excerpt:?}"
+        );
+    }
+}
+
+/// 1000 lines of 4 KiB (4 MiB) keep 256 KiB: the runner reports the lines kept and
+/// dropped, and the excerpt ends with the mark of the cut.
+#[tokio::test]
+async fn a_flood_of_log_lines_is_capped_in_bytes_and_the_cut_is_marked() {
+    let (platform, published) = platform().await;
+    let (status, stats) =
+        execute_on_runner(&platform, &published, "flood-1", "/flood/1000/4096").await;
+    assert_eq!(status, 200);
+    // Each line counts its level and message: 4 + 4096 bytes; 63 fit in 256 KiB.
+    assert_eq!(stats.log_lines, 63, "{stats:?}");
+    assert_eq!(stats.dropped_log_lines, 1000 - 63, "{stats:?}");
+    let last = stats.log_excerpt.lines().last().unwrap_or_default();
+    assert!(last.starts_with("cut "), "{last}");
+    // The first line fits the 4 KiB excerpt only in part.
+    assert!(last.contains("999 more lines not shown"), "{last}");
+    assert!(stats.log_excerpt.starts_with("info xxxx"), "{stats:?}");
+    assert!(stats.log_excerpt.len() <= 4096);
+}
+
+/// A guest that logs and then blocks in a host call past its deadline is cut by the
+/// runner's own deadline; the lines it wrote before are in the runner's answer and in the
+/// execution log.
+#[tokio::test]
+async fn a_call_that_times_out_keeps_the_lines_logged_before_the_deadline() {
+    let (platform, published) = platform().await;
+    let (status, stats) = execute_on_runner(&platform, &published, "sleep-1", "/sleep").await;
+    assert_eq!(status, 504);
+    assert_eq!(stats.log_lines, 2, "{stats:?}");
+    assert!(
+        stats
+            .log_excerpt
+            .contains("info logged before the deadline\n"),
+        "{stats:?}"
+    );
+    assert!(
+        stats
+            .log_excerpt
+            .contains("stdout printed before the deadline\n"),
+        "{stats:?}"
+    );
+
+    let response = platform.call(TENANT, NOISY, "/sleep").await;
+    assert_eq!(response.status(), 504);
+    let rows = rows(&platform, TENANT, NOISY, 1).await;
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0].outcome, "timeout");
+    let excerpt = rows[0].log_excerpt.as_deref().unwrap_or_default();
+    assert!(
+        excerpt.contains("logged before the deadline"),
+        "{excerpt:?}"
+    );
+    assert!(
+        excerpt.contains("printed before the deadline"),
+        "{excerpt:?}"
+    );
+}
