@@ -24,10 +24,16 @@ impl BareToolchain {
         let bin = dir.path().join("bin");
         std::fs::create_dir(&bin).unwrap();
         let calls = dir.path().join("calls");
-        let missing = dir.path().join("no-such-sysroot/lib/rustlib/wasm32-wasip2/lib");
+        let missing = dir
+            .path()
+            .join("no-such-sysroot/lib/rustlib/wasm32-wasip2/lib");
         script(
             &bin.join("rustc"),
-            &format!("echo \"rustc $*\" >> {}\necho {}", calls.display(), missing.display()),
+            &format!(
+                "echo \"rustc $*\" >> {}\necho {}",
+                calls.display(),
+                missing.display()
+            ),
         );
         script(
             &bin.join("cargo"),

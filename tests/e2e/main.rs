@@ -6,9 +6,10 @@
 
 mod admin;
 mod artifacts;
-mod author;
 mod auth;
+mod author;
 mod egress;
+mod engine;
 mod gateway_policy;
 mod hostile;
 mod integrity;

@@ -79,6 +79,7 @@ impl DataDir {
         };
         Registry::open(&config)
             .await
+            .map(|r| r.with_component_limits(self.operator.runtime.component_limits()))
             .with_context(|| format!("opening the registry in {}", self.root.display()))
     }
 
@@ -157,8 +158,7 @@ pub fn write_private(path: &Path, pem: &str) -> Result<()> {
     use std::io::Write as _;
     let dir = match path.parent().filter(|d| !d.as_os_str().is_empty()) {
         Some(dir) => {
-            std::fs::create_dir_all(dir)
-                .with_context(|| format!("creating {}", dir.display()))?;
+            std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
             dir
         }
         None => Path::new("."),
