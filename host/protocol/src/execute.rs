@@ -109,6 +109,10 @@ pub enum ErrorCode {
     Unavailable,
     /// An unexpected platform failure; the operator's log has the detail.
     Internal,
+    /// The bundle is intact but the runner's engine refused its component (it does not
+    /// compile, link or fit the instance pool with this runner's settings, or compiling
+    /// took too long).
+    LoadFailed,
 }
 
 impl ErrorCode {
@@ -126,6 +130,7 @@ impl ErrorCode {
             ErrorCode::OutOfMemory => "out_of_memory",
             ErrorCode::Unavailable => "unavailable",
             ErrorCode::Internal => "internal",
+            ErrorCode::LoadFailed => "load_failed",
         }
     }
 
@@ -137,7 +142,7 @@ impl ErrorCode {
             ErrorCode::BadRequest => 400,
             ErrorCode::TooLarge => 413,
             ErrorCode::OverQuota => 429,
-            ErrorCode::BundleIntegrity => 502,
+            ErrorCode::BundleIntegrity | ErrorCode::LoadFailed => 502,
             ErrorCode::Timeout => 504,
             ErrorCode::Trap | ErrorCode::OutOfMemory | ErrorCode::Internal => 500,
             ErrorCode::Unavailable => 503,
