@@ -9,6 +9,7 @@ mod artifacts;
 mod auth;
 mod author;
 mod egress;
+mod engine;
 mod gateway_policy;
 mod guest_output;
 mod hostile;

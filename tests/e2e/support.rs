@@ -101,7 +101,8 @@ impl Platform {
             object_store_dir: dir.path().join("objects"),
         })
         .await
-        .unwrap();
+        .unwrap()
+        .with_component_limits(options.runtime.component_limits());
         let publisher = SigningKey::generate().unwrap();
         let trust = TrustBundle::from_pem(publisher.public_key_pem().unwrap().as_bytes()).unwrap();
         let service_keys = ServiceKeyPair::generate().unwrap();

@@ -6,6 +6,7 @@
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
 pub mod archive;
+pub mod component;
 pub mod hash;
 pub mod imports;
 pub mod manifest;
@@ -14,6 +15,9 @@ pub mod signing;
 
 pub use archive::{
     ArchiveError, Bundle, MANIFEST_PATH, UnpackLimits, pack, pack_dir, unpack, unpack_verified,
+};
+pub use component::{
+    ComponentError, ComponentLimits, ComponentUsage, ENGINE_FEATURES, check_component,
 };
 pub use hash::{ContentHash, ContentHashError};
 pub use imports::{ImportError, check_imports, component_imports};

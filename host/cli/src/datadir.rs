@@ -79,6 +79,7 @@ impl DataDir {
         };
         Registry::open(&config)
             .await
+            .map(|r| r.with_component_limits(self.operator.runtime.component_limits()))
             .with_context(|| format!("opening the registry in {}", self.root.display()))
     }
 

@@ -420,7 +420,12 @@ pub fn outcome(error: Option<ErrorCode>) -> &'static str {
         ) => "rejected",
         Some(ErrorCode::Timeout) => "timeout",
         Some(ErrorCode::Trap | ErrorCode::OutOfMemory) => "trap",
-        Some(ErrorCode::BundleIntegrity | ErrorCode::Unavailable | ErrorCode::Internal) => "error",
+        Some(
+            ErrorCode::BundleIntegrity
+            | ErrorCode::Unavailable
+            | ErrorCode::Internal
+            | ErrorCode::LoadFailed,
+        ) => "error",
     }
 }
 

@@ -112,6 +112,10 @@ pub enum ErrorCode {
     /// An `x-idempotency-key` already used for a different request (method, path, query,
     /// body or user) within the replay window.
     IdempotencyKeyReused,
+    /// The bundle is intact but the runner's engine refused its component (it does not
+    /// compile, link or fit the instance pool with this runner's settings, or compiling
+    /// took too long).
+    LoadFailed,
 }
 
 impl ErrorCode {
@@ -130,6 +134,7 @@ impl ErrorCode {
             ErrorCode::Unavailable => "unavailable",
             ErrorCode::Internal => "internal",
             ErrorCode::IdempotencyKeyReused => "idempotency_key_reused",
+            ErrorCode::LoadFailed => "load_failed",
         }
     }
 
@@ -141,7 +146,7 @@ impl ErrorCode {
             ErrorCode::BadRequest => 400,
             ErrorCode::TooLarge => 413,
             ErrorCode::OverQuota => 429,
-            ErrorCode::BundleIntegrity => 502,
+            ErrorCode::BundleIntegrity | ErrorCode::LoadFailed => 502,
             ErrorCode::Timeout => 504,
             ErrorCode::Trap | ErrorCode::OutOfMemory | ErrorCode::Internal => 500,
             ErrorCode::Unavailable => 503,

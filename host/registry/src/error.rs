@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 
 use palisade_bundle::archive::ArchiveError;
+use palisade_bundle::component::ComponentError;
 use palisade_bundle::imports::ImportError;
 use palisade_bundle::manifest::ManifestError;
 use palisade_bundle::signing::SigningError;
@@ -183,6 +184,10 @@ pub enum PublishError {
     /// provided).
     #[error("bundle refused: {0}")]
     Imports(#[source] ImportError),
+    /// The component is one the runners' engine would not load (features, per-component
+    /// caps, memory or table sizes).
+    #[error("bundle refused: {0}")]
+    Component(#[source] ComponentError),
     /// The version is already published with different bytes.
     #[error(
         "{extension_id} {version} is already published with content hash {existing}; this bundle is {attempted}. Publish it under a new version"

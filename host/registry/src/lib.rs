@@ -50,6 +50,8 @@ pub struct Registry {
     /// served) rather than in SQLite's busy handler, which sleeps up to 100 ms between
     /// retries. PostgreSQL locks rows, so its writers do not queue.
     writes: Option<std::sync::Arc<tokio::sync::Mutex<()>>>,
+    /// What publish checks a component against: the runners' per-component caps.
+    component_limits: palisade_bundle::ComponentLimits,
 }
 
 impl Registry {
@@ -71,7 +73,20 @@ impl Registry {
             pool,
             objects,
             writes,
+            component_limits: palisade_bundle::ComponentLimits::default(),
         }
+    }
+
+    /// The same registry checking published components against `limits` (the runners'
+    /// `RuntimeConfig::component_limits`) instead of the defaults.
+    pub fn with_component_limits(mut self, limits: palisade_bundle::ComponentLimits) -> Self {
+        self.component_limits = limits;
+        self
+    }
+
+    /// What publish checks a component against.
+    pub fn component_limits(&self) -> &palisade_bundle::ComponentLimits {
+        &self.component_limits
     }
 
     /// Waits for this process's turn to write; hold the guard until the write transaction

@@ -3,6 +3,7 @@
 use std::collections::HashMap;
 
 use palisade_bundle::archive::{UnpackLimits, unpack};
+use palisade_bundle::component::{ComponentLimits, check_component};
 use palisade_bundle::hash::ContentHash;
 use palisade_bundle::imports::{check_imports, component_imports};
 use palisade_bundle::manifest::{Capabilities, CapabilityKey, Manifest};
@@ -76,6 +77,7 @@ fn check_bundle(
     bundle: &[u8],
     signature: &[u8],
     trust: &TrustBundle,
+    limits: &ComponentLimits,
 ) -> Result<CheckedBundle, PublishError> {
     let signer = trust
         .verify(bundle, &decode_signature(signature))
@@ -92,6 +94,7 @@ fn check_bundle(
     })?;
     let imports = component_imports(&unpacked.component).map_err(PublishError::Imports)?;
     check_imports(&imports, &manifest.capabilities).map_err(PublishError::Imports)?;
+    check_component(&unpacked.component, limits).map_err(PublishError::Component)?;
     Ok(CheckedBundle {
         signer,
         content_hash,
@@ -105,8 +108,9 @@ impl Registry {
     /// Publishes a signed bundle.
     ///
     /// The signature is verified over the exact bytes before anything else; then the
-    /// bundle is hashed, unpacked within limits, its manifest validated and its
-    /// component's imports checked against the manifest's capabilities. Only then are the
+    /// bundle is hashed, unpacked within limits, its manifest validated, its
+    /// component's imports checked against the manifest's capabilities and the component
+    /// checked against the runners' engine ([`Registry::component_limits`]). Only then are the
     /// blob and signature stored and the rows written (in one transaction).
     ///
     /// Publishing the same id and version again with the same bytes returns the existing
@@ -119,8 +123,11 @@ impl Registry {
     ) -> Result<PublishedVersion, PublishError> {
         let checked = {
             let (bundle, signature, trust) = (bundle.to_vec(), signature.to_vec(), trust.clone());
-            match tokio::task::spawn_blocking(move || check_bundle(&bundle, &signature, &trust))
-                .await
+            let limits = self.component_limits;
+            match tokio::task::spawn_blocking(move || {
+                check_bundle(&bundle, &signature, &trust, &limits)
+            })
+            .await
             {
                 Ok(result) => result?,
                 Err(err) => match err.try_into_panic() {

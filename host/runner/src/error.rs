@@ -7,7 +7,7 @@ use axum::response::{IntoResponse, Response};
 use palisade_protocol::{ErrorCode, ExecuteError, ExecuteStats};
 
 /// Why the runner refused or failed a call.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum RunnerError {
     /// Missing, invalid or mismatched service token.
     #[error("unauthorized: {0}")]
@@ -42,6 +42,10 @@ pub enum RunnerError {
     /// Anything else.
     #[error("internal: {0}")]
     Internal(String),
+    /// The bundle is intact, but this runner's engine refused its component: it does not
+    /// compile, link or fit the instance pool, or compiling ran out of time.
+    #[error("component refused by the engine: {0}")]
+    LoadFailed(String),
 }
 
 impl RunnerError {
@@ -59,6 +63,7 @@ impl RunnerError {
             RunnerError::OverQuota(_) => ErrorCode::OverQuota,
             RunnerError::Unavailable(_) => ErrorCode::Unavailable,
             RunnerError::Internal(_) => ErrorCode::Internal,
+            RunnerError::LoadFailed(_) => ErrorCode::LoadFailed,
         }
     }
 
@@ -70,7 +75,10 @@ impl RunnerError {
     /// The reply for `request_id` carrying what the call consumed, logging the detail.
     pub fn into_reply_with_stats(self, request_id: &str, stats: Option<ExecuteStats>) -> Response {
         let code = self.code();
-        if matches!(code, ErrorCode::Internal | ErrorCode::BundleIntegrity) {
+        if matches!(
+            code,
+            ErrorCode::Internal | ErrorCode::BundleIntegrity | ErrorCode::LoadFailed
+        ) {
             tracing::error!(request_id, error = %self, "execute failed");
         } else {
             tracing::warn!(request_id, error = %self, "execute refused");

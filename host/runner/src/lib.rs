@@ -78,6 +78,8 @@ pub struct RunnerState {
     pub(crate) admission: std::sync::Arc<admission::Admission>,
     pub(crate) installs: installs::InstallCache,
     pub(crate) drain: Arc<Drain>,
+    /// Bundle loads in progress (one per content hash).
+    pub(crate) loads: loader::Loads,
 }
 
 impl RunnerState {
@@ -104,6 +106,7 @@ impl RunnerState {
             trust,
             config,
             drain: Drain::new(),
+            loads: loader::Loads::default(),
         }
     }
 

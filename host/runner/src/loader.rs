@@ -1,14 +1,54 @@
 //! Loading a version for execution: from the runtime's cache, or from the object store
 //! with the bundle re-hashed and its signature re-verified before anything is compiled.
+//!
+//! Loads are single-flight per content hash: when many calls of a bundle arrive before it
+//! is compiled, one of them reads, verifies, unpacks and compiles it and the others wait
+//! for that result (a success or the same error). Each then links the compiled component
+//! for its own grant set.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 
 use palisade_bundle::archive::{UnpackLimits, unpack};
 use palisade_bundle::hash::ContentHash;
 use palisade_bundle::signing::decode_signature;
 use palisade_registry::RegistryError;
-use palisade_runtime::{GrantSet, LoadError, Prepared};
+use palisade_runtime::{Compiled, GrantSet, LoadError, Prepared};
+use tokio::sync::OnceCell;
 
 use crate::RunnerState;
 use crate::error::RunnerError;
+
+/// One load in progress: every caller for the content hash awaits the same cell. If the
+/// caller that started it goes away (its client disconnected), the next waiter takes over.
+type Flight = Arc<OnceCell<Result<Compiled, RunnerError>>>;
+
+/// Loads in progress, by content hash.
+#[derive(Debug, Default)]
+pub(crate) struct Loads {
+    flights: Mutex<HashMap<String, Flight>>,
+}
+
+impl Loads {
+    /// The flight for `key`, joined or started.
+    fn join(&self, key: &str) -> Flight {
+        match self.flights.lock() {
+            Ok(mut flights) => flights.entry(key.to_owned()).or_default().clone(),
+            // A poisoned map: load alone rather than fail.
+            Err(_) => Flight::default(),
+        }
+    }
+
+    /// Forgets `flight` once it has landed, so a later load (after an error, or after the
+    /// compiled component was evicted) starts afresh.
+    fn land(&self, key: &str, flight: &Flight) {
+        if let Ok(mut flights) = self.flights.lock()
+            && flights.get(key).is_some_and(|f| Arc::ptr_eq(f, flight))
+        {
+            flights.remove(key);
+        }
+    }
+}
 
 impl RunnerState {
     /// The pre-instance for `hash` linked with `grants`, loading and verifying on first use.
@@ -21,6 +61,22 @@ impl RunnerState {
         if let Some(prepared) = self.runtime.cached(&key, grants) {
             return Ok(prepared);
         }
+        let compiled = match self.runtime.compiled_in_memory(&key) {
+            Some(compiled) => compiled,
+            None => {
+                let flight = self.loads.join(&key);
+                let outcome = flight.get_or_init(|| self.load(hash, &key)).await.clone();
+                self.loads.land(&key, &flight);
+                outcome?
+            }
+        };
+        self.runtime
+            .link(&key, &compiled, grants)
+            .map_err(|e| load_error(hash, e))
+    }
+
+    /// Reads, verifies, unpacks and compiles the bundle `hash`.
+    async fn load(&self, hash: &ContentHash, key: &str) -> Result<Compiled, RunnerError> {
         let (bytes, signature) = self
             .registry
             .bundle_bytes(hash)
@@ -41,13 +97,144 @@ impl RunnerState {
         let bundle = unpack(&bytes, &UnpackLimits::default())
             .map_err(|e| RunnerError::BundleIntegrity(format!("unpacking {hash}: {e}")))?;
         self.runtime
-            .prepare(&key, bundle.component, grants)
+            .compiled(key, bundle.component)
             .await
-            .map_err(|e| match e {
-                LoadError::Compile(_) | LoadError::NotAHandler(_) | LoadError::Imports(_) => {
-                    RunnerError::BundleIntegrity(format!("{hash}: {e}"))
-                }
-                other => RunnerError::Internal(other.to_string()),
-            })
+            .map_err(|e| load_error(hash, e))
+    }
+}
+
+/// The runner's error for a runtime load failure: the bundle passed its integrity checks,
+/// so a refusal by the engine is `load_failed`, not `bundle_integrity`.
+fn load_error(hash: &ContentHash, e: LoadError) -> RunnerError {
+    match e {
+        LoadError::Compile(_)
+        | LoadError::NotAHandler(_)
+        | LoadError::Imports(_)
+        | LoadError::CompileTimeout { .. } => RunnerError::LoadFailed(format!("{hash}: {e}")),
+        other => RunnerError::Internal(other.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use palisade_protocol::{ServiceKeyPair, TokenVerifier};
+    use palisade_registry::{Registry, RegistryConfig};
+    use palisade_runtime::{HostServices, Runtime, RuntimeConfig};
+
+    /// A component of `instances` core instances, with thousands of functions (slow enough
+    /// to compile that simultaneous loads overlap) and no handler export.
+    fn component(instances: usize) -> Vec<u8> {
+        let mut text = String::from("(component (core module $m\n");
+        for i in 0..2000 {
+            text.push_str(&format!(
+                "(func (export \"f{i}\") (param i64) (result i64) \
+                 local.get 0 i64.const {i} i64.mul)\n"
+            ));
+        }
+        text.push_str(")\n");
+        for _ in 0..instances {
+            text.push_str("(core instance (instantiate $m))\n");
+        }
+        text.push(')');
+        wat::parse_str(&text).unwrap()
+    }
+
+    /// A runner (engine settings `runtime`) over a registry holding one published bundle of
+    /// `component`, and the bundle's content hash.
+    async fn runner(
+        dir: &tempfile::TempDir,
+        runtime: RuntimeConfig,
+        component: &[u8],
+    ) -> (RunnerState, ContentHash) {
+        let registry = Registry::open(&RegistryConfig {
+            database_url: format!("sqlite://{}", dir.path().join("r.db").display()),
+            object_store_dir: dir.path().join("objects"),
+        })
+        .await
+        .unwrap();
+        let manifest = serde_json::json!({
+            "id": "com.example.loaded",
+            "name": "Loaded",
+            "publisher": "Example",
+            "version": "1.0.0",
+            "runtime": "wasi-http@0.2",
+            "component": "c.wasm",
+            "api": { "endpoints": [ { "method": "GET", "path": "/x" } ] }
+        });
+        let bundle =
+            palisade_bundle::pack(manifest.to_string().as_bytes(), "c.wasm", component, &[])
+                .unwrap();
+        let key = palisade_bundle::SigningKey::generate().unwrap();
+        let trust =
+            palisade_bundle::TrustBundle::from_pem(key.public_key_pem().unwrap().as_bytes())
+                .unwrap();
+        let published = registry
+            .publish(&bundle, &key.sign(&bundle).unwrap(), &trust)
+            .await
+            .unwrap();
+        let runtime = Runtime::new(runtime, HostServices::default()).unwrap();
+        let service = ServiceKeyPair::generate().unwrap();
+        let state = RunnerState::new(
+            registry,
+            runtime,
+            TokenVerifier::from_pem(service.public_pem.as_bytes()).unwrap(),
+            trust,
+            crate::RunnerConfig::default(),
+        );
+        (state, published.content_hash)
+    }
+
+    fn small_pool() -> RuntimeConfig {
+        RuntimeConfig {
+            max_instances: 4,
+            ..RuntimeConfig::default()
+        }
+    }
+
+    #[tokio::test]
+    async fn simultaneous_first_loads_read_and_compile_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let (state, hash) = runner(&dir, small_pool(), &component(1)).await;
+        let loads = (0..8).map(|_| state.prepared(&hash, GrantSet::default()));
+        for result in futures::future::join_all(loads).await {
+            // Compiled, but not a handler: every caller gets the engine's refusal.
+            assert!(
+                matches!(result, Err(RunnerError::LoadFailed(_))),
+                "{result:?}"
+            );
+        }
+        assert_eq!(state.runtime.compile_stats().compiled, 1);
+        // Later loads link the compiled component from memory.
+        let again = state.prepared(&hash, GrantSet::default()).await;
+        assert!(matches!(again, Err(RunnerError::LoadFailed(_))));
+        assert_eq!(state.runtime.compile_stats().compiled, 1);
+    }
+
+    #[tokio::test]
+    async fn an_engine_refusal_is_load_failed_and_a_missing_blob_bundle_integrity() {
+        let dir = tempfile::tempdir().unwrap();
+        // Published under the default caps; this runner allows fewer core instances.
+        let runtime = RuntimeConfig {
+            max_core_instances_per_component: 2,
+            ..small_pool()
+        };
+        let (state, hash) = runner(&dir, runtime, &component(3)).await;
+        let err = state
+            .prepared(&hash, GrantSet::default())
+            .await
+            .unwrap_err();
+        assert!(matches!(err, RunnerError::LoadFailed(_)), "{err}");
+        assert_eq!(err.code(), palisade_protocol::ErrorCode::LoadFailed);
+        assert_eq!(err.code().status(), 502);
+
+        let hex = hash.to_string().trim_start_matches("sha256:").to_owned();
+        std::fs::remove_file(dir.path().join(format!("objects/bundles/{hex}.tar.zst"))).unwrap();
+        // Nothing was compiled, so the next load reads the store again.
+        let err = state
+            .prepared(&hash, GrantSet::default())
+            .await
+            .unwrap_err();
+        assert!(matches!(err, RunnerError::BundleIntegrity(_)), "{err}");
     }
 }

@@ -5,6 +5,7 @@
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::num::NonZeroUsize;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use lru::LruCache;
 use wasmtime::Engine;
@@ -12,6 +13,12 @@ use wasmtime::component::Component;
 
 use crate::engine::Runtime;
 use crate::error::LoadError;
+
+/// How long a content hash whose compile ran out of time is refused without compiling.
+pub(crate) const COMPILE_REFUSAL: Duration = Duration::from_secs(600);
+
+/// Bound on the content hashes remembered as refused (cleared when full).
+const MAX_REFUSED: usize = 1024;
 
 /// Compiled components by content hash, least recently used evicted first.
 pub(crate) struct CompileCache {
@@ -151,22 +158,73 @@ impl Runtime {
         content_hash: &str,
         wasm: Vec<u8>,
     ) -> Result<Component, LoadError> {
+        self.check_not_refused(content_hash)?;
         self.counters.compiled.fetch_add(1, Ordering::Relaxed);
         let engine = self.engine.clone();
         let Some(artifacts) = &self.services.artifacts else {
-            return tokio::task::spawn_blocking(move || Component::new(&engine, &wasm))
-                .await
-                .map_err(|e| LoadError::Join(e.to_string()))?
+            let task = tokio::task::spawn_blocking(move || Component::new(&engine, &wasm));
+            return self
+                .within_compile_timeout(content_hash, task)
+                .await?
                 .map_err(LoadError::Compile);
         };
-        let bytes = tokio::task::spawn_blocking(move || engine.precompile_component(&wasm))
-            .await
-            .map_err(|e| LoadError::Join(e.to_string()))?
+        let task = tokio::task::spawn_blocking(move || engine.precompile_component(&wasm));
+        let bytes = self
+            .within_compile_timeout(content_hash, task)
+            .await?
             .map_err(LoadError::Compile)?;
         artifacts
             .store(content_hash, &self.engine_hash, &bytes)
             .await;
         self.deserialize(&bytes).map_err(LoadError::Compile)
+    }
+
+    /// Refuses a content hash whose compile ran out of time recently.
+    fn check_not_refused(&self, content_hash: &str) -> Result<(), LoadError> {
+        let Ok(mut refused) = self.compile_refused.lock() else {
+            return Ok(());
+        };
+        let now = Instant::now();
+        refused.retain(|_, until| *until > now);
+        match refused.get(content_hash) {
+            Some(until) => Err(LoadError::CompileTimeout {
+                timeout_ms: self.config.compile_timeout_ms,
+                retry_in_s: until.saturating_duration_since(now).as_secs(),
+            }),
+            None => Ok(()),
+        }
+    }
+
+    /// Awaits a compile task for at most `compile_timeout_ms`. Compiling cannot be
+    /// interrupted: on timeout the task runs to its end in the background and its result is
+    /// dropped, and the content hash is refused for [`COMPILE_REFUSAL`] so that calls do not
+    /// start the same expensive compile again.
+    async fn within_compile_timeout<T>(
+        &self,
+        content_hash: &str,
+        task: tokio::task::JoinHandle<T>,
+    ) -> Result<T, LoadError> {
+        let limit = Duration::from_millis(self.config.compile_timeout_ms.max(1));
+        match tokio::time::timeout(limit, task).await {
+            Ok(joined) => joined.map_err(|e| LoadError::Join(e.to_string())),
+            Err(_) => {
+                if let Ok(mut refused) = self.compile_refused.lock() {
+                    if refused.len() >= MAX_REFUSED {
+                        refused.clear();
+                    }
+                    refused.insert(content_hash.to_owned(), Instant::now() + COMPILE_REFUSAL);
+                }
+                tracing::warn!(
+                    content_hash,
+                    timeout_ms = self.config.compile_timeout_ms,
+                    "compiling a component ran out of time; refusing it for a while"
+                );
+                Err(LoadError::CompileTimeout {
+                    timeout_ms: self.config.compile_timeout_ms,
+                    retry_in_s: COMPILE_REFUSAL.as_secs(),
+                })
+            }
+        }
     }
 
     #[allow(unsafe_code)]
@@ -215,5 +273,54 @@ mod tests {
         }
         assert_eq!(cache.len(), 2);
         assert!(cache.get("d").is_some());
+    }
+
+    /// A component with thousands of functions: compiling it takes far longer than 1 ms.
+    fn slow_to_compile() -> Vec<u8> {
+        let mut text = String::from("(component (core module\n");
+        for i in 0..4000 {
+            text.push_str(&format!(
+                "(func (export \"f{i}\") (param i64) (result i64) \
+                 local.get 0 i64.const {i} i64.mul i64.const 7 i64.rem_u)\n"
+            ));
+        }
+        text.push_str("))");
+        text.into_bytes()
+    }
+
+    fn runtime(compile_timeout_ms: u64) -> Runtime {
+        let config = crate::RuntimeConfig {
+            pooling: false,
+            compile_timeout_ms,
+            ..crate::RuntimeConfig::default()
+        };
+        Runtime::new(config, crate::HostServices::default()).unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_compile_over_its_time_limit_is_refused_and_not_started_again() {
+        let rt = runtime(1);
+        let err = rt
+            .precompile("sha256:slow", slow_to_compile())
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(err, LoadError::CompileTimeout { timeout_ms: 1, .. }),
+            "{err}"
+        );
+        // The next load is refused at once, without a second compile.
+        let started = std::time::Instant::now();
+        let err = rt
+            .compile("sha256:slow", slow_to_compile())
+            .await
+            .unwrap_err();
+        assert!(matches!(err, LoadError::CompileTimeout { .. }), "{err}");
+        assert!(started.elapsed() < Duration::from_millis(500));
+        assert_eq!(rt.compile_stats().compiled, 1);
+        // With time enough, the same component compiles.
+        runtime(60_000)
+            .compile("sha256:slow", slow_to_compile())
+            .await
+            .unwrap();
     }
 }

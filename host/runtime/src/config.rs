@@ -2,6 +2,10 @@
 
 use serde::{Deserialize, Serialize};
 
+/// The per-component caps' defaults live with the publish-time check.
+const COMPONENT_DEFAULTS: palisade_bundle::ComponentLimits =
+    palisade_bundle::ComponentLimits::DEFAULT;
+
 /// Engine and instance settings. Every field has a documented default; operators override
 /// them in the runner's configuration.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -74,6 +78,29 @@ pub struct RuntimeConfig {
     pub operator_log_lines_per_second: f64,
     /// Burst of guest log lines an install may write to the operator's log at once.
     pub operator_log_burst: u32,
+    /// Core module instances one component may create (pooling only; checked at publish
+    /// too, see [`RuntimeConfig::component_limits`]).
+    pub max_core_instances_per_component: u32,
+    /// Linear memories one component may define across its core instances.
+    pub max_memories_per_component: u32,
+    /// Tables one component may define across its core instances.
+    pub max_tables_per_component: u32,
+    /// Time limit on compiling one component, in milliseconds; a component that takes
+    /// longer is refused (`load_failed`) until the runner restarts.
+    pub compile_timeout_ms: u64,
+}
+
+impl RuntimeConfig {
+    /// What publish must check so that a runner with these settings loads the component:
+    /// the per-component caps and the memory cap.
+    pub fn component_limits(&self) -> palisade_bundle::ComponentLimits {
+        palisade_bundle::ComponentLimits {
+            max_core_instances: self.max_core_instances_per_component,
+            max_memories: self.max_memories_per_component,
+            max_tables: self.max_tables_per_component,
+            max_memory_bytes: self.max_memory_mb.saturating_mul(1024 * 1024),
+        }
+    }
 }
 
 impl Default for RuntimeConfig {
@@ -107,6 +134,10 @@ impl Default for RuntimeConfig {
             max_log_bytes: 256 * 1024,
             operator_log_lines_per_second: 10.0,
             operator_log_burst: 100,
+            max_core_instances_per_component: COMPONENT_DEFAULTS.max_core_instances,
+            max_memories_per_component: COMPONENT_DEFAULTS.max_memories,
+            max_tables_per_component: COMPONENT_DEFAULTS.max_tables,
+            compile_timeout_ms: 60_000,
         }
     }
 }

@@ -23,6 +23,17 @@ pub enum LoadError {
     /// Compilation was cancelled (the runtime is shutting down).
     #[error("compilation task failed: {0}")]
     Join(String),
+    /// Compiling took longer than the operator's `compile_timeout_ms`; the component is
+    /// refused without compiling again for a while.
+    #[error(
+        "compiling the component took longer than {timeout_ms} ms; refused until {retry_in_s} s from now"
+    )]
+    CompileTimeout {
+        /// The limit.
+        timeout_ms: u64,
+        /// Seconds until this runner tries to compile it again.
+        retry_in_s: u64,
+    },
 }
 
 /// Why a call produced no guest response.

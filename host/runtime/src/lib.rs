@@ -27,6 +27,6 @@ pub use capability::log::LogLine;
 pub use capability::{GrantSet, HostServices};
 pub use compile::CompileStats;
 pub use config::RuntimeConfig;
-pub use engine::{Prepared, Runtime};
+pub use engine::{Compiled, Prepared, Runtime};
 pub use error::{ExecuteError, LoadError};
 pub use execute::{CallLimits, GuestResponse, Invocation, Outcome};

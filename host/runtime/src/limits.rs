@@ -5,7 +5,10 @@
 use wasmtime::ResourceLimiter;
 
 /// Bound on table elements per instance.
-const MAX_TABLE_ELEMENTS: usize = 100_000;
+pub(crate) const MAX_TABLE_ELEMENTS: usize = {
+    // The publish-time check refuses a larger initial table.
+    palisade_bundle::component::MAX_TABLE_ELEMENTS as usize
+};
 
 /// Tracks the memory of one call's instance.
 #[derive(Debug)]

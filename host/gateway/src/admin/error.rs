@@ -109,7 +109,8 @@ impl AdminError {
             PublishError::Signature(_)
             | PublishError::Archive(_)
             | PublishError::Manifest(_)
-            | PublishError::Imports(_) => AdminErrorCode::BadRequest,
+            | PublishError::Imports(_)
+            | PublishError::Component(_) => AdminErrorCode::BadRequest,
             PublishError::VersionExists { .. } | PublishError::PublisherMismatch { .. } => {
                 AdminErrorCode::Conflict
             }
