@@ -50,6 +50,9 @@ pub struct Registry {
     /// served) rather than in SQLite's busy handler, which sleeps up to 100 ms between
     /// retries. PostgreSQL locks rows, so its writers do not queue.
     writes: Option<std::sync::Arc<tokio::sync::Mutex<()>>>,
+    /// Storage writes of one install take its lane before their turn above (or, on
+    /// PostgreSQL, before a connection), so one install's flood cannot starve the others.
+    lanes: std::sync::Arc<storage::lanes::WriteLanes>,
 }
 
 impl Registry {
@@ -71,6 +74,7 @@ impl Registry {
             pool,
             objects,
             writes,
+            lanes: std::sync::Arc::default(),
         }
     }
 
