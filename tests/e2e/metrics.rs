@@ -10,6 +10,10 @@ use crate::support::{Platform, bundle, guest};
 
 const COUNTER: &str = "com.example.counter";
 const PROBE: &str = "com.example.metrics-probe";
+/// The exposition prefix of [`COUNTER`]'s metrics.
+const C: &str = "ext_com_example_counter__";
+/// The exposition prefix of [`PROBE`]'s metrics.
+const P: &str = "ext_com_example_metrics_0probe__";
 
 fn manifest(relative: &str) -> serde_json::Value {
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(relative);
@@ -110,15 +114,15 @@ async fn granted_metrics_appear_at_the_runner_with_tenant_and_extension_labels()
     let text = scrape(&platform).await;
     let series = format!(r#"tenant="acme",extension="{COUNTER}""#);
     for line in [
-        "# TYPE ext_page_hits counter".to_owned(),
-        format!(r#"ext_page_hits_total{{{series},page="home"}} 2"#),
-        format!(r#"ext_page_hits_total{{{series},page="about"}} 1"#),
-        "# TYPE ext_last_body_bytes gauge".to_owned(),
-        format!(r#"ext_last_body_bytes{{{series},page="home"}} 2.0"#),
-        "# TYPE ext_hit_body_bytes histogram".to_owned(),
-        format!(r#"ext_hit_body_bytes_count{{{series}}} 3"#),
-        format!(r#"ext_hit_body_bytes_sum{{{series}}} 7.0"#),
-        format!(r#"ext_hit_body_bytes_bucket{{le="0.005",{series}}} 1"#),
+        format!("# TYPE {C}page_hits counter"),
+        format!(r#"{C}page_hits_total{{{series},page="home"}} 2"#),
+        format!(r#"{C}page_hits_total{{{series},page="about"}} 1"#),
+        format!("# TYPE {C}last_body_bytes gauge"),
+        format!(r#"{C}last_body_bytes{{{series},page="home"}} 2.0"#),
+        format!("# TYPE {C}hit_body_bytes histogram"),
+        format!(r#"{C}hit_body_bytes_count{{{series}}} 3"#),
+        format!(r#"{C}hit_body_bytes_sum{{{series}}} 7.0"#),
+        format!(r#"{C}hit_body_bytes_bucket{{le="0.005",{series}}} 1"#),
         format!(r#"palisade_extension_series_dropped_total{{{series}}} 0"#),
     ] {
         assert!(
@@ -171,10 +175,10 @@ async fn malformed_samples_are_reported_to_the_guest() {
 
     let text = scrape(&platform).await;
     assert!(!text.contains("Bad"), "{text}");
-    assert!(!text.contains("ext_ok"), "{text}");
+    assert!(!text.contains(&format!("{P}ok")), "{text}");
     assert!(
         text.contains(&format!(
-            r#"ext_jobs_total{{tenant="acme",extension="{PROBE}"}} 1"#
+            r#"{P}jobs_total{{tenant="acme",extension="{PROBE}"}} 1"#
         )),
         "{text}"
     );
@@ -216,15 +220,15 @@ async fn the_series_bound_refuses_new_series_and_counts_the_drops() {
     for line in [
         format!("palisade_extension_series_dropped_total{{{acme}}} 4"),
         format!("palisade_extension_series_dropped_total{{{globex}}} 0"),
-        format!(r#"ext_spam_total{{{acme},series="0"}} 6"#),
-        format!(r#"ext_spam_total{{{acme},series="999"}} 1"#),
-        format!("ext_fresh_total{{{globex}}} 1"),
+        format!(r#"{P}spam_total{{{acme},series="0"}} 6"#),
+        format!(r#"{P}spam_total{{{acme},series="999"}} 1"#),
+        format!("{P}fresh_total{{{globex}}} 1"),
     ] {
         assert!(text.lines().any(|l| l == line), "missing `{line}`");
     }
     assert!(!text.contains(r#"series="1000""#));
     assert_eq!(
-        text.matches(&format!("ext_spam_total{{{acme}")).count(),
+        text.matches(&format!("{P}spam_total{{{acme}")).count(),
         1000
     );
 }
@@ -246,14 +250,67 @@ async fn two_tenants_series_are_separate() {
 
     let text = scrape(&platform).await;
     for line in [
-        format!(r#"ext_page_hits_total{{tenant="acme",extension="{COUNTER}",page="home"}} 2"#),
-        format!(r#"ext_page_hits_total{{tenant="globex",extension="{COUNTER}",page="home"}} 1"#),
-        format!(r#"ext_hit_body_bytes_count{{tenant="acme",extension="{COUNTER}"}} 2"#),
-        format!(r#"ext_hit_body_bytes_count{{tenant="globex",extension="{COUNTER}"}} 1"#),
+        format!(r#"{C}page_hits_total{{tenant="acme",extension="{COUNTER}",page="home"}} 2"#),
+        format!(r#"{C}page_hits_total{{tenant="globex",extension="{COUNTER}",page="home"}} 1"#),
+        format!(r#"{C}hit_body_bytes_count{{tenant="acme",extension="{COUNTER}"}} 2"#),
+        format!(r#"{C}hit_body_bytes_count{{tenant="globex",extension="{COUNTER}"}} 1"#),
     ] {
         assert!(
             text.lines().any(|l| l == line),
             "missing `{line}` in:\n{text}"
         );
     }
+}
+
+#[tokio::test]
+async fn extensions_have_their_own_metric_names_and_collisions_are_refused() {
+    const TWIN: &str = "com.example.metrics-probe-twin";
+    let platform = Platform::start().await;
+    install(&platform, &probe_manifest(), "metrics-probe", &["acme"]).await;
+    let mut twin = probe_manifest();
+    twin["id"] = TWIN.into();
+    install(&platform, &twin, "metrics-probe", &["acme"]).await;
+
+    // The probe claims `jobs` as a counter first; the twin's `jobs` is its own gauge.
+    let answer = probe(&platform, "acme", "name=jobs&kind=counter").await;
+    assert_eq!(answer["recorded"], 1, "{answer}");
+    let response = platform
+        .call("acme", TWIN, "/probe?name=jobs&kind=gauge&value=7")
+        .await;
+    assert_eq!(response.status(), 200);
+    let answer: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(answer["recorded"], 1, "{answer}");
+
+    // Within one extension, a gauge beside a histogram's `_count` series is refused.
+    let answer = probe(&platform, "acme", "name=latency&kind=histogram&value=0.2").await;
+    assert_eq!(answer["recorded"], 1, "{answer}");
+    let answer = probe(&platform, "acme", "name=latency_count&kind=gauge").await;
+    assert_eq!(answer["first_error"]["error"], "invalid-name", "{answer}");
+    let message = answer["first_error"]["message"].as_str().unwrap();
+    assert!(message.contains("histogram `latency`"), "{message}");
+
+    let text = scrape(&platform).await;
+    let twin_prefix = "ext_com_example_metrics_0probe_0twin__";
+    for line in [
+        format!("# TYPE {P}jobs counter"),
+        format!(r#"{P}jobs_total{{tenant="acme",extension="{PROBE}"}} 1"#),
+        format!("# TYPE {twin_prefix}jobs gauge"),
+        format!(r#"{twin_prefix}jobs{{tenant="acme",extension="{TWIN}"}} 7.0"#),
+        format!("# TYPE {P}latency histogram"),
+    ] {
+        assert!(
+            text.lines().any(|l| l == line),
+            "missing `{line}` in:\n{text}"
+        );
+    }
+    assert!(
+        !text.contains(&format!("# TYPE {P}latency_count")),
+        "{text}"
+    );
+    // Every family is declared once.
+    let mut types: Vec<&str> = text.lines().filter(|l| l.starts_with("# TYPE ")).collect();
+    let declared = types.len();
+    types.sort_unstable();
+    types.dedup();
+    assert_eq!(types.len(), declared, "{text}");
 }

@@ -477,3 +477,34 @@ async fn tenants_and_installs_never_see_each_others_data() {
     let fresh = notes(&platform, "acme", Method::GET, "/notes/shared", None).await;
     assert_eq!(fresh.status, 404);
 }
+
+#[tokio::test]
+async fn a_call_past_its_storage_budget_or_the_install_write_rate_gets_quota_exceeded() {
+    let platform = Platform::start().await;
+    install_probe(&platform, &["acme", "globex"]).await;
+
+    // The default budget is 1000 operations per call: the 1001st write of one call is
+    // refused with an error the guest handles (the call still answers 200).
+    let flood = probe(&platform, Method::PUT, "/flood?ns=probe&key=f&n=1001").await;
+    assert_eq!(flood["written"], 1000, "{flood}");
+    assert_eq!(flood["error"]["kind"], "quota-exceeded", "{flood}");
+
+    // Those writes spent most of the install's burst (1000, refilled at 200 a second): a
+    // second call of 1000 writes runs out of the install's write rate before its own
+    // operation budget.
+    let next = probe(&platform, Method::PUT, "/flood?ns=probe&key=f&n=1000").await;
+    assert!(next["written"].as_u64().unwrap() < 1000, "{next}");
+    assert_eq!(next["error"]["kind"], "quota-exceeded", "{next}");
+    // Reads go on, and another tenant's install writes as usual.
+    let read = probe(&platform, Method::GET, "/get?ns=probe&key=f").await;
+    assert_eq!(read["ok"]["key"], "f", "{read}");
+    let other = probe_as(
+        &platform,
+        "globex",
+        PROBE,
+        Method::PUT,
+        "/flood?ns=probe&key=f&n=5",
+    )
+    .await;
+    assert_eq!(other["written"], 5, "{other}");
+}

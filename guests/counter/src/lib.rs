@@ -5,8 +5,9 @@
 //! * gauge `last_body_bytes{page}` — the size of the latest request body for the page;
 //! * histogram `hit_body_bytes` — the distribution of request body sizes.
 //!
-//! The runner exports them as `ext_page_hits_total`, `ext_last_body_bytes` and
-//! `ext_hit_body_bytes` with the `tenant` and `extension` labels added. A metric the host
+//! The runner exports them as `ext_com_example_counter__page_hits_total`,
+//! `ext_com_example_counter__last_body_bytes` and `ext_com_example_counter__hit_body_bytes`
+//! with the `tenant` and `extension` labels added. A metric the host
 //! refuses (for example once the install's series bound is reached) is logged and listed
 //! under `errors`; the hit is still answered.
 

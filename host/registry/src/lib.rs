@@ -52,6 +52,9 @@ pub struct Registry {
     writes: Option<std::sync::Arc<tokio::sync::Mutex<()>>>,
     /// What publish checks a component against: the runners' per-component caps.
     component_limits: palisade_bundle::ComponentLimits,
+    /// Storage writes of one install take its lane before their turn above (or, on
+    /// PostgreSQL, before a connection), so one install's flood cannot starve the others.
+    lanes: std::sync::Arc<storage::lanes::WriteLanes>,
 }
 
 impl Registry {
@@ -74,6 +77,7 @@ impl Registry {
             objects,
             writes,
             component_limits: palisade_bundle::ComponentLimits::default(),
+            lanes: std::sync::Arc::default(),
         }
     }
 

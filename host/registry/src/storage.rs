@@ -10,6 +10,10 @@
 //! Revisions come from a counter per install, so they are unique within an install and
 //! grow with every write; a key that is deleted and written again gets a new, higher
 //! revision. Sizes count the key's UTF-8 bytes plus the value's bytes.
+//!
+//! Writes of one install take the install's [lane](lanes) before anything shared (the
+//! process's write turn on SQLite, a pooled connection on PostgreSQL), so a flood of one
+//! install's writes queues behind itself and other installs' writes pass it by.
 
 use crate::db::Row as DbRow;
 use sqlx::Row;
@@ -145,6 +149,8 @@ struct Current {
 
 use crate::db::Tx;
 
+pub(crate) mod lanes;
+
 impl Registry {
     /// Reads one key of `namespace` of `install_id`.
     pub async fn storage_get(
@@ -176,6 +182,7 @@ impl Registry {
         condition: WriteCondition,
         quota: &StorageQuota,
     ) -> Result<u64, StorageWriteError> {
+        let _lane = self.lanes.enter(install_id).await;
         let _turn = self.write_turn().await;
         let mut tx = self.pool.begin().await?;
         let (revision, install_bytes) = lock_install(&mut tx, install_id, 1).await?;
@@ -244,6 +251,7 @@ impl Registry {
         key: &str,
         condition: WriteCondition,
     ) -> Result<bool, StorageWriteError> {
+        let _lane = self.lanes.enter(install_id).await;
         let _turn = self.write_turn().await;
         let mut tx = self.pool.begin().await?;
         let (_, install_bytes) = lock_install(&mut tx, install_id, 0).await?;
@@ -274,10 +282,13 @@ impl Registry {
 
     /// Lists the entries of `namespace` whose key starts with `prefix`, in key order
     /// (byte order of the UTF-8 keys), strictly after `after` when given, at most `limit`
-    /// (at least 1) of them.
+    /// (at least 1) of them, and stopping before the entry whose key and value bytes would
+    /// take the page past `max_bytes` — except the first, which is always returned.
     ///
-    /// Paging by passing the last key of a page as `after` never repeats an entry and never
-    /// skips one that existed throughout, whatever is written between the pages.
+    /// The byte cap is applied in the database: entries past it come back without their
+    /// values, so a page never loads more than `max_bytes` of values (plus one entry) into
+    /// memory. Paging by passing the last key of a page as `after` never repeats an entry
+    /// and never skips one that existed throughout, whatever is written between the pages.
     pub async fn storage_list(
         &self,
         install_id: &str,
@@ -285,44 +296,58 @@ impl Registry {
         prefix: &str,
         after: Option<&str>,
         limit: u32,
+        max_bytes: u64,
     ) -> Result<StoragePage, RegistryError> {
         let limit = limit.max(1);
         // One more than asked, to know whether another page follows.
         let fetch = i64::from(limit) + 1;
         // Keys with the prefix are contiguous in byte order, starting at the prefix itself.
-        let query = match after.filter(|after| *after >= prefix) {
-            Some(after) => sqlx::query(
-                "SELECT key, value, revision FROM extension_storage \
-                 WHERE install_id = $1 AND namespace = $2 AND key > $3 \
-                 ORDER BY key LIMIT $4",
-            )
-            .bind(install_id)
-            .bind(namespace)
-            .bind(after),
-            None => sqlx::query(
-                "SELECT key, value, revision FROM extension_storage \
-                 WHERE install_id = $1 AND namespace = $2 AND key >= $3 \
-                 ORDER BY key LIMIT $4",
-            )
-            .bind(install_id)
-            .bind(namespace)
-            .bind(prefix),
+        let (start, bound) = match after.filter(|after| *after >= prefix) {
+            Some(after) => (">", after),
+            None => (">=", prefix),
         };
-        let rows = query.bind(fetch).fetch_all(&self.pool).await?;
+        // `running` is the page's bytes up to and including the row; rows are at least one
+        // byte (keys are never empty), so `running = size` only on the first row.
+        let sql = format!(
+            "SELECT s.key, s.revision, \
+             CASE WHEN p.running <= $5 OR p.running = p.size THEN s.value END AS value \
+             FROM (SELECT key, size, SUM(size) OVER (ORDER BY key ROWS UNBOUNDED PRECEDING) AS running \
+                   FROM (SELECT key, octet_length(key) + octet_length(value) AS size \
+                         FROM extension_storage \
+                         WHERE install_id = $1 AND namespace = $2 AND key {start} $3 \
+                         ORDER BY key LIMIT $4) AS candidates) AS p \
+             JOIN extension_storage AS s \
+             ON s.install_id = $1 AND s.namespace = $2 AND s.key = p.key \
+             ORDER BY s.key"
+        );
+        let rows = sqlx::query(&sql)
+            .bind(install_id)
+            .bind(namespace)
+            .bind(bound)
+            .bind(fetch)
+            .bind(to_i64(max_bytes))
+            .fetch_all(&self.pool)
+            .await?;
         let mut page = StoragePage {
             entries: Vec::new(),
             more: false,
         };
         for row in &rows {
-            let entry = entry(row, install_id)?;
-            if !entry.key.starts_with(prefix) {
+            let key: String = row.try_get("key")?;
+            if !key.starts_with(prefix) {
                 break;
             }
-            if page.entries.len() >= limit as usize {
+            let value: Option<Vec<u8>> = row.try_get("value")?;
+            let Some(value) = value.filter(|_| page.entries.len() < limit as usize) else {
+                // Past the count or the byte cap: another page follows.
                 page.more = true;
                 break;
-            }
-            page.entries.push(entry);
+            };
+            page.entries.push(StorageEntry {
+                key,
+                value,
+                revision: counter(row.try_get("revision")?, TABLE, "revision", install_id)?,
+            });
         }
         Ok(page)
     }

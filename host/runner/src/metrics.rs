@@ -127,7 +127,9 @@ mod tests {
         let body = response.into_body().collect().await.unwrap().to_bytes();
         let text = String::from_utf8(body.to_vec()).unwrap();
         assert!(
-            text.contains(r#"ext_hits_total{tenant="acme",extension="com.example.counter"} 4"#),
+            text.contains(
+                r#"ext_com_example_counter__hits_total{tenant="acme",extension="com.example.counter"} 4"#
+            ),
             "{text}"
         );
         assert!(text.ends_with("# EOF\n"));

@@ -6,7 +6,7 @@
 //! gauge's or histogram's may not. A sample takes at most 8 labels (names like metric
 //! names, not `tenant`, `extension`, `install`, `le` or `quantile`; values up to 128
 //! bytes). The host bounds the number of distinct series per install (1000 by default) and
-//! exports every metric as `ext_<name>` with `tenant` and `extension` labels.
+//! exports every metric as `ext_<extension>__<name>` with `tenant` and `extension` labels.
 //!
 //! ```no_run
 //! use palisade_sdk::metrics;

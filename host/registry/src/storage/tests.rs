@@ -70,7 +70,7 @@ async fn all_keys(r: &Registry, install: &str, prefix: &str, limit: u32) -> Vec<
     let mut after: Option<String> = None;
     loop {
         let page = r
-            .storage_list(install, NS, prefix, after.as_deref(), limit)
+            .storage_list(install, NS, prefix, after.as_deref(), limit, u64::MAX)
             .await
             .unwrap();
         assert!(page.entries.len() <= limit as usize);
@@ -407,25 +407,28 @@ async fn listing_pages_in_key_order_within_the_prefix() {
     assert!(all_keys(r, &install, "q", 5).await.is_empty());
 
     // An exact fit: the page is full but nothing follows.
-    let page = r.storage_list(&install, NS, "a/", None, 3).await.unwrap();
+    let page = r
+        .storage_list(&install, NS, "a/", None, 3, u64::MAX)
+        .await
+        .unwrap();
     assert_eq!(page.entries.len(), 3);
     assert!(!page.more);
 
     // A cursor before the prefix starts at the prefix; one past it yields nothing.
     let page = r
-        .storage_list(&install, NS, "a/", Some("0"), 10)
+        .storage_list(&install, NS, "a/", Some("0"), 10, u64::MAX)
         .await
         .unwrap();
     assert_eq!(page.entries.len(), 3);
     let page = r
-        .storage_list(&install, NS, "a/", Some("b"), 10)
+        .storage_list(&install, NS, "a/", Some("b"), 10, u64::MAX)
         .await
         .unwrap();
     assert!(page.entries.is_empty() && !page.more);
 
     // Entries carry values and revisions.
     let entry = &r
-        .storage_list(&install, NS, "z", None, 1)
+        .storage_list(&install, NS, "z", None, 1, u64::MAX)
         .await
         .unwrap()
         .entries[0];
@@ -447,7 +450,7 @@ async fn paging_neither_skips_nor_repeats_while_writes_happen() {
     let mut round = 0;
     loop {
         let page = r
-            .storage_list(&install, NS, "k", after.as_deref(), 4)
+            .storage_list(&install, NS, "k", after.as_deref(), 4, u64::MAX)
             .await
             .unwrap();
         seen.extend(page.entries.iter().map(|e| e.key.clone()));
@@ -596,4 +599,143 @@ async fn a_returned_write_is_visible_to_a_fresh_connection() {
         .unwrap()
         .unwrap();
     assert_eq!((entry.value, entry.revision), (b"durable".to_vec(), rev));
+}
+
+#[tokio::test]
+async fn a_page_stops_at_its_byte_cap_and_paging_still_sees_every_entry() {
+    let (fx, install) = one_install().await;
+    let r = &fx.registry;
+    // Entries of 1 + 9 bytes, except `c` (1 + 99) and the multi-byte `é` key (2 + 8).
+    for (key, size) in [("a", 9), ("b", 9), ("c", 99), ("d", 9), ("é", 8)] {
+        let value = vec![b'v'; size];
+        r.storage_set(&install, NS, key, &value, WriteCondition::Any, &ROOMY)
+            .await
+            .unwrap();
+    }
+    let page = |after: Option<&'static str>, max_bytes: u64| {
+        let r = r.clone();
+        let install = install.clone();
+        async move {
+            let page = r
+                .storage_list(&install, NS, "", after, 100, max_bytes)
+                .await
+                .unwrap();
+            let keys: Vec<String> = page.entries.iter().map(|e| e.key.clone()).collect();
+            (keys, page.more)
+        }
+    };
+    // 10 + 10 fit in 25; `c` would cross it.
+    assert_eq!(page(None, 25).await, (vec!["a".into(), "b".into()], true));
+    assert_eq!(page(None, 20).await, (vec!["a".into(), "b".into()], true));
+    assert_eq!(page(None, 19).await, (vec!["a".into()], true));
+    // A first entry larger than the cap is returned alone, so paging always progresses.
+    assert_eq!(page(Some("b"), 25).await, (vec!["c".into()], true));
+    // Key bytes are UTF-8 bytes: `é` + 8 is 10 bytes, so `d` and `é` make 20.
+    assert_eq!(
+        page(Some("c"), 20).await,
+        (vec!["d".into(), "é".into()], false)
+    );
+    assert_eq!(page(Some("c"), 19).await, (vec!["d".into()], true));
+    // Paging with a small cap sees everything once, in order.
+    let mut keys = Vec::new();
+    let mut after: Option<String> = None;
+    loop {
+        let page = r
+            .storage_list(&install, NS, "", after.as_deref(), 100, 15)
+            .await
+            .unwrap();
+        keys.extend(page.entries.iter().map(|e| e.key.clone()));
+        if !page.more {
+            break;
+        }
+        after = page.entries.last().map(|e| e.key.clone());
+    }
+    assert_eq!(keys, ["a", "b", "c", "d", "é"]);
+    // The prefix still bounds the page: nothing past `b` is counted against it.
+    let only_b = r
+        .storage_list(&install, NS, "b", None, 100, 1000)
+        .await
+        .unwrap();
+    assert_eq!(only_b.entries.len(), 1);
+    assert!(!only_b.more);
+}
+
+/// Completion order of the writes spawned by the fairness tests.
+type Done = tokio::sync::mpsc::UnboundedSender<&'static str>;
+
+fn spawn_write(r: &Registry, install: &str, key: String, label: &'static str, done: &Done) {
+    let (r, install, done) = (r.clone(), install.to_owned(), done.clone());
+    tokio::spawn(async move {
+        r.storage_set(&install, NS, &key, b"v", WriteCondition::Any, &ROOMY)
+            .await
+            .unwrap();
+        done.send(label).unwrap();
+    });
+}
+
+#[tokio::test]
+async fn one_installs_write_flood_does_not_starve_other_writers() {
+    let (fx, ids) = installs(&["acme", "globex"]).await;
+    let r = fx.registry.clone();
+    let (flooder, other) = (&ids[0], &ids[1]);
+    set(&r, flooder, "warm", "v").await;
+    let (done, mut order) = tokio::sync::mpsc::unbounded_channel();
+    let settle = || tokio::time::sleep(std::time::Duration::from_millis(30));
+    match r.backend() {
+        crate::db::Backend::Sqlite => {
+            // Hold the process's write turn while 20 writes of one install and then one of
+            // another install and one execution-log batch queue up behind it.
+            let turn = r.write_turn().await;
+            for i in 0..20 {
+                spawn_write(&r, flooder, format!("k{i}"), "flood", &done);
+                settle().await;
+            }
+            spawn_write(&r, other, "k".into(), "other", &done);
+            let (log, log_done) = (r.clone(), done.clone());
+            tokio::spawn(async move {
+                let row = crate::ExecutionRecord::new("req-1", "acme", "com.example.store", "http");
+                log.record_execution_batch(&[row], &crate::quota::UsageTally::new())
+                    .await
+                    .unwrap();
+                log_done.send("log").unwrap();
+            });
+            settle().await;
+            drop(turn);
+            let mut seen = Vec::new();
+            while seen.len() < 22 {
+                seen.push(order.recv().await.unwrap());
+            }
+            // Each waits behind at most one write of the flooding install.
+            let position = |label| seen.iter().position(|s| *s == label).unwrap();
+            assert!(position("other") <= 2, "{seen:?}");
+            assert!(position("log") <= 2, "{seen:?}");
+        }
+        crate::db::Backend::Postgres => {
+            // Hold the flooding install's counter row, so its writes block in the database.
+            let mut lock = r.pool().begin().await.unwrap();
+            sqlx::query(
+                "SELECT revision FROM extension_storage_install WHERE install_id = $1 FOR UPDATE",
+            )
+            .bind(flooder)
+            .fetch_one(&mut *lock)
+            .await
+            .unwrap();
+            for i in 0..20 {
+                spawn_write(&r, flooder, format!("k{i}"), "flood", &done);
+            }
+            settle().await;
+            // The other install's write must not wait for a connection the flood holds.
+            spawn_write(&r, other, "k".into(), "other", &done);
+            let first = tokio::time::timeout(std::time::Duration::from_secs(5), order.recv())
+                .await
+                .expect("the other install's write waited behind the flood");
+            assert_eq!(first, Some("other"));
+            lock.rollback().await.unwrap();
+            for _ in 0..20 {
+                assert_eq!(order.recv().await, Some("flood"));
+            }
+        }
+    }
+    assert_eq!(r.lanes.len(), 0, "idle lanes are forgotten");
+    assert_eq!(all_keys(&r, flooder, "k", 100).await.len(), 20);
 }

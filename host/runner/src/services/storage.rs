@@ -9,7 +9,7 @@ use palisade_registry::storage::{
 };
 use palisade_runtime::capability::storage::{
     BackendError, BackendFuture, Condition, Scope, StorageBackend, StorageLimits, StorageQuota,
-    StoredEntry, StoredPage,
+    StoredEntry, StoredPage, WriteRate,
 };
 
 /// Keeps extension storage in the registry database.
@@ -17,12 +17,22 @@ use palisade_runtime::capability::storage::{
 pub struct RegistryStorage {
     registry: Registry,
     limits: StorageLimits,
+    /// The per-install write rate of this runner, shared by clones.
+    rate: Arc<WriteRate>,
 }
 
 impl RegistryStorage {
     /// A backend over `registry` enforcing `limits`.
     pub fn new(registry: Registry, limits: StorageLimits) -> Self {
-        RegistryStorage { registry, limits }
+        let rate = Arc::new(WriteRate::new(
+            limits.install_writes_per_second,
+            limits.install_write_burst,
+        ));
+        RegistryStorage {
+            registry,
+            limits,
+            rate,
+        }
     }
 
     /// The same, ready for [`HostServices::storage`](palisade_runtime::HostServices).
@@ -117,11 +127,19 @@ impl StorageBackend for RegistryStorage {
         prefix: &'a str,
         after: Option<&'a str>,
         limit: u32,
+        max_bytes: u64,
     ) -> BackendFuture<'a, StoredPage> {
         Box::pin(async move {
             let page = self
                 .registry
-                .storage_list(scope.install_id, scope.namespace, prefix, after, limit)
+                .storage_list(
+                    scope.install_id,
+                    scope.namespace,
+                    prefix,
+                    after,
+                    limit,
+                    max_bytes,
+                )
                 .await
                 .map_err(BackendError::unavailable)?;
             Ok(StoredPage {
@@ -129,6 +147,10 @@ impl StorageBackend for RegistryStorage {
                 more: page.more,
             })
         })
+    }
+
+    fn write_rate(&self) -> Option<&WriteRate> {
+        Some(&self.rate)
     }
 }
 
@@ -183,10 +205,10 @@ mod tests {
         let found = backend.get(s, "a").await.unwrap().unwrap();
         assert_eq!((found.value, found.revision), (b"one".to_vec(), rev));
 
-        let page = backend.list(s, "", None, 1).await.unwrap();
+        let page = backend.list(s, "", None, 1, 1000).await.unwrap();
         assert_eq!(page.entries[0].key, "a");
         assert!(page.more);
-        let page = backend.list(s, "", Some("a"), 1).await.unwrap();
+        let page = backend.list(s, "", Some("a"), 1, 1000).await.unwrap();
         assert_eq!(page.entries[0].key, "b");
         assert!(!page.more);
 
@@ -197,6 +219,31 @@ mod tests {
                 .unwrap()
         );
         assert_eq!(backend.limits(), &StorageLimits::default());
+        // Pages stop at the byte cap: `a` (4 bytes) fits in 5, `a` and `b` do not.
+        let page = backend.list(s, "", None, 10, 5).await.unwrap();
+        assert_eq!(page.entries.len(), 1);
+        assert!(page.more);
+    }
+
+    #[tokio::test]
+    async fn the_write_rate_follows_the_limits_and_is_shared_by_clones() {
+        let dir = tempfile::tempdir().unwrap();
+        let (registry, _, install) = backend(&dir).await;
+        let limits = StorageLimits {
+            install_writes_per_second: 1,
+            install_write_burst: 2,
+            ..StorageLimits::default()
+        };
+        let backend = RegistryStorage::new(registry, limits);
+        let clone = backend.clone();
+        let rate = backend.write_rate().unwrap();
+        assert_eq!(rate.per_second(), 1);
+        assert!(rate.check(&install));
+        assert!(clone.write_rate().unwrap().check(&install));
+        assert!(
+            !rate.check(&install),
+            "the burst of 2 is spent across clones"
+        );
     }
 
     #[tokio::test]

@@ -11,17 +11,25 @@
 //! * a key or value over the size limits → `too-large`;
 //! * a failed write condition → `conflict` with the key's current revision;
 //! * a write over the install's byte quota or the namespace's key quota → `quota-exceeded`;
+//! * a call past its budget of storage operations or bytes, or a write over the install's
+//!   write rate → `quota-exceeded` (the operator's log names the budget);
 //! * a backend failure → `unavailable`; the detail goes to the operator's log with the
 //!   invocation's identifiers.
 //!
 //! A listing's cursor is the URL-safe base64 of the last key returned; the next page
 //! starts strictly after it, so paging never repeats an entry or skips one that existed
-//! throughout, whatever is written between pages.
+//! throughout, whatever is written between pages. A page also stops at
+//! [`StorageLimits::max_list_bytes`] (and at what is left of the call's byte budget), so a
+//! listing never holds more than that in host memory, apart from a single entry larger
+//! than the cap, which is returned alone.
+
+mod rate;
 
 use std::collections::BTreeSet;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -33,6 +41,8 @@ use crate::bindings::palisade::extension::storage::{
 };
 use crate::execute::Invocation;
 use crate::state::InstanceState;
+
+pub use rate::WriteRate;
 
 /// The operator's bounds on storage. Every field has a documented default.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -49,6 +59,19 @@ pub struct StorageLimits {
     pub max_bytes_per_install: u64,
     /// Largest page a listing may ask for. Default 1000.
     pub max_list_limit: u32,
+    /// Most key and value bytes of one listing page; a page with more entries stops before
+    /// the entry that would cross it (its first entry is always returned). Default 4 MiB.
+    pub max_list_bytes: u64,
+    /// Storage operations (get, set, delete, list-entries) one call may make. Default 1000.
+    pub max_ops_per_call: u32,
+    /// Key and value bytes one call may read and write, across its operations.
+    /// Default 32 MiB.
+    pub max_bytes_per_call: u64,
+    /// Writes (set and delete) one install may make per second on one runner, on average;
+    /// `0` turns the write rate off. Default 200.
+    pub install_writes_per_second: u32,
+    /// Writes one install may make at once after a quiet period (at least 1). Default 1000.
+    pub install_write_burst: u32,
 }
 
 impl Default for StorageLimits {
@@ -59,6 +82,11 @@ impl Default for StorageLimits {
             max_keys_per_namespace: 100_000,
             max_bytes_per_install: 64 * 1024 * 1024,
             max_list_limit: 1000,
+            max_list_bytes: 4 * 1024 * 1024,
+            max_ops_per_call: 1000,
+            max_bytes_per_call: 32 * 1024 * 1024,
+            install_writes_per_second: 200,
+            install_write_burst: 1000,
         }
     }
 }
@@ -193,14 +221,23 @@ pub trait StorageBackend: Send + Sync + 'static {
     ) -> BackendFuture<'a, bool>;
 
     /// Lists at most `limit` entries whose key starts with `prefix`, in byte order of the
-    /// keys, strictly after `after` when given.
+    /// keys, strictly after `after` when given. The page stops before the entry whose key
+    /// and value bytes would take the page past `max_bytes` (setting
+    /// [`more`](StoredPage::more)), except that its first entry is always returned.
     fn list<'a>(
         &'a self,
         scope: Scope<'a>,
         prefix: &'a str,
         after: Option<&'a str>,
         limit: u32,
+        max_bytes: u64,
     ) -> BackendFuture<'a, StoredPage>;
+
+    /// The per-install write rate shared by every call on this backend, if any; the runtime
+    /// takes one token from it before each `set` and `delete`.
+    fn write_rate(&self) -> Option<&WriteRate> {
+        None
+    }
 }
 
 /// The cursor handed to the guest after a page ending at `key`.
@@ -246,6 +283,17 @@ pub struct StorageState {
     version: String,
     content_hash: String,
     install_id: String,
+    /// Operations this call has made.
+    ops: AtomicU32,
+    /// Key and value bytes this call has read and written.
+    bytes: AtomicU64,
+    /// Whether this call has logged a budget refusal at `WARN` already.
+    budget_logged: AtomicBool,
+}
+
+/// Size of a key and value, as the budgets count it.
+fn entry_bytes(key: &str, value_len: usize) -> u64 {
+    u64::try_from(key.len().saturating_add(value_len)).unwrap_or(u64::MAX)
 }
 
 impl std::fmt::Debug for StorageState {
@@ -256,6 +304,8 @@ impl std::fmt::Debug for StorageState {
             .field("limits", &self.limits)
             .field("requested_max_bytes", &self.requested_max_bytes)
             .field("install_id", &self.install_id)
+            .field("ops", &self.ops)
+            .field("bytes", &self.bytes)
             .finish_non_exhaustive()
     }
 }
@@ -280,7 +330,109 @@ impl StorageState {
             version: invocation.version.clone(),
             content_hash: invocation.content_hash.clone(),
             install_id: invocation.install_id.clone(),
+            ops: AtomicU32::new(0),
+            bytes: AtomicU64::new(0),
+            budget_logged: AtomicBool::new(false),
         })
+    }
+
+    /// Counts one operation against the call's budget; `quota-exceeded` once it is spent.
+    fn take_op(&self, op: &'static str, namespace: &str) -> Result<(), WitError> {
+        let max = self.limits.max_ops_per_call;
+        let used = self.ops.load(Ordering::Relaxed);
+        if used >= max {
+            self.log_budget(
+                op,
+                namespace,
+                "operations per call",
+                format!("operation {} of at most {max}", u64::from(used) + 1),
+            );
+            return Err(WitError::QuotaExceeded);
+        }
+        self.ops.store(used + 1, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Key and value bytes the call may still read or write.
+    fn bytes_left(&self) -> u64 {
+        self.limits
+            .max_bytes_per_call
+            .saturating_sub(self.bytes.load(Ordering::Relaxed))
+    }
+
+    /// Counts `bytes` against the call's byte budget; `quota-exceeded` (and nothing
+    /// counted) if they do not fit.
+    fn charge_bytes(&self, op: &'static str, namespace: &str, bytes: u64) -> Result<(), WitError> {
+        let max = self.limits.max_bytes_per_call;
+        let total = self.bytes.load(Ordering::Relaxed).saturating_add(bytes);
+        if total > max {
+            self.log_budget(
+                op,
+                namespace,
+                "bytes per call",
+                format!("{total} bytes of at most {max}"),
+            );
+            return Err(WitError::QuotaExceeded);
+        }
+        self.bytes.store(total, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Takes a token from the install's write rate; `quota-exceeded` when none is left.
+    fn take_write(
+        &self,
+        backend: &dyn StorageBackend,
+        op: &'static str,
+        namespace: &str,
+    ) -> Result<(), WitError> {
+        let Some(rate) = backend.write_rate() else {
+            return Ok(());
+        };
+        if rate.check(&self.install_id) {
+            return Ok(());
+        }
+        self.log_budget(
+            op,
+            namespace,
+            "install writes per second",
+            format!(
+                "more than {} writes a second (burst {})",
+                rate.per_second(),
+                rate.burst()
+            ),
+        );
+        Err(WitError::QuotaExceeded)
+    }
+
+    /// Tells the operator which budget a refusal spent: the first refusal of a call at
+    /// `WARN`, any further ones of that call at `DEBUG`, so a guest retrying in a loop
+    /// cannot flood the log.
+    fn log_budget(&self, op: &'static str, namespace: &str, budget: &'static str, detail: String) {
+        if self.budget_logged.swap(true, Ordering::Relaxed) {
+            tracing::debug!(
+                request_id = %self.request_id,
+                install_id = %self.install_id,
+                namespace,
+                op,
+                budget,
+                detail,
+                "storage budget exhausted again"
+            );
+            return;
+        }
+        tracing::warn!(
+            request_id = %self.request_id,
+            tenant = %self.tenant_id,
+            extension = %self.extension_id,
+            version = %self.version,
+            content_hash = %self.content_hash,
+            install_id = %self.install_id,
+            namespace,
+            op,
+            budget,
+            detail,
+            "storage budget exhausted; the guest sees `quota-exceeded`"
+        );
     }
 
     /// `access-denied` unless the install's grant names `namespace`.
@@ -320,10 +472,14 @@ impl StorageState {
         self.check_granted(namespace)?;
         check_key(key, &self.limits)?;
         let (backend, scope) = self.open("get", namespace)?;
+        self.take_op("get", namespace)?;
         let found = backend
             .get(scope, key)
             .await
             .map_err(|e| self.backend_error("get", namespace, e))?;
+        if let Some(entry) = &found {
+            self.charge_bytes("get", namespace, entry_bytes(&entry.key, entry.value.len()))?;
+        }
         Ok(found.map(wit_entry))
     }
 
@@ -341,6 +497,9 @@ impl StorageState {
             return Err(WitError::TooLarge);
         }
         let (backend, scope) = self.open("set", namespace)?;
+        self.take_op("set", namespace)?;
+        self.charge_bytes("set", namespace, entry_bytes(key, value.len()))?;
+        self.take_write(backend, "set", namespace)?;
         let quota = self.limits.quota(self.requested_max_bytes);
         backend
             .set(scope, key, value, condition, quota)
@@ -358,6 +517,9 @@ impl StorageState {
         self.check_granted(namespace)?;
         check_key(key, &self.limits)?;
         let (backend, scope) = self.open("delete", namespace)?;
+        self.take_op("delete", namespace)?;
+        self.charge_bytes("delete", namespace, entry_bytes(key, 0))?;
+        self.take_write(backend, "delete", namespace)?;
         backend
             .delete(scope, key, condition)
             .await
@@ -397,10 +559,17 @@ impl StorageState {
             })?),
         };
         let (backend, scope) = self.open("list-entries", namespace)?;
+        self.take_op("list-entries", namespace)?;
+        // The page stops at the listing cap or at what is left of the call's byte budget.
+        let max_bytes = self.limits.max_list_bytes.min(self.bytes_left()).max(1);
         let page = backend
-            .list(scope, prefix, after.as_deref(), limit)
+            .list(scope, prefix, after.as_deref(), limit, max_bytes)
             .await
             .map_err(|e| self.backend_error("list-entries", namespace, e))?;
+        let page_bytes = page.entries.iter().fold(0u64, |sum, e| {
+            sum.saturating_add(entry_bytes(&e.key, e.value.len()))
+        });
+        self.charge_bytes("list-entries", namespace, page_bytes)?;
         let next_cursor = if page.more {
             page.entries.last().map(|e| encode_cursor(&e.key))
         } else {

@@ -9,6 +9,8 @@
 //!   `if` is `any` (default), `absent` or a revision. `ok` is the new revision.
 //! * `DELETE /delete?ns=&key=&if=` — `ok` is whether a key was deleted.
 //! * `GET /list?ns=&prefix=&cursor=&limit=` — `ok` is `{"entries": [...], "next_cursor"}`.
+//! * `PUT /flood?ns=&key=&n=` — writes `key` (empty value) `n` times in this one call,
+//!   stopping at the first error: `{"written": count, "error": {...} | null}`.
 
 use palisade_sdk::http::{Request, Response, Router};
 use palisade_sdk::storage::{self, Condition, Entry, StorageError};
@@ -21,6 +23,7 @@ fn handle(request: Request) -> Response {
         .put("/set", set)
         .delete("/delete", delete)
         .get("/list", list)
+        .put("/flood", flood)
         .handle(request)
 }
 
@@ -75,6 +78,25 @@ fn list(request: Request) -> Response {
             })
         }),
     )
+}
+
+fn flood(request: Request) -> Response {
+    let (ns, key) = (param(&request, "ns"), param(&request, "key"));
+    let Ok(n) = param(&request, "n").parse::<u32>() else {
+        return Response::bad_request("`n` is not a number");
+    };
+    let mut written = 0u32;
+    let mut error = Value::Null;
+    for _ in 0..n {
+        match storage::set(&ns, &key, b"", Condition::Any) {
+            Ok(_) => written += 1,
+            Err(e) => {
+                error = error_json(&e);
+                break;
+            }
+        }
+    }
+    Response::json(200, &json!({ "written": written, "error": error }))
 }
 
 fn param(request: &Request, name: &str) -> String {

@@ -20,13 +20,14 @@ use crate::state::InstanceState;
 
 pub use store::{
     DROPPED_SERIES_METRIC, EXPORT_PREFIX, ExtensionMetrics, HISTOGRAM_BUCKETS, InstallMetrics,
-    MetricsConfig,
+    MetricsConfig, export_prefix,
 };
 
 /// Why a sample was not recorded; each maps to the WIT variant of the same name.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum MetricError {
-    /// The metric name is malformed; the text says how.
+    /// The metric name is malformed, or its exposition names would collide with another
+    /// metric's of the same extension; the text says how.
     #[error("invalid metric name: {0}")]
     InvalidName(String),
     /// A label name or value is malformed, reserved, too long, repeated, or there are too

@@ -1,5 +1,12 @@
 //! The runner-wide series store: one `prometheus-client` registry holding a family per
-//! exported metric name, with a bound on the series each install may create.
+//! extension and metric name, with a bound on the series each install may create.
+//!
+//! Names are namespaced by extension: the family of metric `name` of extension `id` is
+//! exported as `ext_<id>__<name>` ([`export_prefix`]), so extensions never share a family
+//! and one cannot claim a name, or its kind, for another. Within an extension, a name whose
+//! exposition names (a counter's `_total`, a histogram's `_bucket`, `_count` and `_sum`, and
+//! `_created` for both) would meet another family's is refused, so the exposition stays
+//! valid OpenMetrics.
 //!
 //! Recording is lock-light and never awaits: a sample to an existing series takes two
 //! short read locks (the family map, then the family itself) and one atomic update. Only a
@@ -24,6 +31,64 @@ use super::validate::{self, Kind};
 
 /// Prefix of every exported extension metric name.
 pub const EXPORT_PREFIX: &str = "ext_";
+
+/// The prefix of every family an extension exports: `ext_`, the extension id with `.` as
+/// `_` and `-` as `_0`, then `__` (`com.example.my-ext` → `ext_com_example_my_0ext__`).
+///
+/// For ids of the manifest's form (`^[a-z][a-z0-9-]*(\.[a-z][a-z0-9-]*)+$`) the encoding
+/// has no `__` and neither starts nor ends with `_` (a `.` is always followed by a letter,
+/// a `-` becomes `_0`), so the first `__` after `ext_` ends it and no two (extension, name)
+/// pairs share a family name. Any other id is spelt as `x` and its bytes in hex (no `_`
+/// at all), which cannot meet the readable form either.
+pub fn export_prefix(extension_id: &str) -> String {
+    let mut out = String::with_capacity(EXPORT_PREFIX.len() + extension_id.len() * 2 + 2);
+    out.push_str(EXPORT_PREFIX);
+    if is_manifest_id(extension_id) {
+        for c in extension_id.chars() {
+            match c {
+                '.' => out.push('_'),
+                '-' => out.push_str("_0"),
+                c => out.push(c),
+            }
+        }
+    } else {
+        out.push('x');
+        for byte in extension_id.bytes() {
+            out.push_str(&format!("{byte:02x}"));
+        }
+    }
+    out.push_str("__");
+    out
+}
+
+/// Whether `id` has the manifest's extension-id form: at least two `.`-separated labels,
+/// each a lower-case letter and then lower-case letters, digits and `-`.
+fn is_manifest_id(id: &str) -> bool {
+    let mut labels = 0;
+    for label in id.split('.') {
+        labels += 1;
+        let mut bytes = label.bytes();
+        if !matches!(bytes.next(), Some(b'a'..=b'z'))
+            || !bytes.all(|b| matches!(b, b'a'..=b'z' | b'0'..=b'9' | b'-'))
+        {
+            return false;
+        }
+    }
+    labels >= 2
+}
+
+/// The names a family of `kind` called `key` may put in the exposition: its own and the
+/// suffixed sample names OpenMetrics gives its kind.
+fn exposition_names(kind: Kind, key: &str) -> Vec<String> {
+    let suffixes: &[&str] = match kind {
+        Kind::Counter => &["_total", "_created"],
+        Kind::Gauge => &[],
+        Kind::Histogram => &["_bucket", "_count", "_sum", "_created"],
+    };
+    std::iter::once(key.to_owned())
+        .chain(suffixes.iter().map(|suffix| format!("{key}{suffix}")))
+        .collect()
+}
 
 /// Name of the counter of samples dropped at the series bound (exposed with `_total`).
 pub const DROPPED_SERIES_METRIC: &str = "palisade_extension_series_dropped";
@@ -178,10 +243,28 @@ fn with_series<M, C: MetricConstructor<M>>(
     }
 }
 
+/// The families of one extension, shared by all its installs.
+#[derive(Default)]
+struct Families {
+    /// By metric name (a counter without `_total`).
+    series: HashMap<String, Series>,
+    /// Every exposition name the families claim, with the family's name and kind.
+    names: HashMap<String, (String, Kind)>,
+}
+
+/// One extension's namespace of metric names.
+struct ExtensionFamilies {
+    /// `ext_<encoded id>__`.
+    prefix: String,
+    families: RwLock<Families>,
+}
+
 /// What one install shares across its concurrent calls.
 struct InstallSeries {
     tenant: Arc<str>,
     extension: Arc<str>,
+    /// The extension's names.
+    families: Arc<ExtensionFamilies>,
     /// Series created so far; held while creating one so the bound is exact.
     created: Mutex<usize>,
     /// This install's series of the dropped-samples counter.
@@ -191,37 +274,92 @@ struct InstallSeries {
 struct Shared {
     config: MetricsConfig,
     registry: Mutex<Registry>,
-    families: RwLock<HashMap<String, Series>>,
+    extensions: RwLock<HashMap<String, Arc<ExtensionFamilies>>>,
     installs: RwLock<HashMap<(String, String), Arc<InstallSeries>>>,
     dropped: Family<SeriesLabels, Counter>,
 }
 
 impl Shared {
-    fn family(&self, key: &str) -> Option<Series> {
-        read(&self.families).get(key).cloned()
+    /// The namespace of `extension_id`, created on first use.
+    fn extension(&self, extension_id: &str) -> Arc<ExtensionFamilies> {
+        if let Some(families) = read(&self.extensions).get(extension_id) {
+            return families.clone();
+        }
+        self.extensions
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .entry(extension_id.to_owned())
+            .or_insert_with(|| {
+                Arc::new(ExtensionFamilies {
+                    prefix: export_prefix(extension_id),
+                    families: RwLock::default(),
+                })
+            })
+            .clone()
     }
 
-    fn family_or_register(&self, key: &str, kind: Kind) -> Series {
-        let mut families = self
+    /// The family `key` of `extension`, registered now if new; refused if its exposition
+    /// names would meet those of another family of the extension.
+    fn family_or_register(
+        &self,
+        extension: &ExtensionFamilies,
+        extension_id: &str,
+        key: &str,
+        kind: Kind,
+    ) -> Result<Series, MetricError> {
+        let mut families = extension
             .families
             .write()
             .unwrap_or_else(PoisonError::into_inner);
-        if let Some(series) = families.get(key) {
-            return series.clone();
+        if let Some(series) = families.series.get(key) {
+            return Ok(series.clone());
+        }
+        let names = exposition_names(kind, key);
+        for name in &names {
+            if let Some((other, other_kind)) = families.names.get(name) {
+                return Err(MetricError::InvalidName(collision(
+                    kind,
+                    key,
+                    name,
+                    *other_kind,
+                    other,
+                )));
+            }
         }
         let series = Series::new(kind);
         let help = format!(
-            "Extension {} `{key}`, recorded through palisade:extension/metrics",
+            "Extension {} `{key}` of `{extension_id}`, recorded through palisade:extension/metrics",
             kind.as_str()
         );
         series.register(
             &mut lock(&self.registry),
-            format!("{EXPORT_PREFIX}{key}"),
+            format!("{}{key}", extension.prefix),
             help,
         );
-        families.insert(key.to_owned(), series.clone());
-        series
+        for name in names {
+            families.names.insert(name, (key.to_owned(), kind));
+        }
+        families.series.insert(key.to_owned(), series.clone());
+        Ok(series)
     }
+}
+
+/// The guest's error text for a name that would collide in the exposition.
+fn collision(kind: Kind, key: &str, name: &str, other_kind: Kind, other: &str) -> String {
+    let what = if name == other {
+        format!("{} `{other}`", other_kind.as_str())
+    } else {
+        format!("the `{name}` series of {} `{other}`", other_kind.as_str())
+    };
+    let mine = if name == key {
+        String::new()
+    } else {
+        format!(" (its series `{name}`)")
+    };
+    format!(
+        "{} name `{key}`{mine} would collide in the exposition with {what}; choose another name",
+        kind.as_str()
+    )
 }
 
 /// The extension metrics of one runner: every install's series, exported in the
@@ -245,7 +383,7 @@ impl ExtensionMetrics {
             shared: Arc::new(Shared {
                 config,
                 registry: Mutex::new(registry),
-                families: RwLock::default(),
+                extensions: RwLock::default(),
                 installs: RwLock::default(),
                 dropped,
             }),
@@ -271,6 +409,7 @@ impl ExtensionMetrics {
                     .installs
                     .write()
                     .unwrap_or_else(PoisonError::into_inner);
+                let families = self.shared.extension(extension_id);
                 installs
                     .entry(key)
                     .or_insert_with(|| {
@@ -284,6 +423,7 @@ impl ExtensionMetrics {
                         Arc::new(InstallSeries {
                             tenant,
                             extension,
+                            families,
                             created: Mutex::new(0),
                             dropped,
                         })
@@ -320,7 +460,7 @@ impl fmt::Debug for ExtensionMetrics {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ExtensionMetrics")
             .field("config", &self.shared.config)
-            .field("families", &read(&self.shared.families).len())
+            .field("extensions", &read(&self.shared.extensions).len())
             .field("installs", &read(&self.shared.installs).len())
             .finish()
     }
@@ -334,7 +474,8 @@ pub struct InstallMetrics {
 }
 
 impl InstallMetrics {
-    /// Adds `value` to the counter `name` (exported as `ext_<name>` with `_total`).
+    /// Adds `value` to the counter `name` (exported as `ext_<extension>__<name>` with
+    /// `_total`).
     pub fn counter_add(
         &self,
         name: &str,
@@ -417,7 +558,12 @@ impl InstallMetrics {
             return Err(MetricError::TooManySeries);
         }
         self.shared
-            .family_or_register(key, sample.kind())
+            .family_or_register(
+                &self.series.families,
+                &self.series.extension,
+                key,
+                sample.kind(),
+            )?
             .apply(&labels, sample, true)?;
         *created += 1;
         Ok(())
@@ -429,7 +575,11 @@ impl InstallMetrics {
         labels: &SeriesLabels,
         sample: Sample,
     ) -> Result<bool, MetricError> {
-        match self.shared.family(key) {
+        let family = read(&self.series.families.families)
+            .series
+            .get(key)
+            .cloned();
+        match family {
             Some(family) => family.apply(labels, sample, false),
             None => Ok(false),
         }

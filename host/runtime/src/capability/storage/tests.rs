@@ -35,6 +35,7 @@ struct Fake {
     calls: Mutex<Vec<String>>,
     broken: bool,
     quotas: Mutex<Vec<StorageQuota>>,
+    rate: Option<WriteRate>,
 }
 
 impl Fake {
@@ -149,14 +150,16 @@ impl StorageBackend for Fake {
         prefix: &'a str,
         after: Option<&'a str>,
         limit: u32,
+        max_bytes: u64,
     ) -> BackendFuture<'a, StoredPage> {
         Box::pin(async move {
             self.record(format!(
-                "list {} {} {prefix} {after:?} {limit}",
+                "list {} {} {prefix} {after:?} {limit} {max_bytes}",
                 scope.install_id, scope.namespace
             ))?;
             let entries = self.entries.lock().unwrap();
             let mut page = StoredPage::default();
+            let mut bytes = 0u64;
             for ((install, namespace, key), (value, revision)) in entries.iter() {
                 if install != scope.install_id
                     || namespace != scope.namespace
@@ -165,10 +168,14 @@ impl StorageBackend for Fake {
                 {
                     continue;
                 }
-                if page.entries.len() == limit as usize {
+                let size = (key.len() + value.len()) as u64;
+                if page.entries.len() == limit as usize
+                    || (!page.entries.is_empty() && bytes + size > max_bytes)
+                {
                     page.more = true;
                     break;
                 }
+                bytes += size;
                 page.entries.push(StoredEntry {
                     key: key.clone(),
                     value: value.clone(),
@@ -177,6 +184,10 @@ impl StorageBackend for Fake {
             }
             Ok(page)
         })
+    }
+
+    fn write_rate(&self) -> Option<&WriteRate> {
+        self.rate.as_ref()
     }
 }
 
@@ -391,7 +402,7 @@ async fn listing_pages_with_an_opaque_cursor() {
     assert_eq!(second.next_cursor, None);
     assert!(
         fake.calls()
-            .contains(&"list inst-1 notes a/ Some(\"a/2\") 2".to_owned())
+            .contains(&"list inst-1 notes a/ Some(\"a/2\") 2 4194304".to_owned())
     );
 }
 
@@ -455,6 +466,11 @@ fn limits_have_the_documented_defaults_and_parse_from_json() {
     assert_eq!(d.max_keys_per_namespace, 100_000);
     assert_eq!(d.max_bytes_per_install, 64 << 20);
     assert_eq!(d.max_list_limit, 1000);
+    assert_eq!(d.max_list_bytes, 4 << 20);
+    assert_eq!(d.max_ops_per_call, 1000);
+    assert_eq!(d.max_bytes_per_call, 32 << 20);
+    assert_eq!(d.install_writes_per_second, 200);
+    assert_eq!(d.install_write_burst, 1000);
 
     let parsed: StorageLimits = serde_json::from_str(r#"{"max_value_bytes": 10}"#).unwrap();
     assert_eq!(
@@ -466,4 +482,136 @@ fn limits_have_the_documented_defaults_and_parse_from_json() {
     );
     let err = serde_json::from_str::<StorageLimits>(r#"{"max_values": 10}"#).unwrap_err();
     assert!(err.to_string().contains("max_values"), "{err}");
+}
+
+#[tokio::test]
+async fn a_call_has_a_budget_of_operations() {
+    let fake = Arc::new(Fake::with_limits(StorageLimits {
+        max_ops_per_call: 3,
+        ..StorageLimits::default()
+    }));
+    let s = state(&fake, "inst-1", &["notes"]);
+    s.set("notes", "a", b"1", Condition::Any).await.unwrap();
+    assert_same!(s.get("notes", "a").await.map(|e| e.is_some()), Ok(true));
+    assert_same!(
+        s.list("notes", "", None, 5).await.map(|p| p.entries.len()),
+        Ok(1)
+    );
+    // The budget is spent: every operation is quota-exceeded and the store is not asked.
+    assert_same!(s.get("notes", "a").await, Err(WitError::QuotaExceeded));
+    assert_same!(
+        s.set("notes", "b", b"2", Condition::Any).await,
+        Err(WitError::QuotaExceeded)
+    );
+    assert_same!(
+        s.delete("notes", "a", Condition::Any).await,
+        Err(WitError::QuotaExceeded)
+    );
+    assert_same!(
+        s.list("notes", "", None, 5).await,
+        Err(WitError::QuotaExceeded)
+    );
+    assert_eq!(fake.calls().len(), 3);
+    // Refusals that come first (namespace, arguments) keep their own errors.
+    assert_same!(s.get("secret", "a").await, Err(WitError::AccessDenied));
+    // The budget is per call: the next call starts afresh.
+    let next = state(&fake, "inst-1", &["notes"]);
+    assert_same!(next.delete("notes", "a", Condition::Any).await, Ok(true));
+}
+
+#[tokio::test]
+async fn a_call_has_a_budget_of_bytes_read_and_written() {
+    let fake = Arc::new(Fake::with_limits(StorageLimits {
+        max_bytes_per_call: 100,
+        ..StorageLimits::default()
+    }));
+    let s = state(&fake, "inst-1", &["notes"]);
+    // 1 + 60 bytes written.
+    s.set("notes", "a", &[b'x'; 60], Condition::Any)
+        .await
+        .unwrap();
+    // 1 + 40 would make 102: refused, nothing written.
+    assert_same!(
+        s.set("notes", "b", &[b'x'; 40], Condition::Any).await,
+        Err(WitError::QuotaExceeded)
+    );
+    assert_same!(s.get("notes", "b").await, Ok(None));
+    // Reading `a` back (61 bytes) does not fit either: the value is not handed out.
+    assert_same!(s.get("notes", "a").await, Err(WitError::QuotaExceeded));
+    // A page is capped at what is left (39 bytes), so the 61-byte entry alone is refused.
+    assert_same!(
+        s.list("notes", "", None, 5).await,
+        Err(WitError::QuotaExceeded)
+    );
+    assert!(
+        fake.calls().last().unwrap().ends_with(" 5 39"),
+        "{:?}",
+        fake.calls()
+    );
+    // Small operations still fit.
+    s.set("notes", "c", &[b'x'; 30], Condition::Any)
+        .await
+        .unwrap();
+    assert_eq!(fake.entries.lock().unwrap().len(), 2);
+}
+
+#[tokio::test]
+async fn a_listing_page_stops_at_the_byte_cap() {
+    let fake = Arc::new(Fake::with_limits(StorageLimits {
+        max_list_bytes: 25,
+        ..StorageLimits::default()
+    }));
+    let writer = state(&fake, "inst-1", &["notes"]);
+    for key in ["a", "b", "c", "d"] {
+        writer
+            .set("notes", key, &[b'x'; 9], Condition::Any)
+            .await
+            .unwrap();
+    }
+    let s = state(&fake, "inst-1", &["notes"]);
+    let first = s.list("notes", "", None, 100).await.unwrap();
+    let keys: Vec<_> = first.entries.iter().map(|e| e.key.as_str()).collect();
+    assert_eq!(
+        keys,
+        ["a", "b"],
+        "two entries of 10 bytes fit in 25, three do not"
+    );
+    let second = s
+        .list("notes", "", first.next_cursor.as_deref(), 100)
+        .await
+        .unwrap();
+    let keys: Vec<_> = second.entries.iter().map(|e| e.key.as_str()).collect();
+    assert_eq!(keys, ["c", "d"]);
+    assert_eq!(second.next_cursor, None);
+    assert!(fake.calls().last().unwrap().ends_with(" 100 25"));
+}
+
+#[tokio::test]
+async fn writes_over_the_install_rate_are_quota_exceeded() {
+    let fake = Arc::new(Fake {
+        rate: Some(WriteRate::new(1, 2)),
+        ..Fake::default()
+    });
+    let s = state(&fake, "inst-1", &["notes"]);
+    s.set("notes", "a", b"1", Condition::Any).await.unwrap();
+    s.delete("notes", "a", Condition::Any).await.unwrap();
+    assert_same!(
+        s.set("notes", "a", b"2", Condition::Any).await,
+        Err(WitError::QuotaExceeded)
+    );
+    // The rate spans calls of the install; reads are not limited; other installs are not.
+    let again = state(&fake, "inst-1", &["notes"]);
+    assert_same!(
+        again.delete("notes", "a", Condition::Any).await,
+        Err(WitError::QuotaExceeded)
+    );
+    assert_same!(again.get("notes", "a").await, Ok(None));
+    let other = state(&fake, "inst-2", &["notes"]);
+    assert!(other.set("notes", "a", b"1", Condition::Any).await.is_ok());
+    let writes = fake
+        .calls()
+        .iter()
+        .filter(|c| !c.starts_with("get"))
+        .count();
+    assert_eq!(writes, 3, "refused writes never reach the store");
 }
