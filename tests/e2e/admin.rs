@@ -332,7 +332,7 @@ async fn secrets_are_write_only() {
     let install_id = installed.json["install_id"].as_str().unwrap();
     let value = platform
         .registry
-        .read_secret(&platform.sealer, install_id, "API_TOKEN")
+        .read_secret(&platform.opener, install_id, "API_TOKEN")
         .await
         .unwrap()
         .unwrap();

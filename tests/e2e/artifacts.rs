@@ -7,8 +7,8 @@ use std::path::{Path, PathBuf};
 
 use palisade_bundle::ContentHash;
 use palisade_runtime::{
-    ArtifactKey, ArtifactSigningKey, ArtifactStore, Artifacts, CompileStats, GrantSet,
-    HostServices, Runtime, RuntimeConfig,
+    ArtifactKey, ArtifactSigningKey, Artifacts, CompileStats, GrantSet, HostServices, Runtime,
+    RuntimeConfig,
 };
 
 use crate::support::{Platform, guest};

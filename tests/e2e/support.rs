@@ -69,6 +69,8 @@ pub struct Platform {
     pub client: reqwest::Client,
     /// The public key the gateway seals secrets with.
     pub sealer: SecretSealer,
+    /// The keyring the runner opens secrets with.
+    pub opener: SecretOpener,
 }
 
 /// Operator settings a test may change; `Default` is what most tests use.
@@ -112,7 +114,7 @@ impl Platform {
         let sealer = opener.sealer().clone();
         let runtime = Runtime::new(
             options.runtime,
-            palisade_runner::host_services(&registry, opener),
+            palisade_runner::host_services(&registry, opener.clone()),
         )
         .unwrap();
         let runner_state = Arc::new(RunnerState::new(
@@ -149,6 +151,7 @@ impl Platform {
             runner,
             client: reqwest::Client::new(),
             sealer,
+            opener,
         }
     }
 
