@@ -142,7 +142,13 @@ async fn calls_using_their_whole_allowance_leave_other_tenants_served() {
         .await;
     platform
         .registry
-        .install("mallory", SPIN, None, &[], Default::default())
+        .install(
+            "mallory",
+            SPIN,
+            None,
+            &[palisade_bundle::CapabilityKey::Log],
+            Default::default(),
+        )
         .await
         .unwrap();
     platform.install_hello("acme").await;
@@ -222,7 +228,13 @@ async fn a_component_this_runner_cannot_load_is_502_load_failed() {
         .await;
     platform
         .registry
-        .install("acme", SPIN, None, &[], Default::default())
+        .install(
+            "acme",
+            SPIN,
+            None,
+            &[palisade_bundle::CapabilityKey::Log],
+            Default::default(),
+        )
         .await
         .unwrap();
     let response = platform.call("acme", SPIN, "/spin").await;
