@@ -298,8 +298,11 @@ fn usage(wasm: &[u8], limits: &ComponentLimits) -> Result<ComponentUsage, Compon
     Ok(top.unwrap_or_default())
 }
 
+/// The module and component entries of one enclosing component.
+type OuterEntries = (Vec<Entry>, Vec<Entry>);
+
 /// The entries of the enclosing components, innermost first, for `alias outer`.
-fn stack_outer(stack: &[Scope]) -> Vec<(Vec<Entry>, Vec<Entry>)> {
+fn stack_outer(stack: &[Scope]) -> Vec<OuterEntries> {
     stack
         .iter()
         .rev()
@@ -335,7 +338,7 @@ fn check_memory(
 fn component_payload(
     payload: Payload<'_>,
     scope: &mut ComponentScope,
-    outer: &[(Vec<Entry>, Vec<Entry>)],
+    outer: &[OuterEntries],
 ) -> Result<(), ComponentError> {
     match payload {
         Payload::ComponentImportSection(reader) => {
@@ -380,8 +383,7 @@ fn component_payload(
                     ComponentAlias::Outer { kind, count, index } => {
                         // `count` 0 is this component; the validator checked the bounds.
                         let level = (count as usize).checked_sub(1);
-                        let entry = |pick: fn(&(Vec<Entry>, Vec<Entry>)) -> &Vec<Entry>,
-                                     own: &Vec<Entry>| {
+                        let entry = |pick: fn(&OuterEntries) -> &Vec<Entry>, own: &Vec<Entry>| {
                             let list = match level {
                                 None => Some(own),
                                 Some(level) => outer.get(level).map(pick),
