@@ -6,8 +6,8 @@
 
 mod admin;
 mod artifacts;
-mod author;
 mod auth;
+mod author;
 mod egress;
 mod gateway_policy;
 mod hostile;
@@ -19,4 +19,5 @@ mod runners;
 mod secrets;
 mod storage;
 mod support;
+mod trust;
 mod walking_skeleton;

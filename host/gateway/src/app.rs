@@ -6,7 +6,6 @@ use axum::Router;
 use axum::extract::Request;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get};
-use palisade_bundle::TrustBundle;
 use palisade_protocol::{ErrorCode, TokenMinter};
 use palisade_registry::{Registry, SecretSealer};
 
@@ -45,8 +44,6 @@ pub struct GatewayState {
     pub(crate) minter: TokenMinter,
     /// The runners calls go to.
     pub(crate) runner: RunnerPool,
-    /// Publisher keys the admin API's publish endpoint accepts; `None`: publishing is off.
-    pub(crate) trust: Option<TrustBundle>,
     /// The keyring the admin API seals secrets with; `None`: setting secrets is off.
     pub(crate) sealer: Option<SecretSealer>,
     /// Per-install token buckets.
@@ -93,7 +90,6 @@ impl GatewayState {
             registry,
             minter,
             runner,
-            trust: None,
             sealer: None,
             rate_limiter,
             cors,
@@ -106,12 +102,6 @@ impl GatewayState {
     /// Turns the admin API on, answering to `authorization: Bearer <token>`.
     pub fn with_admin_token(mut self, token: impl Into<String>) -> Self {
         self.config.admin_token = Some(token.into());
-        self
-    }
-
-    /// Lets the admin API publish bundles signed by a key of `trust`.
-    pub fn with_trust(mut self, trust: TrustBundle) -> Self {
-        self.trust = Some(trust);
         self
     }
 

@@ -20,14 +20,16 @@ pub mod secrets;
 pub mod storage;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
+pub mod trust;
 
-pub use error::{InstallError, InvalidTenantId, PublishError, RegistryError};
+pub use error::{InstallError, InvalidTenantId, PublishError, RegistryError, TrustError};
 pub use executions::ExecutionRecord;
 pub use install::Install;
 pub use objects::BundleStore;
-pub use publish::{ExtensionSummary, PublishedVersion, VersionSummary};
+pub use publish::{ExtensionSummary, PublishedVersion, ReplacedSignature, VersionSummary};
 pub use resolve::ResolvedInstall;
 pub use secrets::{SecretError, SecretSealer, SecretValue};
+pub use trust::{ExtensionSigner, TrustedKey};
 
 use palisade_bundle::hash::ContentHash;
 
@@ -50,6 +52,8 @@ pub struct Registry {
     /// served) rather than in SQLite's busy handler, which sleeps up to 100 ms between
     /// retries. PostgreSQL locks rows, so its writers do not queue.
     writes: Option<std::sync::Arc<tokio::sync::Mutex<()>>>,
+    /// The trust set last read from the database.
+    trust: std::sync::Arc<trust::TrustCache>,
 }
 
 impl Registry {
@@ -71,6 +75,7 @@ impl Registry {
             pool,
             objects,
             writes,
+            trust: trust::TrustCache::new(trust::DEFAULT_TRUST_CACHE_TTL),
         }
     }
 
