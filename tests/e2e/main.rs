@@ -22,4 +22,5 @@ mod runners;
 mod secrets;
 mod storage;
 mod support;
+mod trust;
 mod walking_skeleton;

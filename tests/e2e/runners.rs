@@ -139,7 +139,6 @@ fn free_addr() -> String {
 async fn seed(data_dir: &Path) -> Vec<String> {
     let publisher = SigningKey::generate().unwrap();
     let trust_pem = publisher.public_key_pem().unwrap();
-    std::fs::write(data_dir.join("trust.pem"), &trust_pem).unwrap();
     let trust = palisade_bundle::TrustBundle::from_pem(trust_pem.as_bytes()).unwrap();
     let registry = Registry::open(&RegistryConfig {
         database_url: palisade_registry::testing::database_url(data_dir),
@@ -147,6 +146,7 @@ async fn seed(data_dir: &Path) -> Vec<String> {
     })
     .await
     .unwrap();
+    registry.trust_key(publisher.public_key()).await.unwrap();
     let notes_manifest: Value = serde_json::from_slice(
         &std::fs::read(format!(
             "{}/../guests/notes/manifest.json",

@@ -107,6 +107,7 @@ impl Platform {
         .with_component_limits(options.runtime.component_limits());
         let publisher = SigningKey::generate().unwrap();
         let trust = TrustBundle::from_pem(publisher.public_key_pem().unwrap().as_bytes()).unwrap();
+        registry.trust_key(publisher.public_key()).await.unwrap();
         let service_keys = ServiceKeyPair::generate().unwrap();
         let caller_keys = ServiceKeyPair::generate().unwrap();
 
@@ -121,7 +122,6 @@ impl Platform {
             registry.clone(),
             runtime,
             TokenVerifier::from_pem(service_keys.public_pem.as_bytes()).unwrap(),
-            trust.clone(),
             options.runner,
         ));
         let runner = serve(palisade_runner::app(runner_state)).await;
@@ -136,7 +136,6 @@ impl Platform {
             )
             .unwrap()
             .with_admin_token(ADMIN_TOKEN)
-            .with_trust(trust.clone())
             .with_sealer(sealer.clone()),
         );
         let gateway = serve(palisade_gateway::app(gateway_state)).await;

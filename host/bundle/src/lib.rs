@@ -27,6 +27,6 @@ pub use manifest::{
     Ui, UnknownCapability,
 };
 pub use signing::{
-    KeyAlgorithm, KeyFingerprint, PublicKey, SigningError, SigningKey, TrustBundle,
-    decode_signature,
+    InvalidFingerprint, KeyAlgorithm, KeyFingerprint, PublicKey, SigningError, SigningKey,
+    TrustBundle, decode_signature,
 };

@@ -23,6 +23,25 @@ pub struct OperatorConfig {
     pub gateway: GatewaySection,
     /// `[storage]`: the storage capability's limits.
     pub storage: StorageLimits,
+    /// `[registry]`: how the registry's trust set is cached.
+    pub registry: RegistrySection,
+}
+
+/// `[registry]`.
+#[derive(Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RegistrySection {
+    /// How long the trusted publisher keys read from the registry are reused, in ms: the
+    /// longest a `palisade trust add` or `remove` takes to reach a running process.
+    pub trust_cache_ttl_ms: u64,
+}
+
+impl Default for RegistrySection {
+    fn default() -> Self {
+        RegistrySection {
+            trust_cache_ttl_ms: millis(palisade_registry::trust::DEFAULT_TRUST_CACHE_TTL),
+        }
+    }
 }
 
 /// `[runner]`.

@@ -1,5 +1,5 @@
-//! The layout of `--data-dir`: the embedded registry (SQLite file and object store), the
-//! trust bundle, and the keys `up` generates on first start. With `--database-url`, the
+//! The layout of `--data-dir`: the embedded registry (SQLite file and object store) and
+//! the keys `up` generates on first start. With `--database-url`, the
 //! registry's database is that server instead of the SQLite file.
 
 use std::path::{Path, PathBuf};
@@ -58,6 +58,8 @@ impl DataDir {
         &self.root
     }
 
+    /// Where an earlier version kept the trusted publisher keys; imported into the
+    /// registry when found.
     pub fn trust_bundle(&self) -> PathBuf {
         self.root.join("trust.pem")
     }
@@ -77,10 +79,45 @@ impl DataDir {
                 .unwrap_or_else(|| format!("sqlite://{}", self.root.join("registry.db").display())),
             object_store_dir: self.root.join("objects"),
         };
-        Registry::open(&config)
+        let registry = Registry::open(&config)
             .await
-            .map(|r| r.with_component_limits(self.operator.runtime.component_limits()))
-            .with_context(|| format!("opening the registry in {}", self.root.display()))
+            .with_context(|| format!("opening the registry in {}", self.root.display()))?
+            .with_component_limits(self.operator.runtime.component_limits())
+            .with_trust_cache_ttl(std::time::Duration::from_millis(
+                self.operator.registry.trust_cache_ttl_ms,
+            ));
+        self.import_legacy_trust_file(&registry).await?;
+        Ok(registry)
+    }
+
+    /// Imports the keys of a `trust.pem` left in the data directory by an earlier version
+    /// (which kept the trust set in that file) into the registry's trust set, then renames
+    /// the file to `trust.pem.imported`, so that a key removed later is not imported again.
+    async fn import_legacy_trust_file(&self, registry: &Registry) -> Result<()> {
+        let path = self.trust_bundle();
+        if !path.exists() {
+            return Ok(());
+        }
+        let trust = palisade_bundle::TrustBundle::load(&path)
+            .with_context(|| format!("reading the trust bundle {}", path.display()))?;
+        for key in trust.keys() {
+            registry
+                .trust_key(key)
+                .await
+                .with_context(|| format!("importing {}", path.display()))?;
+        }
+        match std::fs::rename(&path, path.with_extension("pem.imported")) {
+            Ok(()) => {}
+            // Another process of this data directory imported it at the same time.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e).with_context(|| format!("renaming {}", path.display())),
+        }
+        tracing::info!(
+            keys = trust.len(),
+            file = %path.display(),
+            "publisher keys imported into the registry's trust set; manage them with `palisade trust`"
+        );
+        Ok(())
     }
 
     /// The Ed25519 key pair the gateway signs service tokens with (generated once).

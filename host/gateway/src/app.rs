@@ -6,7 +6,6 @@ use axum::Router;
 use axum::extract::Request;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get};
-use palisade_bundle::TrustBundle;
 use palisade_protocol::{ErrorCode, TokenMinter};
 use palisade_registry::{Registry, SecretSealer};
 
@@ -45,8 +44,6 @@ pub struct GatewayState {
     pub(crate) minter: TokenMinter,
     /// The runners calls go to.
     pub(crate) runner: RunnerPool,
-    /// Publisher keys the admin API's publish endpoint accepts; `None`: publishing is off.
-    pub(crate) trust: Option<TrustBundle>,
     /// The public key the admin API seals secrets to (it opens none); `None`: setting
     /// secrets is off.
     pub(crate) sealer: Option<SecretSealer>,
@@ -105,7 +102,6 @@ impl GatewayState {
             registry,
             minter,
             runner,
-            trust: None,
             sealer: None,
             rate_limiter,
             tenant_limiter,
@@ -120,12 +116,6 @@ impl GatewayState {
     /// Turns the admin API on, answering to `authorization: Bearer <token>`.
     pub fn with_admin_token(mut self, token: impl Into<String>) -> Self {
         self.config.admin_token = Some(token.into());
-        self
-    }
-
-    /// Lets the admin API publish bundles signed by a key of `trust`.
-    pub fn with_trust(mut self, trust: TrustBundle) -> Self {
-        self.trust = Some(trust);
         self
     }
 

@@ -106,6 +106,11 @@ const SQLITE_MIGRATIONS: &[EmbeddedMigration] = &[
         description: "storage_usage",
         sql: include_str!("../migrations/sqlite/0002_storage_usage.sql"),
     },
+    EmbeddedMigration {
+        version: 3,
+        description: "publisher_trust",
+        sql: include_str!("../migrations/sqlite/0003_publisher_trust.sql"),
+    },
 ];
 
 /// The PostgreSQL schema: the same versions as [`SQLITE_MIGRATIONS`].
@@ -119,6 +124,11 @@ const POSTGRES_MIGRATIONS: &[EmbeddedMigration] = &[
         version: 2,
         description: "storage_usage",
         sql: include_str!("../migrations/postgres/0002_storage_usage.sql"),
+    },
+    EmbeddedMigration {
+        version: 3,
+        description: "publisher_trust",
+        sql: include_str!("../migrations/postgres/0003_publisher_trust.sql"),
     },
 ];
 
@@ -287,17 +297,20 @@ mod tests {
     use super::*;
 
     /// The registry's tables, on either backend.
-    const TABLES: [&str; 11] = [
+    const TABLES: [&str; 14] = [
+        "bundle_signature_history",
         "extension_bundle",
         "extension_event_subscription",
         "extension_execution_log",
         "extension_quota_usage",
         "extension_registry",
         "extension_secret",
+        "extension_signer",
         "extension_storage",
         "extension_storage_install",
         "extension_storage_namespace",
         "extension_version",
+        "publisher_key",
         "tenant_extension_install",
     ];
 

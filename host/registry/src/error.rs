@@ -146,6 +146,58 @@ pub enum InstallError {
         /// The capability keys requested but not approved.
         missing: Vec<String>,
     },
+    /// Moving the install to this version would grant more than the tenant approved for
+    /// the installed version; nothing changed.
+    #[error(
+        "upgrading {extension_id} from {installed} to {version} widens the grant the tenant approved: {}; nothing changed (to approve it, name the version and approve the widened grant)",
+        widened.join(", ")
+    )]
+    GrantWidened {
+        /// The extension id.
+        extension_id: String,
+        /// The installed version.
+        installed: String,
+        /// The version asked for.
+        version: String,
+        /// What it would grant beyond the approved grant, one item each.
+        widened: Vec<String>,
+    },
+    /// The stored bundle's signature is not verified by any key trusted now (its key was
+    /// removed): it must be signed again with a trusted key and published again.
+    #[error(
+        "cannot install {extension_id} {version}: its signature is not verified by a trusted key ({source}); sign the bundle again with a trusted key and publish it again"
+    )]
+    Signature {
+        /// The extension id.
+        extension_id: String,
+        /// The version being installed.
+        version: String,
+        /// Why the signature was refused.
+        #[source]
+        source: SigningError,
+    },
+    /// The stored bundle does not match its content hash.
+    #[error(
+        "cannot install {extension_id} {version}: bundle {content_hash} failed its integrity check: {reason}"
+    )]
+    Integrity {
+        /// The extension id.
+        extension_id: String,
+        /// The version being installed.
+        version: String,
+        /// The content hash on record.
+        content_hash: String,
+        /// What failed.
+        reason: String,
+    },
+    /// Approving a widened grant needs the version named.
+    #[error(
+        "approving a widened grant of {extension_id} needs the version named: the approval holds for the version the tenant reviewed"
+    )]
+    VersionRequired {
+        /// The extension id.
+        extension_id: String,
+    },
     /// The component imports something the granted capabilities do not cover.
     #[error("cannot install {extension_id} {version}: {source}")]
     Imports {
@@ -214,6 +266,20 @@ pub enum PublishError {
         /// The publisher in the refused manifest.
         manifest: String,
     },
+    /// The extension id belongs to other keys: the key of its first publish and any the
+    /// operator allowed for it.
+    #[error(
+        "extension {extension_id} belongs to key {}; this bundle is signed by {signer}, which is not allowed for it (the operator can allow it with `palisade trust add KEY --extension {extension_id}`)",
+        allowed.join(", ")
+    )]
+    SignerNotAllowed {
+        /// The extension id.
+        extension_id: String,
+        /// Fingerprints of the keys allowed to sign it, the first publish's key first.
+        allowed: Vec<String>,
+        /// Fingerprint of the key that signed the refused bundle.
+        signer: String,
+    },
     /// The bundle checks were interrupted (the runtime is shutting down).
     #[error("publish interrupted before the bundle was checked")]
     Interrupted,
@@ -232,6 +298,29 @@ impl From<ArchiveError> for PublishError {
 }
 
 impl From<sqlx::Error> for PublishError {
+    fn from(err: sqlx::Error) -> Self {
+        Self::Registry(err.into())
+    }
+}
+
+/// Why a change to the publisher trust (trusted keys, keys allowed per extension id) was
+/// refused.
+#[derive(Debug, thiserror::Error)]
+pub enum TrustError {
+    /// The extension id is not a valid manifest id.
+    #[error("invalid extension id `{extension_id}`: {reason}")]
+    InvalidExtensionId {
+        /// The refused id.
+        extension_id: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The registry failed.
+    #[error(transparent)]
+    Registry(#[from] RegistryError),
+}
+
+impl From<sqlx::Error> for TrustError {
     fn from(err: sqlx::Error) -> Self {
         Self::Registry(err.into())
     }

@@ -2,8 +2,10 @@
 
 use std::collections::BTreeMap;
 
+use palisade_bundle::hash::ContentHash;
 use palisade_bundle::imports::check_imports;
-use palisade_bundle::manifest::{CapabilityKey, Manifest};
+use palisade_bundle::manifest::{Capabilities, CapabilityKey, Manifest};
+use palisade_bundle::signing::decode_signature;
 use sqlx::Row;
 
 use crate::Registry;
@@ -28,6 +30,9 @@ pub struct Install {
     pub version: String,
     /// The capability keys the tenant approved.
     pub approved: Vec<CapabilityKey>,
+    /// The grant the tenant approved in detail: the version's `capabilities` restricted to
+    /// the approved keys (storage namespaces, secret names, HTTP origins).
+    pub grant: Capabilities,
     /// The install's non-secret configuration values.
     pub config: BTreeMap<String, String>,
     /// Whether calls are served.
@@ -55,6 +60,7 @@ pub fn validate_tenant_id(tenant_id: &str) -> Result<(), InvalidTenantId> {
 /// A published version picked for an install.
 struct Candidate {
     version_id: String,
+    content_hash: ContentHash,
     version: String,
     manifest: Manifest,
     imports: Vec<String>,
@@ -67,6 +73,11 @@ impl Registry {
     /// `version: None` picks the newest release (pre-releases only when there is nothing
     /// else). The tenant must approve every capability the manifest requests; otherwise
     /// nothing changes and [`InstallError::NotApproved`] names the missing ones.
+    ///
+    /// Moving an install to another version that widens the grant the tenant approved in
+    /// detail (a new storage namespace, secret name or HTTP origin, or a capability approved
+    /// before but not granted by the installed version) is
+    /// [`InstallError::GrantWidened`]; see [`Registry::install_with`] to approve it.
     pub async fn install(
         &self,
         tenant_id: &str,
@@ -75,7 +86,28 @@ impl Registry {
         approved: &[CapabilityKey],
         config: BTreeMap<String, String>,
     ) -> Result<Install, InstallError> {
+        self.install_with(tenant_id, extension_id, version, approved, config, false)
+            .await
+    }
+
+    /// [`Registry::install`], where `approve_widened_grant` approves a grant wider than the
+    /// one approved for the installed version. It needs `version` named, so the approval
+    /// holds for the (immutable) version the tenant reviewed, not whatever is newest.
+    pub async fn install_with(
+        &self,
+        tenant_id: &str,
+        extension_id: &str,
+        version: Option<&semver::Version>,
+        approved: &[CapabilityKey],
+        config: BTreeMap<String, String>,
+        approve_widened_grant: bool,
+    ) -> Result<Install, InstallError> {
         validate_tenant_id(tenant_id)?;
+        if approve_widened_grant && version.is_none() {
+            return Err(InstallError::VersionRequired {
+                extension_id: extension_id.to_owned(),
+            });
+        }
         let candidate = self.pick_version(extension_id, version).await?;
 
         let requested = candidate.manifest.capabilities.keys();
@@ -92,6 +124,8 @@ impl Registry {
             });
         }
 
+        self.verify_stored_bundle(extension_id, &candidate).await?;
+
         // The imports were checked at publish; check them again against what this tenant
         // grants, under this build's rules.
         let grants = candidate.manifest.capabilities.restrict_to(approved);
@@ -101,11 +135,26 @@ impl Registry {
             source,
         })?;
 
+        if let Some(current) = self.current_install(tenant_id, extension_id).await?
+            && current.version_id != candidate.version_id
+        {
+            let widened = widening(&current.grant, &current.approved, &grants, approved);
+            if !widened.is_empty() && !approve_widened_grant {
+                return Err(InstallError::GrantWidened {
+                    extension_id: extension_id.to_owned(),
+                    installed: current.version,
+                    version: candidate.version,
+                    widened,
+                });
+            }
+        }
+
         let approved: Vec<CapabilityKey> = CapabilityKey::ALL
             .into_iter()
             .filter(|key| approved.contains(key))
             .collect();
         let approved_json = to_json(&approved, "approved capabilities")?;
+        let grant_json = to_json(&grants, "approved grant")?;
         let config_json = to_json(&config, "install config")?;
         let now = now_millis();
         let new_id = uuid::Uuid::new_v4().to_string();
@@ -114,11 +163,13 @@ impl Registry {
         let mut tx = self.pool.begin().await?;
         let row = sqlx::query(
             "INSERT INTO tenant_extension_install (id, tenant_id, extension_id, version_id, \
-             approved_capabilities_json, config_json, enabled, created_at, updated_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8) \
+             approved_capabilities_json, config_json, enabled, created_at, updated_at, \
+             approved_grant_json) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8, $9) \
              ON CONFLICT (tenant_id, extension_id) DO UPDATE SET \
              version_id = excluded.version_id, \
              approved_capabilities_json = excluded.approved_capabilities_json, \
+             approved_grant_json = excluded.approved_grant_json, \
              config_json = excluded.config_json, \
              updated_at = excluded.updated_at \
              RETURNING id, CAST(enabled AS INTEGER) AS enabled, created_at, updated_at",
@@ -131,6 +182,7 @@ impl Registry {
         .bind(&config_json)
         .bind(true)
         .bind(now)
+        .bind(&grant_json)
         .fetch_one(&mut *tx)
         .await?;
         let install_id: String = row.try_get("id")?;
@@ -168,6 +220,7 @@ impl Registry {
             version_id: candidate.version_id,
             version: candidate.version,
             approved,
+            grant: grants,
             config,
             // Read as an integer: SQLite stores flags as 0 or 1.
             enabled: row.try_get::<i64, _>("enabled")? != 0,
@@ -220,6 +273,93 @@ impl Registry {
         Ok(done.rows_affected() > 0)
     }
 
+    /// Reads the candidate's bundle and signature from the object store, checks the bytes
+    /// against the content hash and verifies the signature against the keys trusted now.
+    async fn verify_stored_bundle(
+        &self,
+        extension_id: &str,
+        candidate: &Candidate,
+    ) -> Result<(), InstallError> {
+        let (bundle, signature) = self.objects.get(&candidate.content_hash).await?;
+        let trust = self.trust_set().await?;
+        let expected = candidate.content_hash;
+        let checked = tokio::task::spawn_blocking(move || {
+            let actual = ContentHash::of(&bundle);
+            if actual != expected {
+                return Err(Err(format!("the stored bundle hashes to {actual}")));
+            }
+            trust
+                .verify(&bundle, &decode_signature(&signature))
+                .map_err(Ok)
+        })
+        .await;
+        let error = match checked {
+            Ok(Ok(_signer)) => return Ok(()),
+            Ok(Err(error)) => error,
+            Err(err) => match err.try_into_panic() {
+                Ok(panic) => std::panic::resume_unwind(panic),
+                Err(_) => Err("the check was interrupted".to_owned()),
+            },
+        };
+        let (extension_id, version) = (extension_id.to_owned(), candidate.version.clone());
+        Err(match error {
+            Ok(source) => InstallError::Signature {
+                extension_id,
+                version,
+                source,
+            },
+            Err(reason) => InstallError::Integrity {
+                extension_id,
+                version,
+                content_hash: expected.to_string(),
+                reason,
+            },
+        })
+    }
+
+    /// The tenant's install of `extension_id` as approved: its version and grant.
+    async fn current_install(
+        &self,
+        tenant_id: &str,
+        extension_id: &str,
+    ) -> Result<Option<CurrentInstall>, RegistryError> {
+        let row = sqlx::query(
+            "SELECT i.id, i.version_id, i.approved_capabilities_json, i.approved_grant_json, \
+             v.version, v.capabilities_json FROM tenant_extension_install i \
+             JOIN extension_version v ON v.id = i.version_id \
+             WHERE i.tenant_id = $1 AND i.extension_id = $2",
+        )
+        .bind(tenant_id)
+        .bind(extension_id)
+        .fetch_optional(&self.pool)
+        .await?;
+        let Some(row) = row else { return Ok(None) };
+        let install_id: String = row.try_get("id")?;
+        let corrupt = |column, e: serde_json::Error| {
+            RegistryError::corrupt("tenant_extension_install", column, &install_id, e)
+        };
+        let approved: Vec<CapabilityKey> =
+            serde_json::from_str(&row.try_get::<String, _>("approved_capabilities_json")?)
+                .map_err(|e| corrupt("approved_capabilities_json", e))?;
+        let grant = match row.try_get::<Option<String>, _>("approved_grant_json")? {
+            Some(json) => {
+                serde_json::from_str(&json).map_err(|e| corrupt("approved_grant_json", e))?
+            }
+            // Not recorded: the installed version's request, restricted to the approval.
+            None => serde_json::from_str::<Capabilities>(
+                &row.try_get::<String, _>("capabilities_json")?,
+            )
+            .map_err(|e| corrupt("approved_grant_json", e))?
+            .restrict_to(&approved),
+        };
+        Ok(Some(CurrentInstall {
+            version_id: row.try_get("version_id")?,
+            version: row.try_get("version")?,
+            approved,
+            grant,
+        }))
+    }
+
     /// The version to install: the one asked for, or the newest.
     async fn pick_version(
         &self,
@@ -228,8 +368,8 @@ impl Registry {
     ) -> Result<Candidate, InstallError> {
         let row = match version {
             Some(version) => sqlx::query(
-                "SELECT id, version, manifest_json, component_imports_json FROM extension_version \
-                 WHERE extension_id = $1 AND version = $2",
+                "SELECT id, version, content_hash, manifest_json, component_imports_json \
+                 FROM extension_version WHERE extension_id = $1 AND version = $2",
             )
             .bind(extension_id)
             .bind(version.to_string())
@@ -245,7 +385,7 @@ impl Registry {
                     }
                 })?;
                 sqlx::query(
-                    "SELECT id, version, manifest_json, component_imports_json \
+                    "SELECT id, version, content_hash, manifest_json, component_imports_json \
                      FROM extension_version WHERE id = $1",
                 )
                 .bind(&id)
@@ -267,7 +407,14 @@ impl Registry {
                 e,
             )
         })?;
+        let content_hash = row
+            .try_get::<String, _>("content_hash")?
+            .parse()
+            .map_err(|e| {
+                RegistryError::corrupt("extension_version", "content_hash", &version_id, e)
+            })?;
         Ok(Candidate {
+            content_hash,
             version: row.try_get("version")?,
             version_id,
             manifest,
@@ -281,6 +428,78 @@ impl Registry {
         let versions = self.list_versions(extension_id).await?;
         Ok(versions.into_iter().next().map(|v| v.version_id))
     }
+}
+
+/// An existing install, as [`Registry::install`] compares it with the version asked for.
+struct CurrentInstall {
+    version_id: String,
+    version: String,
+    approved: Vec<CapabilityKey>,
+    grant: Capabilities,
+}
+
+/// What `next` (the grant of the version asked for, approved with `approved_now`) grants
+/// beyond `previous` (the grant approved for the installed version, with the keys
+/// `approved_before`), one line per item: a capability newly granted though approved
+/// before, a new storage namespace, a higher storage cap, a new secret name or a new HTTP
+/// origin (compared as written: a new origin is listed even if an old wildcard covers
+/// it). A capability that this request approves for the first time is the tenant's fresh
+/// approval of it, as at a first install, and is not listed.
+pub(crate) fn widening(
+    previous: &Capabilities,
+    approved_before: &[CapabilityKey],
+    next: &Capabilities,
+    approved_now: &[CapabilityKey],
+) -> Vec<String> {
+    let mut out = Vec::new();
+    for key in CapabilityKey::ALL {
+        if !next.requests(key) {
+            continue;
+        }
+        if !previous.requests(key) {
+            if approved_before.contains(&key) || !approved_now.contains(&key) {
+                out.push(format!("capability `{key}`"));
+            } else {
+                continue;
+            }
+        }
+        match key {
+            CapabilityKey::Log | CapabilityKey::Metrics => {}
+            CapabilityKey::Storage => {
+                let (old, new) = (previous.storage.as_ref(), next.storage.as_ref());
+                for namespace in new.map(|s| s.namespaces.as_slice()).unwrap_or_default() {
+                    if !old.is_some_and(|s| s.namespaces.contains(namespace)) {
+                        out.push(format!("storage namespace `{namespace}`"));
+                    }
+                }
+                // No `max_bytes` means the operator's quota, the most there is.
+                let old_cap = old.map(|s| s.max_bytes.unwrap_or(u64::MAX));
+                let new_cap = new.and_then(|s| s.max_bytes).unwrap_or(u64::MAX);
+                if old_cap.is_some_and(|old_cap| new_cap > old_cap) {
+                    let text = new
+                        .and_then(|s| s.max_bytes)
+                        .map_or_else(|| "the operator's quota".to_owned(), |b| b.to_string());
+                    out.push(format!("storage max_bytes up to {text}"));
+                }
+            }
+            CapabilityKey::Secrets => {
+                for name in &next.secrets {
+                    if !previous.secrets.contains(name) {
+                        out.push(format!("secret `{name}`"));
+                    }
+                }
+            }
+            CapabilityKey::Http => {
+                let old: &[String] = previous.http.as_ref().map_or(&[], |h| h.allow.as_slice());
+                for origin in next.http.as_ref().map_or(&[][..], |h| h.allow.as_slice()) {
+                    if !old.contains(origin) {
+                        out.push(format!("http origin `{origin}`"));
+                    }
+                }
+            }
+        }
+    }
+    out
 }
 
 fn to_json<T: serde::Serialize>(value: &T, what: &'static str) -> Result<String, RegistryError> {
@@ -484,6 +703,175 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(upgraded.version, "2.0.0");
+    }
+
+    #[tokio::test]
+    async fn upgrade_widening_the_grant_waits_for_the_tenants_approval() {
+        use CapabilityKey::{Http, Log, Secrets, Storage};
+        let fx = Fixture::new().await;
+        let caps = |origins: &[&str], namespaces: &[&str], secrets: &[&str]| {
+            json!({
+                "http": {"allow": origins},
+                "storage": {"namespaces": namespaces},
+                "secrets": secrets,
+            })
+        };
+        let keys = [Log, Storage, Secrets, Http];
+        let v1 = fx
+            .publish_simple(
+                ID,
+                "1.0.0",
+                caps(&["https://api.example.com"], &["notes"], &["TOKEN"]),
+            )
+            .await;
+        fx.registry
+            .install("acme", ID, None, &keys, BTreeMap::new())
+            .await
+            .unwrap();
+        // Same capability names, wider grant.
+        let wider = caps(
+            &["https://api.example.com", "https://collect.evil.example"],
+            &["notes", "other"],
+            &["TOKEN", "ADMIN_TOKEN"],
+        );
+        let v2 = fx.publish_simple(ID, "2.0.0", wider).await;
+
+        let err = fx
+            .registry
+            .install("acme", ID, None, &keys, BTreeMap::new())
+            .await
+            .unwrap_err();
+        match &err {
+            InstallError::GrantWidened {
+                installed,
+                version,
+                widened,
+                ..
+            } => {
+                assert_eq!((installed.as_str(), version.as_str()), ("1.0.0", "2.0.0"));
+                assert_eq!(
+                    widened,
+                    &[
+                        "storage namespace `other`",
+                        "secret `ADMIN_TOKEN`",
+                        "http origin `https://collect.evil.example`",
+                    ]
+                );
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+        assert!(err.to_string().contains("collect.evil.example"), "{err}");
+        let resolved = fx.registry.resolve("acme", ID).await.unwrap().unwrap();
+        assert_eq!(resolved.version_id, v1.version_id);
+
+        // The approval must name the version the tenant reviewed.
+        let err = fx
+            .registry
+            .install_with("acme", ID, None, &keys, BTreeMap::new(), true)
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(err, InstallError::VersionRequired { .. }),
+            "{err:?}"
+        );
+
+        let v2_version = semver::Version::new(2, 0, 0);
+        let upgraded = fx
+            .registry
+            .install_with("acme", ID, Some(&v2_version), &keys, BTreeMap::new(), true)
+            .await
+            .unwrap();
+        assert_eq!(upgraded.version_id, v2.version_id);
+        assert_eq!(
+            upgraded.grant.http.unwrap().allow,
+            ["https://api.example.com", "https://collect.evil.example"]
+        );
+
+        // A later version within the approved grant needs no new approval; going back to
+        // 1.0.0 narrows the grant.
+        fx.publish_simple(
+            ID,
+            "2.1.0",
+            caps(&["https://collect.evil.example"], &["notes"], &["TOKEN"]),
+        )
+        .await;
+        let next = fx
+            .registry
+            .install("acme", ID, None, &keys, BTreeMap::new())
+            .await
+            .unwrap();
+        assert_eq!(next.version, "2.1.0");
+    }
+
+    #[tokio::test]
+    async fn a_capability_approved_in_advance_is_not_approval_of_what_an_upgrade_adds() {
+        let fx = Fixture::new().await;
+        fx.publish_simple(ID, "1.0.0", json!({})).await;
+        // The tenant's client approves everything, though 1.0.0 asks only for `log`.
+        fx.registry
+            .install("acme", ID, None, &CapabilityKey::ALL, BTreeMap::new())
+            .await
+            .unwrap();
+        fx.publish_simple(
+            ID,
+            "1.1.0",
+            json!({"http": {"allow": ["https://evil.example"]}}),
+        )
+        .await;
+        let err = fx
+            .registry
+            .install("acme", ID, None, &CapabilityKey::ALL, BTreeMap::new())
+            .await
+            .unwrap_err();
+        match &err {
+            InstallError::GrantWidened { widened, .. } => assert_eq!(
+                widened,
+                &["capability `http`", "http origin `https://evil.example`"]
+            ),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn install_verifies_the_stored_signature_against_the_keys_trusted_now() {
+        let fx = Fixture::new().await;
+        let published = fx.publish_simple(ID, "1.0.0", json!({})).await;
+        // The publisher's key is removed from the trust set after the publish.
+        fx.registry
+            .untrust_key(&fx.key.public_key().fingerprint())
+            .await
+            .unwrap();
+        let err = fx
+            .registry
+            .install("acme", ID, None, &[CapabilityKey::Log], BTreeMap::new())
+            .await
+            .unwrap_err();
+        assert!(matches!(err, InstallError::Signature { .. }), "{err:?}");
+        assert!(err.to_string().contains("sign the bundle again"), "{err}");
+        assert_eq!(fx.count("tenant_extension_install").await, 0);
+
+        // Trusted again, it installs; a blob changed behind the registry's back does not.
+        fx.registry.trust_key(fx.key.public_key()).await.unwrap();
+        let blob = fx
+            .objects_dir()
+            .join(format!("bundles/{}.tar.zst", published.content_hash.hex()));
+        let original = std::fs::read(&blob).unwrap();
+        let mut tampered = original.clone();
+        let last = tampered.len() - 1;
+        tampered[last] ^= 1;
+        std::fs::write(&blob, &tampered).unwrap();
+        let err = fx
+            .registry
+            .install("acme", ID, None, &[CapabilityKey::Log], BTreeMap::new())
+            .await
+            .unwrap_err();
+        assert!(matches!(err, InstallError::Integrity { .. }), "{err:?}");
+        assert_eq!(fx.count("tenant_extension_install").await, 0);
+        std::fs::write(&blob, &original).unwrap();
+        fx.registry
+            .install("acme", ID, None, &[CapabilityKey::Log], BTreeMap::new())
+            .await
+            .unwrap();
     }
 
     #[tokio::test]

@@ -20,14 +20,16 @@ pub mod secrets;
 pub mod storage;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
+pub mod trust;
 
-pub use error::{InstallError, InvalidTenantId, PublishError, RegistryError};
+pub use error::{InstallError, InvalidTenantId, PublishError, RegistryError, TrustError};
 pub use executions::ExecutionRecord;
 pub use install::Install;
 pub use objects::BundleStore;
-pub use publish::{ExtensionSummary, PublishedVersion, VersionSummary};
+pub use publish::{ExtensionSummary, PublishedVersion, ReplacedSignature, VersionSummary};
 pub use resolve::ResolvedInstall;
 pub use secrets::{SecretError, SecretOpener, SecretSealer, SecretValue};
+pub use trust::{ExtensionSigner, TrustedKey};
 
 use palisade_bundle::hash::ContentHash;
 
@@ -55,6 +57,8 @@ pub struct Registry {
     /// Storage writes of one install take its lane before their turn above (or, on
     /// PostgreSQL, before a connection), so one install's flood cannot starve the others.
     lanes: std::sync::Arc<storage::lanes::WriteLanes>,
+    /// The trust set last read from the database.
+    trust: std::sync::Arc<trust::TrustCache>,
 }
 
 impl Registry {
@@ -78,6 +82,7 @@ impl Registry {
             writes,
             component_limits: palisade_bundle::ComponentLimits::default(),
             lanes: std::sync::Arc::default(),
+            trust: trust::TrustCache::new(trust::DEFAULT_TRUST_CACHE_TTL),
         }
     }
 

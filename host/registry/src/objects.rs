@@ -53,7 +53,8 @@ impl BundleStore {
     /// Stores a bundle and its signature.
     ///
     /// The blob is content-addressed, so rewriting it is harmless. The signature is written
-    /// only if none is stored yet: the first accepted signature for given bytes stays.
+    /// only if none is stored yet: an accepted signature for given bytes stays until it is
+    /// replaced with [`BundleStore::replace_signature`].
     pub async fn put(
         &self,
         hash: &ContentHash,
@@ -75,6 +76,19 @@ impl BundleStore {
             Ok(_) | Err(object_store::Error::AlreadyExists { .. }) => Ok(()),
             Err(err) => Err(err.into()),
         }
+    }
+
+    /// Replaces the signature stored for `hash` (a bundle signed again).
+    pub async fn replace_signature(
+        &self,
+        hash: &ContentHash,
+        signature: &[u8],
+    ) -> Result<(), RegistryError> {
+        let sig_key = ObjectPath::from(Self::signature_key(hash));
+        self.store
+            .put(&sig_key, PutPayload::from(signature.to_vec()))
+            .await?;
+        Ok(())
     }
 
     /// Reads the bundle and signature stored for `hash`.

@@ -14,6 +14,7 @@ use crate::Registry;
 use crate::db::{is_unique_violation, now_millis};
 use crate::error::{PublishError, RegistryError};
 use crate::objects::BundleStore;
+use crate::trust::{SOURCE_FIRST_PUBLISH, SignerCheck};
 
 /// A version as published (or as found, when the same bundle was published before).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -60,6 +61,17 @@ pub struct VersionSummary {
     pub signer_fingerprint: String,
     /// When it was published, unix epoch milliseconds.
     pub published_at_ms: i64,
+}
+
+/// A signature a bundle carried before it was signed again.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReplacedSignature {
+    /// The signature, as it was submitted.
+    pub signature: Vec<u8>,
+    /// Fingerprint of the key that made it.
+    pub signer_fingerprint: String,
+    /// When it was replaced, unix epoch milliseconds.
+    pub replaced_at_ms: i64,
 }
 
 /// A bundle that passed every check and is ready to be stored.
@@ -114,7 +126,10 @@ impl Registry {
     /// blob and signature stored and the rows written (in one transaction).
     ///
     /// Publishing the same id and version again with the same bytes returns the existing
-    /// version; with other bytes it is [`PublishError::VersionExists`].
+    /// version; with other bytes it is [`PublishError::VersionExists`]. The same bytes
+    /// signed by another key allowed for the id (e.g. after the first key was removed from
+    /// the trust set) replace the stored signature; the replaced one is kept in the
+    /// bundle's signature history ([`Registry::signature_history`]).
     pub async fn publish(
         &self,
         bundle: &[u8],
@@ -145,6 +160,7 @@ impl Registry {
                 .await;
         }
         self.check_publisher(&checked.manifest).await?;
+        Registry::check_signer(&self.pool, &checked.manifest, &checked.signer).await?;
 
         self.objects
             .put(&checked.content_hash, bundle, signature)
@@ -193,11 +209,95 @@ impl Registry {
                 attempted: checked.content_hash.to_string(),
             });
         }
-        // Same bytes: make sure the objects are there (restores a lost blob), nothing else.
-        self.objects
-            .put(&checked.content_hash, bundle, signature)
+        Registry::check_signer(&self.pool, &checked.manifest, &checked.signer).await?;
+        let current: String =
+            sqlx::query_scalar("SELECT signer_fingerprint FROM extension_version WHERE id = $1")
+                .bind(&existing.version_id)
+                .fetch_one(&self.pool)
+                .await?;
+        if current == checked.signer.as_str() {
+            // Same bytes, same key: make sure the objects are there (restores a lost blob),
+            // nothing else.
+            self.objects
+                .put(&checked.content_hash, bundle, signature)
+                .await?;
+            return Ok(existing);
+        }
+        self.resign(&existing, checked, bundle, signature, current)
             .await?;
         Ok(existing)
+    }
+
+    /// The same bytes signed by another key: the new signature replaces the stored one, which
+    /// is kept in `bundle_signature_history`.
+    async fn resign(
+        &self,
+        existing: &PublishedVersion,
+        checked: &CheckedBundle,
+        bundle: &[u8],
+        signature: &[u8],
+        previous_signer: String,
+    ) -> Result<(), PublishError> {
+        let hash = &checked.content_hash;
+        let previous = match self.objects.get(hash).await {
+            Ok((_, previous)) => previous,
+            Err(RegistryError::BundleMissing { .. }) => Vec::new(),
+            Err(err) => return Err(err.into()),
+        };
+        self.objects.put(hash, bundle, signature).await?;
+        self.objects.replace_signature(hash, signature).await?;
+        let now = now_millis();
+        let _turn = self.write_turn().await;
+        let mut tx = self.pool.begin().await?;
+        sqlx::query(
+            "INSERT INTO bundle_signature_history (id, content_hash, signature, \
+             signer_fingerprint, replaced_at) VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind(uuid::Uuid::now_v7().to_string())
+        .bind(hash.to_string())
+        .bind(previous)
+        .bind(&previous_signer)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query("UPDATE extension_version SET signer_fingerprint = $1 WHERE content_hash = $2")
+            .bind(checked.signer.as_str())
+            .bind(hash.to_string())
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        tracing::info!(
+            extension_id = %existing.extension_id,
+            version = %existing.version,
+            content_hash = %hash,
+            signer = %checked.signer,
+            previous_signer,
+            "bundle signed again; the previous signature is kept in its history"
+        );
+        Ok(())
+    }
+
+    /// The signatures `hash` carried before it was signed again, oldest first.
+    pub async fn signature_history(
+        &self,
+        hash: &ContentHash,
+    ) -> Result<Vec<ReplacedSignature>, RegistryError> {
+        let rows = sqlx::query(
+            "SELECT signature, signer_fingerprint, replaced_at FROM bundle_signature_history \
+             WHERE content_hash = $1 ORDER BY replaced_at, id",
+        )
+        .bind(hash.to_string())
+        .fetch_all(&self.pool)
+        .await?;
+        rows.into_iter()
+            .map(|row| {
+                Ok(ReplacedSignature {
+                    signature: row.try_get("signature")?,
+                    signer_fingerprint: row.try_get("signer_fingerprint")?,
+                    replaced_at_ms: row.try_get("replaced_at")?,
+                })
+            })
+            .collect()
     }
 
     /// Refuses a manifest whose publisher differs from the one the id is registered to.
@@ -242,6 +342,22 @@ impl Registry {
         .fetch_one(&mut *tx)
         .await?;
         same_publisher(manifest, registered)?;
+        // The row upsert above holds the id's row lock (PostgreSQL) or the write lock
+        // (SQLite), so concurrent first publishes by two keys cannot both claim the id.
+        if Registry::check_signer(&mut *tx, manifest, &checked.signer).await?
+            == SignerCheck::FirstPublish
+        {
+            sqlx::query(
+                "INSERT INTO extension_signer (extension_id, fingerprint, source, created_at) \
+                 VALUES ($1, $2, $3, $4)",
+            )
+            .bind(&manifest.id)
+            .bind(checked.signer.as_str())
+            .bind(SOURCE_FIRST_PUBLISH)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+        }
         sqlx::query(
             "INSERT INTO extension_bundle (content_hash, object_key, signature_key, size_bytes, \
              created_at) VALUES ($1, $2, $3, $4, $5) ON CONFLICT (content_hash) DO NOTHING",
@@ -676,6 +792,214 @@ mod tests {
         );
         assert!(err.to_string().contains("Mallory"), "{err}");
         assert_eq!(fx.count("extension_version").await, 1);
+    }
+
+    #[tokio::test]
+    async fn another_trusted_key_cannot_publish_an_owned_id_until_the_operator_allows_it() {
+        let fx = Fixture::new().await;
+        let first = fx.publish_simple(ID, "1.0.0", json!({})).await;
+        // A second key that the operator trusts (for other extensions) ...
+        let other = SigningKey::generate().unwrap();
+        let trust = TrustBundle::from_keys(vec![
+            fx.key.public_key().clone(),
+            other.public_key().clone(),
+        ])
+        .unwrap();
+        // ... signs a new version of the id, naming the same publisher.
+        let bytes = bundle(
+            &manifest(
+                ID,
+                "1.0.1",
+                json!({"http": {"allow": ["https://evil.example"]}}),
+            ),
+            EMPTY_COMPONENT,
+        );
+        let signature = other.sign(&bytes).unwrap();
+        let err = fx
+            .registry
+            .publish(&bytes, &signature, &trust)
+            .await
+            .unwrap_err();
+        let owner = fx.key.public_key().fingerprint();
+        let signer = other.public_key().fingerprint();
+        match &err {
+            PublishError::SignerNotAllowed {
+                extension_id,
+                allowed,
+                signer: refused,
+            } => {
+                assert_eq!(extension_id, ID);
+                assert_eq!(allowed, &[owner.to_string()]);
+                assert_eq!(refused, signer.as_str());
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+        let text = err.to_string();
+        assert!(text.contains(owner.as_str()), "{text}");
+        assert!(text.contains(signer.as_str()), "{text}");
+        assert_eq!(fx.count("extension_version").await, 1);
+        // Nothing of the refused bundle was stored.
+        assert_eq!(files_below(&fx.objects_dir()).len(), 2);
+        assert_eq!(
+            fx.registry.list_versions(ID).await.unwrap()[0].version_id,
+            first.version_id
+        );
+
+        // The operator allows the second key for this id: now it may publish.
+        assert!(fx.registry.allow_signer(ID, &signer).await.unwrap());
+        assert!(!fx.registry.allow_signer(ID, &signer).await.unwrap());
+        fx.registry
+            .publish(&bytes, &signature, &trust)
+            .await
+            .unwrap();
+        let signers: Vec<(String, String)> = fx
+            .registry
+            .extension_signers(ID)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|s| (s.fingerprint, s.source))
+            .collect();
+        assert_eq!(signers.len(), 2);
+        assert!(signers.contains(&(owner.to_string(), "first-publish".to_owned())));
+        assert!(signers.contains(&(signer.to_string(), "operator".to_owned())));
+
+        // Withdrawn again, the key is refused again.
+        assert!(fx.registry.disallow_signer(ID, &signer).await.unwrap());
+        let next = bundle(&manifest(ID, "1.0.2", json!({})), EMPTY_COMPONENT);
+        let err = fx
+            .registry
+            .publish(&next, &other.sign(&next).unwrap(), &trust)
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(err, PublishError::SignerNotAllowed { .. }),
+            "{err:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn an_id_reserved_for_a_key_refuses_the_first_publish_of_another() {
+        let fx = Fixture::new().await;
+        let owner = SigningKey::generate().unwrap();
+        fx.registry
+            .allow_signer(ID, &owner.public_key().fingerprint())
+            .await
+            .unwrap();
+        let bytes = bundle(&manifest(ID, "1.0.0", json!({})), EMPTY_COMPONENT);
+        let err = fx
+            .registry
+            .publish(&bytes, &fx.key.sign(&bytes).unwrap(), &fx.trust)
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(err, PublishError::SignerNotAllowed { .. }),
+            "{err:?}"
+        );
+        assert_nothing_stored(&fx).await;
+
+        let err = fx
+            .registry
+            .allow_signer("Not An Id", &owner.public_key().fingerprint())
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("`Not An Id`"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn a_bundle_whose_key_was_removed_is_signed_again_and_the_old_signature_kept() {
+        let fx = Fixture::new().await;
+        let bytes = bundle(&manifest(ID, "1.0.0", json!({})), EMPTY_COMPONENT);
+        let old_signature = fx.key.sign(&bytes).unwrap();
+        let published = fx
+            .registry
+            .publish(&bytes, &old_signature, &fx.trust)
+            .await
+            .unwrap();
+        let old_key = fx.key.public_key().fingerprint();
+
+        // The first key is removed; the operator trusts a new one for this id.
+        let new_key = SigningKey::generate().unwrap();
+        let new_fp = new_key.public_key().fingerprint();
+        fx.registry.untrust_key(&old_key).await.unwrap();
+        fx.registry.trust_key(new_key.public_key()).await.unwrap();
+        fx.registry.allow_signer(ID, &new_fp).await.unwrap();
+        let trust = fx.registry.trust_set().await.unwrap();
+
+        let new_signature = new_key.sign(&bytes).unwrap();
+        let again = fx
+            .registry
+            .publish(&bytes, &new_signature, &trust)
+            .await
+            .unwrap();
+        assert_eq!(again, published);
+        // The new signature is the stored one and verifies against the trust set now.
+        let (_, stored) = fx
+            .registry
+            .bundle_bytes(&published.content_hash)
+            .await
+            .unwrap();
+        assert_eq!(stored, new_signature);
+        assert_eq!(trust.verify(&bytes, &stored).unwrap(), new_fp);
+        assert_eq!(
+            fx.registry.list_versions(ID).await.unwrap()[0].signer_fingerprint,
+            new_fp.as_str()
+        );
+        // The old one is kept in the history.
+        let history = fx
+            .registry
+            .signature_history(&published.content_hash)
+            .await
+            .unwrap();
+        assert_eq!(history.len(), 1);
+        assert_eq!(history[0].signature, old_signature);
+        assert_eq!(history[0].signer_fingerprint, old_key.as_str());
+        // Still one version; the install now verifies.
+        assert_eq!(fx.count("extension_version").await, 1);
+        fx.registry
+            .install("acme", ID, None, &[CapabilityKey::Log], Default::default())
+            .await
+            .unwrap();
+
+        // Publishing again with the same key changes nothing.
+        fx.registry
+            .publish(&bytes, &new_key.sign(&bytes).unwrap(), &trust)
+            .await
+            .unwrap();
+        assert_eq!(
+            fx.registry
+                .signature_history(&published.content_hash)
+                .await
+                .unwrap()
+                .len(),
+            1
+        );
+    }
+
+    #[tokio::test]
+    async fn signing_again_needs_a_key_allowed_for_the_id() {
+        let fx = Fixture::new().await;
+        let bytes = bundle(&manifest(ID, "1.0.0", json!({})), EMPTY_COMPONENT);
+        let published = fx.publish(&bytes).await;
+        let stranger = SigningKey::generate().unwrap();
+        fx.registry.trust_key(stranger.public_key()).await.unwrap();
+        let trust = fx.registry.trust_set().await.unwrap();
+        let err = fx
+            .registry
+            .publish(&bytes, &stranger.sign(&bytes).unwrap(), &trust)
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(err, PublishError::SignerNotAllowed { .. }),
+            "{err:?}"
+        );
+        assert!(
+            fx.registry
+                .signature_history(&published.content_hash)
+                .await
+                .unwrap()
+                .is_empty()
+        );
     }
 
     #[tokio::test]

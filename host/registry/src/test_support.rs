@@ -33,7 +33,7 @@ pub(crate) fn config_in(dir: &TempDir) -> RegistryConfig {
     }
 }
 
-/// A registry, a publisher key and a trust bundle holding that key.
+/// A registry, a publisher key it trusts and a trust bundle holding that key.
 pub(crate) struct Fixture {
     pub dir: TempDir,
     pub registry: Registry,
@@ -46,6 +46,7 @@ impl Fixture {
         let (dir, registry) = open_registry().await;
         let key = SigningKey::generate().unwrap();
         let trust = TrustBundle::from_keys(vec![key.public_key().clone()]).unwrap();
+        registry.trust_key(key.public_key()).await.unwrap();
         Self {
             dir,
             registry,

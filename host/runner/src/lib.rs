@@ -23,7 +23,6 @@ use std::sync::Arc;
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post};
-use palisade_bundle::signing::TrustBundle;
 use palisade_protocol::TokenVerifier;
 use palisade_registry::{Registry, SecretOpener};
 use palisade_runtime::{HostServices, Runtime};
@@ -73,7 +72,7 @@ pub struct RunnerState {
     pub(crate) registry: Registry,
     pub(crate) runtime: Runtime,
     pub(crate) verifier: TokenVerifier,
-    pub(crate) trust: TrustBundle,
+    pub(crate) verified: loader::VerifiedSigners,
     pub(crate) config: RunnerConfig,
     pub(crate) admission: std::sync::Arc<admission::Admission>,
     pub(crate) installs: installs::InstallCache,
@@ -83,12 +82,12 @@ pub struct RunnerState {
 }
 
 impl RunnerState {
-    /// Assembles the runner from its parts.
+    /// Assembles the runner from its parts. Bundle signatures are verified against the
+    /// registry's trust set ([`Registry::trust_set`]).
     pub fn new(
         registry: Registry,
         runtime: Runtime,
         verifier: TokenVerifier,
-        trust: TrustBundle,
         config: RunnerConfig,
     ) -> Self {
         RunnerState {
@@ -103,7 +102,7 @@ impl RunnerState {
             registry,
             runtime,
             verifier,
-            trust,
+            verified: loader::VerifiedSigners::default(),
             config,
             drain: Drain::new(),
             loads: loader::Loads::default(),

@@ -5,13 +5,18 @@
 //! is compiled, one of them reads, verifies, unpacks and compiles it and the others wait
 //! for that result (a success or the same error). Each then links the compiled component
 //! for its own grant set.
+//!
+//! The trust set is the registry's, read again at most every trust-cache TTL. Every call
+//! checks that the key which verified the bundle is still trusted; when it is not (the key
+//! was removed, or the bundle was signed again with another key), the stored signature is
+//! verified again before the call runs.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use palisade_bundle::archive::{UnpackLimits, unpack};
 use palisade_bundle::hash::ContentHash;
-use palisade_bundle::signing::decode_signature;
+use palisade_bundle::signing::{KeyFingerprint, TrustBundle, decode_signature};
 use palisade_registry::RegistryError;
 use palisade_runtime::{Compiled, GrantSet, LoadError, Prepared};
 use tokio::sync::OnceCell;
@@ -50,22 +55,63 @@ impl Loads {
     }
 }
 
+/// Most content hashes whose verifying key is remembered; past it the map starts over
+/// (the next call of each re-verifies its bundle).
+const MAX_VERIFIED: usize = 16_384;
+
+/// The key that verified each content hash's stored signature, as last checked.
+#[derive(Debug, Default)]
+pub(crate) struct VerifiedSigners {
+    signers: Mutex<HashMap<ContentHash, KeyFingerprint>>,
+}
+
+impl VerifiedSigners {
+    /// Whether `hash` was verified by a key that `trust` still holds.
+    fn still_trusted(&self, hash: &ContentHash, trust: &TrustBundle) -> bool {
+        let signers = self.signers.lock().unwrap_or_else(|e| e.into_inner());
+        signers.get(hash).is_some_and(|key| trust.contains(key))
+    }
+
+    fn record(&self, hash: ContentHash, key: KeyFingerprint) {
+        let mut signers = self.signers.lock().unwrap_or_else(|e| e.into_inner());
+        if signers.len() >= MAX_VERIFIED && !signers.contains_key(&hash) {
+            signers.clear();
+        }
+        signers.insert(hash, key);
+    }
+}
+
 impl RunnerState {
-    /// The pre-instance for `hash` linked with `grants`, loading and verifying on first use.
+    /// The pre-instance for `hash` linked with `grants`, loading and verifying on first use,
+    /// and verifying the signature again whenever the key that verified it is no longer
+    /// trusted.
     pub(crate) async fn prepared(
         &self,
         hash: &ContentHash,
         grants: GrantSet,
     ) -> Result<Prepared, RunnerError> {
+        let trust = self
+            .registry
+            .trust_set()
+            .await
+            .map_err(|e| RunnerError::Internal(format!("reading the trust set: {e}")))?;
         let key = hash.to_string();
-        if let Some(prepared) = self.runtime.cached(&key, grants) {
-            return Ok(prepared);
-        }
-        let compiled = match self.runtime.compiled_in_memory(&key) {
+        let compiled = if self.verified.still_trusted(hash, &trust) {
+            if let Some(prepared) = self.runtime.cached(&key, grants) {
+                return Ok(prepared);
+            }
+            self.runtime.compiled_in_memory(&key)
+        } else {
+            None
+        };
+        let compiled = match compiled {
             Some(compiled) => compiled,
             None => {
                 let flight = self.loads.join(&key);
-                let outcome = flight.get_or_init(|| self.load(hash, &key)).await.clone();
+                let outcome = flight
+                    .get_or_init(|| self.load(hash, &key, &trust))
+                    .await
+                    .clone();
                 self.loads.land(&key, &flight);
                 outcome?
             }
@@ -75,8 +121,14 @@ impl RunnerState {
             .map_err(|e| load_error(hash, e))
     }
 
-    /// Reads, verifies, unpacks and compiles the bundle `hash`.
-    async fn load(&self, hash: &ContentHash, key: &str) -> Result<Compiled, RunnerError> {
+    /// Reads and verifies the bundle `hash` against `trust`, then unpacks and compiles it
+    /// unless it is compiled already (a bundle verified again after a trust change).
+    async fn load(
+        &self,
+        hash: &ContentHash,
+        key: &str,
+        trust: &TrustBundle,
+    ) -> Result<Compiled, RunnerError> {
         let (bytes, signature) = self
             .registry
             .bundle_bytes(hash)
@@ -91,9 +143,13 @@ impl RunnerState {
                 "stored bundle hashes to {actual}, expected {hash}"
             )));
         }
-        self.trust
+        let signer = trust
             .verify(&bytes, &decode_signature(&signature))
             .map_err(|e| RunnerError::BundleIntegrity(format!("signature of {hash}: {e}")))?;
+        self.verified.record(*hash, signer);
+        if let Some(compiled) = self.runtime.compiled_in_memory(key) {
+            return Ok(compiled);
+        }
         let bundle = unpack(&bytes, &UnpackLimits::default())
             .map_err(|e| RunnerError::BundleIntegrity(format!("unpacking {hash}: {e}")))?;
         self.runtime

@@ -28,6 +28,7 @@ pub(crate) async fn registry_with_install(
     let key = palisade_bundle::SigningKey::generate().unwrap();
     let trust =
         palisade_bundle::TrustBundle::from_pem(key.public_key_pem().unwrap().as_bytes()).unwrap();
+    registry.trust_key(key.public_key()).await.unwrap();
     registry
         .publish(&bundle, &key.sign(&bundle).unwrap(), &trust)
         .await

@@ -439,8 +439,8 @@ impl Drop for Server {
 }
 
 /// A data directory as the `palisade` command line lays it out: `registry.db` (or a
-/// `--database-url`), `objects/` and `trust.pem` (the servers generate their keys on first
-/// start).
+/// `--database-url`) whose trust set holds the publisher key, and `objects/` (the servers
+/// generate their keys on first start).
 pub struct DataDir {
     path: PathBuf,
     /// The registry, opened on the same database as the servers.
@@ -466,7 +466,10 @@ impl DataDir {
         .context("opening the registry")?;
         let publisher = SigningKey::generate()?;
         let pem = publisher.public_key_pem()?;
-        std::fs::write(path.join("trust.pem"), &pem)?;
+        registry
+            .trust_key(publisher.public_key())
+            .await
+            .context("trusting the publisher key")?;
         Ok(DataDir {
             path: path.to_owned(),
             registry,

@@ -227,6 +227,12 @@ impl Manifest {
         Ok(manifest)
     }
 
+    /// Checks an extension id as `id` in a manifest is checked: a lowercase reverse-domain
+    /// id like `com.example.hello`.
+    pub fn check_id(id: &str) -> Result<(), ManifestError> {
+        validate::check_id(id)
+    }
+
     /// Serialises the manifest as pretty-printed JSON.
     pub fn to_json_pretty(&self) -> Vec<u8> {
         // Serialising these plain data types cannot fail.

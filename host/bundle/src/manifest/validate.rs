@@ -69,7 +69,7 @@ impl Manifest {
     }
 }
 
-fn check_id(id: &str) -> Check {
+pub(super) fn check_id(id: &str) -> Check {
     if id.len() > MAX_ID_LEN {
         return fail("id", format!("longer than {MAX_ID_LEN} characters"));
     }

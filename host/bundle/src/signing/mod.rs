@@ -51,6 +51,9 @@ pub enum SigningError {
         /// What is wrong with it.
         message: String,
     },
+    /// The trust set holds no key, so nothing can verify.
+    #[error("no publisher key is trusted; add one with `palisade trust add KEY.pub.pem`")]
+    NoTrustedKeys,
     /// A trust bundle without any key.
     #[error("trust bundle holds no `-----BEGIN PUBLIC KEY-----` block")]
     EmptyTrustBundle,
@@ -78,6 +81,25 @@ impl KeyFingerprint {
     /// The `sha256:<hex>` text.
     pub fn as_str(&self) -> &str {
         &self.0
+    }
+}
+
+/// Text that is not a key fingerprint.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("`{0}` is not a key fingerprint: expected `sha256:` and 64 hex digits")]
+pub struct InvalidFingerprint(pub String);
+
+impl std::str::FromStr for KeyFingerprint {
+    type Err = InvalidFingerprint;
+
+    /// Reads `sha256:<hex>` (hex digits in either case; kept lower case).
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.strip_prefix("sha256:") {
+            Some(hex) if hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_hexdigit()) => {
+                Ok(Self(format!("sha256:{}", hex.to_ascii_lowercase())))
+            }
+            _ => Err(InvalidFingerprint(s.to_owned())),
+        }
     }
 }
 

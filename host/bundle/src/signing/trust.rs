@@ -59,12 +59,32 @@ impl TrustBundle {
         Ok(Self { keys: unique })
     }
 
+    /// A set without any key, e.g. a registry that trusts no publisher yet: it verifies
+    /// nothing ([`SigningError::NoTrustedKeys`]).
+    pub fn empty() -> TrustBundle {
+        Self { keys: Vec::new() }
+    }
+
+    /// A set of `keys` (duplicates are dropped), which may be empty.
+    pub fn from_keys_allow_empty(keys: Vec<PublicKey>) -> TrustBundle {
+        match Self::from_keys(keys) {
+            Ok(bundle) => bundle,
+            Err(_) => Self::empty(),
+        }
+    }
+
+    /// Whether the key with `fingerprint` is in the set.
+    pub fn contains(&self, fingerprint: &KeyFingerprint) -> bool {
+        self.keys.iter().any(|k| &k.fingerprint() == fingerprint)
+    }
+
     /// How many distinct keys the bundle holds.
     pub fn len(&self) -> usize {
         self.keys.len()
     }
 
-    /// Whether the bundle holds no key (never true for a constructed bundle).
+    /// Whether the bundle holds no key (only [`TrustBundle::empty`] and
+    /// [`TrustBundle::from_keys_allow_empty`] make such a set).
     pub fn is_empty(&self) -> bool {
         self.keys.is_empty()
     }
@@ -77,6 +97,9 @@ impl TrustBundle {
     /// Verifies `signature` (raw bytes; see [`super::decode_signature`]) over `bytes` and
     /// returns the fingerprint of the first key that accepts it.
     pub fn verify(&self, bytes: &[u8], signature: &[u8]) -> Result<KeyFingerprint, SigningError> {
+        if self.keys.is_empty() {
+            return Err(SigningError::NoTrustedKeys);
+        }
         self.keys
             .iter()
             .find(|key| key.verify(bytes, signature).is_ok())

@@ -150,11 +150,13 @@ impl AdminClient {
         version: Option<&semver::Version>,
         approve: &[String],
         config: &BTreeMap<String, String>,
+        approve_widened_grant: bool,
     ) -> Result<InstallReply> {
         let body = serde_json::json!({
             "version": version.map(ToString::to_string),
             "approve": approve,
             "config": config,
+            "approve_widened_grant": approve_widened_grant,
         });
         let request = self
             .http

@@ -58,7 +58,7 @@ pub struct VerifyArgs {
     /// Its signature (default: `<bundle>.sig`); base64 or raw DER.
     #[arg(long)]
     pub signature: Option<PathBuf>,
-    /// PEM file of trusted public keys (default: the data directory's `trust.pem`).
+    /// PEM file of trusted public keys (default: the keys the registry trusts).
     #[arg(long)]
     pub trust: Option<PathBuf>,
 }
@@ -212,10 +212,16 @@ pub fn sign(args: SignArgs) -> Result<()> {
     Ok(())
 }
 
-pub fn verify(data_dir: &DataDir, args: VerifyArgs) -> Result<()> {
-    let trust_path = args.trust.unwrap_or_else(|| data_dir.trust_bundle());
-    let trust = TrustBundle::load(&trust_path)
-        .with_context(|| format!("reading the trust bundle {}", trust_path.display()))?;
+pub async fn verify(data_dir: &DataDir, args: VerifyArgs) -> Result<()> {
+    let trust = match &args.trust {
+        Some(path) => TrustBundle::load(path)
+            .with_context(|| format!("reading the trust bundle {}", path.display()))?,
+        None => {
+            let registry = data_dir.registry().await?;
+            let set = registry.trust_set().await?;
+            (*set).clone()
+        }
+    };
     let bundle = read_bytes(&args.bundle)?;
     let sig_path = args
         .signature

@@ -8,20 +8,36 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use clap::{Args, Subcommand};
-use palisade_bundle::{CapabilityKey, PublicKey, TrustBundle};
+use palisade_bundle::{CapabilityKey, KeyFingerprint, PublicKey};
+use palisade_registry::Registry;
 
 use crate::commands::admin_client::ServerArgs;
 use crate::commands::author::default_signature_path;
-use crate::datadir::{DEV_AUDIENCE, DEV_ISSUER, DataDir, read_bytes, write_file};
+use crate::datadir::{DEV_AUDIENCE, DEV_ISSUER, DataDir, read_bytes};
 
 #[derive(Debug, Subcommand)]
 pub enum TrustCommand {
-    /// Add a publisher's public key (PEM) to the data directory's trust bundle.
+    /// Trust a publisher's public key (PEM) in the registry; running gateways and runners
+    /// accept it within their trust-cache TTL, without a restart.
     Add {
         /// The public key file.
         key: PathBuf,
+        /// Also allow the key to sign new versions of this extension id, which belongs to
+        /// the key of its first publish (or reserve a new id for the key). Repeatable.
+        #[arg(long = "extension", value_name = "ID")]
+        extensions: Vec<String>,
     },
-    /// List the trusted keys' fingerprints.
+    /// Stop trusting a key (bundles signed only by it stop being installed and run), or with
+    /// `--extension`, only withdraw it from those extension ids.
+    Remove {
+        /// The key's fingerprint (`sha256:<hex>`, as `trust list` prints it) or its public
+        /// key file.
+        key: String,
+        /// Withdraw the key from this extension id only; it stays trusted. Repeatable.
+        #[arg(long = "extension", value_name = "ID")]
+        extensions: Vec<String>,
+    },
+    /// List the trusted keys, and the keys allowed per extension id.
     List,
 }
 
@@ -32,9 +48,6 @@ pub struct PublishArgs {
     /// Its signature (default: `<bundle>.sig`).
     #[arg(long)]
     pub signature: Option<PathBuf>,
-    /// PEM file of trusted publisher keys (default: the data directory's `trust.pem`).
-    #[arg(long, conflicts_with = "server")]
-    pub trust: Option<PathBuf>,
     /// Also compile the component now and store its precompiled artifact, signed with the
     /// artifact signing key (`keys/artifact-signing.key.pem`, generated on first use), so
     /// that the first call on runners trusting that key does not pay compile time.
@@ -61,6 +74,10 @@ pub struct InstallArgs {
     /// Non-secret configuration, `key=value`, repeatable.
     #[arg(long = "config", value_name = "KEY=VALUE")]
     pub config: Vec<String>,
+    /// Approve an upgrade to `--version` that grants more than the installed version (new
+    /// storage namespaces, secret names or HTTP origins).
+    #[arg(long, requires = "version")]
+    pub approve_widened_grant: bool,
     #[command(flatten)]
     pub remote: ServerArgs,
 }
@@ -98,28 +115,60 @@ pub struct CallArgs {
     pub gateway: String,
 }
 
-pub fn trust(data_dir: &DataDir, cmd: TrustCommand) -> Result<()> {
-    let path = data_dir.trust_bundle();
+pub async fn trust(data_dir: &DataDir, cmd: TrustCommand) -> Result<()> {
+    let registry = data_dir.registry().await?;
     match cmd {
-        TrustCommand::Add { key } => {
+        TrustCommand::Add { key, extensions } => {
             let pem = read_bytes(&key)?;
             let public = PublicKey::from_pem(&pem)
                 .with_context(|| format!("reading the public key {}", key.display()))?;
-            add_trusted_key(data_dir, &public)?;
-            println!(
-                "trusted {} in {}",
-                public.fingerprint().as_str(),
-                path.display()
-            );
+            let fingerprint = public.fingerprint();
+            if registry.trust_key(&public).await? {
+                println!("trusted {fingerprint}");
+            } else {
+                println!("{fingerprint} was already trusted");
+            }
+            for extension in &extensions {
+                registry
+                    .allow_signer(extension, &fingerprint)
+                    .await
+                    .with_context(|| format!("allowing {fingerprint} for {extension}"))?;
+                println!("allowed {fingerprint} to sign {extension}");
+            }
+        }
+        TrustCommand::Remove { key, extensions } => {
+            let fingerprint = key_fingerprint(&key)?;
+            if extensions.is_empty() {
+                if registry.untrust_key(&fingerprint).await? {
+                    println!("{fingerprint} is no longer trusted");
+                } else {
+                    bail!("{fingerprint} is not a trusted key (see `palisade trust list`)");
+                }
+            }
+            for extension in &extensions {
+                let removed = registry
+                    .disallow_signer(extension, &fingerprint)
+                    .await
+                    .with_context(|| format!("withdrawing {fingerprint} from {extension}"))?;
+                if removed {
+                    println!("{fingerprint} may no longer sign {extension}");
+                } else {
+                    println!("{fingerprint} was not allowed to sign {extension}");
+                }
+            }
         }
         TrustCommand::List => {
-            let trust = TrustBundle::load(&path)
-                .with_context(|| format!("reading the trust bundle {}", path.display()))?;
-            for key in trust.keys() {
+            for trusted in registry.trusted_keys().await? {
                 println!(
                     "{} {}",
-                    key.fingerprint().as_str(),
-                    key.algorithm().as_str()
+                    trusted.key.fingerprint().as_str(),
+                    trusted.key.algorithm().as_str()
+                );
+            }
+            for signer in registry.all_extension_signers().await? {
+                println!(
+                    "{} signed by {} ({})",
+                    signer.extension_id, signer.fingerprint, signer.source
                 );
             }
         }
@@ -127,22 +176,24 @@ pub fn trust(data_dir: &DataDir, cmd: TrustCommand) -> Result<()> {
     Ok(())
 }
 
-/// Appends `key` to the trust bundle unless it is already there.
-pub fn add_trusted_key(data_dir: &DataDir, key: &PublicKey) -> Result<()> {
-    let path = data_dir.trust_bundle();
-    let mut keys = match TrustBundle::load(&path) {
-        Ok(trust) => trust.keys().to_vec(),
-        Err(_) if !path.exists() => Vec::new(),
-        Err(e) => {
-            return Err(e).with_context(|| format!("reading the trust bundle {}", path.display()));
-        }
-    };
-    if keys.iter().any(|k| k.fingerprint() == key.fingerprint()) {
-        return Ok(());
+/// A key named by its `sha256:<hex>` fingerprint or by its public key file.
+fn key_fingerprint(key: &str) -> Result<KeyFingerprint> {
+    if key.starts_with("sha256:") {
+        return Ok(key.parse::<KeyFingerprint>()?);
     }
-    keys.push(key.clone());
-    let text: String = keys.iter().map(PublicKey::to_pem).collect();
-    write_file(&path, text.as_bytes())
+    let path = PathBuf::from(key);
+    let public = PublicKey::from_pem(&read_bytes(&path)?)
+        .with_context(|| format!("reading the public key {}", path.display()))?;
+    Ok(public.fingerprint())
+}
+
+/// Trusts `key` in the registry (and leaves any other trusted key alone).
+pub async fn add_trusted_key(registry: &Registry, key: &PublicKey) -> Result<()> {
+    registry
+        .trust_key(key)
+        .await
+        .context("trusting the publisher key")?;
+    Ok(())
 }
 
 pub async fn publish(data_dir: &DataDir, args: PublishArgs) -> Result<()> {
@@ -162,19 +213,16 @@ pub async fn publish(data_dir: &DataDir, args: PublishArgs) -> Result<()> {
         );
         return Ok(());
     }
-    let trust_path = args.trust.unwrap_or_else(|| data_dir.trust_bundle());
-    let trust = TrustBundle::load(&trust_path).with_context(|| {
-        format!(
-            "reading the trust bundle {} (add publisher keys with `palisade trust add KEY.pub.pem`)",
-            trust_path.display()
-        )
-    })?;
     let bundle = read_bytes(&args.bundle)?;
     let sig_path = args
         .signature
         .unwrap_or_else(|| default_signature_path(&args.bundle));
     let signature = read_bytes(&sig_path)?;
     let registry = data_dir.registry().await?;
+    let trust = registry
+        .trust_set()
+        .await
+        .context("reading the registry's trusted publisher keys")?;
     let published = registry
         .publish(&bundle, &signature, &trust)
         .await
@@ -232,6 +280,7 @@ pub async fn install(data_dir: &DataDir, args: InstallArgs) -> Result<()> {
                 args.version.as_ref(),
                 &names,
                 &config,
+                args.approve_widened_grant,
             )
             .await
             .with_context(|| format!("installing {} for {}", args.extension, args.tenant))?;
@@ -243,12 +292,13 @@ pub async fn install(data_dir: &DataDir, args: InstallArgs) -> Result<()> {
     }
     let registry = data_dir.registry().await?;
     let install = registry
-        .install(
+        .install_with(
             &args.tenant,
             &args.extension,
             args.version.as_ref(),
             &approved,
             config,
+            args.approve_widened_grant,
         )
         .await
         .with_context(|| format!("installing {} for {}", args.extension, args.tenant))?;

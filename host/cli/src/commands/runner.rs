@@ -23,7 +23,7 @@ pub struct RunnerArgs {
 
 pub async fn runner(data_dir: &DataDir, args: RunnerArgs) -> Result<()> {
     let registry = data_dir.registry().await?;
-    let state = runner_state(data_dir, &registry)?;
+    let state = runner_state(data_dir, &registry).await?;
     let drain = state.drain();
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await

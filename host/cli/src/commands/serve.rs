@@ -1,10 +1,9 @@
 //! The wiring `up`, `runner` and `gateway` share: a runner or a gateway assembled from the
-//! data directory's registry, keys and trust bundle, and the signals that stop a server.
+//! data directory's registry and keys, and the signals that stop a server.
 
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use palisade_bundle::TrustBundle;
 use palisade_gateway::{CallerAuthConfig, GatewayConfig, GatewayState};
 use palisade_protocol::{TokenMinter, TokenVerifier};
 use palisade_registry::Registry;
@@ -14,16 +13,14 @@ use palisade_runtime::Runtime;
 use crate::commands::policy::PolicyArgs;
 use crate::datadir::{DEV_AUDIENCE, DEV_ISSUER, DataDir};
 
-/// A runner on `registry`, trusting the data directory's trust bundle and service key,
-/// with its secrets keyring and artifact cache.
-pub fn runner_state(data_dir: &DataDir, registry: &Registry) -> Result<RunnerState> {
-    let trust_path = data_dir.trust_bundle();
-    let trust = TrustBundle::load(&trust_path).with_context(|| {
-        format!(
-            "reading the trust bundle {} (add a publisher key with `palisade trust add`, or start with --demo)",
-            trust_path.display()
-        )
-    })?;
+/// A runner on `registry`, trusting the registry's publisher keys and the data
+/// directory's service key, with its secrets keyring and artifact cache.
+pub async fn runner_state(data_dir: &DataDir, registry: &Registry) -> Result<RunnerState> {
+    if registry.trusted_keys().await?.is_empty() {
+        tracing::warn!(
+            "the registry trusts no publisher key: nothing can run until one is added with `palisade trust add KEY.pub.pem` (or start with --demo)"
+        );
+    }
     let service_keys = data_dir.service_keys()?;
     let opener = crate::commands::secrets::load_opener(data_dir)?;
     let operator = data_dir.operator();
@@ -39,7 +36,6 @@ pub fn runner_state(data_dir: &DataDir, registry: &Registry) -> Result<RunnerSta
         registry.clone(),
         runtime,
         TokenVerifier::from_pem(service_keys.public_pem.as_bytes())?,
-        trust,
         operator.runner.to_runner_config()?,
     ))
 }
@@ -91,8 +87,8 @@ pub async fn stop_signal() {
 }
 
 /// Turns on the admin API of `state` with the data directory's admin token (generated on
-/// first use), trust bundle (when one exists) and secrets public key (when one exists: a
-/// gateway never holds a key that opens secrets, nor generates one).
+/// first use) and secrets public key (when one exists: a gateway never holds a key that
+/// opens secrets, nor generates one). Publishing verifies against the registry's trust set.
 pub fn with_admin(state: GatewayState, data_dir: &DataDir) -> Result<(GatewayState, String)> {
     let token = crate::commands::admin_client::admin_token(data_dir)?;
     let mut state = state.with_admin_token(token.as_str());
@@ -104,9 +100,6 @@ pub fn with_admin(state: GatewayState, data_dir: &DataDir) -> Result<(GatewaySta
              runner on this data directory first, or set ${})",
             crate::commands::secrets::PUBLIC_KEY_ENV
         ),
-    }
-    if data_dir.trust_bundle().exists() {
-        state = state.with_trust(TrustBundle::load(data_dir.trust_bundle())?);
     }
     Ok((state, token))
 }

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use clap::Args;
-use palisade_bundle::{Manifest, SigningKey, TrustBundle, pack_dir};
+use palisade_bundle::{Manifest, SigningKey, pack_dir};
 use palisade_gateway::config::DEFAULT_HEALTH_INTERVAL;
 use palisade_registry::Registry;
 
@@ -46,7 +46,7 @@ pub async fn up(data_dir: &DataDir, args: UpArgs) -> Result<()> {
     } else {
         None
     };
-    let runner = Arc::new(runner_state(data_dir, &registry)?);
+    let runner = Arc::new(runner_state(data_dir, &registry).await?);
     // Bind both listeners before the gateway exists: its first health check of the runner
     // then finds the runner's socket instead of marking it unhealthy.
     let runner_listener = tokio::net::TcpListener::bind(args.runner_addr)
@@ -134,8 +134,8 @@ async fn install_demo(data_dir: &DataDir, registry: &Registry, guests: &Path) ->
     println!("building the sample extensions in {} ...", guests.display());
     let components = build_components(guests)?;
     let key = demo_publisher_key(data_dir)?;
-    add_trusted_key(data_dir, key.public_key())?;
-    let trust = TrustBundle::load(data_dir.trust_bundle())?;
+    add_trusted_key(registry, key.public_key()).await?;
+    let trust = registry.trust_set().await?;
 
     let mut calls = Vec::new();
     let mut dirs: Vec<PathBuf> = std::fs::read_dir(guests)

@@ -111,9 +111,9 @@ impl AdminError {
             | PublishError::Manifest(_)
             | PublishError::Imports(_)
             | PublishError::Component(_) => AdminErrorCode::BadRequest,
-            PublishError::VersionExists { .. } | PublishError::PublisherMismatch { .. } => {
-                AdminErrorCode::Conflict
-            }
+            PublishError::VersionExists { .. }
+            | PublishError::PublisherMismatch { .. }
+            | PublishError::SignerNotAllowed { .. } => AdminErrorCode::Conflict,
             PublishError::Interrupted => {
                 tracing::warn!(request_id, error = %err, "publish interrupted");
                 return Self::new(AdminErrorCode::Unavailable, request_id);
@@ -126,11 +126,14 @@ impl AdminError {
     /// The answer for a refused install, upgrade, uninstall, enable or disable.
     pub fn install(request_id: &str, err: InstallError) -> Self {
         let code = match &err {
-            InstallError::InvalidTenantId(_) | InstallError::Imports { .. } => {
-                AdminErrorCode::BadRequest
-            }
+            InstallError::InvalidTenantId(_)
+            | InstallError::Imports { .. }
+            | InstallError::VersionRequired { .. } => AdminErrorCode::BadRequest,
             InstallError::NotFound { .. } => AdminErrorCode::NotFound,
-            InstallError::NotApproved { .. } => AdminErrorCode::Conflict,
+            InstallError::NotApproved { .. }
+            | InstallError::GrantWidened { .. }
+            | InstallError::Signature { .. } => AdminErrorCode::Conflict,
+            InstallError::Integrity { .. } => return Self::internal(request_id, &err),
             InstallError::Registry(inner) => return Self::registry(request_id, inner),
         };
         Self::new(code, request_id).message(err.to_string())

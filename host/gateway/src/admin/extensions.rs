@@ -12,7 +12,7 @@ use http::header::HeaderName;
 use palisade_registry::{ExtensionSummary, PublishedVersion, VersionSummary};
 use serde::Serialize;
 
-use super::error::{AdminError, AdminErrorCode};
+use super::error::AdminError;
 use super::{MAX_BUNDLE_BYTES, read_body};
 use crate::GatewayState;
 use crate::headers;
@@ -97,20 +97,14 @@ impl From<VersionSummary> for VersionJson {
 }
 
 /// `POST /admin/v1/extensions`: the body is the bundle's bytes, the signature is in
-/// [`SIGNATURE_HEADER`]. Publishing the same bytes again answers the existing version.
+/// [`SIGNATURE_HEADER`], verified against the registry's trust set. Publishing the same
+/// bytes again answers the existing version.
 pub(super) async fn publish(
     State(state): State<Arc<GatewayState>>,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, AdminError> {
     let request_id = headers::request_id(&headers);
-    let Some(trust) = state.trust.as_ref() else {
-        tracing::warn!(
-            request_id,
-            "publish refused: the gateway has no trust bundle configured"
-        );
-        return Err(AdminError::new(AdminErrorCode::Unavailable, request_id));
-    };
     let signature = headers
         .get(&SIGNATURE_HEADER)
         .map(|value| value.as_bytes().to_vec())
@@ -130,9 +124,15 @@ pub(super) async fn publish(
             "the request body is empty: send the bundle's bytes (bundle.tar.zst)",
         ));
     }
+    // The registry's trust set as it is now: a key trusted or removed a moment ago counts.
+    let trust = state
+        .registry
+        .trust_set()
+        .await
+        .map_err(|err| AdminError::registry(&request_id, &err))?;
     let published = state
         .registry
-        .publish(&bundle, &signature, trust)
+        .publish(&bundle, &signature, &trust)
         .await
         .map_err(|err| AdminError::publish(&request_id, err))?;
     Ok(Json(PublishedJson::from(published)).into_response())

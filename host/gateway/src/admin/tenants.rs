@@ -10,7 +10,7 @@ use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
 use axum::response::{IntoResponse, Response};
 use http::{HeaderMap, StatusCode};
-use palisade_bundle::CapabilityKey;
+use palisade_bundle::{Capabilities, CapabilityKey};
 use palisade_registry::executions::MAX_RECENT_EXECUTIONS;
 use palisade_registry::install::validate_tenant_id;
 use palisade_registry::{ExecutionRecord, Install, SecretValue};
@@ -36,6 +36,10 @@ pub(super) struct InstallRequest {
     /// The install's non-secret configuration; replaces what was stored.
     #[serde(default)]
     config: BTreeMap<String, String>,
+    /// Approves moving to `version` (which must be named) although it grants more than the
+    /// installed version: new storage namespaces, secret names or HTTP origins.
+    #[serde(default)]
+    approve_widened_grant: bool,
 }
 
 /// An install as answered.
@@ -47,6 +51,7 @@ pub(super) struct InstallJson {
     version_id: String,
     version: String,
     approved: Vec<CapabilityKey>,
+    grant: Capabilities,
     config: BTreeMap<String, String>,
     enabled: bool,
     created_at_ms: i64,
@@ -62,6 +67,7 @@ impl From<Install> for InstallJson {
             version_id: i.version_id,
             version: i.version,
             approved: i.approved,
+            grant: i.grant,
             config: i.config,
             enabled: i.enabled,
             created_at_ms: i.created_at_ms,
@@ -72,8 +78,9 @@ impl From<Install> for InstallJson {
 
 /// `PUT /admin/v1/tenants/{tenant_id}/installs/{extension_id}`: installs, or moves the
 /// existing install to another version. When the version requests a capability that
-/// `approve` lacks, nothing changes (the install stays on its version) and the answer is
-/// 409 naming the missing capabilities.
+/// `approve` lacks, or grants more than the installed version and `approve_widened_grant`
+/// is not set, nothing changes (the install stays on its version) and the answer is 409
+/// naming what is missing or new.
 pub(super) async fn install(
     State(state): State<Arc<GatewayState>>,
     Path((tenant_id, extension_id)): Path<(String, String)>,
@@ -95,12 +102,13 @@ pub(super) async fn install(
         })?;
     let install = state
         .registry
-        .install(
+        .install_with(
             &tenant_id,
             &extension_id,
             version.as_ref(),
             &request.approve,
             request.config,
+            request.approve_widened_grant,
         )
         .await;
     // Calls through this gateway see the change at once (whatever the outcome: the cached

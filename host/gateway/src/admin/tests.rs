@@ -121,8 +121,10 @@ async fn the_right_token_reaches_the_handlers() {
 }
 
 #[tokio::test]
-async fn publishing_and_secrets_need_their_configuration() {
+async fn secrets_need_their_configuration_and_publishing_the_registrys_trust_set() {
     let (_dir, app) = router(Some(TOKEN)).await;
+    // Publishing verifies against the registry's trust set: no gateway setting is needed,
+    // so a request without a signature is refused for what it lacks.
     let (status, json) = status_and_json(
         &app,
         &http::Method::POST,
@@ -130,9 +132,14 @@ async fn publishing_and_secrets_need_their_configuration() {
         Some(TOKEN),
     )
     .await;
-    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
-    assert_eq!(json["error"], "unavailable");
-    assert!(json.get("message").is_none());
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_eq!(json["error"], "bad_request");
+    assert!(
+        json["message"]
+            .as_str()
+            .unwrap()
+            .contains("x-palisade-signature")
+    );
     let (status, _) = status_and_json(
         &app,
         &http::Method::PUT,
@@ -173,8 +180,7 @@ async fn an_oversized_bundle_is_a_413() {
     .unwrap();
     let keys = ServiceKeyPair::generate().unwrap();
     let publisher = palisade_bundle::SigningKey::generate().unwrap();
-    let trust =
-        palisade_bundle::TrustBundle::from_keys(vec![publisher.public_key().clone()]).unwrap();
+    registry.trust_key(publisher.public_key()).await.unwrap();
     let state = GatewayState::new(
         GatewayConfig::new(
             "http://127.0.0.1:9",
@@ -184,8 +190,7 @@ async fn an_oversized_bundle_is_a_413() {
         TokenMinter::from_pem(keys.private_pem.as_bytes()).unwrap(),
     )
     .unwrap()
-    .with_admin_token(TOKEN)
-    .with_trust(trust);
+    .with_admin_token(TOKEN);
     let app = app(Arc::new(state));
     let request = Request::post("/admin/v1/extensions")
         .header("authorization", format!("Bearer {TOKEN}"))

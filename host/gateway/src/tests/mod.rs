@@ -103,6 +103,12 @@ impl Harness {
         let key = SigningKey::generate().unwrap();
         let signature = key.sign(&bundle).unwrap();
         let trust = TrustBundle::from_keys(vec![key.public_key().clone()]).unwrap();
+        // Each bundle has a key of its own: trust it, and allow it for the id.
+        self.registry.trust_key(key.public_key()).await.unwrap();
+        self.registry
+            .allow_signer(&manifest.id, &key.public_key().fingerprint())
+            .await
+            .unwrap();
         self.registry
             .publish(&bundle, &signature, &trust)
             .await
