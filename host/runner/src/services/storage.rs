@@ -219,7 +219,11 @@ mod tests {
                 .unwrap()
         );
         assert_eq!(backend.limits(), &StorageLimits::default());
-        // Pages stop at the byte cap: `a` (4 bytes) fits in 5, `a` and `b` do not.
+        // Pages stop at the byte cap: `b` (4 bytes) fits in 5, `b` and `c` (2) do not.
+        backend
+            .set(s, "c", b"x", Condition::Any, QUOTA)
+            .await
+            .unwrap();
         let page = backend.list(s, "", None, 10, 5).await.unwrap();
         assert_eq!(page.entries.len(), 1);
         assert!(page.more);
