@@ -225,6 +225,7 @@ mod tests {
         let trust =
             palisade_bundle::TrustBundle::from_pem(key.public_key_pem().unwrap().as_bytes())
                 .unwrap();
+        registry.trust_key(key.public_key()).await.unwrap();
         let published = registry
             .publish(&bundle, &key.sign(&bundle).unwrap(), &trust)
             .await
@@ -235,7 +236,6 @@ mod tests {
             registry,
             runtime,
             TokenVerifier::from_pem(service.public_pem.as_bytes()).unwrap(),
-            trust,
             crate::RunnerConfig::default(),
         );
         (state, published.content_hash)

@@ -143,10 +143,6 @@ mod tests {
         })
         .await
         .unwrap();
-        let key = palisade_bundle::SigningKey::generate().unwrap();
-        let trust =
-            palisade_bundle::TrustBundle::from_pem(key.public_key_pem().unwrap().as_bytes())
-                .unwrap();
         let service = palisade_protocol::ServiceKeyPair::generate().unwrap();
         let runtime = palisade_runtime::Runtime::new(
             palisade_runtime::RuntimeConfig::default(),
@@ -157,7 +153,6 @@ mod tests {
             registry,
             runtime,
             palisade_protocol::TokenVerifier::from_pem(service.public_pem.as_bytes()).unwrap(),
-            trust,
             crate::RunnerConfig {
                 metrics_token,
                 ..crate::RunnerConfig::default()
