@@ -150,6 +150,7 @@ async fn seed(
     })
     .await
     .unwrap();
+    registry.trust_key(publisher.public_key()).await.unwrap();
     let bytes = bundle(manifest, &guest(component));
     let signature = publisher.sign(&bytes).unwrap();
     let published = registry.publish(&bytes, &signature, &trust).await.unwrap();

@@ -86,7 +86,7 @@ pub struct RuntimeConfig {
     /// Tables one component may define across its core instances.
     pub max_tables_per_component: u32,
     /// Time limit on compiling one component, in milliseconds; a component that takes
-    /// longer is refused (`load_failed`) until the runner restarts.
+    /// longer is refused (`load_failed`) without compiling again for 10 minutes.
     pub compile_timeout_ms: u64,
 }
 
