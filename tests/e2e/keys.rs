@@ -3,10 +3,8 @@
 //! opens them; `palisade gateway` refuses the development caller key unless `--dev`;
 //! runners start from an empty data directory without warnings.
 
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use palisade_bundle::{CapabilityKey, SigningKey};
 use palisade_protocol::ServiceKeyPair;
@@ -15,118 +13,27 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
-use crate::support::{bundle, guest, hello_manifest, palisade_binary};
+use crate::process::{Server, free_addr};
+use crate::support::{bundle, guest, hello_manifest};
 
 const TENANT: &str = "acme";
 const ISSUER: &str = "palisade-dev";
 const AUDIENCE: &str = "palisade";
 const PROBE: &str = "com.example.secret-probe";
 
-/// A `palisade` server process, killed when dropped.
-struct Server {
+/// Starts `palisade` on `data_dir` at INFO, its log beside the directory.
+fn spawn(
     name: &'static str,
-    child: Child,
-    url: String,
-    log: PathBuf,
-}
-
-impl Server {
-    /// Starts `palisade --data-dir DIR --database-url DB ARGS...`, its stderr in a file.
-    fn spawn(
-        name: &'static str,
-        data_dir: &Path,
-        database_url: &str,
-        addr: &str,
-        args: &[&str],
-    ) -> Server {
-        let log = data_dir
-            .parent()
-            .unwrap_or(data_dir)
-            .join(format!("{name}.log"));
-        let stderr = std::fs::File::create(&log).unwrap();
-        let child = Command::new(palisade_binary())
-            .arg("--data-dir")
-            .arg(data_dir)
-            .arg("--database-url")
-            .arg(database_url)
-            .args(args)
-            .env("RUST_LOG", "info")
-            .env_remove("PALISADE_SECRETS_KEY")
-            .stdout(Stdio::null())
-            .stderr(stderr)
-            .spawn()
-            .unwrap();
-        Server {
-            name,
-            child,
-            url: format!("http://{addr}"),
-            log,
-        }
-    }
-
-    /// Waits until `/healthz` answers 200.
-    async fn wait_healthy(&mut self, client: &reqwest::Client) {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            if let Ok(response) = client.get(format!("{}/healthz", self.url)).send().await
-                && response.status() == StatusCode::OK
-            {
-                return;
-            }
-            if let Some(status) = self.child.try_wait().unwrap() {
-                panic!("{} exited with {status}:\n{}", self.name, self.log_text());
-            }
-            assert!(
-                Instant::now() < deadline,
-                "{} did not become healthy:\n{}",
-                self.name,
-                self.log_text()
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-
-    /// Waits at most `timeout` for the process to exit by itself.
-    async fn wait_exit(&mut self, timeout: Duration) -> std::process::ExitStatus {
-        let deadline = Instant::now() + timeout;
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return status;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "{} did not exit:\n{}",
-                self.name,
-                self.log_text()
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-
-    fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    /// The log lines at WARN or ERROR.
-    fn warnings(&self) -> Vec<String> {
-        self.log_text()
-            .lines()
-            .filter(|line| line.contains(" WARN ") || line.contains(" ERROR "))
-            .map(str::to_owned)
-            .collect()
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn free_addr() -> String {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    listener.local_addr().unwrap().to_string()
+    data_dir: &Path,
+    database_url: &str,
+    addr: &str,
+    args: &[&str],
+) -> Server {
+    let log = data_dir
+        .parent()
+        .unwrap_or(data_dir)
+        .join(format!("{name}.log"));
+    Server::spawn(name, data_dir, database_url, addr, log, "info", args)
 }
 
 /// Writes `trust.pem` into `data_dir`, publishes `component` with `manifest` into the
@@ -215,7 +122,7 @@ async fn a_gateway_seals_secrets_without_a_key_that_opens_them() {
     let client = reqwest::Client::new();
 
     let runner_addr = free_addr();
-    let mut runner = Server::spawn(
+    let mut runner = spawn(
         "runner",
         &runner_dir,
         &database_url,
@@ -240,7 +147,7 @@ async fn a_gateway_seals_secrets_without_a_key_that_opens_them() {
     let gateway_addr = free_addr();
     let caller_flag = format!("EdDSA:{}", caller_pem.display());
     let runner_url = runner.url.clone();
-    let mut gateway = Server::spawn(
+    let mut gateway = spawn(
         "gateway",
         &gateway_dir,
         &database_url,
@@ -312,7 +219,7 @@ async fn a_gateway_with_only_the_development_key_needs_dev() {
     let client = reqwest::Client::new();
 
     let addr = free_addr();
-    let mut refused = Server::spawn(
+    let mut refused = spawn(
         "gateway-refused",
         &data_dir,
         &database_url,
@@ -334,7 +241,7 @@ async fn a_gateway_with_only_the_development_key_needs_dev() {
     );
 
     let addr = free_addr();
-    let mut dev = Server::spawn(
+    let mut dev = spawn(
         "gateway-dev",
         &data_dir,
         &database_url,
@@ -387,7 +294,7 @@ async fn a_runner_serves_metrics_only_with_the_configured_token() {
     let client = reqwest::Client::new();
     let addr = free_addr();
     let config_arg = config.display().to_string();
-    let mut runner = Server::spawn(
+    let mut runner = spawn(
         "runner",
         &data_dir,
         &database_url,
@@ -465,7 +372,7 @@ async fn runner_and_up_start_from_an_empty_data_directory_without_warnings() {
     )
     .await;
     let runner_addr = free_addr();
-    let mut runner = Server::spawn(
+    let mut runner = spawn(
         "runner",
         &data_dir,
         &database_url,
@@ -476,7 +383,7 @@ async fn runner_and_up_start_from_an_empty_data_directory_without_warnings() {
     assert!(data_dir.join("cache/artifacts").is_dir());
     let gateway_addr = free_addr();
     let runner_url = runner.url.clone();
-    let mut gateway = Server::spawn(
+    let mut gateway = spawn(
         "gateway",
         &data_dir,
         &database_url,
@@ -516,7 +423,7 @@ async fn runner_and_up_start_from_an_empty_data_directory_without_warnings() {
     )
     .await;
     let (gateway_addr, runner_addr) = (free_addr(), free_addr());
-    let mut up = Server::spawn(
+    let mut up = spawn(
         "up",
         &data_dir,
         &database_url,

@@ -17,6 +17,7 @@ mod integrity;
 mod keys;
 mod metrics;
 mod openapi;
+mod process;
 mod publish;
 mod runners;
 mod secrets;

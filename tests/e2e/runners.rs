@@ -5,11 +5,10 @@
 
 use std::collections::BTreeSet;
 use std::net::TcpListener;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use palisade_bundle::{CapabilityKey, SigningKey};
 use palisade_gateway::pool::rendezvous_order;
@@ -17,91 +16,20 @@ use palisade_registry::{Registry, RegistryConfig};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-use crate::support::{bundle, guest, hello_manifest, palisade_binary};
+use crate::process::{Server, free_addr};
+use crate::support::{bundle, guest, hello_manifest};
 
 const TENANT: &str = "acme";
 const DEV_ISSUER: &str = "palisade-dev";
 const DEV_AUDIENCE: &str = "palisade";
 
-/// A `palisade` server process, killed when dropped.
-struct Server {
-    name: &'static str,
-    child: Child,
-    url: String,
-    log: PathBuf,
-}
-
-impl Server {
-    fn spawn(name: &'static str, data_dir: &Path, addr: &str, args: &[&str]) -> Server {
-        let log = data_dir.join(format!("{name}.log"));
-        let stderr = std::fs::File::create(&log).unwrap();
-        let child = Command::new(palisade_binary())
-            .arg("--data-dir")
-            .arg(data_dir)
-            .arg("--database-url")
-            .arg(palisade_registry::testing::database_url(data_dir))
-            .args(args)
-            .args(["--listen", addr])
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
-            .stderr(stderr)
-            .spawn()
-            .unwrap();
-        Server {
-            name,
-            child,
-            url: format!("http://{addr}"),
-            log,
-        }
-    }
-
-    /// Waits until `/healthz` answers 200.
-    async fn wait_healthy(&mut self, client: &reqwest::Client) {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            if let Ok(response) = client.get(format!("{}/healthz", self.url)).send().await
-                && response.status() == StatusCode::OK
-            {
-                return;
-            }
-            if let Some(status) = self.child.try_wait().unwrap() {
-                panic!("{} exited with {status}:\n{}", self.name, self.log_text());
-            }
-            assert!(
-                Instant::now() < deadline,
-                "{} did not become healthy:\n{}",
-                self.name,
-                self.log_text()
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-
-    fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    /// Sends SIGTERM and waits for the process to exit.
-    async fn terminate(&mut self) -> ExitStatus {
-        let pid = self.child.id().to_string();
-        let status = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
-        assert!(status.success());
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return status;
-            }
-            assert!(Instant::now() < deadline, "{} ignored SIGTERM", self.name);
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// Starts `palisade ARGS... --listen ADDR` on `data_dir` and its registry, at WARN, its
+/// log in the directory.
+fn spawn(name: &'static str, data_dir: &Path, addr: &str, args: &[&str]) -> Server {
+    let database_url = palisade_registry::testing::database_url(data_dir);
+    let log = data_dir.join(format!("{name}.log"));
+    let args: Vec<&str> = args.iter().copied().chain(["--listen", addr]).collect();
+    Server::spawn(name, data_dir, &database_url, addr, log, "warn", &args)
 }
 
 /// Free loopback addresses for two runners such that rendezvous hashing sends every one of
@@ -127,11 +55,6 @@ fn runner_addrs(keys: &[String]) -> (String, String) {
         }
     }
     panic!("no pair of ports prefers one runner for every key");
-}
-
-fn free_addr() -> String {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    listener.local_addr().unwrap().to_string()
 }
 
 /// Publishes hello and notes into the data directory's registry and installs both for
@@ -288,12 +211,12 @@ async fn a_killed_runner_costs_no_get_and_repeats_no_post() {
     let client = reqwest::Client::new();
 
     // One after the other, so the first creates the data directory's keys.
-    let mut runner_a = Server::spawn("runner-a", data_dir, &addr_a, &["runner"]);
+    let mut runner_a = spawn("runner-a", data_dir, &addr_a, &["runner"]);
     runner_a.wait_healthy(&client).await;
-    let mut runner_b = Server::spawn("runner-b", data_dir, &addr_b, &["runner"]);
+    let mut runner_b = spawn("runner-b", data_dir, &addr_b, &["runner"]);
     runner_b.wait_healthy(&client).await;
     let gateway_addr = free_addr();
-    let mut gateway = Server::spawn(
+    let mut gateway = spawn(
         "gateway",
         data_dir,
         &gateway_addr,
@@ -339,8 +262,7 @@ async fn a_killed_runner_costs_no_get_and_repeats_no_post() {
     ));
 
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    runner_a.child.kill().unwrap(); // SIGKILL
-    runner_a.child.wait().unwrap();
+    runner_a.kill();
     tokio::time::sleep(Duration::from_millis(2500)).await;
     stop.store(true, Ordering::SeqCst);
 
