@@ -141,24 +141,7 @@ mod tests {
         use tower::ServiceExt;
 
         let dir = tempfile::tempdir().unwrap();
-        let registry = palisade_registry::Registry::open(&palisade_registry::RegistryConfig {
-            database_url: format!("sqlite://{}", dir.path().join("r.db").display()),
-            object_store_dir: dir.path().join("objects"),
-        })
-        .await
-        .unwrap();
-        let service = palisade_protocol::ServiceKeyPair::generate().unwrap();
-        let runtime = palisade_runtime::Runtime::new(
-            palisade_runtime::RuntimeConfig::default(),
-            palisade_runtime::HostServices::default(),
-        )
-        .unwrap();
-        let state = crate::RunnerState::new(
-            registry,
-            runtime,
-            palisade_protocol::TokenVerifier::from_pem(service.public_pem.as_bytes()).unwrap(),
-            crate::RunnerConfig::default(),
-        );
+        let state = crate::test_support::empty_runner(&dir, crate::RunnerConfig::default()).await;
         let drain = state.drain();
         let app = crate::app(Arc::new(state));
         let get = |uri: &str| {

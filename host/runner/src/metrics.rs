@@ -137,27 +137,14 @@ mod tests {
 
     /// The runner's routes with `metrics_token` as its setting.
     async fn app(dir: &tempfile::TempDir, metrics_token: Option<MetricsToken>) -> axum::Router {
-        let registry = palisade_registry::Registry::open(&palisade_registry::RegistryConfig {
-            database_url: format!("sqlite://{}", dir.path().join("r.db").display()),
-            object_store_dir: dir.path().join("objects"),
-        })
-        .await
-        .unwrap();
-        let service = palisade_protocol::ServiceKeyPair::generate().unwrap();
-        let runtime = palisade_runtime::Runtime::new(
-            palisade_runtime::RuntimeConfig::default(),
-            palisade_runtime::HostServices::default(),
-        )
-        .unwrap();
-        let state = crate::RunnerState::new(
-            registry,
-            runtime,
-            palisade_protocol::TokenVerifier::from_pem(service.public_pem.as_bytes()).unwrap(),
+        let state = crate::test_support::empty_runner(
+            dir,
             crate::RunnerConfig {
                 metrics_token,
                 ..crate::RunnerConfig::default()
             },
-        );
+        )
+        .await;
         crate::app(Arc::new(state))
     }
 

@@ -5,6 +5,31 @@ use palisade_registry::{Registry, RegistryConfig};
 /// A component importing nothing: the 8-byte header of an empty component.
 const EMPTY_COMPONENT: [u8; 8] = [0x00, 0x61, 0x73, 0x6d, 0x0d, 0x00, 0x01, 0x00];
 
+/// A runner on a fresh, empty registry in `dir`, with the runtime's defaults and `config`.
+pub(crate) async fn empty_runner(
+    dir: &tempfile::TempDir,
+    config: crate::RunnerConfig,
+) -> crate::RunnerState {
+    let registry = Registry::open(&RegistryConfig {
+        database_url: format!("sqlite://{}", dir.path().join("r.db").display()),
+        object_store_dir: dir.path().join("objects"),
+    })
+    .await
+    .unwrap();
+    let service = palisade_protocol::ServiceKeyPair::generate().unwrap();
+    let runtime = palisade_runtime::Runtime::new(
+        palisade_runtime::RuntimeConfig::default(),
+        palisade_runtime::HostServices::default(),
+    )
+    .unwrap();
+    crate::RunnerState::new(
+        registry,
+        runtime,
+        palisade_protocol::TokenVerifier::from_pem(service.public_pem.as_bytes()).unwrap(),
+        config,
+    )
+}
+
 /// A fresh registry on `dir` with the extension `manifest` (an empty component) published
 /// and installed for tenant `acme` with every capability approved; returns the install id.
 pub(crate) async fn registry_with_install(
