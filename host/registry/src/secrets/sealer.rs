@@ -174,11 +174,7 @@ impl SecretPublicKey {
 
     /// The key's id: `x` followed by 16 hex digits.
     pub fn id(&self) -> String {
-        let mut hasher = Sha256::new();
-        hasher.update(KEY_ID_CONTEXT);
-        hasher.update(self.public.to_bytes());
-        let digest = hasher.finalize();
-        format!("x{}", hex::encode(&digest[..8]))
+        key_id("x", KEY_ID_CONTEXT, &self.public.to_bytes())
     }
 }
 
@@ -532,11 +528,11 @@ impl LegacySecretKey {
 
     /// The key's id: `k` followed by 16 hex digits.
     pub fn id(&self) -> String {
-        let mut hasher = Sha256::new();
-        hasher.update(LEGACY_KEY_ID_CONTEXT);
-        hasher.update(self.bytes.as_slice());
-        let digest = hasher.finalize();
-        format!("{LEGACY_ID_PREFIX}{}", hex::encode(&digest[..8]))
+        key_id(
+            LEGACY_ID_PREFIX,
+            LEGACY_KEY_ID_CONTEXT,
+            self.bytes.as_slice(),
+        )
     }
 }
 
@@ -672,6 +668,15 @@ fn associated_data(context: &[u8], install_id: &str, name: &str) -> Vec<u8> {
         aad.extend_from_slice(part.as_bytes());
     }
     aad
+}
+
+/// A key's id: `prefix` and the first 8 bytes of SHA-256(`context` ‖ `key`) in hex.
+fn key_id(prefix: impl std::fmt::Display, context: &[u8], key: &[u8]) -> String {
+    let mut hasher = Sha256::new();
+    hasher.update(context);
+    hasher.update(key);
+    let digest = hasher.finalize();
+    format!("{prefix}{}", hex::encode(&digest[..8]))
 }
 
 #[cfg(test)]
