@@ -12,7 +12,7 @@
 //!
 //! | module | WIT interface | manifest capability | feature |
 //! |---|---|---|---|
-//! | [`http`], [`export_handler!`] | `wasi:http/incoming-handler` (export) | — | — |
+//! | [`http`], [`export_handler!`], [`export_streaming_handler!`] | `wasi:http/incoming-handler` (export) | — | — |
 //! | [`context`] | `palisade:extension/context` | always granted | — |
 //! | [`log`] | `palisade:extension/log` | `log` (on by default) | — |
 //! | `storage` | `palisade:extension/storage` | `storage` | `storage` |
@@ -112,11 +112,11 @@ pub mod storage;
 
 pub use export::MAX_REQUEST_BODY_BYTES;
 
-/// Used by [`export_handler!`]; not part of the public API.
+/// Used by [`export_handler!`] and [`export_streaming_handler!`]; not part of the public API.
 #[doc(hidden)]
 pub mod __private {
     pub use crate::bindings::handler;
     pub use crate::bindings::handler::exports::wasi::http::incoming_handler::Guest as IncomingHandler;
     pub use crate::bindings::handler::wasi::http::types::{IncomingRequest, ResponseOutparam};
-    pub use crate::export::serve;
+    pub use crate::export::{serve, serve_streaming};
 }

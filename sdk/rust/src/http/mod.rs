@@ -4,11 +4,15 @@
 //! can be unit-tested natively with `cargo test`.
 
 mod method;
+pub(crate) mod reader;
 mod request;
-mod response;
+pub(crate) mod response;
 mod router;
+mod writer;
 
 pub use method::{EmptyMethodError, Method};
+pub use reader::{BodyReader, ReadBodyError};
 pub use request::Request;
 pub use response::Response;
 pub use router::Router;
+pub use writer::{BodyWriter, StreamClosed};

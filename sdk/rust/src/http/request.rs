@@ -7,8 +7,12 @@ use super::Method;
 /// An HTTP request to the extension: method, path, query string, headers and the whole
 /// body, plus the path parameters filled in by [`Router`](super::Router).
 ///
-/// Requests reach a handler through [`export_handler!`](crate::export_handler); in unit
-/// tests build them with [`Request::new`]:
+/// Requests reach a handler through [`export_handler!`](crate::export_handler) with the
+/// whole body read. A streaming handler
+/// ([`export_streaming_handler!`](crate::export_streaming_handler),
+/// [`Router::route_streaming`](super::Router::route_streaming)) gets the request with an
+/// empty body and the body itself as a [`BodyReader`](super::BodyReader). In unit tests
+/// build requests with [`Request::new`]:
 ///
 /// ```
 /// use palisade_sdk::http::{Method, Request};
@@ -163,6 +167,10 @@ impl Request {
     /// Every router path parameter as `(name, decoded value)`, in route order.
     pub fn params(&self) -> &[(String, String)] {
         &self.params
+    }
+
+    pub(crate) fn take_body(&mut self) -> Vec<u8> {
+        std::mem::take(&mut self.body)
     }
 
     pub(crate) fn set_params(&mut self, params: Vec<(String, String)>) {

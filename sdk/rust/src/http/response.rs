@@ -1,9 +1,14 @@
 //! The response a handler returns.
 
+use std::fmt;
+
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-/// An HTTP response: status, headers and the whole body.
+use super::{BodyWriter, StreamClosed};
+
+/// An HTTP response: status, headers and a body that is either buffered (a byte vector
+/// written at once) or streamed (produced chunk by chunk, see [`Response::stream`]).
 ///
 /// Header names are case-insensitive and stored in lower case. `content-length` is computed
 /// by the platform from the body, so a value set here is not sent.
@@ -22,11 +27,38 @@ use serde::de::DeserializeOwned;
 ///
 /// assert_eq!(Response::not_found().body(), br#"{"error":"not_found"}"#);
 /// ```
-#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Response {
     status: u16,
     headers: Vec<(String, String)>,
-    body: Vec<u8>,
+    body: Body,
+}
+
+/// What produces a streaming body.
+type Producer = Box<dyn FnOnce(&mut BodyWriter) -> Result<(), StreamClosed>>;
+
+enum Body {
+    Buffered(Vec<u8>),
+    Streaming(Producer),
+}
+
+/// The body of a response on its way out: what the export writes after the head.
+pub(crate) enum PendingBody {
+    Buffered(Vec<u8>),
+    Streaming(Producer),
+}
+
+impl fmt::Debug for Response {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut debug = f.debug_struct("Response");
+        debug
+            .field("status", &self.status)
+            .field("headers", &self.headers);
+        match &self.body {
+            Body::Buffered(bytes) => debug.field("body", bytes),
+            Body::Streaming(_) => debug.field("body", &format_args!("<streaming>")),
+        };
+        debug.finish()
+    }
 }
 
 impl Response {
@@ -35,8 +67,69 @@ impl Response {
         Response {
             status,
             headers: Vec::new(),
-            body: Vec::new(),
+            body: Body::Buffered(Vec::new()),
         }
+    }
+
+    /// A response whose body is written by `producer` while it is being sent.
+    ///
+    /// The status and headers (set as on any response, e.g. with
+    /// [`with_header`](Self::with_header)) go out first; then `producer` runs with a
+    /// [`BodyWriter`], and every write reaches the caller as soon as it returns. When
+    /// `producer` returns `Ok`, the body is finished. A write fails with [`StreamClosed`]
+    /// when the caller went away or the platform cut the body at its size limit: return
+    /// that error (`?`), and the body ends there, incomplete.
+    ///
+    /// The producer runs after the handler has returned, so it owns what it needs
+    /// (`move`). A panic in it traps the instance; since the status was already sent, the
+    /// caller sees the body break off.
+    ///
+    /// ```
+    /// use palisade_sdk::http::Response;
+    ///
+    /// let response = Response::stream(200, |writer| {
+    ///     for n in 1..=3 {
+    ///         writeln!(writer, "line {n}")?;
+    ///     }
+    ///     Ok(())
+    /// })
+    /// .with_header("content-type", "text/plain; charset=utf-8");
+    ///
+    /// assert!(response.is_streaming());
+    /// assert_eq!(response.into_body_bytes(), b"line 1\nline 2\nline 3\n");
+    /// ```
+    pub fn stream(
+        status: u16,
+        producer: impl FnOnce(&mut BodyWriter) -> Result<(), StreamClosed> + 'static,
+    ) -> Self {
+        Response {
+            status,
+            headers: Vec::new(),
+            body: Body::Streaming(Box::new(producer)),
+        }
+    }
+
+    /// A streaming response that sends each item of `chunks` as it is produced (the
+    /// iterator runs while the body is sent), stopping early if the body stream closes.
+    /// See [`stream`](Self::stream).
+    ///
+    /// ```
+    /// use palisade_sdk::http::Response;
+    ///
+    /// let response = Response::from_chunks(200, (1..=3).map(|n| format!("{n},")));
+    /// assert_eq!(response.into_body_bytes(), b"1,2,3,");
+    /// ```
+    pub fn from_chunks<I>(status: u16, chunks: I) -> Self
+    where
+        I: IntoIterator + 'static,
+        I::Item: AsRef<[u8]>,
+    {
+        Response::stream(status, move |writer| {
+            for chunk in chunks {
+                writer.write(chunk)?;
+            }
+            Ok(())
+        })
     }
 
     /// A response whose body is `value` as JSON, with `content-type: application/json`.
@@ -100,9 +193,9 @@ impl Response {
         self
     }
 
-    /// Replaces the body.
+    /// Replaces the body (a streaming body too) with `body`.
     pub fn with_body(mut self, body: impl Into<Vec<u8>>) -> Self {
-        self.body = body.into();
+        self.body = Body::Buffered(body.into());
         self
     }
 
@@ -124,24 +217,70 @@ impl Response {
         &self.headers
     }
 
-    /// The body.
+    /// The buffered body; empty for a streaming response (see
+    /// [`into_body_bytes`](Self::into_body_bytes)).
     pub fn body(&self) -> &[u8] {
-        &self.body
+        match &self.body {
+            Body::Buffered(bytes) => bytes,
+            Body::Streaming(_) => &[],
+        }
     }
 
-    /// Parses the body as JSON into `T` (useful in tests of handlers).
+    /// Whether the body is streamed ([`stream`](Self::stream),
+    /// [`from_chunks`](Self::from_chunks)) rather than buffered.
+    pub fn is_streaming(&self) -> bool {
+        matches!(self.body, Body::Streaming(_))
+    }
+
+    /// Parses the buffered body as JSON into `T` (useful in tests of handlers).
     pub fn body_json<T: DeserializeOwned>(&self) -> Result<T, serde_json::Error> {
-        serde_json::from_slice(&self.body)
+        serde_json::from_slice(self.body())
     }
 
-    /// Splits the response into status, headers and body.
+    /// The whole body: the buffered bytes, or what a streaming body's producer writes,
+    /// run here to its end and collected in memory. Meant for tests; a producer that
+    /// calls host functions (a sleep, storage) panics outside the runner.
+    pub fn into_body_bytes(self) -> Vec<u8> {
+        self.body.collect()
+    }
+
+    /// Splits the response into status, headers and body. A streaming body is collected
+    /// as by [`into_body_bytes`](Self::into_body_bytes).
     pub fn into_parts(self) -> (u16, Vec<(String, String)>, Vec<u8>) {
-        (self.status, self.headers, self.body)
+        (self.status, self.headers, self.body.collect())
+    }
+
+    /// Splits the response into status, headers and the body still to be written.
+    pub(crate) fn into_outgoing(self) -> (u16, Vec<(String, String)>, PendingBody) {
+        let body = match self.body {
+            Body::Buffered(bytes) => PendingBody::Buffered(bytes),
+            Body::Streaming(producer) => PendingBody::Streaming(producer),
+        };
+        (self.status, self.headers, body)
     }
 
     pub(crate) fn remove_header(&mut self, name: &str) {
         self.headers
             .retain(|(key, _)| !key.eq_ignore_ascii_case(name));
+    }
+}
+
+impl Body {
+    /// Runs a streaming body into memory.
+    fn collect(self) -> Vec<u8> {
+        match self {
+            Body::Buffered(bytes) => bytes,
+            Body::Streaming(producer) => {
+                let mut writer = BodyWriter::memory(usize::MAX);
+                // A memory writer never closes, so the producer cannot fail on a write;
+                // the bytes written so far are the body either way.
+                let _ = producer(&mut writer);
+                writer
+                    .into_memory()
+                    .map(|(bytes, _)| bytes)
+                    .unwrap_or_default()
+            }
+        }
     }
 }
 
@@ -231,5 +370,71 @@ mod tests {
         assert_eq!(status, 200);
         assert_eq!(headers.len(), 1);
         assert_eq!(body, b"x");
+    }
+
+    #[test]
+    fn streaming_response_keeps_headers_and_collects_its_chunks() {
+        let response = Response::stream(201, |writer| {
+            writer.write("one ")?;
+            writer.write(b"two")?;
+            Ok(())
+        })
+        .with_header("Content-Type", "text/plain")
+        .append_header("x-ext-a", "1");
+        assert!(response.is_streaming());
+        assert_eq!(response.status(), 201);
+        assert_eq!(response.header("content-type"), Some("text/plain"));
+        assert!(response.body().is_empty());
+        assert!(format!("{response:?}").contains("<streaming>"));
+        let (status, headers, body) = response.into_parts();
+        assert_eq!(status, 201);
+        assert_eq!(headers.len(), 2);
+        assert_eq!(body, b"one two");
+    }
+
+    #[test]
+    fn with_body_replaces_a_stream() {
+        let response = Response::stream(200, |_| panic!("not run")).with_body("plain");
+        assert!(!response.is_streaming());
+        assert_eq!(response.into_body_bytes(), b"plain");
+    }
+
+    #[test]
+    fn from_chunks_runs_the_iterator_lazily_and_stops_when_closed() {
+        use std::cell::Cell;
+        use std::rc::Rc;
+
+        let pulled = Rc::new(Cell::new(0));
+        let counter = Rc::clone(&pulled);
+        let chunks = (0..1000).map(move |n| {
+            counter.set(counter.get() + 1);
+            vec![b'a' + (n % 26) as u8; 3000]
+        });
+        let response = Response::from_chunks(200, chunks);
+        assert_eq!(pulled.get(), 0, "nothing runs before the body is sent");
+
+        let PendingBody::Streaming(producer) = response.into_outgoing().2 else {
+            panic!("a streaming body");
+        };
+        let mut writer = BodyWriter::memory(10_000);
+        assert!(producer(&mut writer).is_err());
+        // Chunks 1-3 fit (9000 bytes); the 4th fails, and the iterator is not pulled again.
+        assert_eq!(pulled.get(), 4);
+        let (bytes, pieces) = writer.into_memory().unwrap();
+        assert_eq!(bytes.len(), 9000);
+        assert_eq!(pieces, [3000, 3000, 3000]);
+    }
+
+    #[test]
+    fn buffered_and_empty_bodies_go_out_buffered() {
+        let PendingBody::Buffered(bytes) = Response::text(200, "x").into_outgoing().2 else {
+            panic!("a buffered body");
+        };
+        assert_eq!(bytes, b"x");
+        assert!(
+            Response::from_chunks(204, Vec::<Vec<u8>>::new())
+                .into_body_bytes()
+                .is_empty()
+        );
     }
 }

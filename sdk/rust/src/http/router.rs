@@ -2,9 +2,15 @@
 
 use percent_encoding::percent_decode_str;
 
-use super::{Method, Request, Response};
+use super::reader::read_whole;
+use super::{BodyReader, Method, Request, Response};
 
-type Handler = Box<dyn Fn(Request) -> Response>;
+enum Handler {
+    /// Receives the request with its whole body.
+    Buffered(Box<dyn Fn(Request) -> Response>),
+    /// Receives the request without body, and the body as a stream.
+    Streaming(Box<dyn Fn(Request, BodyReader) -> Response>),
+}
 
 /// Dispatches requests to handlers by method and path.
 ///
@@ -18,6 +24,13 @@ type Handler = Box<dyn Fn(Request) -> Response>;
 ///   `allow` header listing the methods that would match.
 /// * `HEAD` is answered by the `GET` route (unless a `HEAD` route exists), without body.
 /// * A path parameter that is not valid UTF-8 after decoding: 400.
+///
+/// Handlers added with [`route`](Self::route), [`get`](Self::get) and the like receive the
+/// request with its whole body; handlers added with
+/// [`route_streaming`](Self::route_streaming) receive the body as a [`BodyReader`]. To
+/// stream request bodies from the host, export the router with
+/// [`export_streaming_handler!`](crate::export_streaming_handler) and dispatch with
+/// [`handle_streaming`](Self::handle_streaming); see there.
 ///
 /// ```
 /// use palisade_sdk::http::{Method, Request, Response, Router};
@@ -141,11 +154,70 @@ impl Router {
     /// If `path` does not start with `/`, has a `:` segment without a name, declares a
     /// parameter twice, or the same method already has a route matching the same paths.
     pub fn route(
-        mut self,
+        self,
         method: Method,
         path: &str,
         handler: impl Fn(Request) -> Response + 'static,
     ) -> Self {
+        self.add(method, path, Handler::Buffered(Box::new(handler)))
+    }
+
+    /// Adds a route whose handler reads the request body as a stream: it receives the
+    /// request without body (its [`body`](Request::body) is empty) and a [`BodyReader`].
+    ///
+    /// Under [`handle_streaming`](Self::handle_streaming) the reader is the host's body
+    /// stream, read as it arrives and without the SDK's size limit; under
+    /// [`handle`](Self::handle) (as in native tests) it reads the request's buffered body.
+    ///
+    /// ```
+    /// use std::io::{BufRead, BufReader};
+    /// use palisade_sdk::http::{BodyReader, Method, Request, Response, Router};
+    ///
+    /// fn count_lines(_request: Request, body: BodyReader) -> Response {
+    ///     match BufReader::new(body).lines().try_fold(0u64, |n, line| line.map(|_| n + 1)) {
+    ///         Ok(lines) => Response::text(200, lines.to_string()),
+    ///         Err(error) => Response::bad_request(format!("unreadable body: {error}")),
+    ///     }
+    /// }
+    ///
+    /// let router = Router::new().post_streaming("/lines", count_lines);
+    /// let response = router.handle(Request::new(Method::Post, "/lines").with_body("a\nb\nc\n"));
+    /// assert_eq!(response.body(), b"3");
+    /// ```
+    ///
+    /// # Panics
+    ///
+    /// As [`route`](Self::route).
+    pub fn route_streaming(
+        self,
+        method: Method,
+        path: &str,
+        handler: impl Fn(Request, BodyReader) -> Response + 'static,
+    ) -> Self {
+        self.add(method, path, Handler::Streaming(Box::new(handler)))
+    }
+
+    /// Adds a `POST` route that streams the request body. See
+    /// [`route_streaming`](Self::route_streaming).
+    pub fn post_streaming(
+        self,
+        path: &str,
+        handler: impl Fn(Request, BodyReader) -> Response + 'static,
+    ) -> Self {
+        self.route_streaming(Method::Post, path, handler)
+    }
+
+    /// Adds a `PUT` route that streams the request body. See
+    /// [`route_streaming`](Self::route_streaming).
+    pub fn put_streaming(
+        self,
+        path: &str,
+        handler: impl Fn(Request, BodyReader) -> Response + 'static,
+    ) -> Self {
+        self.route_streaming(Method::Put, path, handler)
+    }
+
+    fn add(mut self, method: Method, path: &str, handler: Handler) -> Self {
         let pattern = Pattern::parse(path);
         if let Some(existing) = self
             .routes
@@ -160,7 +232,7 @@ impl Router {
         self.routes.push(Route {
             method,
             pattern,
-            handler: Box::new(handler),
+            handler,
         });
         self
     }
@@ -191,8 +263,49 @@ impl Router {
     }
 
     /// Routes `request` to its handler and returns the handler's response, or the 404,
-    /// 405 or 400 described on [`Router`].
-    pub fn handle(&self, mut request: Request) -> Response {
+    /// 405 or 400 described on [`Router`]. A streaming route reads the request's buffered
+    /// body through a [`BodyReader`].
+    pub fn handle(&self, request: Request) -> Response {
+        self.dispatch(request, None)
+    }
+
+    /// Routes a request whose body is still a stream, as
+    /// [`export_streaming_handler!`](crate::export_streaming_handler) hands it over
+    /// (`request` without body, `body` the host's stream).
+    ///
+    /// A streaming route receives `body` as it is. For any other route the router first
+    /// reads the body whole, exactly as [`export_handler!`](crate::export_handler) would:
+    /// over [`MAX_REQUEST_BODY_BYTES`](crate::MAX_REQUEST_BODY_BYTES) (declared in
+    /// `content-length`, or read) it answers 413, on a read failure 400, without calling the
+    /// handler. A request that matches no route is answered without reading the body.
+    ///
+    /// ```
+    /// use palisade_sdk::http::{BodyReader, Request, Response, Router};
+    ///
+    /// fn router() -> Router {
+    ///     Router::new()
+    ///         .get("/items/:id", |request: Request| Response::text(200, request.param("id").unwrap_or_default().to_owned()))
+    ///         .post_streaming("/uploads", |_request: Request, body: BodyReader| {
+    ///             let mut sink = std::io::sink();
+    ///             match std::io::copy(&mut { body }, &mut sink) {
+    ///                 Ok(bytes) => Response::text(200, format!("{bytes} bytes")),
+    ///                 Err(error) => Response::bad_request(error.to_string()),
+    ///             }
+    ///         })
+    /// }
+    ///
+    /// fn handle(request: Request, body: BodyReader) -> Response {
+    ///     router().handle_streaming(request, body)
+    /// }
+    ///
+    /// palisade_sdk::export_streaming_handler!(handle);
+    /// # fn main() {}
+    /// ```
+    pub fn handle_streaming(&self, request: Request, body: BodyReader) -> Response {
+        self.dispatch(request, Some(body))
+    }
+
+    fn dispatch(&self, mut request: Request, stream: Option<BodyReader>) -> Response {
         let path = request.path().to_owned();
         let path_segments: Vec<&str> = path.strip_prefix('/').unwrap_or(&path).split('/').collect();
         let matching: Vec<(&Route, Vec<(&str, &str)>)> = self
@@ -238,7 +351,20 @@ impl Router {
             }
         }
         request.set_params(params);
-        let mut response = (route.handler)(request);
+        let mut response = match (&route.handler, stream) {
+            (Handler::Buffered(handler), None) => handler(request),
+            (Handler::Buffered(handler), Some(stream)) => {
+                match read_whole(&request, stream, crate::MAX_REQUEST_BODY_BYTES) {
+                    Ok(bytes) => handler(request.with_body(bytes)),
+                    Err(refusal) => refusal,
+                }
+            }
+            (Handler::Streaming(handler), None) => {
+                let body = BodyReader::from_bytes(request.take_body());
+                handler(request, body)
+            }
+            (Handler::Streaming(handler), Some(stream)) => handler(request, stream),
+        };
         if strip_body {
             response.remove_header("content-length");
             response = response.with_body(Vec::new());
@@ -536,6 +662,93 @@ mod tests {
         assert_eq!(
             body_of(&router.handle(Request::new(Method::Post, "/a/1"))),
             "y"
+        );
+    }
+
+    fn count_bytes(request: Request, mut body: BodyReader) -> Response {
+        assert!(request.body().is_empty(), "the body comes as a stream");
+        match std::io::copy(&mut body, &mut std::io::sink()) {
+            Ok(bytes) => Response::text(200, bytes.to_string()),
+            Err(error) => Response::bad_request(error.to_string()),
+        }
+    }
+
+    #[test]
+    fn streaming_routes_read_a_buffered_body_through_a_reader() {
+        let router = Router::new()
+            .post_streaming("/count", count_bytes)
+            .put_streaming("/count", count_bytes)
+            .route_streaming(Method::Patch, "/count", count_bytes);
+        for method in [Method::Post, Method::Put, Method::Patch] {
+            let response = router.handle(Request::new(method, "/count").with_body("12345"));
+            assert_eq!(body_of(&response), "5");
+        }
+        let response = router.handle(Request::new(Method::Get, "/count"));
+        assert_eq!(response.header("allow"), Some("PATCH, POST, PUT"));
+    }
+
+    #[test]
+    #[should_panic(expected = "route POST /a/:y overlaps route POST /a/:x")]
+    fn streaming_and_buffered_routes_overlap_like_any_other() {
+        let _ = Router::new()
+            .post("/a/:x", label("x"))
+            .post_streaming("/a/:y", count_bytes);
+    }
+
+    #[test]
+    fn handle_streaming_passes_the_stream_or_reads_it_whole() {
+        let router = Router::new()
+            .post_streaming("/count", count_bytes)
+            .post("/echo", |request: Request| {
+                Response::new(200).with_body(request.into_body())
+            });
+
+        let response = router.handle_streaming(
+            Request::new(Method::Post, "/count"),
+            BodyReader::from_bytes(vec![0u8; 100_000]),
+        );
+        assert_eq!(body_of(&response), "100000");
+
+        let response = router.handle_streaming(
+            Request::new(Method::Post, "/echo"),
+            BodyReader::from_bytes("whole"),
+        );
+        assert_eq!(body_of(&response), "whole");
+
+        let too_large = (crate::MAX_REQUEST_BODY_BYTES + 1).to_string();
+        let response = router.handle_streaming(
+            Request::new(Method::Post, "/echo").with_header("content-length", too_large),
+            BodyReader::from_bytes("x"),
+        );
+        assert_eq!(response.status(), 413);
+        assert_eq!(
+            response.body_json::<Value>().unwrap()["error"],
+            "payload_too_large"
+        );
+
+        let response = router.handle_streaming(
+            Request::new(Method::Post, "/nothing"),
+            BodyReader::from_bytes("x"),
+        );
+        assert_eq!(response.status(), 404);
+    }
+
+    #[test]
+    fn handlers_can_return_streaming_responses_and_head_drops_them() {
+        let router = Router::new().get("/ticks", |_| {
+            Response::from_chunks(200, ["a", "b", "c"])
+                .with_header("content-type", "text/plain; charset=utf-8")
+        });
+        let response = router.handle(Request::new(Method::Get, "/ticks"));
+        assert!(response.is_streaming());
+        assert_eq!(response.into_body_bytes(), b"abc");
+
+        let response = router.handle(Request::new(Method::Head, "/ticks"));
+        assert!(!response.is_streaming());
+        assert!(response.body().is_empty());
+        assert_eq!(
+            response.header("content-type"),
+            Some("text/plain; charset=utf-8")
         );
     }
 }
