@@ -14,6 +14,7 @@
 //! |---|---|---|---|
 //! | [`http`], [`export_handler!`], [`export_streaming_handler!`] | `wasi:http/incoming-handler` (export) | — | — |
 //! | [`context`] | `palisade:extension/context` | always granted | — |
+//! | [`time`] | `wasi:clocks/monotonic-clock` | always granted | — |
 //! | [`log`] | `palisade:extension/log` | `log` (on by default) | — |
 //! | `storage` | `palisade:extension/storage` | `storage` | `storage` |
 //! | `secrets` | `palisade:extension/secrets` | `secrets` | `secrets` |
@@ -109,6 +110,7 @@ pub mod metrics;
 pub mod secrets;
 #[cfg(feature = "storage")]
 pub mod storage;
+pub mod time;
 
 pub use export::MAX_REQUEST_BODY_BYTES;
 
