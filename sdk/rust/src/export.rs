@@ -173,7 +173,7 @@ fn prepare(response: Response) -> Result<(OutgoingResponse, OutgoingBody, Pendin
 /// sends its status and headers, then its body: at once, or chunk by chunk for a
 /// [streaming response](crate::http::Response::stream). A panic in the handler traps the
 /// instance, which the platform answers with a 500. To read the request body as a stream,
-/// use [`export_streaming_handler!`] instead.
+/// use [`export_streaming_handler!`](crate::export_streaming_handler) instead.
 ///
 /// Use it exactly once, in the component's crate (`crate-type = ["cdylib"]`):
 ///
