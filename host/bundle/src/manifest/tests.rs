@@ -576,8 +576,13 @@ fn schema_agrees_with_the_parser_on_api() {
     let methods = schema["$defs"]["endpoint"]["properties"]["method"]["enum"]
         .as_array()
         .unwrap();
-    for method in ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS", "*"] {
-        assert!(methods.iter().any(|m| m == method), "schema lacks `{method}`");
+    for method in [
+        "GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS", "*",
+    ] {
+        assert!(
+            methods.iter().any(|m| m == method),
+            "schema lacks `{method}`"
+        );
     }
     let api = &schema["properties"]["api"]["properties"];
     for direction in ["request", "response"] {
