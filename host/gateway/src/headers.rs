@@ -1,13 +1,14 @@
 //! Header policy: the request id, and the allow-lists for headers passed to and from a guest.
 
-use http::HeaderMap;
 use http::header::{CACHE_CONTROL, HeaderName, HeaderValue, VARY};
-use palisade_bundle::manifest::EndpointCache;
+use http::{HeaderMap, StatusCode};
+use palisade_bundle::manifest::{EndpointCache, PALISADE_HEADER_PREFIX, reserved_header};
 
 /// The request id header, echoed on every answer.
 pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
-/// Request headers a guest may see; all others are dropped.
+/// Request headers every guest sees; besides these only the names its manifest declares in
+/// `api.headers.request` are passed, and never one [`reserved_header`] names.
 pub const REQUEST_ALLOW: &[&str] = &[
     "accept",
     "accept-encoding",
@@ -21,8 +22,22 @@ pub const REQUEST_ALLOW: &[&str] = &[
     "if-none-match",
 ];
 
-/// Response headers a guest may set, besides names starting with [`RESPONSE_EXT_PREFIX`].
-pub const RESPONSE_ALLOW: &[&str] = &["content-type", "cache-control", "etag"];
+/// Response headers every guest may set, besides names starting with
+/// [`RESPONSE_EXT_PREFIX`], [`RESPONSE_REDIRECT_ALLOW`] on a redirect and the names its
+/// manifest declares in `api.headers.response`.
+pub const RESPONSE_ALLOW: &[&str] = &[
+    "content-type",
+    "cache-control",
+    "etag",
+    "content-disposition",
+    "content-language",
+    "last-modified",
+    // Merged with the gateway's own `vary: authorization` by [`apply_cache_policy`].
+    "vary",
+];
+
+/// Response headers a guest may set on a redirect (a 3xx status) only.
+pub const RESPONSE_REDIRECT_ALLOW: &[&str] = &["location"];
 
 /// Prefix of extension-defined response headers.
 pub const RESPONSE_EXT_PREFIX: &str = "x-ext-";
@@ -49,58 +64,113 @@ pub fn valid_request_id(id: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
 }
 
-/// The request headers handed to the guest: the allow-listed ones (names lower case, every
-/// value kept, values that are not visible ASCII dropped), with `x-request-id` set to
-/// `request_id`.
-pub fn forward_request_headers(headers: &HeaderMap, request_id: &str) -> Vec<(String, String)> {
-    let mut out = Vec::new();
-    for name in REQUEST_ALLOW {
-        if *name == REQUEST_ID.as_str() {
+/// Whether the request header `name` (lower case) reaches a guest whose manifest declares
+/// the request headers `declared`: a default one or a declared one, never a reserved one.
+pub fn request_header_forwarded(name: &str, declared: &[String]) -> bool {
+    reserved_header(name).is_none()
+        && !name.starts_with(PALISADE_HEADER_PREFIX)
+        && (REQUEST_ALLOW.contains(&name) || declared.iter().any(|d| d.eq_ignore_ascii_case(name)))
+}
+
+/// The request headers handed to the guest: those [`request_header_forwarded`] allows
+/// (names lower case, every value kept, values that are not visible ASCII dropped), with
+/// `x-request-id` set to `request_id` in place of any the caller sent.
+pub fn forward_request_headers(
+    headers: &HeaderMap,
+    request_id: &str,
+    declared: &[String],
+) -> HeaderMap {
+    let mut out = HeaderMap::new();
+    for (name, value) in headers {
+        if *name == REQUEST_ID
+            || !request_header_forwarded(name.as_str(), declared)
+            || value.to_str().is_err()
+        {
             continue;
         }
-        for value in headers.get_all(*name) {
-            if let Ok(value) = value.to_str() {
-                out.push(((*name).to_owned(), value.to_owned()));
-            }
-        }
+        out.append(name.clone(), value.clone());
     }
-    out.push((REQUEST_ID.as_str().to_owned(), request_id.to_owned()));
+    if let Ok(value) = HeaderValue::from_str(request_id) {
+        out.insert(REQUEST_ID, value);
+    }
     out
 }
 
-/// Whether a guest may set the response header `name` (lower case).
-pub fn response_header_allowed(name: &str) -> bool {
+/// Whether a guest whose manifest declares the response headers `declared` may set the
+/// response header `name` (lower case) on an answer with `status`. A reserved name
+/// ([`reserved_header`]: credentials, cookies, hop-by-hop and framing headers,
+/// `x-palisade-*`) never passes, declared or not.
+pub fn response_header_allowed(name: &str, status: StatusCode, declared: &[String]) -> bool {
+    if reserved_header(name).is_some() || name.starts_with(PALISADE_HEADER_PREFIX) {
+        return false;
+    }
     RESPONSE_ALLOW.contains(&name)
+        || (status.is_redirection() && RESPONSE_REDIRECT_ALLOW.contains(&name))
         || (name.len() > RESPONSE_EXT_PREFIX.len() && name.starts_with(RESPONSE_EXT_PREFIX))
+        || declared.iter().any(|d| d.eq_ignore_ascii_case(name))
 }
 
-/// The guest's response headers that reach the caller: allow-listed names only, never one
-/// the guest's own `connection` header nominates, and only well-formed names and values.
-/// Returns the headers and the names of those dropped.
-pub fn filter_response_headers(headers: &[(String, String)]) -> (HeaderMap, Vec<String>) {
+/// The guest's response headers that reach the caller: those [`response_header_allowed`]
+/// allows for `status` and `declared`, never one the guest's own `connection` header
+/// nominates, and only values of visible ASCII. Returns the headers and the names of those
+/// dropped.
+pub fn filter_response_headers(
+    headers: &HeaderMap,
+    status: StatusCode,
+    declared: &[String],
+) -> (HeaderMap, Vec<String>) {
     let nominated: Vec<String> = headers
+        .get_all(http::header::CONNECTION)
         .iter()
-        .filter(|(name, _)| name.eq_ignore_ascii_case("connection"))
-        .flat_map(|(_, value)| value.split(','))
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(','))
         .map(|token| token.trim().to_ascii_lowercase())
         .collect();
     let mut out = HeaderMap::new();
     let mut dropped = Vec::new();
     for (name, value) in headers {
-        let lower = name.to_ascii_lowercase();
-        let parsed = HeaderName::from_bytes(lower.as_bytes())
-            .ok()
-            .zip(HeaderValue::from_str(value).ok());
-        match parsed {
-            Some((header, value))
-                if response_header_allowed(&lower) && !nominated.contains(&lower) =>
-            {
-                out.append(header, value);
-            }
-            _ => dropped.push(lower),
+        let lower = name.as_str();
+        if response_header_allowed(lower, status, declared)
+            && !nominated.iter().any(|n| n == lower)
+            && value.to_str().is_ok()
+        {
+            out.append(name.clone(), value.clone());
+        } else {
+            dropped.push(lower.to_owned());
         }
     }
     (out, dropped)
+}
+
+/// Header pairs as the runner protocol carries them (names lower case); values that are
+/// not visible ASCII are left out.
+pub fn header_pairs(headers: &HeaderMap) -> Vec<(String, String)> {
+    headers
+        .iter()
+        .filter_map(|(name, value)| {
+            let value = value.to_str().ok()?;
+            Some((name.as_str().to_owned(), value.to_owned()))
+        })
+        .collect()
+}
+
+/// A header map from the runner protocol's pairs. Returns the map and the names of the
+/// pairs that are not a well-formed header (name lower cased).
+pub fn header_map(pairs: &[(String, String)]) -> (HeaderMap, Vec<String>) {
+    let mut out = HeaderMap::new();
+    let mut malformed = Vec::new();
+    for (name, value) in pairs {
+        let parsed = HeaderName::from_bytes(name.to_ascii_lowercase().as_bytes())
+            .ok()
+            .zip(HeaderValue::from_str(value).ok());
+        match parsed {
+            Some((name, value)) => {
+                out.append(name, value);
+            }
+            None => malformed.push(name.to_ascii_lowercase()),
+        }
+    }
+    (out, malformed)
 }
 
 /// `cache-control` directives a guest may keep on an answer of a private endpoint; every
@@ -193,10 +263,32 @@ mod tests {
         assert!(uuid::Uuid::parse_str(&request_id(&HeaderMap::new())).is_ok());
     }
 
+    fn map(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        for (name, value) in pairs {
+            headers.append(
+                HeaderName::from_bytes(name.as_bytes()).unwrap(),
+                HeaderValue::from_str(value).unwrap(),
+            );
+        }
+        headers
+    }
+
+    fn values<'a>(headers: &'a HeaderMap, name: &str) -> Vec<&'a str> {
+        headers
+            .get_all(name)
+            .iter()
+            .map(|v| v.to_str().unwrap())
+            .collect()
+    }
+
+    fn names(list: &[&str]) -> Vec<String> {
+        list.iter().map(|n| (*n).to_owned()).collect()
+    }
+
     #[test]
     fn only_allow_listed_request_headers_are_forwarded() {
-        let mut headers = HeaderMap::new();
-        for (name, value) in [
+        let headers = map(&[
             ("accept", "application/json"),
             ("accept-encoding", "gzip"),
             ("content-type", "text/plain"),
@@ -208,41 +300,83 @@ mod tests {
             ("host", "gateway"),
             ("x-forwarded-for", "1.2.3.4"),
             ("connection", "keep-alive"),
-        ] {
-            headers.append(name, HeaderValue::from_static(value));
-        }
-        headers.append("accept", HeaderValue::from_static("text/html"));
-        let forwarded = forward_request_headers(&headers, "rid-1");
-        let pairs: Vec<(&str, &str)> = forwarded
-            .iter()
-            .map(|(n, v)| (n.as_str(), v.as_str()))
-            .collect();
+            ("accept-language", "fr"),
+            ("accept", "text/html"),
+        ]);
+        let forwarded = forward_request_headers(&headers, "rid-1", &[]);
         assert_eq!(
-            pairs,
-            vec![
-                ("accept", "application/json"),
-                ("accept", "text/html"),
-                ("accept-encoding", "gzip"),
-                ("content-type", "text/plain"),
-                ("user-agent", "ua/1"),
-                ("x-idempotency-key", "k1"),
-                ("x-request-id", "rid-1"),
-            ]
+            values(&forwarded, "accept"),
+            ["application/json", "text/html"]
         );
+        assert_eq!(values(&forwarded, "accept-encoding"), ["gzip"]);
+        assert_eq!(values(&forwarded, "content-type"), ["text/plain"]);
+        assert_eq!(values(&forwarded, "user-agent"), ["ua/1"]);
+        assert_eq!(values(&forwarded, "x-idempotency-key"), ["k1"]);
+        assert_eq!(values(&forwarded, "x-request-id"), ["rid-1"]);
+        assert_eq!(forwarded.len(), 7);
+    }
+
+    #[test]
+    fn declared_request_headers_are_forwarded() {
+        let headers = map(&[
+            ("accept-language", "fr"),
+            ("accept-language", "en;q=0.5"),
+            ("x-tenant-locale", "fr-CH"),
+            ("if-modified-since", "Tue, 01 Jul 2025 00:00:00 GMT"),
+            ("x-request-id", "caller-id"),
+        ]);
+        let declared = names(&["Accept-Language", "x-tenant-locale"]);
+        let forwarded = forward_request_headers(&headers, "rid-2", &declared);
+        assert_eq!(values(&forwarded, "accept-language"), ["fr", "en;q=0.5"]);
+        assert_eq!(values(&forwarded, "x-tenant-locale"), ["fr-CH"]);
+        assert!(forwarded.get("if-modified-since").is_none(), "not declared");
+        assert_eq!(values(&forwarded, "x-request-id"), ["rid-2"]);
+        assert_eq!(forwarded.len(), 4);
+    }
+
+    #[test]
+    fn reserved_request_headers_never_pass_even_if_declared() {
+        let headers = map(&[
+            ("authorization", "Bearer secret"),
+            ("cookie", "session=1"),
+            ("x-palisade-tenant", "t1"),
+            ("x-palisade-internal", "1"),
+            ("host", "gateway"),
+            ("te", "trailers"),
+        ]);
+        let declared = names(&["authorization", "cookie", "x-palisade-tenant", "host", "te"]);
+        let forwarded = forward_request_headers(&headers, "r", &declared);
+        assert_eq!(forwarded.len(), 1);
+        assert_eq!(values(&forwarded, "x-request-id"), ["r"]);
     }
 
     #[test]
     fn non_ascii_request_values_are_dropped() {
         let mut headers = HeaderMap::new();
         headers.insert("user-agent", HeaderValue::from_bytes(b"caf\xe9").unwrap());
-        let forwarded = forward_request_headers(&headers, "r");
-        assert_eq!(forwarded, vec![("x-request-id".into(), "r".into())]);
+        let forwarded = forward_request_headers(&headers, "r", &[]);
+        assert_eq!(forwarded.len(), 1);
+        assert_eq!(values(&forwarded, "x-request-id"), ["r"]);
+        assert_eq!(
+            header_pairs(&forwarded),
+            [("x-request-id".into(), "r".into())]
+        );
     }
 
     #[test]
     fn response_allow_list() {
-        for allowed in ["content-type", "cache-control", "etag", "x-ext-trace"] {
-            assert!(response_header_allowed(allowed), "{allowed}");
+        let ok = StatusCode::OK;
+        for allowed in [
+            "content-type",
+            "cache-control",
+            "etag",
+            "content-disposition",
+            "content-language",
+            "last-modified",
+            "vary",
+            "x-ext-trace",
+        ] {
+            assert!(response_header_allowed(allowed, ok, &[]), "{allowed}");
         }
         for refused in [
             "set-cookie",
@@ -257,10 +391,84 @@ mod tests {
             "location",
             "x-ext-",
             "x-request-id",
+            "x-palisade-tenant",
             "access-control-allow-origin",
         ] {
-            assert!(!response_header_allowed(refused), "{refused}");
+            assert!(!response_header_allowed(refused, ok, &[]), "{refused}");
         }
+    }
+
+    #[test]
+    fn location_passes_on_redirects_only() {
+        for status in [301, 302, 303, 304, 307, 308] {
+            let status = StatusCode::from_u16(status).unwrap();
+            assert!(response_header_allowed("location", status, &[]), "{status}");
+        }
+        for status in [200, 201, 204, 400, 404, 500] {
+            let status = StatusCode::from_u16(status).unwrap();
+            assert!(
+                !response_header_allowed("location", status, &[]),
+                "{status}"
+            );
+        }
+        let guest = map(&[("location", "/items/1"), ("content-type", "text/plain")]);
+        let (headers, dropped) = filter_response_headers(&guest, StatusCode::FOUND, &[]);
+        assert_eq!(values(&headers, "location"), ["/items/1"]);
+        assert!(dropped.is_empty());
+        let (headers, dropped) = filter_response_headers(&guest, StatusCode::CREATED, &[]);
+        assert!(headers.get("location").is_none());
+        assert_eq!(dropped, ["location"]);
+        // A manifest that declares `location` gets it on every status.
+        let declared = names(&["location"]);
+        let (headers, _) = filter_response_headers(&guest, StatusCode::CREATED, &declared);
+        assert_eq!(values(&headers, "location"), ["/items/1"]);
+    }
+
+    #[test]
+    fn declared_response_headers_pass() {
+        let guest = map(&[
+            ("content-range", "bytes 0-9/100"),
+            ("link", "</p/2>; rel=next"),
+            ("retry-after", "5"),
+        ]);
+        let declared = names(&["Content-Range", "link"]);
+        let (headers, dropped) = filter_response_headers(&guest, StatusCode::OK, &declared);
+        assert_eq!(values(&headers, "content-range"), ["bytes 0-9/100"]);
+        assert_eq!(values(&headers, "link"), ["</p/2>; rel=next"]);
+        assert_eq!(dropped, ["retry-after"]);
+    }
+
+    #[test]
+    fn reserved_response_headers_never_pass_even_if_declared() {
+        let guest = map(&[
+            ("set-cookie", "a=b"),
+            ("x-palisade-tenant", "t"),
+            ("transfer-encoding", "chunked"),
+            ("content-length", "3"),
+            ("connection", "close"),
+            ("x-ext-a", "1"),
+        ]);
+        let declared = names(&[
+            "set-cookie",
+            "x-palisade-tenant",
+            "transfer-encoding",
+            "content-length",
+            "connection",
+        ]);
+        let (headers, mut dropped) = filter_response_headers(&guest, StatusCode::OK, &declared);
+        assert_eq!(headers.len(), 1);
+        assert_eq!(values(&headers, "x-ext-a"), ["1"]);
+        dropped.sort();
+        assert_eq!(
+            dropped,
+            [
+                "connection",
+                "content-length",
+                "set-cookie",
+                "transfer-encoding",
+                "x-palisade-tenant"
+            ]
+        );
     }
 
     #[test]
@@ -271,25 +479,45 @@ mod tests {
             ("x-ext-a".to_owned(), "1".to_owned()),
             ("x-ext-a".to_owned(), "2".to_owned()),
             ("x-ext-hop".to_owned(), "gone".to_owned()),
-            ("connection".to_owned(), "x-ext-hop".to_owned()),
+            ("x-ext-declared-hop".to_owned(), "gone".to_owned()),
+            (
+                "connection".to_owned(),
+                "x-ext-hop, X-Ext-Declared-Hop".to_owned(),
+            ),
             ("etag".to_owned(), "bad\nvalue".to_owned()),
             ("x-ext-bad name".to_owned(), "v".to_owned()),
         ];
-        let (headers, dropped) = filter_response_headers(&guest);
+        let (guest, mut dropped) = header_map(&guest);
+        assert_eq!(dropped, ["etag", "x-ext-bad name"]);
+        let declared = names(&["x-ext-declared-hop"]);
+        let (headers, refused) = filter_response_headers(&guest, StatusCode::OK, &declared);
+        dropped.extend(refused);
         assert_eq!(headers.get("content-type").unwrap(), "application/json");
-        let ext: Vec<_> = headers.get_all("x-ext-a").iter().collect();
-        assert_eq!(ext, vec!["1", "2"]);
+        assert_eq!(values(&headers, "x-ext-a"), ["1", "2"]);
         assert_eq!(headers.len(), 3);
+        dropped.sort();
         assert_eq!(
             dropped,
-            vec![
-                "set-cookie",
-                "x-ext-hop",
+            [
                 "connection",
                 "etag",
-                "x-ext-bad name"
+                "set-cookie",
+                "x-ext-bad name",
+                "x-ext-declared-hop",
+                "x-ext-hop"
             ]
         );
+    }
+
+    #[test]
+    fn guest_vary_passes_and_is_merged_with_authorization() {
+        let guest = map(&[("vary", "Accept-Language"), ("content-type", "text/plain")]);
+        for cache in [EndpointCache::Private, EndpointCache::Public] {
+            let (mut headers, dropped) = filter_response_headers(&guest, StatusCode::OK, &[]);
+            assert!(dropped.is_empty());
+            apply_cache_policy(&mut headers, cache);
+            assert_eq!(values(&headers, "vary"), ["accept-language, authorization"]);
+        }
     }
 
     fn cached(guest: &[(&str, &str)], cache: EndpointCache) -> HeaderMap {

@@ -440,7 +440,8 @@ impl Call<'_> {
         match reply {
             RunnerReply::Guest(mut reply) => {
                 let stats = reply.stats.take();
-                let mut response = self.guest_response(reply, head_as_get, cache)?;
+                let declared = &install.manifest.api.headers.response;
+                let mut response = self.guest_response(reply, head_as_get, cache, declared)?;
                 if let Some(stats) = stats {
                     response.extensions_mut().insert(stats);
                 }
@@ -479,7 +480,11 @@ impl Call<'_> {
             method: method.to_owned(),
             path: self.path.to_owned(),
             query: parts.uri.query().map(str::to_owned),
-            headers: headers::forward_request_headers(&parts.headers, self.request_id),
+            headers: headers::header_pairs(&headers::forward_request_headers(
+                &parts.headers,
+                self.request_id,
+                &install.manifest.api.headers.request,
+            )),
             body_b64: String::new(),
         };
         http.set_body(body);
@@ -543,6 +548,7 @@ impl Call<'_> {
         reply: ExecuteResponse,
         head_as_get: bool,
         cache: EndpointCache,
+        declared: &[String],
     ) -> Result<Response, ApiError> {
         let status = StatusCode::from_u16(reply.status)
             .ok()
@@ -558,7 +564,9 @@ impl Call<'_> {
             tracing::error!(error = %err, "runner relayed a guest body that is not base64");
             self.error(ErrorCode::Internal)
         })?;
-        let (mut headers, dropped) = headers::filter_response_headers(&reply.headers);
+        let (guest, mut dropped) = headers::header_map(&reply.headers);
+        let (mut headers, refused) = headers::filter_response_headers(&guest, status, declared);
+        dropped.extend(refused);
         if !dropped.is_empty() {
             tracing::debug!(?dropped, "guest response headers dropped");
         }

@@ -5,6 +5,7 @@
 
 mod capabilities;
 mod cron;
+mod headers;
 mod origin;
 mod validate;
 
@@ -14,6 +15,10 @@ use serde::{Deserialize, Serialize};
 
 pub use capabilities::{
     Capabilities, CapabilityKey, HttpCapability, StorageCapability, UnknownCapability,
+};
+pub use headers::{
+    ApiHeaders, CREDENTIAL_HEADERS, HOP_BY_HOP_HEADERS, MAX_DECLARED_HEADERS,
+    PALISADE_HEADER_PREFIX, is_header_token, reserved_header,
 };
 pub use origin::{AllowedOrigin, OriginError};
 
@@ -62,15 +67,20 @@ pub struct Manifest {
 pub struct Api {
     /// Routed endpoints; a request matching none is answered 404 by the gateway.
     pub endpoints: Vec<Endpoint>,
+    /// Headers passed to and from the guest besides the gateway's default lists.
+    #[serde(skip_serializing_if = "ApiHeaders::is_empty")]
+    pub headers: ApiHeaders,
 }
 
 /// One routed endpoint.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Endpoint {
-    /// Upper-case HTTP method: GET, POST, PUT, PATCH, DELETE, HEAD or OPTIONS.
+    /// Upper-case HTTP method: GET, POST, PUT, PATCH, DELETE, HEAD or OPTIONS, or `*` for
+    /// every method.
     pub method: String,
-    /// Path starting with `/`; segments `:name` match any single segment.
+    /// Path starting with `/`; segments `:name` match any single segment, and a last
+    /// segment `*name` matches the rest of the path (zero or more segments).
     pub path: String,
     /// Who may store the endpoint's answers: `private` (the default) or `public`.
     #[serde(default, skip_serializing_if = "EndpointCache::is_private")]

@@ -266,6 +266,36 @@ fn validation_names_the_field() {
             "/api/endpoints",
             json!([{"method": "GET", "path": "/a/:x"}, {"method": "GET", "path": "/a/:y"}]),
         ),
+        (
+            "api.endpoints[0].path",
+            "/api/endpoints/0/path",
+            json!("/a/*rest/b"),
+        ),
+        (
+            "api.endpoints[0].path",
+            "/api/endpoints/0/path",
+            json!("/*rest/*more"),
+        ),
+        (
+            "api.endpoints[0].path",
+            "/api/endpoints/0/path",
+            json!("/a/*"),
+        ),
+        (
+            "api.endpoints[0].path",
+            "/api/endpoints/0/path",
+            json!("/a/:x/*x"),
+        ),
+        (
+            "api.endpoints[0].method",
+            "/api/endpoints/0/method",
+            json!("**"),
+        ),
+        (
+            "api.endpoints[1]",
+            "/api/endpoints",
+            json!([{"method": "*", "path": "/a/*x"}, {"method": "*", "path": "/a/*y"}]),
+        ),
         ("ui.entry", "/ui/entry", json!("../secret")),
         ("ui.hooks[0]", "/ui/hooks", json!(["Bad Hook"])),
         ("events[0].topic", "/events/0/topic", json!("")),
@@ -319,6 +349,13 @@ fn accepts_varied_valid_values() {
         {"method": "HEAD", "path": "/items/:id/raw"},
         {"method": "OPTIONS", "path": "/items"},
         {"method": "PATCH", "path": "/items/:item_id/tags/:tag"},
+        {"method": "*", "path": "/items"},
+        {"method": "GET", "path": "/files/*rest"},
+        {"method": "*", "path": "/files/*rest"},
+        {"method": "GET", "path": "/files/:dir/*rest"},
+        {"method": "GET", "path": "/files/:dir"},
+        {"method": "POST", "path": "/*rest"},
+        {"method": "GET", "path": "/a*b/c*"},
     ]);
     value["capabilities"]["http"]["allow"] =
         serde_json::json!(["http://127.0.0.1:8080", "https://*.example.com"]);
@@ -371,4 +408,194 @@ fn endpoints_are_private_unless_declared_public() {
     });
     assert_eq!(err.path, "api.endpoints[1].cache");
     assert!(err.to_string().contains("shared"), "{err}");
+}
+
+#[test]
+fn wildcard_segments_are_last_only() {
+    let mut value = full();
+    value["api"]["endpoints"] = serde_json::json!([{"method": "GET", "path": "/a/*rest/b"}]);
+    let err = error_of(&value);
+    assert_eq!(err.path, "api.endpoints[0].path");
+    assert!(err.message.contains("`*rest`"), "{err}");
+    assert!(err.message.contains("last"), "{err}");
+    // Outside endpoint paths `*` is an ordinary character.
+    let mut value = full();
+    value["events"][0]["path"] = "/events/*x".into();
+    Manifest::from_json(value.to_string().as_bytes()).unwrap();
+}
+
+fn with_headers(headers: serde_json::Value) -> Result<Manifest, ManifestError> {
+    let mut value = full();
+    value["api"]["headers"] = headers;
+    Manifest::from_json(value.to_string().as_bytes())
+}
+
+#[test]
+fn declared_headers_are_stored_lower_case() {
+    let m = with_headers(serde_json::json!({
+        "request": ["If-Modified-Since", "x-tenant-locale", "Accept-Language"],
+        "response": ["Content-Range", "x-ext-trace"],
+    }))
+    .unwrap();
+    assert_eq!(
+        m.api.headers.request,
+        ["if-modified-since", "x-tenant-locale", "accept-language"]
+    );
+    assert_eq!(m.api.headers.response, ["content-range", "x-ext-trace"]);
+    assert_eq!(Manifest::from_json(&m.to_json_pretty()).unwrap(), m);
+
+    let m = with_headers(serde_json::json!({"response": ["Link"]})).unwrap();
+    assert!(m.api.headers.request.is_empty());
+    assert_eq!(m.api.headers.response, ["link"]);
+    // Without declared headers the section is not written back.
+    let m = Manifest::from_json(FULL.as_bytes()).unwrap();
+    assert!(m.api.headers.is_empty());
+    let json = serde_json::to_value(&m).unwrap();
+    assert!(json["api"].get("headers").is_none());
+    let headers = MAX_DECLARED_HEADERS;
+    let names: Vec<String> = (0..headers).map(|i| format!("x-h{i}")).collect();
+    with_headers(serde_json::json!({"request": names, "response": names})).unwrap();
+}
+
+#[test]
+fn declared_headers_are_refused_with_their_path() {
+    use serde_json::json;
+    let too_many: Vec<String> = (0..=MAX_DECLARED_HEADERS)
+        .map(|i| format!("x-h{i}"))
+        .collect();
+    let cases = [
+        (
+            json!({"request": ["bad name"]}),
+            "api.headers.request[0]",
+            "not an HTTP header name",
+        ),
+        (
+            json!({"request": [""]}),
+            "api.headers.request[0]",
+            "not an HTTP header name",
+        ),
+        (
+            json!({"response": ["a", "b:c"]}),
+            "api.headers.response[1]",
+            "not an HTTP header name",
+        ),
+        (
+            json!({"response": ["é"]}),
+            "api.headers.response[0]",
+            "not an HTTP header name",
+        ),
+        (
+            json!({"request": ["X-A", "x-a"]}),
+            "api.headers.request[1]",
+            "twice",
+        ),
+        (
+            json!({"request": too_many}),
+            "api.headers.request",
+            "at most 32",
+        ),
+        (
+            json!({"response": too_many}),
+            "api.headers.response",
+            "at most 32",
+        ),
+        (
+            json!({"request": ["Authorization"]}),
+            "api.headers.request[0]",
+            "`authorization` can never be declared: it carries",
+        ),
+        (
+            json!({"request": ["proxy-authorization"]}),
+            "api.headers.request[0]",
+            "credentials",
+        ),
+        (
+            json!({"request": ["cookie"]}),
+            "api.headers.request[0]",
+            "cookies",
+        ),
+        (
+            json!({"response": ["Set-Cookie"]}),
+            "api.headers.response[0]",
+            "`set-cookie` can never be declared",
+        ),
+        (
+            json!({"request": ["x-palisade-tenant"]}),
+            "api.headers.request[0]",
+            "reserved for the platform",
+        ),
+        (
+            json!({"response": ["X-Palisade-Anything"]}),
+            "api.headers.response[0]",
+            "reserved for the platform",
+        ),
+        (
+            json!({"request": ["a"], "extra": []}),
+            "api.headers.extra",
+            "unknown field",
+        ),
+        (
+            json!({"request": "accept"}),
+            "api.headers.request",
+            "invalid type",
+        ),
+    ];
+    for (headers, path, message) in cases {
+        let err = with_headers(headers.clone()).unwrap_err();
+        assert_eq!(err.path, path, "{headers}: {err}");
+        assert!(err.message.contains(message), "{headers}: {err}");
+    }
+    for name in HOP_BY_HOP_HEADERS {
+        for direction in ["request", "response"] {
+            let err = with_headers(json!({ direction: [name.to_ascii_uppercase()] })).unwrap_err();
+            assert_eq!(err.path, format!("api.headers.{direction}[0]"));
+            assert!(
+                err.message
+                    .contains(&format!("`{name}` can never be declared")),
+                "{err}"
+            );
+            assert!(err.message.contains("hop-by-hop"), "{err}");
+        }
+    }
+}
+
+#[test]
+fn reserved_headers_say_why() {
+    for name in ["authorization", "cookie", "te", "host", "x-palisade-"] {
+        assert!(reserved_header(name).is_some(), "{name}");
+    }
+    for name in ["accept-language", "x-ext-a", "location", "x-palisad"] {
+        assert!(reserved_header(name).is_none(), "{name}");
+    }
+}
+
+#[test]
+fn schema_agrees_with_the_parser_on_api() {
+    let text = include_str!("../../../../docs/manifest.schema.json");
+    let schema: serde_json::Value = serde_json::from_str(text).unwrap();
+    let methods = schema["$defs"]["endpoint"]["properties"]["method"]["enum"]
+        .as_array()
+        .unwrap();
+    for method in [
+        "GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS", "*",
+    ] {
+        assert!(
+            methods.iter().any(|m| m == method),
+            "schema lacks `{method}`"
+        );
+    }
+    let api = &schema["properties"]["api"]["properties"];
+    for direction in ["request", "response"] {
+        assert_eq!(
+            api["headers"]["properties"][direction]["$ref"],
+            "#/$defs/headerNames"
+        );
+    }
+    let names = &schema["$defs"]["headerNames"];
+    assert_eq!(names["maxItems"], MAX_DECLARED_HEADERS);
+    let description = names["description"].as_str().unwrap();
+    for name in CREDENTIAL_HEADERS.iter().chain(HOP_BY_HOP_HEADERS) {
+        assert!(description.contains(name), "schema does not name `{name}`");
+    }
+    assert!(description.contains(PALISADE_HEADER_PREFIX));
 }

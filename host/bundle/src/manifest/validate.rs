@@ -5,6 +5,7 @@ use std::sync::LazyLock;
 
 use regex::Regex;
 
+use super::headers::{MAX_DECLARED_HEADERS, is_header_token, reserved_header};
 use super::origin::AllowedOrigin;
 use super::{Capabilities, Limits, Manifest, ManifestError, RUNTIME_WASI_HTTP};
 use crate::paths::check_relative_path;
@@ -24,6 +25,8 @@ const MAX_ID_LEN: usize = 128;
 const MAX_TEXT_LEN: usize = 256;
 const MAX_URL_PATH_LEN: usize = 1024;
 const METHODS: [&str; 7] = ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"];
+/// The endpoint method that stands for every method.
+const ANY_METHOD: &str = "*";
 
 type Check = Result<(), ManifestError>;
 
@@ -49,6 +52,8 @@ impl Manifest {
         check_component(&self.component)?;
         check_capabilities(&self.capabilities)?;
         check_endpoints(self)?;
+        check_declared_headers("api.headers.request", &self.api.headers.request)?;
+        check_declared_headers("api.headers.response", &self.api.headers.response)?;
         if let Some(ui) = &self.ui {
             if let Err(why) = check_relative_path(&ui.entry) {
                 return fail(
@@ -178,9 +183,10 @@ fn check_capabilities(caps: &Capabilities) -> Check {
     Ok(())
 }
 
-/// Checks a URL path; `params` says whether `:name` segments are allowed. Returns the
-/// path's shape (parameters replaced by `:`), used to find endpoints that collide.
-fn check_url_path(path: &str, params: bool) -> Result<String, String> {
+/// Checks a URL path; `template` says whether `:name` segments and a last `*name` segment
+/// are allowed. Returns the path's shape (parameters replaced by `:`, the wildcard by `*`),
+/// used to find endpoints that collide.
+fn check_url_path(path: &str, template: bool) -> Result<String, String> {
     if !path.starts_with('/') {
         return Err(format!("`{path}` must start with `/`"));
     }
@@ -192,37 +198,49 @@ fn check_url_path(path: &str, params: bool) -> Result<String, String> {
     }
     let mut shape = String::new();
     let mut names = BTreeSet::new();
-    for segment in path[1..].split('/') {
+    let segments: Vec<&str> = path[1..].split('/').collect();
+    let last = segments.len() - 1;
+    for (i, segment) in segments.into_iter().enumerate() {
         shape.push('/');
         if segment.is_empty() {
             return Err(format!(
                 "`{path}` has an empty segment (`//` or a trailing `/`)"
             ));
         }
-        if let Some(name) = segment.strip_prefix(':') {
-            if !params {
+        let (sigil, name) = if let Some(name) = segment.strip_prefix(':') {
+            if !template {
                 return Err(format!("`{path}` cannot have `:param` segments here"));
             }
-            if !PARAM.is_match(name) {
+            (':', name)
+        } else if let Some(name) = segment.strip_prefix('*').filter(|_| template) {
+            if i != last {
                 return Err(format!(
-                    "`:{name}` is not a valid parameter name (`[A-Za-z_][A-Za-z0-9_]*`)"
+                    "`{path}` has `*{name}` before its last segment; a `*name` segment \
+                     matches the rest of the path, so it can only be the last one"
                 ));
             }
-            if !names.insert(name) {
-                return Err(format!("parameter `:{name}` appears twice"));
+            ('*', name)
+        } else {
+            if segment == "." || segment == ".." {
+                return Err(format!("`{path}` has a `.` or `..` segment"));
             }
-            shape.push(':');
+            if let Some(c) = segment.chars().find(|c| !is_path_char(*c)) {
+                return Err(format!(
+                    "`{path}` contains `{c}`, which is not allowed in a path"
+                ));
+            }
+            shape.push_str(segment);
             continue;
-        }
-        if segment == "." || segment == ".." {
-            return Err(format!("`{path}` has a `.` or `..` segment"));
-        }
-        if let Some(c) = segment.chars().find(|c| !is_path_char(*c)) {
+        };
+        if !PARAM.is_match(name) {
             return Err(format!(
-                "`{path}` contains `{c}`, which is not allowed in a path"
+                "`{sigil}{name}` is not a valid parameter name (`[A-Za-z_][A-Za-z0-9_]*`)"
             ));
         }
-        shape.push_str(segment);
+        if !names.insert(name) {
+            return Err(format!("parameter `{name}` appears twice"));
+        }
+        shape.push(sigil);
     }
     Ok(shape)
 }
@@ -235,10 +253,14 @@ fn check_endpoints(manifest: &Manifest) -> Check {
     let mut seen: BTreeMap<(String, String), usize> = BTreeMap::new();
     for (i, endpoint) in manifest.api.endpoints.iter().enumerate() {
         let base = format!("api.endpoints[{i}]");
-        if !METHODS.contains(&endpoint.method.as_str()) {
+        if endpoint.method != ANY_METHOD && !METHODS.contains(&endpoint.method.as_str()) {
             return fail(
                 format!("{base}.method"),
-                format!("`{}` is not one of {}", endpoint.method, METHODS.join(", ")),
+                format!(
+                    "`{}` is not one of {}, or `{ANY_METHOD}` for every method",
+                    endpoint.method,
+                    METHODS.join(", ")
+                ),
             );
         }
         let shape = check_url_path(&endpoint.path, true)
@@ -250,6 +272,36 @@ fn check_endpoints(manifest: &Manifest) -> Check {
                     "`{} {}` matches the same requests as api.endpoints[{first}]",
                     endpoint.method, endpoint.path
                 ),
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Checks the header names of one direction of `api.headers` (already lower case).
+fn check_declared_headers(path: &str, names: &[String]) -> Check {
+    if names.len() > MAX_DECLARED_HEADERS {
+        return fail(
+            path,
+            format!(
+                "declares {} headers; at most {MAX_DECLARED_HEADERS} are allowed",
+                names.len()
+            ),
+        );
+    }
+    let mut seen = BTreeSet::new();
+    for (i, name) in names.iter().enumerate() {
+        let field = format!("{path}[{i}]");
+        if !is_header_token(name) {
+            return fail(field, format!("`{name}` is not an HTTP header name"));
+        }
+        if let Some(why) = reserved_header(name) {
+            return fail(field, format!("`{name}` can never be declared: {why}"));
+        }
+        if !seen.insert(name.as_str()) {
+            return fail(
+                field,
+                format!("`{name}` is listed twice (header names ignore case)"),
             );
         }
     }
