@@ -2,12 +2,9 @@
 
 use std::time::Duration;
 
-use base64::Engine as _;
-use palisade_protocol::{
-    ExecuteRequest, HttpRequest, InvocationContext, ServiceKeyPair, TokenMinter, TokenScope,
-};
+use palisade_protocol::{ServiceKeyPair, TokenMinter, TokenScope};
 
-use crate::support::{AUDIENCE, ISSUER, Platform};
+use crate::support::{AUDIENCE, HopCall, ISSUER, Platform};
 
 async fn get_with(platform: &Platform, auth: Option<&str>) -> reqwest::Response {
     let mut request = platform.client.get(format!(
@@ -81,30 +78,6 @@ fn expired_token(platform: &Platform) -> String {
     .unwrap()
 }
 
-fn execute_request(
-    published: &palisade_registry::PublishedVersion,
-    install_id: &str,
-) -> ExecuteRequest {
-    ExecuteRequest {
-        context: InvocationContext {
-            request_id: "req-1".into(),
-            tenant_id: "acme".into(),
-            extension_id: published.extension_id.clone(),
-            install_id: install_id.into(),
-            version_id: published.version_id.clone(),
-            content_hash: published.content_hash.to_string(),
-        },
-        http: HttpRequest {
-            method: "GET".into(),
-            path: "/hello/ada".into(),
-            query: None,
-            headers: vec![],
-            body_b64: base64::engine::general_purpose::STANDARD.encode(b""),
-        },
-        limits: Default::default(),
-    }
-}
-
 #[tokio::test]
 async fn execute_without_or_with_a_forged_service_token_is_401() {
     let platform = Platform::start().await;
@@ -115,71 +88,78 @@ async fn execute_without_or_with_a_forged_service_token_is_401() {
         .await
         .unwrap()
         .unwrap();
-    let request = execute_request(&published, &install.install_id);
-    let url = format!("http://{}/v1/execute", platform.runner);
-    let scope = TokenScope {
-        tenant_id: "acme".into(),
-        extension_id: published.extension_id.clone(),
-        install_id: install.install_id.clone(),
-        content_hash: published.content_hash.to_string(),
-    };
+    let call = || HopCall::get("acme", &install.install_id, &published, "/hello/ada");
 
-    let none = platform
-        .client
-        .post(&url)
-        .json(&request)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(none.status(), 401);
+    let none = call().send(platform.runner).await;
+    assert_eq!(none.status, 401);
 
     let stranger = ServiceKeyPair::generate().unwrap();
-    let forged = TokenMinter::from_pem(stranger.private_pem.as_bytes())
-        .unwrap()
-        .token(&scope)
-        .unwrap();
-    let response = platform
-        .client
-        .post(&url)
-        .bearer_auth(forged)
-        .json(&request)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 401);
-    let body: serde_json::Value = response.json().await.unwrap();
-    assert_eq!(body["error"], "unauthorized");
+    let forged = call().signed(&stranger).send(platform.runner).await;
+    assert_eq!(forged.status, 401);
+    assert_eq!(forged.json()["error"], "unauthorized");
+    assert_eq!(forged.headers["x-palisade-error"], "unauthorized");
 
     // A genuine token for another install does not open this one.
     let minter = TokenMinter::from_pem(platform.service_keys.private_pem.as_bytes()).unwrap();
+    let mut other = call();
     let other_scope = TokenScope {
         install_id: "someone-else".into(),
-        ..scope.clone()
+        ..other.scope()
     };
-    let response = platform
-        .client
-        .post(&url)
-        .bearer_auth(minter.token(&other_scope).unwrap())
-        .json(&request)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 401);
+    other.token = Some(minter.token(&other_scope).unwrap());
+    assert_eq!(other.send(platform.runner).await.status, 401);
 
-    // And the genuine token for this install works.
-    let response = platform
-        .client
-        .post(&url)
-        .bearer_auth(minter.token(&scope).unwrap())
-        .json(&request)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 200);
-    let reply: palisade_protocol::ExecuteResponse = response.json().await.unwrap();
+    // And the genuine token for this call works.
+    let reply = call()
+        .signed(&platform.service_keys)
+        .send(platform.runner)
+        .await;
     assert_eq!(reply.status, 200);
-    let body: serde_json::Value = serde_json::from_slice(&reply.body().unwrap()).unwrap();
-    assert_eq!(body["tenant"], "acme");
+    assert_eq!(reply.json()["tenant"], "acme");
+    assert_eq!(reply.outcome().as_deref(), Some("complete"));
+    assert!(reply.stats().is_some());
+}
+
+/// A token captured on the wire is good for its own call only: not for a second one, not
+/// for another path or method, not under another request id.
+#[tokio::test]
+async fn a_replayed_service_token_is_401() {
+    let platform = Platform::start().await;
+    let published = platform.install_hello("acme").await;
+    let install = platform
+        .registry
+        .resolve("acme", "com.example.hello")
+        .await
+        .unwrap()
+        .unwrap();
+    let call = HopCall::get("acme", &install.install_id, &published, "/hello/ada")
+        .signed(&platform.service_keys);
+    assert_eq!(call.send(platform.runner).await.status, 200);
+
+    // The same call again.
+    let replay = call.send(platform.runner).await;
+    assert_eq!(replay.status, 401);
+    assert_eq!(replay.json()["error"], "unauthorized");
+
+    let fresh = || {
+        HopCall::get("acme", &install.install_id, &published, "/hello/ada")
+            .signed(&platform.service_keys)
+    };
+    // Another path.
+    let mut moved = fresh();
+    moved.path = "/hello/eve".into();
+    assert_eq!(moved.send(platform.runner).await.status, 401);
+    // Another method.
+    let mut post = fresh();
+    post.method = http::Method::POST;
+    assert_eq!(post.send(platform.runner).await.status, 401);
+    // Another request id.
+    let mut renamed = fresh();
+    renamed.context.request_id = "someone-elses-call".into();
+    assert_eq!(renamed.send(platform.runner).await.status, 401);
+    // The untouched fresh call still works: the refusals did not use its token up.
+    let untouched = fresh();
+    assert_eq!(untouched.send(platform.runner).await.status, 200);
 }
 
 #[tokio::test]
@@ -193,22 +173,9 @@ async fn a_context_that_does_not_match_the_install_is_404() {
         .unwrap()
         .unwrap();
     // The token and the context agree with each other, but claim another tenant.
-    let mut request = execute_request(&published, &install.install_id);
-    request.context.tenant_id = "globex".into();
-    let scope = TokenScope {
-        tenant_id: "globex".into(),
-        extension_id: published.extension_id.clone(),
-        install_id: install.install_id.clone(),
-        content_hash: published.content_hash.to_string(),
-    };
-    let minter = TokenMinter::from_pem(platform.service_keys.private_pem.as_bytes()).unwrap();
-    let response = platform
-        .client
-        .post(format!("http://{}/v1/execute", platform.runner))
-        .bearer_auth(minter.token(&scope).unwrap())
-        .json(&request)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 404);
+    let reply = HopCall::get("globex", &install.install_id, &published, "/hello/ada")
+        .signed(&platform.service_keys)
+        .send(platform.runner)
+        .await;
+    assert_eq!(reply.status, 404);
 }

@@ -129,6 +129,7 @@ async fn calls_using_their_whole_allowance_leave_other_tenants_served() {
             max_in_flight_per_tenant: 2,
             ..Default::default()
         },
+        ..Options::default()
     };
     let platform = Platform::start_with(options).await;
     // One more core instance than its allowance: refused.

@@ -3,13 +3,10 @@
 
 use std::time::Duration;
 
-use palisade_protocol::{
-    ExecuteError, ExecuteRequest, ExecuteResponse, ExecuteStats, HttpRequest, InvocationContext,
-    TokenMinter, TokenScope,
-};
+use palisade_protocol::ExecuteStats;
 use palisade_registry::{ExecutionRecord, PublishedVersion};
 
-use crate::support::{Platform, bundle, guest};
+use crate::support::{HopCall, Platform, bundle, guest};
 
 const TENANT: &str = "acme";
 const OTHER_TENANT: &str = "globex";
@@ -93,50 +90,17 @@ async fn execute_on_runner(
         .await
         .unwrap()
         .unwrap();
-    let request = ExecuteRequest {
-        context: InvocationContext {
-            request_id: request_id.into(),
-            tenant_id: TENANT.into(),
-            extension_id: NOISY.into(),
-            install_id: install.install_id.clone(),
-            version_id: published.version_id.clone(),
-            content_hash: published.content_hash.to_string(),
-        },
-        http: HttpRequest {
-            method: "GET".into(),
-            path: path.into(),
-            query: None,
-            headers: vec![],
-            body_b64: String::new(),
-        },
-        limits: Default::default(),
-    };
-    let scope = TokenScope {
-        tenant_id: TENANT.into(),
-        extension_id: NOISY.into(),
-        install_id: install.install_id,
-        content_hash: published.content_hash.to_string(),
-    };
-    let minter = TokenMinter::from_pem(platform.service_keys.private_pem.as_bytes()).unwrap();
-    let response = platform
-        .client
-        .post(format!("http://{}/v1/execute", platform.runner))
-        .bearer_auth(minter.token(&scope).unwrap())
-        .json(&request)
-        .send()
-        .await
-        .unwrap();
-    let status = response.status().as_u16();
-    let stats = if status == 200 {
-        let reply: ExecuteResponse = response.json().await.unwrap();
-        reply.stats
-    } else {
-        let reply: ExecuteError = response.json().await.unwrap();
-        reply.stats
-    };
+    let mut call = HopCall::get(TENANT, &install.install_id, published, path);
+    call.context.request_id = request_id.into();
+    let reply = call
+        .signed(&platform.service_keys)
+        .send(platform.runner)
+        .await;
     (
-        status,
-        stats.expect("the runner reports what the call consumed"),
+        reply.status,
+        reply
+            .stats()
+            .expect("the runner reports what the call consumed"),
     )
 }
 

@@ -22,6 +22,7 @@ mod publish;
 mod runners;
 mod secrets;
 mod storage;
+mod streaming;
 mod support;
 mod trust;
 mod walking_skeleton;

@@ -39,7 +39,7 @@ async fn publish_error(platform: &Platform, manifest: serde_json::Value) -> Stri
 }
 
 /// A tar.zst with `manifest.json` and `hello.wasm`, without validating the manifest.
-fn raw_bundle(manifest: &[u8], component: &[u8]) -> Vec<u8> {
+pub(crate) fn raw_bundle(manifest: &[u8], component: &[u8]) -> Vec<u8> {
     let mut tar = tar::Builder::new(Vec::new());
     for (name, data) in [("hello.wasm", component), ("manifest.json", manifest)] {
         let mut header = tar::Header::new_gnu();

@@ -57,9 +57,8 @@ fn runner_addrs(keys: &[String]) -> (String, String) {
     panic!("no pair of ports prefers one runner for every key");
 }
 
-/// Publishes hello and notes into the data directory's registry and installs both for
-/// [`TENANT`]; returns their content hashes.
-async fn seed(data_dir: &Path) -> Vec<String> {
+/// Opens the data directory's registry with a new publisher key in its trust set.
+async fn publishing(data_dir: &Path) -> (Registry, SigningKey, palisade_bundle::TrustBundle) {
     let publisher = SigningKey::generate().unwrap();
     let trust_pem = publisher.public_key_pem().unwrap();
     let trust = palisade_bundle::TrustBundle::from_pem(trust_pem.as_bytes()).unwrap();
@@ -70,6 +69,13 @@ async fn seed(data_dir: &Path) -> Vec<String> {
     .await
     .unwrap();
     registry.trust_key(publisher.public_key()).await.unwrap();
+    (registry, publisher, trust)
+}
+
+/// Publishes hello and notes into the data directory's registry and installs both for
+/// [`TENANT`]; returns their content hashes.
+async fn seed(data_dir: &Path) -> Vec<String> {
+    let (registry, publisher, trust) = publishing(data_dir).await;
     let notes_manifest: Value = serde_json::from_slice(
         &std::fs::read(format!(
             "{}/../guests/notes/manifest.json",
@@ -318,4 +324,112 @@ async fn a_killed_runner_costs_no_get_and_repeats_no_post() {
         "gateway: {status}\n{}",
         gateway.log_text()
     );
+}
+
+/// Resident and peak resident memory of a process, in bytes.
+fn memory(pid: u32) -> (u64, u64) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let field = |name: &str| -> u64 {
+        let kib: u64 = status
+            .lines()
+            .find_map(|line| line.strip_prefix(name))
+            .unwrap()
+            .trim()
+            .trim_end_matches("kB")
+            .trim()
+            .parse()
+            .unwrap();
+        kib * 1024
+    };
+    (field("VmRSS:"), field("VmHWM:"))
+}
+
+/// 100 MiB uploaded through a gateway and a runner process, each holding a small, bounded
+/// part of it at a time: neither process's peak memory grows by anything near the body.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_100_mib_upload_streams_through_with_bounded_memory() {
+    const LIMIT: u64 = 128 << 20;
+    const BODY: usize = 100 << 20;
+    let dir = tempfile::tempdir().unwrap();
+    let data_dir = dir.path();
+    let (registry, publisher, trust) = publishing(data_dir).await;
+    let bytes = bundle(&crate::streaming::manifest(LIMIT), &guest("raw-http"));
+    let signature = publisher.sign(&bytes).unwrap();
+    registry.publish(&bytes, &signature, &trust).await.unwrap();
+    registry
+        .install(TENANT, crate::streaming::RAW, None, &[], Default::default())
+        .await
+        .unwrap();
+    let config = data_dir.join("palisade.toml");
+    std::fs::write(
+        &config,
+        format!("[runner]\nmax_request_bytes = {LIMIT}\n[gateway]\nmax_request_bytes = {LIMIT}\n"),
+    )
+    .unwrap();
+    let config = config.to_str().unwrap();
+
+    let client = reqwest::Client::new();
+    let runner_addr = free_addr();
+    let mut runner = spawn(
+        "runner",
+        data_dir,
+        &runner_addr,
+        &["--config", config, "runner"],
+    );
+    runner.wait_healthy(&client).await;
+    let gateway_addr = free_addr();
+    let mut gateway = spawn(
+        "gateway",
+        data_dir,
+        &gateway_addr,
+        &[
+            "--config",
+            config,
+            "gateway",
+            "--dev",
+            "--runner",
+            &runner.url,
+        ],
+    );
+    gateway.wait_healthy(&client).await;
+    let token = caller_token(data_dir);
+    let url = format!("{}/api/ext/{}/upload", gateway.url, crate::streaming::RAW);
+    let upload = |size: usize| {
+        let frames = futures::stream::iter((0..size / (64 << 10)).map(|_| {
+            Ok::<_, std::io::Error>(http_body::Frame::data(bytes::Bytes::from(vec![
+                1u8;
+                64 << 10
+            ])))
+        }));
+        client
+            .post(&url)
+            .bearer_auth(&token)
+            .body(reqwest::Body::wrap(http_body_util::StreamBody::new(frames)))
+            .send()
+    };
+
+    // Warm: the component compiled, connections open.
+    let warm = upload(1 << 20).await.unwrap();
+    assert_eq!(warm.status(), StatusCode::OK, "{}", gateway.log_text());
+    let before = [memory(runner.pid()).0, memory(gateway.pid()).0];
+
+    let response = upload(BODY).await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK, "{}", runner.log_text());
+    let answer: Value = response.json().await.unwrap();
+    assert_eq!(answer["bytes"], BODY);
+    assert_eq!(answer["sum"], BODY);
+
+    for (name, pid, before) in [
+        ("runner", runner.pid(), before[0]),
+        ("gateway", gateway.pid(), before[1]),
+    ] {
+        let (_, peak) = memory(pid);
+        let grew = peak.saturating_sub(before);
+        assert!(
+            grew < 40 << 20,
+            "{name}: peak {} MiB, {} MiB above its resident memory before the upload",
+            peak >> 20,
+            grew >> 20
+        );
+    }
 }

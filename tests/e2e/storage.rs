@@ -480,7 +480,16 @@ async fn tenants_and_installs_never_see_each_others_data() {
 
 #[tokio::test]
 async fn a_call_past_its_storage_budget_or_the_install_write_rate_gets_quota_exceeded() {
-    let platform = Platform::start().await;
+    // A slow refill (20 a second instead of 200), so that however long the first flood
+    // takes on a busy machine, the second one finds the install's burst spent.
+    let platform = Platform::start_with(crate::support::Options {
+        storage: Some(palisade_runtime::capability::storage::StorageLimits {
+            install_writes_per_second: 20,
+            ..Default::default()
+        }),
+        ..Default::default()
+    })
+    .await;
     install_probe(&platform, &["acme", "globex"]).await;
 
     // The default budget is 1000 operations per call: the 1001st write of one call is
@@ -489,7 +498,7 @@ async fn a_call_past_its_storage_budget_or_the_install_write_rate_gets_quota_exc
     assert_eq!(flood["written"], 1000, "{flood}");
     assert_eq!(flood["error"]["kind"], "quota-exceeded", "{flood}");
 
-    // Those writes spent most of the install's burst (1000, refilled at 200 a second): a
+    // Those writes spent most of the install's burst (1000, refilled at 20 a second): a
     // second call of 1000 writes runs out of the install's write rate before its own
     // operation budget.
     let next = probe(&platform, Method::PUT, "/flood?ns=probe&key=f&n=1000").await;

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use palisade_bundle::{SigningKey, TrustBundle};
 use palisade_gateway::{CallerAuthConfig, GatewayConfig, GatewayState};
-use palisade_protocol::{ServiceKeyPair, TokenMinter, TokenVerifier};
+use palisade_protocol::{ServiceKeyPair, TokenMinter, TokenScope, TokenVerifier};
 use palisade_registry::secrets::SecretKey;
 use palisade_registry::{PublishedVersion, Registry, RegistryConfig, SecretOpener, SecretSealer};
 use palisade_runner::{RunnerConfig, RunnerState};
@@ -77,6 +77,10 @@ pub struct Platform {
 pub struct Options {
     pub runtime: RuntimeConfig,
     pub runner: RunnerConfig,
+    /// Changes to the gateway's configuration.
+    pub gateway: fn(&mut GatewayConfig),
+    /// The storage capability's limits, when not the defaults.
+    pub storage: Option<palisade_runtime::capability::storage::StorageLimits>,
 }
 
 impl Default for Options {
@@ -87,6 +91,8 @@ impl Default for Options {
                 ..RuntimeConfig::default()
             },
             runner: RunnerConfig::default(),
+            gateway: |_| {},
+            storage: None,
         }
     }
 }
@@ -113,11 +119,14 @@ impl Platform {
 
         let opener = SecretOpener::new(SecretKey::generate(), []).unwrap();
         let sealer = opener.sealer().clone();
-        let runtime = Runtime::new(
-            options.runtime,
-            palisade_runner::host_services(&registry, opener.clone()),
-        )
-        .unwrap();
+        let mut services = palisade_runner::host_services(&registry, opener.clone());
+        if let Some(limits) = options.storage {
+            services.storage = Some(palisade_runner::RegistryStorage::shared(
+                registry.clone(),
+                limits,
+            ));
+        }
+        let runtime = Runtime::new(options.runtime, services).unwrap();
         let runner_state = Arc::new(RunnerState::new(
             registry.clone(),
             runtime,
@@ -125,12 +134,14 @@ impl Platform {
             options.runner,
         ));
         let runner = serve(palisade_runner::app(runner_state)).await;
+        let mut gateway_config = without_rate_limit(GatewayConfig::new(
+            format!("http://{runner}"),
+            CallerAuthConfig::new(ISSUER, AUDIENCE, caller_keys.public_pem.clone()),
+        ));
+        (options.gateway)(&mut gateway_config);
         let gateway_state = Arc::new(
             GatewayState::new(
-                without_rate_limit(GatewayConfig::new(
-                    format!("http://{runner}"),
-                    CallerAuthConfig::new(ISSUER, AUDIENCE, caller_keys.public_pem.clone()),
-                )),
+                gateway_config,
                 registry.clone(),
                 TokenMinter::from_pem(service_keys.private_pem.as_bytes()).unwrap(),
             )
@@ -266,4 +277,137 @@ pub fn palisade_binary() -> PathBuf {
             binary
         })
         .clone()
+}
+
+/// A call made straight to a runner over the execute hop, as a gateway makes it.
+pub struct HopCall {
+    pub context: palisade_protocol::CallContext,
+    pub method: http::Method,
+    /// The path inside the extension, with its query.
+    pub path: String,
+    pub body: Vec<u8>,
+    /// `None`: no `x-palisade-token` header at all.
+    pub token: Option<String>,
+}
+
+/// A runner's answer to a [`HopCall`], read to its end (trailers included).
+pub struct HopReply {
+    pub status: u16,
+    pub headers: http::HeaderMap,
+    pub body: Vec<u8>,
+    pub trailers: Option<http::HeaderMap>,
+}
+
+impl HopCall {
+    /// A GET of `path` for `install` of `published`, for tenant `tenant`, without a token.
+    pub fn get(
+        tenant: &str,
+        install_id: &str,
+        published: &palisade_registry::PublishedVersion,
+        path: &str,
+    ) -> Self {
+        HopCall {
+            context: palisade_protocol::CallContext {
+                request_id: uuid_like(),
+                tenant_id: tenant.into(),
+                extension_id: published.extension_id.clone(),
+                install_id: install_id.into(),
+                version_id: published.version_id.clone(),
+                content_hash: published.content_hash.to_string(),
+                ..Default::default()
+            },
+            method: http::Method::GET,
+            path: path.into(),
+            body: Vec::new(),
+            token: None,
+        }
+    }
+
+    /// The scope a token for this call must carry.
+    pub fn scope(&self) -> TokenScope {
+        TokenScope {
+            tenant_id: self.context.tenant_id.clone(),
+            extension_id: self.context.extension_id.clone(),
+            install_id: self.context.install_id.clone(),
+            content_hash: self.context.content_hash.clone(),
+            method: self.method.as_str().to_owned(),
+            path: self.path.clone(),
+            request_id: self.context.request_id.clone(),
+        }
+    }
+
+    /// Signs the call with the gateway's key `keys`.
+    pub fn signed(mut self, keys: &ServiceKeyPair) -> Self {
+        let minter = TokenMinter::from_pem(keys.private_pem.as_bytes()).unwrap();
+        self.token = Some(minter.token(&self.scope()).unwrap());
+        self
+    }
+
+    /// Sends the call to the runner at `runner` and reads the whole answer.
+    pub async fn send(&self, runner: SocketAddr) -> HopReply {
+        use http_body_util::BodyExt;
+        let client =
+            hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+                .build_http::<http_body_util::Full<bytes::Bytes>>();
+        let mut request = http::Request::builder()
+            .method(self.method.clone())
+            .uri(format!("http://{runner}/v1/execute{}", self.path))
+            .header("te", "trailers")
+            .body(http_body_util::Full::new(bytes::Bytes::from(
+                self.body.clone(),
+            )))
+            .unwrap();
+        self.context.write_to(request.headers_mut()).unwrap();
+        if let Some(token) = &self.token {
+            request
+                .headers_mut()
+                .insert("x-palisade-token", token.parse().unwrap());
+        }
+        let response = client.request(request).await.unwrap();
+        let (parts, body) = response.into_parts();
+        let collected = body.collect().await.unwrap();
+        let trailers = collected.trailers().cloned();
+        HopReply {
+            status: parts.status.as_u16(),
+            headers: parts.headers,
+            body: collected.to_bytes().to_vec(),
+            trailers,
+        }
+    }
+}
+
+impl HopReply {
+    /// What the runner reported the call consumed: from the trailers of a guest's answer,
+    /// or the header of a platform error.
+    pub fn stats(&self) -> Option<palisade_protocol::ExecuteStats> {
+        self.trailers
+            .as_ref()
+            .and_then(|t| t.get("x-palisade-stats"))
+            .or_else(|| self.headers.get("x-palisade-stats"))
+            .map(|value| palisade_protocol::ExecuteStats::from_header(value).unwrap())
+    }
+
+    /// How the body ended, from the trailers.
+    pub fn outcome(&self) -> Option<String> {
+        self.trailers
+            .as_ref()
+            .and_then(|t| t.get("x-palisade-outcome"))
+            .map(|v| v.to_str().unwrap().to_owned())
+    }
+
+    /// The body as JSON.
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body).unwrap()
+    }
+}
+
+/// A request id unique enough for one test run.
+fn uuid_like() -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    format!(
+        "hop-{}-{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    )
 }

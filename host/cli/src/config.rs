@@ -108,6 +108,9 @@ impl RunnerSection {
 #[derive(Debug, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct GatewaySection {
+    /// Largest request body a caller may send, in bytes (a manifest's
+    /// `limits.max_request_bytes` lowers it per extension).
+    pub max_request_bytes: usize,
     /// How long a resolved install is reused before the registry is read again, in ms: the
     /// longest a disable, uninstall or config change takes to reach this gateway.
     pub install_cache_ttl_ms: u64,
@@ -141,6 +144,7 @@ impl Default for GatewaySection {
             palisade_gateway::CallerAuthConfig::new("", "", ""),
         );
         GatewaySection {
+            max_request_bytes: d.max_request_bytes,
             install_cache_ttl_ms: millis(d.install_cache_ttl),
             install_cache_entries: d.install_cache_capacity,
             caller_token_cache_ttl_ms: millis(d.caller_auth.cache_ttl),
@@ -158,6 +162,7 @@ impl GatewaySection {
     /// Sets these values on `config`.
     pub fn apply(&self, config: &mut GatewayConfig) {
         use std::time::Duration;
+        config.max_request_bytes = self.max_request_bytes;
         config.install_cache_ttl = Duration::from_millis(self.install_cache_ttl_ms);
         config.install_cache_capacity = self.install_cache_entries;
         config.caller_auth.cache_ttl = Duration::from_millis(self.caller_token_cache_ttl_ms);

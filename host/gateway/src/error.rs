@@ -20,7 +20,8 @@ pub struct ApiError {
     pub request_id: String,
     /// `retry-after` to pass on, if any.
     pub retry_after: Option<HeaderValue>,
-    /// What the call consumed at the runner, for the execution log (not sent to clients).
+    /// What the call consumed at the runner, for the execution log (not sent to clients;
+    /// taken off before the error becomes a response).
     pub stats: Option<Box<ExecuteStats>>,
 }
 
@@ -49,7 +50,6 @@ impl IntoResponse for ApiError {
         let body = ExecuteError {
             error: self.code,
             request_id: self.request_id.clone(),
-            stats: None,
         };
         let mut response = (self.status, Json(body)).into_response();
         let headers = response.headers_mut();
@@ -62,9 +62,6 @@ impl IntoResponse for ApiError {
         }
         if let Some(retry_after) = self.retry_after {
             headers.insert(RETRY_AFTER, retry_after);
-        }
-        if let Some(stats) = self.stats {
-            response.extensions_mut().insert(*stats);
         }
         response
     }

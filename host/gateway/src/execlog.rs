@@ -21,6 +21,8 @@ use tokio::sync::{Notify, mpsc, oneshot};
 
 /// The trigger recorded for calls through the gateway.
 pub const TRIGGER_HTTP: &str = "http";
+/// The outcome of a call whose caller went away before its answer ended.
+pub const CANCELLED: &str = "cancelled";
 
 /// Default bound on rows waiting to be written.
 pub const DEFAULT_QUEUE_CAPACITY: usize = 8192;

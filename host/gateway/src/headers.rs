@@ -142,37 +142,6 @@ pub fn filter_response_headers(
     (out, dropped)
 }
 
-/// Header pairs as the runner protocol carries them (names lower case); values that are
-/// not visible ASCII are left out.
-pub fn header_pairs(headers: &HeaderMap) -> Vec<(String, String)> {
-    headers
-        .iter()
-        .filter_map(|(name, value)| {
-            let value = value.to_str().ok()?;
-            Some((name.as_str().to_owned(), value.to_owned()))
-        })
-        .collect()
-}
-
-/// A header map from the runner protocol's pairs. Returns the map and the names of the
-/// pairs that are not a well-formed header (name lower cased).
-pub fn header_map(pairs: &[(String, String)]) -> (HeaderMap, Vec<String>) {
-    let mut out = HeaderMap::new();
-    let mut malformed = Vec::new();
-    for (name, value) in pairs {
-        let parsed = HeaderName::from_bytes(name.to_ascii_lowercase().as_bytes())
-            .ok()
-            .zip(HeaderValue::from_str(value).ok());
-        match parsed {
-            Some((name, value)) => {
-                out.append(name, value);
-            }
-            None => malformed.push(name.to_ascii_lowercase()),
-        }
-    }
-    (out, malformed)
-}
-
 /// `cache-control` directives a guest may keep on an answer of a private endpoint; every
 /// other directive (`public`, `s-maxage`, `proxy-revalidate`, extensions…) is dropped.
 pub const PRIVATE_CACHE_DIRECTIVES: &[&str] = &[
@@ -357,10 +326,6 @@ mod tests {
         let forwarded = forward_request_headers(&headers, "r", &[]);
         assert_eq!(forwarded.len(), 1);
         assert_eq!(values(&forwarded, "x-request-id"), ["r"]);
-        assert_eq!(
-            header_pairs(&forwarded),
-            [("x-request-id".into(), "r".into())]
-        );
     }
 
     #[test]
@@ -469,6 +434,24 @@ mod tests {
                 "x-palisade-tenant"
             ]
         );
+    }
+
+    /// A header map from name/value pairs, and the names of the malformed ones.
+    fn header_map(pairs: &[(String, String)]) -> (HeaderMap, Vec<String>) {
+        let mut out = HeaderMap::new();
+        let mut malformed = Vec::new();
+        for (name, value) in pairs {
+            let parsed = HeaderName::from_bytes(name.to_ascii_lowercase().as_bytes())
+                .ok()
+                .zip(HeaderValue::from_str(value).ok());
+            match parsed {
+                Some((name, value)) => {
+                    out.append(name, value);
+                }
+                None => malformed.push(name.to_ascii_lowercase()),
+            }
+        }
+        (out, malformed)
     }
 
     #[test]

@@ -275,34 +275,46 @@ impl Inner {
 
 /// The answers kept for replay.
 pub struct IdempotencyStore {
+    shared: Arc<Shared>,
+}
+
+/// The store's state, shared with the leases of calls in progress (whose answers are
+/// recorded as they stream, after the store's `run` has returned).
+struct Shared {
     config: IdempotencyConfig,
     inner: Mutex<Inner>,
+}
+
+impl Shared {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(PoisonError::into_inner)
+    }
 }
 
 impl std::fmt::Debug for IdempotencyStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("IdempotencyStore")
-            .field("config", &self.config)
+            .field("config", &self.shared.config)
             .finish_non_exhaustive()
     }
 }
 
-enum Claim<'a> {
+enum Claim {
     Replay(Arc<StoredResponse>),
     Conflict,
-    Lead(Lease<'a>),
+    Lead(Lease),
 }
 
 /// The right to run a call; dropping it unfinished lets a waiting duplicate run instead.
-struct Lease<'a> {
-    store: &'a IdempotencyStore,
+struct Lease {
+    store: Arc<Shared>,
     scope: Scope,
     fingerprint: Fingerprint,
     done: watch::Sender<Outcome>,
     finished: bool,
 }
 
-impl Lease<'_> {
+impl Lease {
     fn complete(mut self, response: StoredResponse) {
         let response = Arc::new(response);
         let size = response.size();
@@ -356,7 +368,7 @@ impl Lease<'_> {
     }
 }
 
-impl Drop for Lease<'_> {
+impl Drop for Lease {
     fn drop(&mut self) {
         if !self.finished {
             let mut inner = self.store.lock();
@@ -371,13 +383,15 @@ impl IdempotencyStore {
     /// An empty store.
     pub fn new(config: &IdempotencyConfig) -> Self {
         IdempotencyStore {
-            config: config.clone(),
-            inner: Mutex::new(Inner::default()),
+            shared: Arc::new(Shared {
+                config: config.clone(),
+                inner: Mutex::new(Inner::default()),
+            }),
         }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
-        self.inner.lock().unwrap_or_else(PoisonError::into_inner)
+        self.shared.lock()
     }
 
     /// How many answers are stored.
@@ -395,7 +409,7 @@ impl IdempotencyStore {
         self.lock().tenants.get(tenant).map_or(0, |t| t.seqs.len())
     }
 
-    async fn claim(&self, scope: Scope, fingerprint: Fingerprint) -> Claim<'_> {
+    async fn claim(&self, scope: Scope, fingerprint: Fingerprint) -> Claim {
         loop {
             let mut done = {
                 let mut inner = self.lock();
@@ -431,7 +445,7 @@ impl IdempotencyStore {
                             },
                         );
                         return Claim::Lead(Lease {
-                            store: self,
+                            store: Arc::clone(&self.shared),
                             scope,
                             fingerprint,
                             done: sender,
@@ -491,21 +505,104 @@ impl IdempotencyStore {
             Err(error) => return (template, Err(error)),
         };
         let (mut head, body) = response.into_parts();
-        let Ok(body) = axum::body::to_bytes(body, usize::MAX).await else {
-            tracing::error!("reading a guest answer for the idempotency store failed");
-            return (
-                template,
-                Err(ApiError::new(ErrorCode::Internal, request_id)),
-            );
-        };
-        lease.complete(StoredResponse {
+        let config = &self.shared.config;
+        let headers_size: usize = head
+            .headers
+            .iter()
+            .map(|(name, value)| name.as_str().len() + value.len())
+            .sum();
+        let room = config
+            .max_bytes
+            .min(config.max_bytes_per_tenant)
+            .saturating_sub(headers_size);
+        let recording = Recording {
+            body,
+            lease: Some(lease),
+            kept: Some(Vec::new()),
+            room,
             status: head.status,
             headers: head.headers.clone(),
-            body: body.clone(),
             template: template.clone(),
-        });
+        };
         head.headers.remove(REPLAY_HEADER);
-        (template, Ok(Response::from_parts(head, Body::from(body))))
+        (
+            template,
+            Ok(Response::from_parts(head, Body::new(recording))),
+        )
+    }
+}
+
+/// A guest's answer on its way to the caller, recorded for replay as it streams: stored
+/// when it ends whole and fits the store, dropped (and so run again on a retry) when it is
+/// cut, aborted or larger.
+struct Recording {
+    body: Body,
+    lease: Option<Lease>,
+    /// The bytes so far; `None` once the answer outgrew `room`.
+    kept: Option<Vec<u8>>,
+    room: usize,
+    status: StatusCode,
+    headers: HeaderMap,
+    template: Option<String>,
+}
+
+impl http_body::Body for Recording {
+    type Data = Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, axum::Error>>> {
+        use std::task::Poll;
+        let this = &mut *self;
+        let polled = std::pin::Pin::new(&mut this.body).poll_frame(cx);
+        match &polled {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(data) = frame.data_ref() {
+                    let fits = this
+                        .kept
+                        .as_ref()
+                        .is_some_and(|kept| kept.len() + data.len() <= this.room);
+                    match &mut this.kept {
+                        Some(kept) if fits => kept.extend_from_slice(data),
+                        _ => {
+                            if this.kept.take().is_some() {
+                                tracing::info!(
+                                    room = this.room,
+                                    "answer too large for the idempotency store; not kept"
+                                );
+                            }
+                        }
+                    }
+                }
+            }
+            Poll::Ready(Some(Err(_))) => {
+                this.kept = None;
+                this.lease = None;
+            }
+            Poll::Ready(None) => {
+                if let (Some(lease), Some(kept)) = (this.lease.take(), this.kept.take()) {
+                    lease.complete(StoredResponse {
+                        status: this.status,
+                        headers: std::mem::take(&mut this.headers),
+                        body: Bytes::from(kept),
+                        template: this.template.take(),
+                    });
+                }
+            }
+            Poll::Pending => {}
+        }
+        polled
+    }
+
+    // Never `true` early: the answer is stored when the body is polled to its end.
+    fn is_end_stream(&self) -> bool {
+        false
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.body.size_hint()
     }
 }
 
@@ -539,6 +636,33 @@ mod tests {
             Some("/items".into()),
             Ok((StatusCode::CREATED, body).into_response()),
         )
+    }
+
+    /// Runs `call` through `store` and reads the answer to its end, as a caller would (an
+    /// answer is stored when its body has been sent whole).
+    async fn ran<F>(
+        store: &IdempotencyStore,
+        tenant: &str,
+        extension: &str,
+        request: Option<KeyedRequest>,
+        request_id: &str,
+        call: F,
+    ) -> (Option<String>, Result<Response, ApiError>)
+    where
+        F: Future<Output = (Option<String>, Result<Response, ApiError>)>,
+    {
+        let (template, result) = store
+            .run(tenant, extension, request, request_id, call)
+            .await;
+        let result = match result {
+            Ok(response) => {
+                let (head, body) = response.into_parts();
+                let bytes = axum::body::to_bytes(body, usize::MAX).await.unwrap();
+                Ok(Response::from_parts(head, Body::from(bytes)))
+            }
+            Err(error) => Err(error),
+        };
+        (template, result)
     }
 
     async fn body(response: Response) -> Bytes {
@@ -595,28 +719,24 @@ mod tests {
     async fn second_call_is_replayed_and_scoped() {
         let store = IdempotencyStore::new(&IdempotencyConfig::default());
         let p = parts("POST", Some("k"));
-        let (_, first) = store
-            .run("t", "e", keyed(&p), "r1", async { answer("one") })
-            .await;
+        let (_, first) = ran(&store, "t", "e", keyed(&p), "r1", async { answer("one") }).await;
         let first = first.unwrap();
         assert!(first.headers().get(REPLAY_HEADER).is_none());
         assert_eq!(body(first).await, "one");
-        let (template, second) = store
-            .run("t", "e", keyed(&p), "r2", async { answer("two") })
-            .await;
+        let (template, second) =
+            ran(&store, "t", "e", keyed(&p), "r2", async { answer("two") }).await;
         let second = second.unwrap();
         assert_eq!(template.as_deref(), Some("/items"));
         assert_eq!(second.status(), StatusCode::CREATED);
         assert_eq!(second.headers()[REPLAY_HEADER], "true");
         assert_eq!(body(second).await, "one");
         // Another tenant or extension runs its own call.
-        let (_, other) = store
-            .run("t2", "e", keyed(&p), "r3", async { answer("three") })
-            .await;
+        let (_, other) = ran(&store, "t2", "e", keyed(&p), "r3", async {
+            answer("three")
+        })
+        .await;
         assert_eq!(body(other.unwrap()).await, "three");
-        let (_, other) = store
-            .run("t", "e2", keyed(&p), "r4", async { answer("four") })
-            .await;
+        let (_, other) = ran(&store, "t", "e2", keyed(&p), "r4", async { answer("four") }).await;
         assert_eq!(body(other.unwrap()).await, "four");
         // The same key on another path is refused.
         let moved = http::Request::builder()
@@ -627,9 +747,7 @@ mod tests {
             .unwrap()
             .into_parts()
             .0;
-        let (_, conflict) = store
-            .run("t", "e", keyed(&moved), "r5", async { answer("x") })
-            .await;
+        let (_, conflict) = ran(&store, "t", "e", keyed(&moved), "r5", async { answer("x") }).await;
         let conflict = conflict.unwrap_err();
         assert_eq!(conflict.status, StatusCode::UNPROCESSABLE_ENTITY);
         assert_eq!(conflict.code, ErrorCode::IdempotencyKeyReused);
@@ -639,33 +757,40 @@ mod tests {
     async fn another_body_or_user_under_the_same_key_is_refused() {
         let store = IdempotencyStore::new(&IdempotencyConfig::default());
         let p = parts("POST", Some("k"));
-        let (_, first) = store
-            .run("t", "e", keyed_as(&p, Some("alice"), b"one"), "r1", async {
-                answer("stored")
-            })
-            .await;
+        let (_, first) = ran(
+            &store,
+            "t",
+            "e",
+            keyed_as(&p, Some("alice"), b"one"),
+            "r1",
+            async { answer("stored") },
+        )
+        .await;
         assert_eq!(body(first.unwrap()).await, "stored");
         for (user, sent) in [
             (Some("alice"), &b"two"[..]),
             (Some("bob"), b"one"),
             (None, b"one"),
         ] {
-            let (_, refused) = store
-                .run("t", "e", keyed_as(&p, user, sent), "r2", async {
-                    answer("ran")
-                })
-                .await;
+            let (_, refused) = ran(&store, "t", "e", keyed_as(&p, user, sent), "r2", async {
+                answer("ran")
+            })
+            .await;
             assert_eq!(
                 refused.unwrap_err().code,
                 ErrorCode::IdempotencyKeyReused,
                 "{user:?}"
             );
         }
-        let (_, again) = store
-            .run("t", "e", keyed_as(&p, Some("alice"), b"one"), "r3", async {
-                answer("ran")
-            })
-            .await;
+        let (_, again) = ran(
+            &store,
+            "t",
+            "e",
+            keyed_as(&p, Some("alice"), b"one"),
+            "r3",
+            async { answer("ran") },
+        )
+        .await;
         assert_eq!(body(again.unwrap()).await, "stored");
     }
 
@@ -673,16 +798,13 @@ mod tests {
     async fn platform_errors_are_not_stored() {
         let store = IdempotencyStore::new(&IdempotencyConfig::default());
         let p = parts("POST", Some("k"));
-        let (_, first) = store
-            .run("t", "e", keyed(&p), "r1", async {
-                (None, Err(ApiError::new(ErrorCode::Unavailable, "r1")))
-            })
-            .await;
+        let (_, first) = ran(&store, "t", "e", keyed(&p), "r1", async {
+            (None, Err(ApiError::new(ErrorCode::Unavailable, "r1")))
+        })
+        .await;
         assert!(first.is_err());
         assert!(store.is_empty());
-        let (_, second) = store
-            .run("t", "e", keyed(&p), "r2", async { answer("ran") })
-            .await;
+        let (_, second) = ran(&store, "t", "e", keyed(&p), "r2", async { answer("ran") }).await;
         assert_eq!(body(second.unwrap()).await, "ran");
     }
 
@@ -697,8 +819,8 @@ mod tests {
             answer("once")
         };
         let (a, b) = tokio::join!(
-            store.run("t", "e", keyed(&p), "r1", call(runs.clone())),
-            store.run("t", "e", keyed(&p), "r2", call(runs.clone())),
+            ran(&store, "t", "e", keyed(&p), "r1", call(runs.clone())),
+            ran(&store, "t", "e", keyed(&p), "r2", call(runs.clone())),
         );
         assert_eq!(runs.load(std::sync::atomic::Ordering::SeqCst), 1);
         assert_eq!(body(a.1.unwrap()).await, "once");
@@ -716,23 +838,17 @@ mod tests {
         for i in 0..10 {
             let key = format!("k{i}");
             let p = parts("POST", Some(&key));
-            let _ = store
-                .run("t", "e", keyed(&p), "r", async { answer("x") })
-                .await;
+            let _ = ran(&store, "t", "e", keyed(&p), "r", async { answer("x") }).await;
         }
         assert_eq!(store.len(), 3);
         // An answer bigger than the byte bound is not stored.
         let p = parts("POST", Some("big"));
         let big: &'static str = Box::leak("b".repeat(2048).into_boxed_str());
-        let _ = store
-            .run("t", "e", keyed(&p), "r", async move { answer(big) })
-            .await;
+        let _ = ran(&store, "t", "e", keyed(&p), "r", async move { answer(big) }).await;
         assert_eq!(store.len(), 3);
         tokio::time::sleep(Duration::from_millis(250)).await;
         let p = parts("POST", Some("k9"));
-        let (_, again) = store
-            .run("t", "e", keyed(&p), "r", async { answer("fresh") })
-            .await;
+        let (_, again) = ran(&store, "t", "e", keyed(&p), "r", async { answer("fresh") }).await;
         assert_eq!(body(again.unwrap()).await, "fresh");
         assert_eq!(store.len(), 1);
         assert_eq!(store.tenant_len("t"), 1);
@@ -741,9 +857,7 @@ mod tests {
     /// Stores an answer for `tenant` under `key` and says whether it ran (not a replay).
     async fn store_one(store: &IdempotencyStore, tenant: &str, key: &str) -> bool {
         let p = parts("POST", Some(key));
-        let (_, result) = store
-            .run(tenant, "e", keyed(&p), "r", async { answer("x") })
-            .await;
+        let (_, result) = ran(store, tenant, "e", keyed(&p), "r", async { answer("x") }).await;
         result.unwrap().headers().get(REPLAY_HEADER).is_none()
     }
 
@@ -772,9 +886,7 @@ mod tests {
         });
         let p = parts("POST", Some("big"));
         let big: &'static str = Box::leak("b".repeat(200).into_boxed_str());
-        let _ = store
-            .run("t", "e", keyed(&p), "r", async move { answer(big) })
-            .await;
+        let _ = ran(&store, "t", "e", keyed(&p), "r", async move { answer(big) }).await;
         assert!(store.is_empty());
     }
 

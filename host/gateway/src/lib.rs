@@ -25,6 +25,7 @@ pub mod jwks;
 pub mod pool;
 mod proxy;
 pub mod ratelimit;
+mod relay;
 pub mod routing;
 pub mod runner;
 

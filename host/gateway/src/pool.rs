@@ -8,10 +8,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use http::StatusCode;
-use palisade_protocol::{ErrorCode, ExecuteRequest};
+use palisade_protocol::ErrorCode;
 use tokio::task::AbortHandle;
 
-use crate::runner::{RunnerClient, RunnerClientError, RunnerError, RunnerReply};
+use crate::runner::{HopRequest, RunnerClient, RunnerClientError, RunnerError, RunnerReply};
 
 /// Upper bound on one health check's round trip.
 pub const MAX_HEALTH_TIMEOUT: Duration = Duration::from_secs(2);
@@ -103,20 +103,23 @@ impl RunnerPool {
         order
     }
 
-    /// Sends `request` to the runners in [`Self::order`] for its content hash, within
-    /// `timeout` in all. The call moves on to the next runner when it was not delivered
-    /// (connection refused, or the runner answered 503 `unavailable`, which it does before
-    /// running anything) and, for GET and HEAD only, when the exchange broke afterwards.
-    /// Anything else — a reply, a timeout, a broken exchange of another method — is final.
+    /// Sends `request` to the runners in [`Self::order`] for `content_hash`, waiting at
+    /// most `timeout` in all for an answer head. The call moves on to the next runner when
+    /// it was not delivered (connection refused, or the runner answered 503 `unavailable`,
+    /// which it does before running anything) and, for GET and HEAD only, when the exchange
+    /// broke before an answer head arrived — in every case only while the caller's body can
+    /// still be sent again. Anything else — a reply, a timeout, a broken exchange of
+    /// another method — is final. Once a head has arrived nothing is repeated: the body
+    /// streams to the caller.
     pub async fn execute(
         &self,
-        token: &str,
-        request: &ExecuteRequest,
+        content_hash: &str,
+        request: &HopRequest,
         timeout: Duration,
     ) -> Result<RunnerReply, RunnerError> {
         let deadline = Instant::now() + timeout;
-        let repeatable = is_repeatable(&request.http.method);
-        let order = self.order(&request.context.content_hash);
+        let repeatable = is_repeatable(&request.method);
+        let order = self.order(content_hash);
         let mut last = None;
         for (attempt, index) in order.iter().enumerate() {
             let member = &self.members[*index];
@@ -127,12 +130,14 @@ impl RunnerPool {
             if attempt > 0 {
                 tracing::info!(runner = %member.client.base_url(), attempt, "failing over to the next runner");
             }
-            let result = member.client.execute(token, request, remaining).await;
+            let result = member.client.execute(request, remaining).await;
             match &result {
                 Ok(reply) if !refused_before_running(reply) => return result,
                 Ok(_) => {}
                 Err(RunnerError::Unreachable { .. }) => member.set_healthy(false),
                 Err(RunnerError::Transport { .. }) if repeatable => member.set_healthy(false),
+                // The body went with an earlier attempt: that attempt's failure stands.
+                Err(RunnerError::BodyConsumed) => break,
                 Err(_) => return result,
             }
             last = Some(result);
@@ -160,8 +165,8 @@ fn refused_before_running(reply: &RunnerReply) -> bool {
 }
 
 /// Whether a call with `method` may be sent again after it reached a runner.
-fn is_repeatable(method: &str) -> bool {
-    method.eq_ignore_ascii_case("GET") || method.eq_ignore_ascii_case("HEAD")
+fn is_repeatable(method: &http::Method) -> bool {
+    *method == http::Method::GET || *method == http::Method::HEAD
 }
 
 async fn health_loop(member: Arc<Member>, interval: Duration) {

@@ -1,7 +1,9 @@
 //! One extension call: authenticate the caller, resolve the tenant's install, match the
-//! endpoint, read the body within limits, forward to a runner, and answer.
+//! endpoint, forward the request to a runner over the execute hop (the body streamed within
+//! its limit), and relay the guest's answer as it streams back.
 
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, PoisonError};
 use std::time::{Duration, Instant};
 
 use axum::body::Body;
@@ -11,17 +13,17 @@ use bytes::Bytes;
 use http::header::{CONTENT_LENGTH, HeaderValue};
 use http::request::Parts;
 use http::{Method, StatusCode};
+use http_body::Body as _;
+use http_body_util::BodyExt;
 use palisade_bundle::manifest::EndpointCache;
-use palisade_protocol::{
-    ErrorCode, ExecuteLimits, ExecuteRequest, ExecuteResponse, ExecuteStats, HttpRequest,
-    InvocationContext, TokenScope,
-};
-use palisade_registry::{RegistryError, ResolvedInstall};
+use palisade_protocol::hop;
+use palisade_protocol::{BodyOutcome, CallContext, ErrorCode, TokenScope};
+use palisade_registry::{ExecutionRecord, RegistryError, ResolvedInstall};
 use tracing::{Instrument, Span, field};
 
 use crate::app::{API_PREFIX, GatewayState};
 use crate::auth::Caller;
-use crate::body::{BodyError, read_body};
+use crate::body::{BodyError, LimitedBody, content_length, read_body};
 use crate::config::GatewayConfig;
 use crate::error::ApiError;
 use crate::execlog;
@@ -29,8 +31,9 @@ use crate::headers::{self, REQUEST_ID};
 use crate::idempotency::{self, KeyedRequest};
 use crate::installs::Resolution;
 use crate::ratelimit;
+use crate::relay::{RelayBody, SharedReport};
 use crate::routing::match_endpoint;
-use crate::runner::{RunnerError, RunnerReply};
+use crate::runner::{HopBody, HopRequest, RunnerError, RunnerReply, SharedBody};
 
 /// Extra time given to a runner beyond the guest's deadline, so that the runner's own
 /// timeout answer (and its accounting) arrives before the gateway gives up.
@@ -61,7 +64,7 @@ pub(crate) async fn extension_call(
 }
 
 async fn serve(
-    state: &GatewayState,
+    state: &Arc<GatewayState>,
     request: Request,
     request_id: &str,
     started: Instant,
@@ -124,15 +127,10 @@ async fn serve(
         parts: &parts,
         path,
         request_id,
+        user: caller.user_id.as_deref(),
     };
-    let mut body = CallBody {
-        unread: Some(body),
-        read: None,
-    };
-    let (template, result) = match call
-        .keyed_request(&install, caller.user_id.as_deref(), &mut body)
-        .await
-    {
+    let mut body = CallBody::Unread(body);
+    let (template, result) = match call.keyed_request(&install, &mut body).await {
         Err(error) => (None, Err(error)),
         Ok(keyed) => {
             state
@@ -147,21 +145,101 @@ async fn serve(
                 .await
         }
     };
-    let (mut response, error) = match result {
-        Ok(response) => (response, None),
-        Err(error) => {
+    let (mut response, error, stats) = match result {
+        Ok(response) => (response, None, None),
+        Err(mut error) => {
             let code = error.code;
-            (error.into_response(), Some(code))
+            let stats = error.stats.take();
+            (error.into_response(), Some(code), stats)
         }
     };
 
     let mut record = execlog::record(request_id, &install, &parts.method, template);
-    execlog::finish(&mut record, response.status(), error, started.elapsed());
-    if let Some(stats) = response.extensions_mut().remove::<ExecuteStats>() {
-        execlog::add_stats(&mut record, stats);
+    execlog::finish(&mut record, response.status(), error, Duration::ZERO);
+    if let Some(stats) = stats {
+        execlog::add_stats(&mut record, *stats);
     }
-    state.execution_log.submit(record);
-    response
+    // The row is written when the answer has been sent (or the caller went away): a
+    // streamed guest answer ends with what the runner reports of the call.
+    let report = response.extensions_mut().remove::<SharedReport>();
+    let row = PendingRow {
+        state: Arc::clone(state),
+        record: Some(record),
+        report,
+        started,
+    };
+    response.map(|body| Body::new(Logged { body, _row: row }))
+}
+
+/// A call's execution-log row, submitted when the answer's body is dropped: after its end
+/// went out, or when the caller went away.
+struct PendingRow {
+    state: Arc<GatewayState>,
+    record: Option<ExecutionRecord>,
+    report: Option<SharedReport>,
+    started: Instant,
+}
+
+impl Drop for PendingRow {
+    fn drop(&mut self) {
+        let Some(mut record) = self.record.take() else {
+            return;
+        };
+        record.duration_ms = u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX);
+        if let Some(report) = &self.report {
+            let mut report = report.lock().unwrap_or_else(PoisonError::into_inner);
+            if let Some(stats) = report.stats.take() {
+                execlog::add_stats(&mut record, stats);
+            }
+            record.response_bytes = Some(report.bytes);
+            match report.ending {
+                Some(BodyOutcome::Complete) => {}
+                Some(BodyOutcome::Cut(code)) => {
+                    tracing::warn!(
+                        %code,
+                        bytes = report.bytes,
+                        "the guest's answer was cut after its head was sent"
+                    );
+                    record.outcome = execlog::outcome(Some(code)).to_owned();
+                    record.error_code = Some(code.as_str().to_owned());
+                }
+                None => {
+                    tracing::info!(
+                        bytes = report.bytes,
+                        "the caller went away before the answer ended"
+                    );
+                    record.outcome = execlog::CANCELLED.to_owned();
+                }
+            }
+        }
+        self.state.execution_log.submit(record);
+    }
+}
+
+/// An answer's body, holding its execution-log row until it is dropped.
+struct Logged {
+    body: Body,
+    _row: PendingRow,
+}
+
+impl http_body::Body for Logged {
+    type Data = Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, axum::Error>>> {
+        std::pin::Pin::new(&mut self.body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.body.size_hint()
+    }
 }
 
 /// Takes a token from the caller's bucket (when the token names a user), then from the
@@ -214,6 +292,8 @@ struct Call<'a> {
     /// The path inside the extension.
     path: &'a str,
     request_id: &'a str,
+    /// The calling user, when the caller's token names one.
+    user: Option<&'a str>,
 }
 
 /// Why an attempt produced no guest answer.
@@ -239,30 +319,77 @@ impl Refusal {
     }
 }
 
-/// The caller's body: read once, by the first attempt, and kept for a second one.
-struct CallBody {
-    unread: Option<Body>,
-    read: Option<Bytes>,
+/// Bodies up to this size, with a declared length, are read whole before the call, so that
+/// a call can be sent again to another runner; larger and unsized ones stream.
+const BUFFERED_BODY_BYTES: u64 = 64 * 1024;
+
+/// The caller's body, as far as it has been taken.
+enum CallBody {
+    /// Not looked at yet.
+    Unread(Body),
+    /// Read whole.
+    Read(Bytes),
+    /// Streaming to the runner (and to a second attempt, while no attempt has read it).
+    Streaming {
+        body: SharedBody,
+        too_large: Arc<AtomicBool>,
+    },
 }
 
 impl CallBody {
-    /// The body's bytes, at most `limit` of them.
+    /// The body as the hop sends it, within `limit`: small bodies are read whole, the rest
+    /// stream (`too_large` then tells when the stream went over).
+    async fn for_hop(
+        &mut self,
+        headers: &http::HeaderMap,
+        limit: usize,
+        timeout: Duration,
+    ) -> Result<(HopBody, Option<Arc<AtomicBool>>), BodyError> {
+        if let CallBody::Unread(body) = self {
+            let declared = content_length(headers);
+            if declared.is_some_and(|length| length > limit as u64) {
+                return Err(BodyError::TooLarge { limit });
+            }
+            let body = std::mem::take(body);
+            *self = if body.is_end_stream() {
+                CallBody::Read(Bytes::new())
+            } else if declared.is_some_and(|length| length <= BUFFERED_BODY_BYTES) {
+                CallBody::Read(read_body(headers, body, limit, timeout).await?)
+            } else {
+                let too_large = Arc::new(AtomicBool::new(false));
+                let limited = LimitedBody::new(body, limit, Arc::clone(&too_large));
+                CallBody::Streaming {
+                    body: SharedBody::new(Body::new(limited)),
+                    too_large,
+                }
+            };
+        }
+        match self {
+            CallBody::Read(bytes) if bytes.len() > limit => Err(BodyError::TooLarge { limit }),
+            CallBody::Read(bytes) => Ok((HopBody::Buffered(bytes.clone()), None)),
+            CallBody::Streaming { body, too_large } => {
+                Ok((HopBody::Streamed(body.clone()), Some(Arc::clone(too_large))))
+            }
+            CallBody::Unread(_) => Ok((HopBody::Buffered(Bytes::new()), None)),
+        }
+    }
+
+    /// The whole body, at most `limit` bytes (for an idempotency fingerprint).
     async fn bytes(
         &mut self,
         headers: &http::HeaderMap,
         limit: usize,
         timeout: Duration,
     ) -> Result<Bytes, BodyError> {
-        if let Some(body) = self.unread.take() {
-            let bytes = read_body(headers, body, limit, timeout).await?;
-            self.read = Some(bytes.clone());
-            return Ok(bytes);
+        if let CallBody::Unread(body) = self {
+            let bytes = read_body(headers, std::mem::take(body), limit, timeout).await?;
+            *self = CallBody::Read(bytes);
         }
-        let bytes = self.read.clone().unwrap_or_default();
-        if bytes.len() > limit {
-            return Err(BodyError::TooLarge { limit });
+        match self {
+            CallBody::Read(bytes) if bytes.len() > limit => Err(BodyError::TooLarge { limit }),
+            CallBody::Read(bytes) => Ok(bytes.clone()),
+            _ => Ok(Bytes::new()),
         }
-        Ok(bytes)
     }
 }
 
@@ -276,7 +403,6 @@ impl Call<'_> {
     async fn keyed_request(
         &self,
         install: &ResolvedInstall,
-        user: Option<&str>,
         body: &mut CallBody,
     ) -> Result<Option<KeyedRequest>, ApiError> {
         let parts = self.parts;
@@ -297,7 +423,7 @@ impl Call<'_> {
             )
             .await
             .map_err(|err| self.body_error(err))?;
-        Ok(Some(KeyedRequest::new(key, parts, user, &bytes)))
+        Ok(Some(KeyedRequest::new(key, parts, self.user, &bytes)))
     }
 
     fn body_error(&self, err: BodyError) -> ApiError {
@@ -376,13 +502,14 @@ impl Call<'_> {
             tracing::info!(method = %parts.method, path = self.path, "no declared endpoint matches");
             return (None, Err(self.error(ErrorCode::NotFound).into()));
         };
-        // A HEAD served by a GET endpoint reaches the guest as GET; the body is dropped here.
+        // A HEAD served by a GET (or any-method) endpoint reaches the guest as GET; the
+        // body is dropped here.
         let head_as_get =
             parts.method == Method::HEAD && !found.method.eq_ignore_ascii_case("HEAD");
         let method = if head_as_get {
-            Method::GET.as_str()
+            Method::GET
         } else {
-            parts.method.as_str()
+            parts.method.clone()
         };
         let template = Some(found.template.to_owned());
         let cache = install
@@ -400,15 +527,15 @@ impl Call<'_> {
     async fn invoke(
         &self,
         install: &ResolvedInstall,
-        method: &str,
+        method: Method,
         body: &mut CallBody,
         head_as_get: bool,
         cache: EndpointCache,
     ) -> Result<Response, Refusal> {
         let config = &self.state.config;
         let limits = &install.manifest.limits;
-        let body = body
-            .bytes(
+        let (body, too_large) = body
+            .for_hop(
                 &self.parts.headers,
                 request_limit(config, install),
                 config.request_timeout,
@@ -419,34 +546,65 @@ impl Call<'_> {
         let budget = config
             .request_timeout
             .min(Duration::from_millis(limits.timeout_ms));
-        let request = self.execute_request(install, method, &body, budget);
-        let scope = TokenScope {
+        let path = match self.parts.uri.query() {
+            Some(query) => format!("{}?{query}", self.path),
+            None => self.path.to_owned(),
+        };
+        let context = CallContext {
+            request_id: self.request_id.to_owned(),
             tenant_id: install.tenant_id.clone(),
             extension_id: install.extension_id.clone(),
             install_id: install.install_id.clone(),
-            content_hash: request.context.content_hash.clone(),
+            version_id: install.version_id.clone(),
+            content_hash: install.content_hash.to_string(),
+            user_id: self.user.map(str::to_owned),
+            timeout_ms: Some(u64::try_from(budget.as_millis()).unwrap_or(u64::MAX)),
+            traceparent: None,
+        };
+        let scope = TokenScope {
+            tenant_id: context.tenant_id.clone(),
+            extension_id: context.extension_id.clone(),
+            install_id: context.install_id.clone(),
+            content_hash: context.content_hash.clone(),
+            method: method.as_str().to_owned(),
+            path: path.clone(),
+            request_id: context.request_id.clone(),
         };
         let token = self.state.minter.token(&scope).map_err(|err| {
             tracing::error!(error = %err, "minting the service token failed");
             self.error(ErrorCode::Internal)
         })?;
+        let mut headers = headers::forward_request_headers(
+            &self.parts.headers,
+            self.request_id,
+            &install.manifest.api.headers.request,
+        );
+        context.write_to(&mut headers).map_err(|err| {
+            tracing::info!(error = %err, "call context refused");
+            self.error(ErrorCode::BadRequest)
+        })?;
+        let token = HeaderValue::from_str(&token).map_err(|_| self.error(ErrorCode::Internal))?;
+        headers.insert(hop::TOKEN, token);
+        let request = HopRequest {
+            method,
+            path,
+            headers,
+            body,
+        };
 
         let reply = self
             .state
             .runner
-            .execute(&token, &request, budget + RUNNER_GRACE)
-            .await
-            .map_err(|err| self.runner_error(&err))?;
-        match reply {
-            RunnerReply::Guest(mut reply) => {
-                let stats = reply.stats.take();
-                let declared = &install.manifest.api.headers.response;
-                let mut response = self.guest_response(reply, head_as_get, cache, declared)?;
-                if let Some(stats) = stats {
-                    response.extensions_mut().insert(stats);
-                }
-                Ok(response)
-            }
+            .execute(&context.content_hash, &request, budget + RUNNER_GRACE)
+            .await;
+        // A body past its limit is answered 413, whatever the runner made of it.
+        if too_large.is_some_and(|flag| flag.load(Ordering::Relaxed)) {
+            return Err(self.error(ErrorCode::TooLarge).into());
+        }
+        match reply.map_err(|err| self.runner_error(&err))? {
+            RunnerReply::Guest(reply) => Ok(self
+                .guest_response(install, reply, head_as_get, cache)
+                .await?),
             RunnerReply::Platform {
                 status,
                 code,
@@ -468,54 +626,20 @@ impl Call<'_> {
         }
     }
 
-    fn execute_request(
-        &self,
-        install: &ResolvedInstall,
-        method: &str,
-        body: &[u8],
-        budget: Duration,
-    ) -> ExecuteRequest {
-        let parts = self.parts;
-        let mut http = HttpRequest {
-            method: method.to_owned(),
-            path: self.path.to_owned(),
-            query: parts.uri.query().map(str::to_owned),
-            headers: headers::header_pairs(&headers::forward_request_headers(
-                &parts.headers,
-                self.request_id,
-                &install.manifest.api.headers.request,
-            )),
-            body_b64: String::new(),
-        };
-        http.set_body(body);
-        ExecuteRequest {
-            context: InvocationContext {
-                request_id: self.request_id.to_owned(),
-                tenant_id: install.tenant_id.clone(),
-                extension_id: install.extension_id.clone(),
-                install_id: install.install_id.clone(),
-                version_id: install.version_id.clone(),
-                content_hash: install.content_hash.to_string(),
-            },
-            http,
-            limits: ExecuteLimits {
-                timeout_ms: Some(u64::try_from(budget.as_millis()).unwrap_or(u64::MAX)),
-            },
-        }
-    }
-
     fn runner_error(&self, err: &RunnerError) -> ApiError {
         match err {
             RunnerError::Timeout { .. } => {
                 tracing::warn!(error = %err, "runner call timed out");
                 self.error(ErrorCode::Timeout)
             }
-            RunnerError::Unreachable { .. } | RunnerError::Transport { .. } => {
+            RunnerError::Unreachable { .. }
+            | RunnerError::Transport { .. }
+            | RunnerError::BodyConsumed => {
                 tracing::error!(error = %err, "runner call failed");
                 self.error(ErrorCode::Unavailable)
             }
-            RunnerError::InvalidReply { .. } => {
-                tracing::error!(error = %err, "runner reply refused");
+            RunnerError::Request { .. } => {
+                tracing::error!(error = %err, "runner request not built");
                 self.error(ErrorCode::Internal)
             }
         }
@@ -543,48 +667,66 @@ impl Call<'_> {
         error
     }
 
-    fn guest_response(
+    /// The caller's answer from the guest's: its status, the headers the policy lets
+    /// through, and its body relayed as it streams.
+    async fn guest_response(
         &self,
-        reply: ExecuteResponse,
+        install: &ResolvedInstall,
+        reply: http::Response<hyper::body::Incoming>,
         head_as_get: bool,
         cache: EndpointCache,
-        declared: &[String],
     ) -> Result<Response, ApiError> {
-        let status = StatusCode::from_u16(reply.status)
-            .ok()
-            .filter(|s| !s.is_informational() && s.as_u16() < 600)
-            .ok_or_else(|| {
-                tracing::error!(
-                    status = reply.status,
-                    "runner relayed an invalid guest status"
-                );
-                self.error(ErrorCode::Internal)
-            })?;
-        let body = reply.body().map_err(|err| {
-            tracing::error!(error = %err, "runner relayed a guest body that is not base64");
-            self.error(ErrorCode::Internal)
-        })?;
-        let (guest, mut dropped) = headers::header_map(&reply.headers);
-        let (mut headers, refused) = headers::filter_response_headers(&guest, status, declared);
-        dropped.extend(refused);
+        let (parts, incoming) = reply.into_parts();
+        let status = parts.status;
+        if status.is_informational() {
+            tracing::error!(%status, "runner relayed an informational guest status");
+            return Err(self.error(ErrorCode::Internal));
+        }
+        let declared = parts
+            .headers
+            .get(hop::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        let (mut headers, dropped) = headers::filter_response_headers(
+            &parts.headers,
+            status,
+            &install.manifest.api.headers.response,
+        );
         if !dropped.is_empty() {
             tracing::debug!(?dropped, "guest response headers dropped");
         }
         headers::apply_cache_policy(&mut headers, cache);
-        let length = body.len();
-        let body = if head_as_get {
-            Body::empty()
-        } else {
-            Body::from(body)
-        };
-        let mut response = (status, body).into_response();
-        response.headers_mut().extend(headers);
-        if head_as_get {
-            // The length the GET would have had, as HEAD semantics ask.
+        let report = SharedReport::default();
+        let relay = RelayBody::new(incoming, declared, Arc::clone(&report));
+        let mut response = if head_as_get {
+            // The length the GET would have had, as HEAD semantics ask: read (and count)
+            // the body the runner sends, bounded by the response limit it enforces.
+            let length = match relay.collect().await {
+                Ok(collected) => collected.to_bytes().len(),
+                Err(err) => {
+                    tracing::warn!(error = %err, "the guest's answer to a HEAD was cut");
+                    let code = report
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .ending
+                        .and_then(|ending| match ending {
+                            BodyOutcome::Cut(code) => Some(code),
+                            BodyOutcome::Complete => None,
+                        })
+                        .unwrap_or(ErrorCode::Internal);
+                    return Err(self.error(code));
+                }
+            };
+            let mut response = (status, Body::empty()).into_response();
             response
                 .headers_mut()
                 .insert(CONTENT_LENGTH, HeaderValue::from(length));
-        }
+            response
+        } else {
+            (status, Body::new(relay)).into_response()
+        };
+        response.headers_mut().extend(headers);
+        response.extensions_mut().insert(report);
         Ok(response)
     }
 }

@@ -1,31 +1,145 @@
-//! The client side of the execute protocol: one POST to a runner's `/v1/execute`, and the
-//! runner's `/healthz` check.
+//! The client side of the execute hop: one HTTP request to a runner's `/v1/execute/{path}`
+//! over pooled keep-alive connections, and the runner's `/healthz` check.
 
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
-use http::StatusCode;
+use axum::body::Body;
+use bytes::Bytes;
 use http::header::{HeaderValue, RETRY_AFTER};
-use palisade_protocol::execute::EXECUTE_PATH;
-use palisade_protocol::{ErrorCode, ExecuteError, ExecuteRequest, ExecuteResponse, ExecuteStats};
+use http::{HeaderMap, Method, StatusCode};
+use http_body::{Frame, SizeHint};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use palisade_protocol::hop::{self, EXECUTE_PREFIX};
+use palisade_protocol::{ErrorCode, ExecuteStats};
 
 use crate::error::code_for_status;
-
-/// Bound on a runner's reply body (the guest's response, base64, plus framing).
-pub const MAX_RUNNER_REPLY_BYTES: usize = 64 * 1024 * 1024;
 
 /// How long to wait for a TCP connection to a runner.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// Bound on a platform error body read from a runner (it is only drained, so that the
+/// connection can be reused).
+const MAX_ERROR_BODY_BYTES: usize = 64 * 1024;
+
+/// Idle connections kept per runner.
+const POOL_IDLE_PER_RUNNER: usize = 256;
+
+/// One call as it goes to a runner: what the gateway forwards of the caller's request.
+#[derive(Debug)]
+pub struct HopRequest {
+    /// The method the guest sees.
+    pub method: Method,
+    /// The path inside the extension, with its query.
+    pub path: String,
+    /// The forwarded headers, the call's context and its service token.
+    pub headers: HeaderMap,
+    /// The caller's body.
+    pub body: HopBody,
+}
+
+/// The caller's body, as the hop sends it.
+#[derive(Debug, Clone)]
+pub enum HopBody {
+    /// Read whole before the call (small, or needed for a fingerprint): can be sent again.
+    Buffered(Bytes),
+    /// Streamed as it arrives. It can be sent again only while no attempt has started
+    /// reading it (a runner that could not be reached).
+    Streamed(SharedBody),
+}
+
+impl HopBody {
+    /// The body for one attempt, or `None` once a previous attempt has read from it.
+    fn attempt(&self) -> Option<Body> {
+        match self {
+            HopBody::Buffered(bytes) => Some(Body::from(bytes.clone())),
+            HopBody::Streamed(shared) => shared.attempt().map(Body::new),
+        }
+    }
+}
+
+/// A streamed body that stays with the call until an attempt first reads from it.
+#[derive(Debug, Clone)]
+pub struct SharedBody {
+    slot: Arc<Mutex<Option<Body>>>,
+    hint: SizeHint,
+}
+
+impl SharedBody {
+    /// Wraps `body`.
+    pub fn new(body: Body) -> Self {
+        let hint = http_body::Body::size_hint(&body);
+        SharedBody {
+            slot: Arc::new(Mutex::new(Some(body))),
+            hint,
+        }
+    }
+
+    fn attempt(&self) -> Option<Taking> {
+        let present = self
+            .slot
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .is_some();
+        present.then(|| Taking {
+            slot: Arc::clone(&self.slot),
+            body: None,
+            hint: self.hint,
+        })
+    }
+}
+
+/// One attempt's hold on a [`SharedBody`]: takes it on the first read.
+struct Taking {
+    slot: Arc<Mutex<Option<Body>>>,
+    body: Option<Body>,
+    hint: SizeHint,
+}
+
+impl http_body::Body for Taking {
+    type Data = Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, axum::Error>>> {
+        let this = &mut *self;
+        if this.body.is_none() {
+            this.body = this
+                .slot
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .take();
+        }
+        match &mut this.body {
+            Some(body) => Pin::new(body).poll_frame(cx),
+            // Another attempt took it: this one cannot send it.
+            None => Poll::Ready(Some(Err(axum::Error::new("request body already sent")))),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.hint
+    }
+}
+
 /// What a runner answered.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug)]
 pub enum RunnerReply {
-    /// The guest produced a response.
-    Guest(ExecuteResponse),
+    /// The guest's response head; the body streams, ending with the outcome trailers.
+    Guest(http::Response<Incoming>),
     /// The platform answered instead of the guest.
     Platform {
         /// The runner's status.
         status: StatusCode,
-        /// The stable code from the runner's body (or implied by the status).
+        /// The stable code from `x-palisade-error` (or implied by the status).
         code: ErrorCode,
         /// The runner's `retry-after`, if any.
         retry_after: Option<HeaderValue>,
@@ -44,7 +158,7 @@ pub enum RunnerError {
         url: String,
         /// The transport error.
         #[source]
-        source: reqwest::Error,
+        source: hyper_util::client::legacy::Error,
     },
     /// The runner did not answer in time.
     #[error("runner {url} did not answer within {timeout:?}")]
@@ -61,16 +175,17 @@ pub enum RunnerError {
         url: String,
         /// The transport error.
         #[source]
-        source: reqwest::Error,
+        source: hyper_util::client::legacy::Error,
     },
-    /// The reply is not a valid execute reply.
-    #[error("runner {url} sent an invalid reply (status {status}): {reason}")]
-    InvalidReply {
+    /// The request could not be sent again: an earlier attempt already read its body.
+    #[error("the request body was already sent to another runner")]
+    BodyConsumed,
+    /// The request could not be built.
+    #[error("runner {url}: request not built: {reason}")]
+    Request {
         /// The URL called.
         url: String,
-        /// The reply's status.
-        status: StatusCode,
-        /// What is wrong with it.
+        /// What is wrong.
         reason: String,
     },
 }
@@ -81,15 +196,15 @@ pub enum RunnerClientError {
     /// No runner URL is configured.
     #[error("runner_urls is empty: at least one runner is needed")]
     NoRunners,
-    /// The configured runner URL is not an `http://` or `https://` URL.
-    #[error("runner_url `{url}` is not an http(s) URL: {reason}")]
+    /// The configured runner URL is not an `http://` URL.
+    #[error("runner_url `{url}` is not usable: {reason}")]
     BadUrl {
         /// The configured value.
         url: String,
         /// What is wrong with it.
         reason: String,
     },
-    /// The HTTP client could not be built.
+    /// The health-check client could not be built.
     #[error("building the runner HTTP client: {0}")]
     Client(#[source] reqwest::Error),
 }
@@ -97,7 +212,8 @@ pub enum RunnerClientError {
 /// Calls one runner.
 #[derive(Debug, Clone)]
 pub struct RunnerClient {
-    http: reqwest::Client,
+    hop: Client<HttpConnector, Body>,
+    health: reqwest::Client,
     base_url: String,
     execute_url: String,
     healthz_url: String,
@@ -111,25 +227,33 @@ impl RunnerClient {
             reason,
         };
         let parsed = reqwest::Url::parse(runner_url).map_err(|e| bad(e.to_string()))?;
-        if !matches!(parsed.scheme(), "http" | "https") {
+        if parsed.scheme() != "http" {
             return Err(bad(format!(
-                "scheme `{}` is not supported",
+                "scheme `{}` is not supported (the hop speaks plain HTTP/1.1)",
                 parsed.scheme()
             )));
         }
         if parsed.query().is_some() || parsed.fragment().is_some() {
             return Err(bad("a query or fragment is not allowed".to_owned()));
         }
-        let http = reqwest::Client::builder()
+        let health = reqwest::Client::builder()
             .no_proxy()
             .connect_timeout(CONNECT_TIMEOUT)
             .redirect(reqwest::redirect::Policy::none())
             .build()
             .map_err(RunnerClientError::Client)?;
+        let mut connector = HttpConnector::new();
+        connector.set_nodelay(true);
+        connector.set_connect_timeout(Some(CONNECT_TIMEOUT));
+        let hop = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(Duration::from_secs(60))
+            .pool_max_idle_per_host(POOL_IDLE_PER_RUNNER)
+            .build(connector);
         let base_url = runner_url.trim_end_matches('/').to_owned();
         Ok(RunnerClient {
-            http,
-            execute_url: format!("{base_url}{EXECUTE_PATH}"),
+            hop,
+            health,
+            execute_url: format!("{base_url}{EXECUTE_PREFIX}"),
             healthz_url: format!("{base_url}/healthz"),
             base_url,
         })
@@ -140,7 +264,7 @@ impl RunnerClient {
         &self.base_url
     }
 
-    /// The URL execute calls go to.
+    /// The URL prefix execute calls go to (the path inside the extension follows).
     pub fn execute_url(&self) -> &str {
         &self.execute_url
     }
@@ -149,7 +273,7 @@ impl RunnerClient {
     /// that is draining answers 503 and so counts as unhealthy.
     pub async fn check_health(&self, timeout: Duration) -> bool {
         match self
-            .http
+            .health
             .get(&self.healthz_url)
             .timeout(timeout)
             .send()
@@ -163,91 +287,72 @@ impl RunnerClient {
         }
     }
 
-    /// Posts `request` with the service `token`, waiting at most `timeout` for the whole
-    /// exchange.
+    /// Sends `request`, waiting at most `timeout` for the runner's answer head. The guest's
+    /// body is not waited for: it streams from the reply.
     pub async fn execute(
         &self,
-        token: &str,
-        request: &ExecuteRequest,
+        request: &HopRequest,
         timeout: Duration,
     ) -> Result<RunnerReply, RunnerError> {
-        let url = &self.execute_url;
-        let classify = |source: reqwest::Error| {
-            if source.is_timeout() {
-                RunnerError::Timeout {
-                    url: url.clone(),
-                    timeout,
-                }
-            } else if source.is_connect() {
-                RunnerError::Unreachable {
-                    url: url.clone(),
-                    source,
-                }
-            } else {
-                RunnerError::Transport {
-                    url: url.clone(),
-                    source,
-                }
+        let url = format!("{}{}", self.execute_url, request.path);
+        let body = request.body.attempt().ok_or(RunnerError::BodyConsumed)?;
+        let mut outgoing = http::Request::builder()
+            .method(request.method.clone())
+            .uri(&url)
+            .body(body)
+            .map_err(|e| RunnerError::Request {
+                url: url.clone(),
+                reason: e.to_string(),
+            })?;
+        *outgoing.headers_mut() = request.headers.clone();
+        outgoing
+            .headers_mut()
+            .insert(http::header::TE, HeaderValue::from_static("trailers"));
+        let response = match tokio::time::timeout(timeout, self.hop.request(outgoing)).await {
+            Err(_) => return Err(RunnerError::Timeout { url, timeout }),
+            Ok(Err(source)) if source.is_connect() => {
+                return Err(RunnerError::Unreachable { url, source });
             }
+            Ok(Err(source)) => return Err(RunnerError::Transport { url, source }),
+            Ok(Ok(response)) => response,
         };
-        let mut response = self
-            .http
-            .post(url)
-            .bearer_auth(token)
-            .json(request)
-            .timeout(timeout)
-            .send()
-            .await
-            .map_err(classify)?;
-        let status = response.status();
-        let retry_after = response.headers().get(RETRY_AFTER).cloned();
-        let mut body = Vec::new();
-        while let Some(chunk) = response.chunk().await.map_err(classify)? {
-            if body.len() + chunk.len() > MAX_RUNNER_REPLY_BYTES {
-                return Err(RunnerError::InvalidReply {
-                    url: url.clone(),
-                    status,
-                    reason: format!("body exceeds {MAX_RUNNER_REPLY_BYTES} bytes"),
-                });
-            }
-            body.extend_from_slice(&chunk);
-        }
-        parse_reply(status, retry_after, &body).map_err(|reason| RunnerError::InvalidReply {
-            url: url.clone(),
-            status,
-            reason,
-        })
+        Ok(classify(response).await)
     }
 }
 
-/// Interprets a runner's reply.
-fn parse_reply(
-    status: StatusCode,
-    retry_after: Option<HeaderValue>,
-    body: &[u8],
-) -> Result<RunnerReply, String> {
-    if status.is_success() {
-        let reply: ExecuteResponse =
-            serde_json::from_slice(body).map_err(|e| format!("execute response: {e}"))?;
-        return Ok(match reply.error {
-            Some(code) => RunnerReply::Platform {
-                status: StatusCode::from_u16(reply.status).unwrap_or(status),
-                code,
-                retry_after,
-                stats: reply.stats,
-            },
-            None => RunnerReply::Guest(reply),
-        });
-    }
-    let (code, stats) = serde_json::from_slice::<ExecuteError>(body)
-        .map(|e| (e.error, e.stats))
-        .unwrap_or_else(|_| (code_for_status(status), None));
-    Ok(RunnerReply::Platform {
+/// A guest answer, or the platform's (marked with `x-palisade-error`). An error status
+/// without the mark did not come from a runner's call handling (a proxy in between, or
+/// the wrong service), and is taken as the platform's.
+async fn classify(response: http::Response<Incoming>) -> RunnerReply {
+    let mut status = response.status();
+    let code = match response.headers().get(hop::ERROR) {
+        Some(value) => ErrorCode::parse(value.as_bytes()).unwrap_or_else(|| {
+            tracing::error!(code = ?value, "runner answered with an unknown error code");
+            status = StatusCode::INTERNAL_SERVER_ERROR;
+            ErrorCode::Internal
+        }),
+        None if !response.headers().contains_key(http::header::TRAILER)
+            && (status.is_client_error() || status.is_server_error()) =>
+        {
+            code_for_status(status)
+        }
+        None => return RunnerReply::Guest(response),
+    };
+    let retry_after = response.headers().get(RETRY_AFTER).cloned();
+    let stats = response
+        .headers()
+        .get(hop::STATS)
+        .and_then(|value| ExecuteStats::from_header(value).ok());
+    // Read the short error body to its end, so that the connection can be reused.
+    let _ = http_body_util::Limited::new(response.into_body(), MAX_ERROR_BODY_BYTES)
+        .collect()
+        .await;
+    RunnerReply::Platform {
         status,
         code,
         retry_after,
         stats,
-    })
+    }
 }
 
 #[cfg(test)]
@@ -255,79 +360,22 @@ mod tests {
     use super::*;
 
     #[test]
-    fn guest_reply_is_parsed() {
-        let body = serde_json::to_vec(&ExecuteResponse::new(
-            201,
-            vec![("content-type".into(), "text/plain".into())],
-            b"hi",
-        ))
-        .unwrap();
-        let reply = parse_reply(StatusCode::OK, None, &body).unwrap();
-        let RunnerReply::Guest(guest) = reply else {
-            panic!("expected a guest reply: {reply:?}");
-        };
-        assert_eq!(guest.status, 201);
-        assert_eq!(guest.body().unwrap(), b"hi");
-    }
-
-    #[test]
-    fn platform_errors_keep_status_and_code() {
-        let body = br#"{"error":"over_quota","request_id":"r"}"#;
-        let retry = HeaderValue::from_static("3");
-        let reply = parse_reply(StatusCode::TOO_MANY_REQUESTS, Some(retry.clone()), body).unwrap();
-        assert_eq!(
-            reply,
-            RunnerReply::Platform {
-                status: StatusCode::TOO_MANY_REQUESTS,
-                code: ErrorCode::OverQuota,
-                retry_after: Some(retry),
-                stats: None,
-            }
-        );
-    }
-
-    #[test]
-    fn unreadable_error_bodies_fall_back_to_the_status() {
-        let reply = parse_reply(StatusCode::GATEWAY_TIMEOUT, None, b"<html>").unwrap();
-        assert!(matches!(
-            reply,
-            RunnerReply::Platform {
-                code: ErrorCode::Timeout,
-                ..
-            }
-        ));
-    }
-
-    #[test]
-    fn success_with_error_field_is_a_platform_error() {
-        let mut response = ExecuteResponse::new(500, vec![], b"");
-        response.error = Some(ErrorCode::Trap);
-        let body = serde_json::to_vec(&response).unwrap();
-        let reply = parse_reply(StatusCode::OK, None, &body).unwrap();
-        assert!(matches!(
-            reply,
-            RunnerReply::Platform {
-                status: StatusCode::INTERNAL_SERVER_ERROR,
-                code: ErrorCode::Trap,
-                ..
-            }
-        ));
-    }
-
-    #[test]
-    fn malformed_success_is_refused() {
-        let err = parse_reply(StatusCode::OK, None, b"{}").unwrap_err();
-        assert!(err.contains("execute response"), "{err}");
-    }
-
-    #[test]
     fn bad_urls_are_refused() {
-        for url in ["ftp://x", "not a url", "http://x/?q=1"] {
+        for url in ["ftp://x", "not a url", "http://x/?q=1", "https://x"] {
             assert!(RunnerClient::new(url).is_err(), "{url}");
         }
         let client = RunnerClient::new("http://127.0.0.1:9/").unwrap();
         assert_eq!(client.execute_url(), "http://127.0.0.1:9/v1/execute");
         assert_eq!(client.base_url(), "http://127.0.0.1:9");
+    }
+
+    fn request() -> HopRequest {
+        HopRequest {
+            method: Method::GET,
+            path: "/hello".into(),
+            headers: HeaderMap::new(),
+            body: HopBody::Buffered(Bytes::new()),
+        }
     }
 
     #[tokio::test]
@@ -337,16 +385,24 @@ mod tests {
         let addr = listener.local_addr().unwrap();
         drop(listener);
         let client = RunnerClient::new(&format!("http://{addr}")).unwrap();
-        let request: ExecuteRequest = serde_json::from_value(serde_json::json!({
-            "context": {"request_id": "r", "tenant_id": "t", "extension_id": "e",
-                "install_id": "i", "version_id": "v", "content_hash": "h"},
-            "http": {"method": "GET", "path": "/"}
-        }))
-        .unwrap();
         let err = client
-            .execute("token", &request, Duration::from_secs(5))
+            .execute(&request(), Duration::from_secs(5))
             .await
             .unwrap_err();
         assert!(matches!(err, RunnerError::Unreachable { .. }), "{err}");
+    }
+
+    #[tokio::test]
+    async fn a_streamed_body_can_be_sent_again_until_it_is_read() {
+        let shared = SharedBody::new(Body::from("payload"));
+        let body = HopBody::Streamed(shared.clone());
+        // An attempt that never reads (the runner was unreachable) leaves it in place.
+        drop(body.attempt().unwrap());
+        let second = body.attempt().unwrap();
+        assert_eq!(
+            second.collect().await.unwrap().to_bytes(),
+            Bytes::from_static(b"payload")
+        );
+        assert!(body.attempt().is_none());
     }
 }

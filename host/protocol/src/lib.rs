@@ -1,20 +1,18 @@
-//! The gateway → runner protocol: the `POST /v1/execute` request and response types, the
-//! stable error codes both sides speak, and the short-lived Ed25519 service tokens that bind
-//! a call to one tenant, extension, install and content hash.
+//! The gateway → runner protocol: the execute hop (plain HTTP with the call's context in
+//! `x-palisade-*` headers, bodies streamed both ways, the outcome and stats in trailers),
+//! the stable error codes both sides speak, and the short-lived Ed25519 service tokens that
+//! bind one call to its tenant, install, content hash, method, path and request id.
 //!
 //! It also owns [`TtlCache`], the bounded, sharded map of expiring entries behind every
-//! cache on a call's path — service tokens here, caller tokens and installs in the gateway,
-//! installs in the runner.
+//! cache on a call's path — caller tokens and installs in the gateway, installs and seen
+//! request ids in the runner.
 //!
 //! This crate links neither wasmtime nor a database, so the gateway can depend on it freely.
 
 pub mod cache;
-pub mod execute;
+pub mod hop;
 pub mod token;
 
 pub use cache::{Ticket, TtlCache};
-pub use execute::{
-    ErrorCode, ExecuteError, ExecuteLimits, ExecuteRequest, ExecuteResponse, ExecuteStats,
-    HttpRequest, InvocationContext,
-};
+pub use hop::{BodyOutcome, CallContext, ErrorCode, ExecuteError, ExecuteStats, HopError};
 pub use token::{ServiceKeyPair, TokenError, TokenMinter, TokenScope, TokenVerifier};

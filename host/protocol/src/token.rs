@@ -1,31 +1,34 @@
-//! Service tokens: short-lived EdDSA JWTs minted by the gateway and checked by the runner.
+//! Service tokens: short-lived EdDSA JWTs minted by the gateway for one call and checked by
+//! the runner.
 //!
-//! A token is bound to one [`TokenScope`] (tenant, extension, install, content hash). The
-//! gateway reuses a token per scope until half of its lifetime has passed; the runner caches
-//! verified tokens until they expire, so neither side repeats signature work per call. The
-//! runner holds only the public key.
+//! A token is bound to one [`TokenScope`]: tenant, extension, install and content hash, and
+//! the call's method, path (with query) and request id. It lives [`TOKEN_LIFETIME`] and
+//! carries a random token id (`jti`); the runner remembers the ids it accepted until they
+//! expire and refuses one presented again, so a token captured on the wire can be used
+//! neither for another path nor for a second call. The runner holds only the public key.
 
-use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::collections::{HashSet, VecDeque};
+use std::sync::Mutex;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use ed25519_dalek::pkcs8::spki::der::pem::LineEnding;
 use ed25519_dalek::pkcs8::{EncodePrivateKey, EncodePublicKey};
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use rand::RngCore;
 use serde::{Deserialize, Serialize};
-
-use crate::cache::TtlCache;
 
 const ISSUER: &str = "palisade-gateway";
 const AUDIENCE: &str = "palisade-runner";
-/// How long a minted token is valid.
-pub const TOKEN_LIFETIME: Duration = Duration::from_secs(300);
-/// A cached token is replaced once this much of its lifetime has passed: half of it, so a
-/// runner always receives a token with plenty of time left, whatever the clock skew.
-const REFRESH_AFTER: Duration = Duration::from_secs(TOKEN_LIFETIME.as_secs() / 2);
-/// Bound on the number of cached tokens on either side.
-const CACHE_CAPACITY: usize = 16_384;
+/// How long a minted token is valid. It needs to cover only the hop's transit: the runner
+/// checks it when the call arrives.
+pub const TOKEN_LIFETIME: Duration = Duration::from_secs(30);
+/// Clock skew allowed between gateway and runner.
+const LEEWAY_SECS: u64 = 5;
+/// Most token ids a runner remembers at once (about 40 MB; at 10,000 calls a second a
+/// token id is remembered for 35 s, which needs 350,000).
+pub const MAX_REMEMBERED_TOKENS: usize = 1 << 20;
 
-/// What a token authorises: calls for one install of one extension at one content hash.
+/// What a token authorises: one call, for one install of one extension at one content hash.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct TokenScope {
     /// The tenant.
@@ -36,6 +39,12 @@ pub struct TokenScope {
     pub install_id: String,
     /// `sha256:<hex>` of the bundle.
     pub content_hash: String,
+    /// The method sent to the runner.
+    pub method: String,
+    /// The path inside the extension, with its query (`/items/1?full=1`).
+    pub path: String,
+    /// The call's request id.
+    pub request_id: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -44,6 +53,7 @@ struct Claims {
     aud: String,
     iat: u64,
     exp: u64,
+    jti: String,
     #[serde(flatten)]
     scope: TokenScope,
 }
@@ -57,12 +67,20 @@ pub enum TokenError {
     /// The token is malformed, badly signed, expired or for another audience.
     #[error("service token invalid: {0}")]
     Invalid(#[source] jsonwebtoken::errors::Error),
-    /// The token is valid but for another tenant, extension, install or content hash.
+    /// The token is valid but for another call (tenant, extension, install, content hash,
+    /// method, path or request id).
     #[error("service token scope does not match the request ({field} differs)")]
     ScopeMismatch {
         /// The first field that differs.
         field: &'static str,
     },
+    /// The token was presented before: a call is made once.
+    #[error("service token already used (token id {0})")]
+    Replayed(String),
+    /// The runner holds as many unexpired token ids as it may; it refuses until some
+    /// expire, rather than forget one early.
+    #[error("too many service tokens in flight")]
+    ReplayGuardFull,
     /// A key could not be read or written.
     #[error("service key: {0}")]
     Key(String),
@@ -111,65 +129,34 @@ fn now() -> u64 {
         .unwrap_or(0)
 }
 
-/// A token the minter reuses for its scope.
-#[derive(Clone)]
-struct Minted {
-    token: Arc<str>,
-    /// When (seconds since the epoch) a new token replaces it.
-    refresh_at: u64,
-}
-
-/// Mints service tokens (gateway side), reusing one per scope while it is fresh.
+/// Mints service tokens (gateway side), one per call.
 pub struct TokenMinter {
     key: EncodingKey,
-    cache: TtlCache<TokenScope, Minted>,
 }
 
 impl TokenMinter {
     /// Reads the private key (PKCS#8 PEM).
     pub fn from_pem(private_pem: &[u8]) -> Result<Self, TokenError> {
         let key = EncodingKey::from_ed_pem(private_pem).map_err(TokenError::Invalid)?;
-        Ok(TokenMinter {
-            key,
-            cache: TtlCache::new(CACHE_CAPACITY),
-        })
+        Ok(TokenMinter { key })
     }
 
-    /// Returns a token for `scope`: the cached one until half of its lifetime has passed,
-    /// then a newly minted one.
-    pub fn token(&self, scope: &TokenScope) -> Result<Arc<str>, TokenError> {
-        self.token_at(scope, now())
-    }
-
-    /// [`token`](Self::token) at `now` (seconds since the epoch).
-    fn token_at(&self, scope: &TokenScope, now: u64) -> Result<Arc<str>, TokenError> {
-        // The entry lapses after `REFRESH_AFTER` on the monotonic clock; `refresh_at` is the
-        // same moment on the wall clock the token's own times use, and decides reuse.
-        let instant = Instant::now();
-        if let Some(minted) = self.cache.get(scope, instant)
-            && now < minted.refresh_at
-        {
-            return Ok(minted.token);
-        }
-        let token: Arc<str> = self
-            .mint(scope, now, now + TOKEN_LIFETIME.as_secs())?
-            .into();
-        let minted = Minted {
-            token: Arc::clone(&token),
-            refresh_at: now + REFRESH_AFTER.as_secs(),
-        };
-        self.cache
-            .insert(scope.clone(), minted, instant + REFRESH_AFTER, instant);
-        Ok(token)
+    /// A new token for the call `scope`, valid for [`TOKEN_LIFETIME`].
+    pub fn token(&self, scope: &TokenScope) -> Result<String, TokenError> {
+        let now = now();
+        self.mint(scope, now, now + TOKEN_LIFETIME.as_secs())
     }
 
     /// Mints a token with explicit issue and expiry times (seconds since the epoch).
     pub fn mint(&self, scope: &TokenScope, iat: u64, exp: u64) -> Result<String, TokenError> {
+        let mut id = [0u8; 16];
+        rand::thread_rng().fill_bytes(&mut id);
         let claims = Claims {
             iss: ISSUER.to_owned(),
             aud: AUDIENCE.to_owned(),
             iat,
             exp,
+            jti: id.iter().map(|b| format!("{b:02x}")).collect(),
             scope: scope.clone(),
         };
         jsonwebtoken::encode(&Header::new(Algorithm::EdDSA), &claims, &self.key)
@@ -177,18 +164,43 @@ impl TokenMinter {
     }
 }
 
-/// What a token that verified says.
-struct Verified {
-    scope: TokenScope,
-    /// Its `exp` (seconds since the epoch); the cache never answers for it at or after.
-    exp: u64,
-}
-
-/// Verifies service tokens (runner side), caching tokens that verified until they expire.
+/// Verifies service tokens (runner side) and refuses a token presented twice.
 pub struct TokenVerifier {
     key: DecodingKey,
     validation: Validation,
-    cache: TtlCache<Box<str>, Arc<Verified>>,
+    seen: Mutex<Seen>,
+}
+
+/// Token ids accepted and not yet expired, in order of expiry.
+#[derive(Default)]
+struct Seen {
+    ids: HashSet<Box<str>>,
+    by_expiry: VecDeque<(u64, Box<str>)>,
+    capacity: usize,
+}
+
+impl Seen {
+    /// Records `id`, valid until `exp`; `false` when it is already recorded.
+    fn remember(&mut self, id: &str, exp: u64, now: u64) -> Result<(), TokenError> {
+        while let Some((expiry, _)) = self.by_expiry.front()
+            && *expiry + LEEWAY_SECS < now
+        {
+            if let Some((_, old)) = self.by_expiry.pop_front() {
+                self.ids.remove(&old);
+            }
+        }
+        if self.ids.contains(id) {
+            return Err(TokenError::Replayed(id.to_owned()));
+        }
+        if self.ids.len() >= self.capacity {
+            return Err(TokenError::ReplayGuardFull);
+        }
+        self.ids.insert(id.into());
+        // Tokens arrive roughly in expiry order; one out of order waits behind its
+        // predecessor, which only keeps it a little longer.
+        self.by_expiry.push_back((exp, id.into()));
+        Ok(())
+    }
 }
 
 impl TokenVerifier {
@@ -199,50 +211,31 @@ impl TokenVerifier {
         validation.set_audience(&[AUDIENCE]);
         validation.set_issuer(&[ISSUER]);
         validation.set_required_spec_claims(&["exp", "iss", "aud"]);
-        validation.leeway = 5;
+        validation.leeway = LEEWAY_SECS;
         Ok(TokenVerifier {
             key,
             validation,
-            cache: TtlCache::new(CACHE_CAPACITY),
+            seen: Mutex::new(Seen {
+                capacity: MAX_REMEMBERED_TOKENS,
+                ..Seen::default()
+            }),
         })
     }
 
-    /// Checks `token` and that it was issued for exactly `expected`. A token that verified
-    /// before is answered from the cache until its `exp` (the signature check alone allows
-    /// a few seconds of clock skew beyond it); its scope is compared on every call.
+    /// Checks `token`: its signature, that it was issued for exactly `expected`, and that
+    /// it was not presented before. Only a token that passes every check is remembered.
     pub fn verify(&self, token: &str, expected: &TokenScope) -> Result<(), TokenError> {
-        self.verify_at(token, expected, now())
-    }
-
-    /// [`verify`](Self::verify) at `now` (seconds since the epoch).
-    fn verify_at(&self, token: &str, expected: &TokenScope, now: u64) -> Result<(), TokenError> {
         if token.is_empty() {
             return Err(TokenError::Missing);
-        }
-        // The entry lapses at `exp` on the monotonic clock too, which bounds the cache;
-        // the wall clock, which `exp` is read on, decides whether it answers.
-        let instant = Instant::now();
-        if let Some(verified) = self.cache.get(token, instant)
-            && now < verified.exp
-        {
-            return check_scope(&verified.scope, expected);
         }
         let claims = jsonwebtoken::decode::<Claims>(token, &self.key, &self.validation)
             .map_err(TokenError::Invalid)?
             .claims;
-        let result = check_scope(&claims.scope, expected);
-        // A token past its `exp` (within the leeway) is accepted but never cached.
-        if now < claims.exp
-            && let Some(expires) = instant.checked_add(Duration::from_secs(claims.exp - now))
-        {
-            let verified = Verified {
-                scope: claims.scope,
-                exp: claims.exp,
-            };
-            self.cache
-                .insert(token.into(), Arc::new(verified), expires, instant);
-        }
-        result
+        check_scope(&claims.scope, expected)?;
+        self.seen
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .remember(&claims.jti, claims.exp, now())
     }
 }
 
@@ -255,6 +248,12 @@ fn check_scope(got: &TokenScope, expected: &TokenScope) -> Result<(), TokenError
         "install_id"
     } else if got.content_hash != expected.content_hash {
         "content_hash"
+    } else if got.method != expected.method {
+        "method"
+    } else if got.path != expected.path {
+        "path"
+    } else if got.request_id != expected.request_id {
+        "request_id"
     } else {
         return Ok(());
     };
@@ -271,6 +270,9 @@ mod tests {
             extension_id: "com.example.hello".into(),
             install_id: "i-1".into(),
             content_hash: "sha256:00".into(),
+            method: "POST".into(),
+            path: "/items?x=1".into(),
+            request_id: "r-1".into(),
         }
     }
 
@@ -283,104 +285,63 @@ mod tests {
     }
 
     #[test]
-    fn minted_token_verifies_and_is_reused() {
-        let (minter, verifier) = pair();
-        let t1 = minter.token(&scope()).unwrap();
-        let t2 = minter.token(&scope()).unwrap();
-        assert_eq!(t1, t2);
-        verifier.verify(&t1, &scope()).unwrap();
-        verifier.verify(&t1, &scope()).unwrap();
-    }
-
-    #[test]
-    fn scope_mismatch_names_the_field() {
+    fn a_token_verifies_once() {
         let (minter, verifier) = pair();
         let token = minter.token(&scope()).unwrap();
-        let mut other = scope();
-        other.content_hash = "sha256:11".into();
-        let err = verifier.verify(&token, &other).unwrap_err();
-        assert!(err.to_string().contains("content_hash"), "{err}");
-    }
-
-    #[test]
-    fn a_token_is_replaced_after_half_its_lifetime() {
-        let (minter, verifier) = pair();
-        let t0 = now();
-        let first = minter.token_at(&scope(), t0).unwrap();
-        let half = REFRESH_AFTER.as_secs();
-        assert_eq!(minter.token_at(&scope(), t0 + half - 1).unwrap(), first);
-        let second = minter.token_at(&scope(), t0 + half).unwrap();
-        assert_ne!(second, first);
-        assert_eq!(minter.token_at(&scope(), t0 + half + 1).unwrap(), second);
-        // Each scope has its own token.
-        let mut other = scope();
-        other.install_id = "i-2".into();
-        assert_ne!(minter.token_at(&other, t0 + half).unwrap(), second);
+        verifier.verify(&token, &scope()).unwrap();
+        assert!(matches!(
+            verifier.verify(&token, &scope()),
+            Err(TokenError::Replayed(_))
+        ));
+        // Each call has its own token.
+        let second = minter.token(&scope()).unwrap();
+        assert_ne!(second, token);
         verifier.verify(&second, &scope()).unwrap();
     }
 
     #[test]
-    fn the_verifier_answers_from_its_cache_only_before_exp() {
-        let (_, verifier) = pair();
-        let t0 = now();
-        // An entry as a verified token leaves it: the cache answers without a signature.
-        let instant = Instant::now();
-        verifier.cache.insert(
-            "cached-token".into(),
-            Arc::new(Verified {
-                scope: scope(),
-                exp: t0 + 60,
-            }),
-            instant + Duration::from_secs(600),
-            instant,
-        );
-        verifier.verify_at("cached-token", &scope(), t0).unwrap();
-        let mut other = scope();
-        other.tenant_id = "globex".into();
-        assert!(matches!(
-            verifier.verify_at("cached-token", &other, t0),
-            Err(TokenError::ScopeMismatch { field: "tenant_id" })
-        ));
-        // At its `exp` the entry is no longer used: the token is checked again, and fails.
-        assert!(matches!(
-            verifier.verify_at("cached-token", &scope(), t0 + 60),
-            Err(TokenError::Invalid(_))
-        ));
-    }
-
-    #[test]
-    fn verified_tokens_are_cached_and_failures_are_not() {
+    fn a_mismatch_names_the_field_and_does_not_use_the_token_up() {
         let (minter, verifier) = pair();
         let token = minter.token(&scope()).unwrap();
+        for (field, change) in [
+            (
+                "content_hash",
+                (|s: &mut TokenScope| s.content_hash = "sha256:11".into()) as fn(&mut TokenScope),
+            ),
+            ("method", |s| s.method = "GET".into()),
+            ("path", |s| s.path = "/admin".into()),
+            ("request_id", |s| s.request_id = "r-2".into()),
+        ] {
+            let mut other = scope();
+            change(&mut other);
+            let err = verifier.verify(&token, &other).unwrap_err();
+            assert!(
+                matches!(err, TokenError::ScopeMismatch { field: f } if f == field),
+                "{err}"
+            );
+        }
         verifier.verify(&token, &scope()).unwrap();
-        assert_eq!(verifier.cache.len(), 1);
-        assert!(verifier.verify("not.a.jwt", &scope()).is_err());
-        assert_eq!(verifier.cache.len(), 1);
     }
 
     #[test]
-    fn the_caches_are_bounded() {
-        let (mut minter, mut verifier) = pair();
-        minter.cache = TtlCache::new(8);
-        verifier.cache = TtlCache::new(8);
-        let scopes: Vec<TokenScope> = (0..100)
-            .map(|i| TokenScope {
-                install_id: format!("i-{i}"),
-                ..scope()
-            })
-            .collect();
-        let mut last = None;
-        for scope in &scopes {
-            let token = minter.token(scope).unwrap();
-            verifier.verify(&token, scope).unwrap();
-            assert!(minter.cache.len() <= 8, "{}", minter.cache.len());
-            assert!(verifier.cache.len() <= 8, "{}", verifier.cache.len());
-            last = Some(token);
-        }
-        // The newest entry is kept: its token is reused.
-        let last = last.unwrap();
-        assert_eq!(minter.token(&scopes[99]).unwrap(), last);
-        assert!(verifier.cache.get(&*last, Instant::now()).is_some());
+    fn remembered_ids_expire_and_are_bounded() {
+        let mut seen = Seen {
+            capacity: 2,
+            ..Seen::default()
+        };
+        seen.remember("a", 100, 90).unwrap();
+        assert!(matches!(
+            seen.remember("a", 100, 91),
+            Err(TokenError::Replayed(_))
+        ));
+        seen.remember("b", 101, 91).unwrap();
+        assert!(matches!(
+            seen.remember("c", 102, 92),
+            Err(TokenError::ReplayGuardFull)
+        ));
+        // Past expiry and leeway the id is forgotten (the token itself is refused by then).
+        seen.remember("c", 200, 100 + LEEWAY_SECS + 1).unwrap();
+        assert_eq!(seen.ids.len(), 2);
     }
 
     #[test]

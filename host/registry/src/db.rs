@@ -111,6 +111,11 @@ const SQLITE_MIGRATIONS: &[EmbeddedMigration] = &[
         description: "publisher_trust",
         sql: include_str!("../migrations/sqlite/0003_publisher_trust.sql"),
     },
+    EmbeddedMigration {
+        version: 4,
+        description: "execution_response_bytes",
+        sql: include_str!("../migrations/sqlite/0004_execution_response_bytes.sql"),
+    },
 ];
 
 /// The PostgreSQL schema: the same versions as [`SQLITE_MIGRATIONS`].
@@ -129,6 +134,11 @@ const POSTGRES_MIGRATIONS: &[EmbeddedMigration] = &[
         version: 3,
         description: "publisher_trust",
         sql: include_str!("../migrations/postgres/0003_publisher_trust.sql"),
+    },
+    EmbeddedMigration {
+        version: 4,
+        description: "execution_response_bytes",
+        sql: include_str!("../migrations/postgres/0004_execution_response_bytes.sql"),
     },
 ];
 

@@ -57,6 +57,9 @@ pub struct ExecutionRecord {
     pub egress_bytes: u64,
     /// A bounded excerpt of the guest's log lines (at most [`MAX_LOG_EXCERPT_BYTES`]).
     pub log_excerpt: Option<String>,
+    /// Bytes of the guest's answer body sent to the caller (an answer cut after its status
+    /// went out keeps the status, the reason in `error_code`, and how far it got here).
+    pub response_bytes: Option<u64>,
     /// When the call happened, unix epoch milliseconds.
     pub created_at_ms: i64,
 }
@@ -91,6 +94,7 @@ impl ExecutionRecord {
             peak_memory_bytes: None,
             egress_bytes: 0,
             log_excerpt: None,
+            response_bytes: None,
             created_at_ms: now_millis(),
         }
     }
@@ -122,6 +126,7 @@ impl ExecutionRecord {
                 .map(to_u64),
             egress_bytes: to_u64(row.try_get("egress_bytes")?),
             log_excerpt: row.try_get("log_excerpt")?,
+            response_bytes: row.try_get::<Option<i64>, _>("response_bytes")?.map(to_u64),
             created_at_ms: row.try_get("created_at")?,
             id,
         })
@@ -209,15 +214,15 @@ fn storable(row: &ExecutionRecord) -> Cow<'_, ExecutionRecord> {
 const COLUMNS: &str = "id, request_id, tenant_id, extension_id, install_id, version_id, \
                        content_hash, trigger, method, path, status, outcome, error_code, \
                        duration_ms, fuel_consumed, peak_memory_bytes, egress_bytes, \
-                       log_excerpt, created_at";
+                       log_excerpt, response_bytes, created_at";
 
 /// Values bound per row (the entries of [`COLUMNS`]).
-const COLUMN_COUNT: usize = 19;
+const COLUMN_COUNT: usize = 20;
 
 /// Rows per `INSERT` statement: each statement is one round trip to the database (or to
-/// SQLite's worker thread), so a batch goes in few of them. 50 rows bind 950 values, under
+/// SQLite's worker thread), so a batch goes in few of them. 49 rows bind 980 values, under
 /// the smallest limit SQLite builds have (999).
-const ROWS_PER_STATEMENT: usize = 50;
+const ROWS_PER_STATEMENT: usize = 49;
 
 /// `INSERT INTO extension_execution_log (...) VALUES (...), (...), ...` for `rows` rows.
 ///
@@ -279,6 +284,7 @@ async fn insert(
                 .bind(row.peak_memory_bytes.map(to_i64))
                 .bind(to_i64(row.egress_bytes))
                 .bind(excerpt)
+                .bind(row.response_bytes.map(to_i64))
                 .bind(row.created_at_ms);
         }
         query.execute(&mut *conn).await?;
@@ -483,8 +489,8 @@ mod tests {
     fn statements_number_their_values_row_after_row() {
         let sql = insert_statement(2, Backend::Postgres);
         assert!(sql.contains("VALUES ($1, $2, "), "{sql}");
-        assert!(sql.contains("$19), ($20, "), "{sql}");
-        assert!(sql.ends_with("$38)"), "{sql}");
+        assert!(sql.contains("$20), ($21, "), "{sql}");
+        assert!(sql.ends_with("$40)"), "{sql}");
         let sql = insert_statement(2, Backend::Sqlite);
         assert_eq!(sql.matches('?').count(), 2 * COLUMN_COUNT, "{sql}");
         assert!(!sql.contains('$'), "{sql}");

@@ -87,10 +87,42 @@ pub(crate) async fn admit(
     request: Request,
     next: Next,
 ) -> Response {
-    let Some(_guard) = drain.admit() else {
+    let Some(guard) = drain.admit() else {
         return RunnerError::Unavailable("the runner is draining".to_owned()).into_reply("");
     };
-    next.run(request).await
+    // The call is in flight until its body has been sent.
+    next.run(request).await.map(|body| {
+        axum::body::Body::new(Holding {
+            body,
+            _guard: guard,
+        })
+    })
+}
+
+/// A body that holds `G` until it is dropped.
+struct Holding<G> {
+    body: axum::body::Body,
+    _guard: G,
+}
+
+impl<G: Unpin> http_body::Body for Holding<G> {
+    type Data = bytes::Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        std::pin::Pin::new(&mut self.body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.body.size_hint()
+    }
 }
 
 /// `GET /healthz`: 200 `ok`, or 503 `draining`.
@@ -155,8 +187,7 @@ mod tests {
         drain.begin();
         let healthz = app.clone().oneshot(get("/healthz")).await.unwrap();
         assert_eq!(healthz.status(), StatusCode::SERVICE_UNAVAILABLE);
-        let execute = http::Request::post(palisade_protocol::execute::EXECUTE_PATH)
-            .header("content-type", "application/json")
+        let execute = http::Request::post("/v1/execute/anything")
             .body(axum::body::Body::from("{}"))
             .unwrap();
         let refused = app.oneshot(execute).await.unwrap();

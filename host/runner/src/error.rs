@@ -2,8 +2,9 @@
 //! operator's log only.
 
 use axum::Json;
-use axum::http::StatusCode;
+use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
+use palisade_protocol::hop;
 use palisade_protocol::{ErrorCode, ExecuteError, ExecuteStats};
 
 /// Why the runner refused or failed a call.
@@ -20,7 +21,13 @@ pub enum RunnerError {
     NotFound(String),
     /// Request body over the limit.
     #[error("request body exceeds {0} bytes")]
-    TooLarge(usize),
+    TooLarge(u64),
+    /// The guest's response body went over its limit (the body is cut there).
+    #[error("{0}")]
+    ResponseTooLarge(String),
+    /// A streamed body was cut, for a client that cannot be told in a trailer.
+    #[error("response body cut: {0}")]
+    BodyCut(ErrorCode),
     /// The stored bundle failed its hash or signature check, or is missing.
     #[error("bundle integrity: {0}")]
     BundleIntegrity(String),
@@ -55,7 +62,8 @@ impl RunnerError {
             RunnerError::Unauthorized(_) => ErrorCode::Unauthorized,
             RunnerError::BadRequest(_) => ErrorCode::BadRequest,
             RunnerError::NotFound(_) => ErrorCode::NotFound,
-            RunnerError::TooLarge(_) => ErrorCode::TooLarge,
+            RunnerError::TooLarge(_) | RunnerError::ResponseTooLarge(_) => ErrorCode::TooLarge,
+            RunnerError::BodyCut(code) => *code,
             RunnerError::BundleIntegrity(_) => ErrorCode::BundleIntegrity,
             RunnerError::Timeout(_) => ErrorCode::Timeout,
             RunnerError::Trap(_) => ErrorCode::Trap,
@@ -88,13 +96,17 @@ impl RunnerError {
         let body = ExecuteError {
             error: code,
             request_id: request_id.to_owned(),
-            stats,
         };
         let mut response = (status, Json(body)).into_response();
+        let headers = response.headers_mut();
+        headers.insert(hop::ERROR, HeaderValue::from_static(code.as_str()));
+        if let Some(stats) = stats {
+            headers.insert(hop::STATS, stats.to_header());
+        }
         if matches!(code, ErrorCode::OverQuota | ErrorCode::Unavailable) {
             response.headers_mut().insert(
                 axum::http::header::RETRY_AFTER,
-                axum::http::HeaderValue::from_static("1"),
+                HeaderValue::from_static("1"),
             );
         }
         response

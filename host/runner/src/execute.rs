@@ -1,47 +1,44 @@
-//! `POST /v1/execute`.
+//! The execute hop, runner side: `{method} /v1/execute/{path}` with the call's context in
+//! `x-palisade-*` headers. The request body streams into the guest; the guest's status and
+//! headers go out as soon as it sets them, and its body streams back, ending with the
+//! outcome and stats trailers (see `palisade_protocol::hop`).
 
+use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
-use axum::Json;
-use axum::extract::State;
-use axum::extract::rejection::JsonRejection;
-use axum::http::{HeaderMap, StatusCode};
-use axum::response::{IntoResponse, Response};
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, HeaderValue};
+use axum::response::Response;
 use bytes::Bytes;
+use http::header::{CONTENT_LENGTH, TE, TRAILER, TRANSFER_ENCODING};
+use http_body::Frame;
 use palisade_bundle::hash::ContentHash;
-use palisade_protocol::{ExecuteRequest, ExecuteResponse, ExecuteStats, TokenScope};
+use palisade_protocol::hop::{self, EXECUTE_PREFIX};
+use palisade_protocol::{BodyOutcome, CallContext, ExecuteStats, TokenScope};
 use palisade_registry::ResolvedInstall;
 use palisade_runtime::capability::log::CUT_LEVEL;
-use palisade_runtime::{CallLimits, ExecuteError, GrantSet, Invocation, LogLine, Outcome};
+use palisade_runtime::{
+    BodyEvent, CallLimits, ExecuteError, GrantSet, GuestBody, Invocation, LogLine, Outcome,
+    RequestBodyError, Started,
+};
 
 use crate::RunnerState;
-use crate::admission::Refused;
+use crate::admission::{Permit, Refused};
 use crate::error::RunnerError;
 
-pub(crate) async fn execute(
-    State(state): State<Arc<RunnerState>>,
-    headers: HeaderMap,
-    body: Result<Json<ExecuteRequest>, JsonRejection>,
-) -> Response {
-    // Authenticate before looking at the body, so an anonymous caller learns nothing.
-    let token = bearer(&headers);
-    let request = match body {
-        Ok(Json(request)) => request,
-        Err(rejection) => {
-            let err = if token.is_none() {
-                RunnerError::Unauthorized("no service token".into())
-            } else if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                RunnerError::TooLarge(state.config.max_request_bytes)
-            } else {
-                RunnerError::BadRequest(rejection.body_text())
-            };
-            return err.into_reply("");
-        }
-    };
-    let request_id = request.context.request_id.clone();
-    match run(&state, token, request).await {
-        Ok(response) => (StatusCode::OK, Json(response)).into_response(),
+pub(crate) async fn execute(State(state): State<Arc<RunnerState>>, request: Request) -> Response {
+    let request_id = request
+        .headers()
+        .get(hop::REQUEST_ID)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    match run(&state, request).await {
+        Ok(response) => response,
         Err(Failure { error, stats }) => error.into_reply_with_stats(&request_id, stats),
     }
 }
@@ -118,48 +115,79 @@ fn stats(outcome: &Outcome) -> ExecuteStats {
         fuel_consumed: outcome.fuel_consumed,
         peak_memory_bytes: outcome.peak_memory_bytes,
         egress_bytes: outcome.egress_bytes_out + outcome.egress_bytes_in,
+        response_bytes: outcome.response_bytes,
         log_lines: outcome.logs.iter().filter(|l| !l.is_cut_mark()).count() as u64,
         dropped_log_lines: outcome.dropped_log_lines,
         log_excerpt: excerpt(&outcome.logs, outcome.dropped_log_lines),
     }
 }
 
-fn bearer(headers: &HeaderMap) -> Option<&str> {
-    headers
-        .get(axum::http::header::AUTHORIZATION)?
-        .to_str()
-        .ok()?
-        .strip_prefix("Bearer ")
-        .map(str::trim)
+/// The runner error a failed call is answered with.
+fn failure(err: ExecuteError) -> RunnerError {
+    match err {
+        ExecuteError::Timeout(_) => RunnerError::Timeout(err.to_string()),
+        ExecuteError::OutOfMemory(_) => RunnerError::OutOfMemory(err.to_string()),
+        ExecuteError::ResponseTooLarge(_) => RunnerError::ResponseTooLarge(err.to_string()),
+        ExecuteError::Trap { .. }
+        | ExecuteError::NoResponse(_)
+        | ExecuteError::BodyIncomplete(_) => RunnerError::Trap(err.to_string()),
+        ExecuteError::PoolExhausted(_) => RunnerError::Unavailable(err.to_string()),
+        ExecuteError::Instantiate(_) => RunnerError::Internal(err.to_string()),
+    }
 }
 
-async fn run(
-    state: &RunnerState,
-    token: Option<&str>,
-    request: ExecuteRequest,
-) -> Result<ExecuteResponse, Failure> {
-    let ctx = &request.context;
+/// The path and query inside the extension, from the hop's URI.
+fn inner_path(uri: &http::Uri) -> Result<String, RunnerError> {
+    let path = uri
+        .path()
+        .strip_prefix(EXECUTE_PREFIX)
+        .filter(|rest| rest.starts_with('/'))
+        .ok_or_else(|| RunnerError::NotFound(format!("path {} is not a call", uri.path())))?;
+    Ok(match uri.query() {
+        Some(query) => format!("{path}?{query}"),
+        None => path.to_owned(),
+    })
+}
+
+async fn run(state: &RunnerState, request: Request) -> Result<Response, Failure> {
+    let (mut parts, body) = request.into_parts();
+    // Authenticate before looking at anything else, so an anonymous caller learns nothing.
+    let token = parts
+        .headers
+        .get(hop::TOKEN)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    if token.is_empty() {
+        return Err(RunnerError::Unauthorized("no service token".into()).into());
+    }
+    let ctx = CallContext::read_from(&parts.headers)
+        .map_err(|e| RunnerError::BadRequest(e.to_string()))?;
+    let path = inner_path(&parts.uri)?;
     let scope = TokenScope {
         tenant_id: ctx.tenant_id.clone(),
         extension_id: ctx.extension_id.clone(),
         install_id: ctx.install_id.clone(),
         content_hash: ctx.content_hash.clone(),
+        method: parts.method.as_str().to_owned(),
+        path: path.clone(),
+        request_id: ctx.request_id.clone(),
     };
     state
         .verifier
-        .verify(token.unwrap_or_default(), &scope)
+        .verify(&token, &scope)
         .map_err(|e| RunnerError::Unauthorized(e.to_string()))?;
 
     let install = state
         .installs
         .get(&state.registry, &ctx.install_id, |install| {
-            check_context(install, &request).is_ok()
+            check_context(install, &ctx).is_ok()
         })
         .await
         .map_err(|e| RunnerError::Internal(e.to_string()))?
         .ok_or_else(|| RunnerError::NotFound(format!("install {}", ctx.install_id)))?;
-    check_context(&install, &request)?;
-    let _permit = state
+    check_context(&install, &ctx)?;
+    let permit = state
         .admission
         .try_admit(&install.tenant_id, &install.install_id)
         .map_err(|refused| {
@@ -172,19 +200,21 @@ async fn run(
             ))
         })?;
 
-    let body = request
-        .http
-        .body()
-        .map_err(|e| RunnerError::BadRequest(format!("http.body_b64: {e}")))?;
     let manifest_limits = &install.manifest.limits;
-    let max_request = state
-        .config
-        .max_request_bytes
-        .min(usize::try_from(manifest_limits.max_request_bytes).unwrap_or(usize::MAX));
-    if body.len() > max_request {
+    let max_request =
+        (state.config.max_request_bytes as u64).min(manifest_limits.max_request_bytes);
+    let declared = parts
+        .headers
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|length| length > max_request) {
         return Err(RunnerError::TooLarge(max_request).into());
     }
-    let http_request = to_http(&request, body)?;
+    let wants_trailers = parts.headers.get_all(TE).iter().any(|v| {
+        v.to_str()
+            .is_ok_and(|v| v.split(',').any(|t| t.trim() == "trailers"))
+    });
 
     let grants = GrantSet::of(&install.grants);
     let prepared = state.prepared(&install.content_hash, grants).await?;
@@ -193,7 +223,7 @@ async fn run(
     let mut timeout_ms = manifest_limits
         .timeout_ms
         .min(runtime_config.max_timeout_ms);
-    if let Some(requested) = request.limits.timeout_ms {
+    if let Some(requested) = ctx.timeout_ms {
         timeout_ms = timeout_ms.min(requested);
     }
     let memory_mb = manifest_limits.memory_mb.min(runtime_config.max_memory_mb);
@@ -218,81 +248,200 @@ async fn run(
         config: install.config.clone(),
         grants: install.grants.clone(),
     };
-    let outcome = state
+
+    // The guest sees the caller's request: no hop header, no framing of the hop.
+    hop::strip_hop_headers(&mut parts.headers);
+    parts.headers.remove(TE);
+    parts.headers.remove(TRANSFER_ENCODING);
+    parts.uri = path
+        .parse()
+        .map_err(|_| RunnerError::BadRequest(format!("path `{path}` is not a valid URI")))?;
+    let too_large = Arc::new(AtomicBool::new(false));
+    let body = LimitedBody {
+        inner: body,
+        remaining: max_request,
+        limit: max_request,
+        tripped: Arc::clone(&too_large),
+    };
+    let request = http::Request::from_parts(parts, body);
+
+    let started = state
         .runtime
-        .execute(&prepared, invocation, http_request, limits)
+        .execute(&prepared, invocation, request, limits)
         .await;
-    let stats = stats(&outcome);
-    match outcome.result {
-        Ok(response) => {
-            let mut reply = ExecuteResponse::new(response.status, response.headers, &response.body);
-            reply.stats = Some(stats);
-            Ok(reply)
+    // A body past its limit is answered 413 whatever the guest made of it, as long as
+    // nothing has been sent yet.
+    if too_large.load(Ordering::Relaxed) {
+        return Err(RunnerError::TooLarge(max_request).into());
+    }
+    let guest = match started {
+        Started::Responded(guest) => guest,
+        Started::Failed(outcome) => {
+            let stats = stats(&outcome);
+            let error = match outcome.result {
+                Err(err) => failure(err),
+                Ok(()) => RunnerError::Internal("call failed without an error".into()),
+            };
+            return Err(Failure {
+                error,
+                stats: Some(stats),
+            });
         }
-        Err(err) => Err(Failure {
-            stats: Some(stats),
-            error: match err {
-                ExecuteError::Timeout(_) => RunnerError::Timeout(err.to_string()),
-                ExecuteError::OutOfMemory(_) => RunnerError::OutOfMemory(err.to_string()),
-                ExecuteError::Trap { .. }
-                | ExecuteError::NoResponse(_)
-                | ExecuteError::ResponseTooLarge(_) => RunnerError::Trap(err.to_string()),
-                ExecuteError::PoolExhausted(_) => RunnerError::Unavailable(err.to_string()),
-                ExecuteError::Instantiate(_) => RunnerError::Internal(err.to_string()),
-            },
-        }),
+    };
+
+    let mut response = Response::new(Body::new(StreamedBody {
+        body: guest.body,
+        wants_trailers,
+        request_id: ctx.request_id,
+        _permit: permit,
+    }));
+    *response.status_mut() = guest.status;
+    let headers = response.headers_mut();
+    *headers = guest.headers;
+    sanitize_guest_headers(headers);
+    headers.insert(
+        TRAILER,
+        HeaderValue::from_static("x-palisade-outcome, x-palisade-stats"),
+    );
+    Ok(response)
+}
+
+/// Removes what a guest may not say on the hop: `x-palisade-*` and framing headers. Its
+/// `content-length` moves to `x-palisade-content-length`, so the body goes out chunked and
+/// can end with trailers.
+fn sanitize_guest_headers(headers: &mut HeaderMap) {
+    hop::strip_hop_headers(headers);
+    for name in [TRAILER, TRANSFER_ENCODING, TE, http::header::CONNECTION] {
+        headers.remove(name);
+    }
+    if let Some(length) = headers.remove(CONTENT_LENGTH) {
+        headers.insert(hop::CONTENT_LENGTH, length);
     }
 }
 
-/// The request's context must name exactly the install the registry has: same tenant,
-/// extension, version and content hash. A stale or forged context is "not found".
-fn check_context(install: &ResolvedInstall, request: &ExecuteRequest) -> Result<(), RunnerError> {
-    let ctx = &request.context;
-    let claimed: ContentHash = ctx
-        .content_hash
-        .parse()
-        .map_err(|_| RunnerError::BadRequest("context.content_hash is malformed".into()))?;
+/// The caller's request body as the guest reads it: at most `limit` bytes. Past that the
+/// guest's read fails and `tripped` is set, so the call is answered 413.
+struct LimitedBody {
+    inner: Body,
+    remaining: u64,
+    limit: u64,
+    tripped: Arc<AtomicBool>,
+}
+
+impl http_body::Body for LimitedBody {
+    type Data = Bytes;
+    type Error = RequestBodyError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, RequestBodyError>>> {
+        let this = &mut *self;
+        match Pin::new(&mut this.inner).poll_frame(cx) {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(data) = frame.data_ref() {
+                    let len = data.len() as u64;
+                    if len > this.remaining {
+                        this.tripped.store(true, Ordering::Relaxed);
+                        return Poll::Ready(Some(Err(RequestBodyError::TooLarge(this.limit))));
+                    }
+                    this.remaining -= len;
+                }
+                Poll::Ready(Some(Ok(frame)))
+            }
+            Poll::Ready(Some(Err(e))) => {
+                Poll::Ready(Some(Err(RequestBodyError::Aborted(e.to_string()))))
+            }
+            Poll::Ready(None) => Poll::Ready(None),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// The guest's body on the hop: its data, then the outcome and stats trailers. A cut body
+/// is aborted instead for a client that did not ask for trailers, so that it cannot take it
+/// for a whole one. Holds the call's admission permit until the body is over.
+struct StreamedBody {
+    body: GuestBody,
+    wants_trailers: bool,
+    request_id: String,
+    _permit: Permit,
+}
+
+impl http_body::Body for StreamedBody {
+    type Data = Bytes;
+    type Error = RunnerError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, RunnerError>>> {
+        let this = &mut *self;
+        match this.body.poll_event(cx) {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(None) => Poll::Ready(None),
+            Poll::Ready(Some(BodyEvent::Data(data))) => Poll::Ready(Some(Ok(Frame::data(data)))),
+            Poll::Ready(Some(BodyEvent::End(outcome))) => {
+                let stats = stats(&outcome);
+                let ending = match outcome.result {
+                    Ok(()) => BodyOutcome::Complete,
+                    Err(err) => {
+                        let error = failure(err);
+                        tracing::warn!(
+                            request_id = %this.request_id,
+                            error = %error,
+                            bytes = outcome.response_bytes,
+                            "guest response body cut"
+                        );
+                        BodyOutcome::Cut(error.code())
+                    }
+                };
+                if let BodyOutcome::Cut(code) = ending
+                    && !this.wants_trailers
+                {
+                    return Poll::Ready(Some(Err(RunnerError::BodyCut(code))));
+                }
+                let mut trailers = HeaderMap::new();
+                trailers.insert(hop::OUTCOME, ending.to_header());
+                trailers.insert(hop::STATS, stats.to_header());
+                Poll::Ready(Some(Ok(Frame::trailers(trailers))))
+            }
+        }
+    }
+}
+
+/// The context must name exactly the install the registry has: same tenant, extension,
+/// version and content hash. A stale or forged context is "not found".
+fn check_context(install: &ResolvedInstall, ctx: &CallContext) -> Result<(), RunnerError> {
+    let claimed: ContentHash = ctx.content_hash.parse().map_err(|_| {
+        RunnerError::BadRequest("header `x-palisade-content-hash` is malformed".into())
+    })?;
     let mismatch = if install.tenant_id != ctx.tenant_id {
-        Some("tenant_id")
+        Some("tenant")
     } else if install.extension_id != ctx.extension_id {
-        Some("extension_id")
+        Some("extension")
     } else if install.version_id != ctx.version_id {
-        Some("version_id")
+        Some("version")
     } else if install.content_hash != claimed {
-        Some("content_hash")
+        Some("content-hash")
     } else {
         None
     };
     match mismatch {
         Some(field) => Err(RunnerError::NotFound(format!(
-            "context.{field} does not match install {}",
+            "x-palisade-{field} does not match install {}",
             install.install_id
         ))),
         None => Ok(()),
     }
-}
-
-fn to_http(request: &ExecuteRequest, body: Vec<u8>) -> Result<http::Request<Bytes>, RunnerError> {
-    let http = &request.http;
-    let method = http::Method::from_bytes(http.method.as_bytes()).map_err(|_| {
-        RunnerError::BadRequest(format!("http.method `{}` is invalid", http.method))
-    })?;
-    if !http.path.starts_with('/') {
-        return Err(RunnerError::BadRequest(
-            "http.path must start with `/`".into(),
-        ));
-    }
-    let uri = match &http.query {
-        Some(q) if !q.is_empty() => format!("{}?{}", http.path, q),
-        _ => http.path.clone(),
-    };
-    let mut builder = http::Request::builder().method(method).uri(&uri);
-    for (name, value) in &http.headers {
-        builder = builder.header(name.as_str(), value.as_str());
-    }
-    builder
-        .body(Bytes::from(body))
-        .map_err(|e| RunnerError::BadRequest(format!("http request: {e}")))
 }
 
 #[cfg(test)]

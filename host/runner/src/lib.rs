@@ -2,7 +2,8 @@
 //! service token, looks everything else up itself (install, grants, content hash), loads
 //! and re-verifies the bundle on first use, and hands the request to the runtime.
 //!
-//! Routes: `POST /v1/execute`, `GET /healthz`, `GET /metrics` (extension metrics; behind a
+//! Routes: `{any method} /v1/execute/{path}` (the execute hop, see
+//! `palisade_protocol::hop`), `GET /healthz`, `GET /metrics` (extension metrics; behind a
 //! bearer token when [`RunnerConfig::metrics_token`] is set). On
 //! [`Drain::begin`] the runner refuses new calls with 503 and finishes the running ones.
 
@@ -22,7 +23,7 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
-use axum::routing::{get, post};
+use axum::routing::{any, get};
 use palisade_protocol::TokenVerifier;
 use palisade_registry::{Registry, SecretOpener};
 use palisade_runtime::{HostServices, Runtime};
@@ -36,7 +37,7 @@ pub use services::storage::RegistryStorage;
 /// Operator settings of the runner's HTTP side.
 #[derive(Debug, Clone)]
 pub struct RunnerConfig {
-    /// Largest guest request body accepted, in bytes (before base64).
+    /// Largest guest request body accepted, in bytes.
     pub max_request_bytes: usize,
     /// Most calls of one install in flight at once; more get 429.
     pub max_in_flight_per_install: usize,
@@ -133,18 +134,17 @@ pub fn host_services(registry: &Registry, opener: SecretOpener) -> HostServices 
 
 /// The runner's routes.
 pub fn app(state: Arc<RunnerState>) -> Router {
-    // base64 grows the body by 4/3; leave room for the JSON envelope and headers.
-    let envelope_limit = state.config.max_request_bytes / 3 * 4 + 64 * 1024;
+    let execute = any(execute::execute).layer(axum::middleware::from_fn_with_state(
+        state.drain(),
+        drain::admit,
+    ));
+    let prefix = palisade_protocol::hop::EXECUTE_PREFIX;
     Router::new()
-        .route(
-            palisade_protocol::execute::EXECUTE_PATH,
-            post(execute::execute).layer(axum::middleware::from_fn_with_state(
-                state.drain(),
-                drain::admit,
-            )),
-        )
+        .route(&format!("{prefix}/"), execute.clone())
+        .route(&format!("{prefix}/{{*path}}"), execute)
         .route("/healthz", get(drain::healthz).with_state(state.drain()))
         .route("/metrics", get(metrics::metrics))
-        .layer(DefaultBodyLimit::max(envelope_limit))
+        // The execute hop enforces its own limit while the body streams.
+        .layer(DefaultBodyLimit::disable())
         .with_state(state)
 }

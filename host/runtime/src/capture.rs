@@ -1,12 +1,19 @@
 //! Bounded capture of a guest's stdout and stderr. Output past the bound is dropped and
 //! counted; writing never fails, so a chatty guest is not turned into a trapping one.
+//!
+//! The guest writes through a synchronous `wasi:io` output stream that appends in place:
+//! no background task, no round trip per write. (wasmtime's default adapter over an
+//! `AsyncWrite` hands every write to a worker task and waits for it, which made a guest
+//! writing 200,000 lines take longer than its deadline.)
 
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 
+use bytes::Bytes;
 use tokio::io::AsyncWrite;
 use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
+use wasmtime_wasi::p2::{OutputStream, Pollable, StreamError};
 
 #[derive(Debug, Default)]
 struct Buffer {
@@ -58,6 +65,34 @@ impl StdoutStream for Capture {
     fn async_stream(&self) -> Box<dyn AsyncWrite + Send + Sync> {
         Box::new(self.clone())
     }
+
+    fn p2_stream(&self) -> Box<dyn OutputStream> {
+        Box::new(self.clone())
+    }
+}
+
+/// Largest write offered to the guest at once (what `check-write` answers).
+const WRITE_PERMIT_BYTES: usize = 64 * 1024;
+
+#[async_trait::async_trait]
+impl OutputStream for Capture {
+    fn write(&mut self, bytes: Bytes) -> Result<(), StreamError> {
+        self.append(&bytes);
+        Ok(())
+    }
+
+    fn flush(&mut self) -> Result<(), StreamError> {
+        Ok(())
+    }
+
+    fn check_write(&mut self) -> Result<usize, StreamError> {
+        Ok(WRITE_PERMIT_BYTES)
+    }
+}
+
+#[async_trait::async_trait]
+impl Pollable for Capture {
+    async fn ready(&mut self) {}
 }
 
 impl AsyncWrite for Capture {

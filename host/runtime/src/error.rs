@@ -57,6 +57,10 @@ pub enum ExecuteError {
     /// The guest returned without setting a response, or set an error instead.
     #[error("guest produced no response: {0}")]
     NoResponse(String),
+    /// The guest's response body ended without being finished (the guest dropped it, or
+    /// wrote less or more than the `content-length` it declared).
+    #[error("response body incomplete: {0}")]
+    BodyIncomplete(String),
     /// The guest's response body exceeded the limit.
     #[error("response body exceeds {0} bytes")]
     ResponseTooLarge(usize),
@@ -76,6 +80,7 @@ impl ExecuteError {
             ExecuteError::OutOfMemory(_) => "out_of_memory",
             ExecuteError::Trap { code, .. } => code,
             ExecuteError::NoResponse(_) => "no_response",
+            ExecuteError::BodyIncomplete(_) => "body_incomplete",
             ExecuteError::ResponseTooLarge(_) => "response_too_large",
             ExecuteError::PoolExhausted(_) => "pool_exhausted",
             ExecuteError::Instantiate(_) => "instantiate",

@@ -13,7 +13,9 @@ use std::time::{Duration, Instant};
 use futures::FutureExt;
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full, Limited};
+use http_body_util::BodyExt;
+use http_body_util::combinators::UnsyncBoxBody;
+use tokio::sync::{mpsc, oneshot};
 use wasmtime::{Store, Trap, UpdateDeadline};
 use wasmtime_wasi_http::WasiHttpView;
 use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
@@ -72,22 +74,159 @@ pub struct CallLimits {
     pub max_response_bytes: usize,
 }
 
-/// The guest's HTTP response.
-#[derive(Debug, Clone)]
+/// The body a guest reads: the caller's, as it arrives.
+pub type RequestBody = UnsyncBoxBody<Bytes, RequestBodyError>;
+
+/// Why the caller's request body stopped before its end.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum RequestBodyError {
+    /// The body is longer than the call's limit.
+    #[error("request body exceeds {0} bytes")]
+    TooLarge(u64),
+    /// The caller's side of the connection broke.
+    #[error("request body aborted: {0}")]
+    Aborted(String),
+}
+
+/// How a call began.
+#[derive(Debug)]
+pub enum Started {
+    /// The guest set its response head; its body follows.
+    Responded(GuestResponse),
+    /// The call ended without a response.
+    Failed(Outcome),
+}
+
+/// The guest's HTTP response: its head, sent on as soon as the guest sets it, and its body,
+/// which streams while the guest writes it.
+#[derive(Debug)]
 pub struct GuestResponse {
     /// Status code.
-    pub status: u16,
-    /// Headers, names lower case, in the guest's order.
-    pub headers: Vec<(String, String)>,
-    /// The whole body.
+    pub status: http::StatusCode,
+    /// Headers, in the guest's order.
+    pub headers: http::HeaderMap,
+    /// The body, then the call's outcome.
+    pub body: GuestBody,
+}
+
+/// A whole answer, read by [`Started::collect`].
+#[derive(Debug)]
+pub struct Collected {
+    /// The guest's status, when it set one.
+    pub status: Option<http::StatusCode>,
+    /// The body as far as it went.
     pub body: Bytes,
+    /// How the call ended.
+    pub outcome: Outcome,
+}
+
+impl Started {
+    /// Reads the whole answer (for tools and tests; a server streams the body instead).
+    pub async fn collect(self) -> Collected {
+        match self {
+            Started::Failed(outcome) => Collected {
+                status: None,
+                body: Bytes::new(),
+                outcome,
+            },
+            Started::Responded(mut response) => {
+                let mut body = Vec::new();
+                loop {
+                    match response.body.next_event().await {
+                        Some(BodyEvent::Data(data)) => body.extend_from_slice(&data),
+                        Some(BodyEvent::End(outcome)) => {
+                            return Collected {
+                                status: Some(response.status),
+                                body: Bytes::from(body),
+                                outcome: *outcome,
+                            };
+                        }
+                        // `next_event` always ends with `End`.
+                        None => {
+                            return Collected {
+                                status: Some(response.status),
+                                body: Bytes::from(body),
+                                outcome: host_panic("body ended twice".into(), Instant::now()),
+                            };
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// What a guest's response body yields.
+#[derive(Debug)]
+pub enum BodyEvent {
+    /// The next bytes of the body.
+    Data(Bytes),
+    /// The call is over; the body ends here. `outcome.result` is `Ok` when the body is
+    /// whole, otherwise why it was cut.
+    End(Box<Outcome>),
+}
+
+/// Events buffered between a call and its reader: with chunks of at most
+/// [`BODY_CHUNK_BYTES`], a call holds at most this many of them in memory.
+const BODY_EVENTS: usize = 4;
+
+/// Largest chunk a guest's body is handed on in.
+pub const BODY_CHUNK_BYTES: usize = 64 * 1024;
+
+/// The streaming body of a [`GuestResponse`]. Dropping it ends the call.
+#[derive(Debug)]
+pub struct GuestBody {
+    events: mpsc::Receiver<BodyEvent>,
+    ended: bool,
+    started: Instant,
+    /// When the call runs on a task of its own, dropping the body aborts it.
+    call: Option<AbortOnDrop>,
+}
+
+impl GuestBody {
+    fn new(events: mpsc::Receiver<BodyEvent>, started: Instant) -> Self {
+        GuestBody {
+            events,
+            ended: false,
+            started,
+            call: None,
+        }
+    }
+
+    /// The next event; `None` after [`BodyEvent::End`].
+    pub fn poll_event(&mut self, cx: &mut std::task::Context<'_>) -> Poll<Option<BodyEvent>> {
+        if self.ended {
+            return Poll::Ready(None);
+        }
+        match self.events.poll_recv(cx) {
+            Poll::Ready(Some(BodyEvent::Data(data))) => Poll::Ready(Some(BodyEvent::Data(data))),
+            Poll::Ready(Some(end @ BodyEvent::End(_))) => {
+                self.ended = true;
+                Poll::Ready(Some(end))
+            }
+            // The call ended without saying how: its host code panicked.
+            Poll::Ready(None) => {
+                self.ended = true;
+                let outcome = host_panic("call ended without an outcome".into(), self.started);
+                Poll::Ready(Some(BodyEvent::End(Box::new(outcome))))
+            }
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    /// The next event; `None` after [`BodyEvent::End`].
+    pub async fn next_event(&mut self) -> Option<BodyEvent> {
+        std::future::poll_fn(|cx| self.poll_event(cx)).await
+    }
 }
 
 /// What a call produced, with what the execution log records about it.
 #[derive(Debug)]
 pub struct Outcome {
-    /// The guest's response, or why there is none.
-    pub result: Result<GuestResponse, ExecuteError>,
+    /// `Ok` when the guest answered and its body is whole; otherwise why not.
+    pub result: Result<(), ExecuteError>,
+    /// Response body bytes handed on.
+    pub response_bytes: u64,
     /// Lines the guest logged (including captured stdout/stderr), bounded.
     pub logs: Vec<LogLine>,
     /// Lines dropped past the bound.
@@ -105,72 +244,109 @@ pub struct Outcome {
 }
 
 impl Runtime {
-    /// Runs `request` through a fresh instance of `prepared`.
+    /// Runs `request` through a fresh instance of `prepared`, and answers as soon as the
+    /// guest has set its response head (or failed without one). The body then streams from
+    /// [`GuestResponse::body`] while the guest writes it, under the call's deadline and
+    /// response limit; dropping the body ends the call.
     ///
     /// With `inline_calls` (the default) the call starts on the caller's task, which costs
-    /// no thread hand-off; if its guest code is still running at an epoch tick, the rest of
-    /// the call moves to the guest threads, so that a long-running guest never holds a
-    /// thread that serves requests. Without it, every call runs on the guest threads.
-    pub async fn execute(
+    /// no thread hand-off; a call that is over by the time its head is known never leaves
+    /// it. If its guest code is still running at an epoch tick, or its body is still being
+    /// written when the head is handed back, the rest of the call moves to the guest
+    /// threads, so that a long-running guest never holds a thread that serves requests.
+    /// Without it, every call runs on the guest threads.
+    pub async fn execute<B>(
         &self,
         prepared: &Prepared,
         invocation: Invocation,
-        request: http::Request<Bytes>,
+        request: http::Request<B>,
         limits: CallLimits,
-    ) -> Outcome {
+    ) -> Started
+    where
+        B: http_body::Body<Data = Bytes, Error = RequestBodyError> + Send + 'static,
+    {
         let started = Instant::now();
         let ticked = Arc::new(AtomicBool::new(false));
         let runtime = self.clone();
         let prepared = prepared.clone();
         let flag = Arc::clone(&ticked);
+        let (started_tx, mut started_rx) = oneshot::channel();
+        let request = request.map(|body| body.boxed_unsync());
         let call = async move {
             runtime
-                .run_call(&prepared, invocation, request, limits, flag)
-                .await
+                .run_call(&prepared, invocation, request, limits, flag, started_tx)
+                .await;
         };
-        // A panic in host code ends this call alone, reported like a trap.
-        let mut call: Pin<Box<dyn Future<Output = Outcome> + Send>> = Box::pin(async move {
-            AssertUnwindSafe(call)
-                .catch_unwind()
-                .await
-                .unwrap_or_else(|panic| host_panic(panic_message(&*panic), started))
+        // A panic in host code ends this call alone; the reader sees it like a trap.
+        let mut call: Pin<Box<dyn Future<Output = ()> + Send>> = Box::pin(async move {
+            if let Err(panic) = AssertUnwindSafe(call).catch_unwind().await {
+                tracing::error!(panic = %panic_message(&*panic), "host code panicked in a call");
+            }
         });
         let executor = self.executor.handle();
         if self.config.inline_calls || executor.is_none() {
-            let inline = std::future::poll_fn(|cx| match call.as_mut().poll(cx) {
-                Poll::Ready(outcome) => Poll::Ready(Some(outcome)),
-                Poll::Pending if executor.is_some() && ticked.load(Ordering::Relaxed) => {
-                    Poll::Ready(None)
+            let step = std::future::poll_fn(|cx| {
+                let done = call.as_mut().poll(cx).is_ready();
+                match started_rx.try_recv() {
+                    Ok(head) => return Poll::Ready(Some((head, done))),
+                    Err(oneshot::error::TryRecvError::Closed) => {
+                        let outcome = host_panic("call ended without a response".into(), started);
+                        return Poll::Ready(Some((Started::Failed(outcome), true)));
+                    }
+                    Err(oneshot::error::TryRecvError::Empty) => {}
                 }
-                Poll::Pending => Poll::Pending,
+                if executor.is_some() && ticked.load(Ordering::Relaxed) {
+                    Poll::Ready(None)
+                } else {
+                    Poll::Pending
+                }
             })
             .await;
-            if let Some(outcome) = inline {
-                return outcome;
+            match step {
+                Some((head, true)) => return head,
+                Some((mut head, false)) => {
+                    // The body is still being written: the rest of the call gets a task of
+                    // its own, which the body's reader ends by dropping the body.
+                    let task = match &executor {
+                        Some(executor) => executor.spawn(call),
+                        None => tokio::spawn(call),
+                    };
+                    if let Started::Responded(response) = &mut head {
+                        response.body.call = Some(AbortOnDrop(task.abort_handle()));
+                    }
+                    return head;
+                }
+                None => {}
             }
         }
         let Some(executor) = executor else {
-            return host_panic("no guest executor".into(), started);
+            return Started::Failed(host_panic("no guest executor".into(), started));
         };
-        let call = executor.spawn(call);
+        let task = executor.spawn(call);
         // Dropping this future (the caller went away) ends the call and its instance.
-        let _guard = AbortOnDrop(call.abort_handle());
-        match call.await {
-            Ok(outcome) => outcome,
-            Err(join) => host_panic(join.to_string(), started),
+        let guard = AbortOnDrop(task.abort_handle());
+        match started_rx.await {
+            Ok(Started::Responded(mut response)) => {
+                response.body.call = Some(guard);
+                Started::Responded(response)
+            }
+            Ok(failed) => failed,
+            Err(_) => Started::Failed(host_panic("call ended without a response".into(), started)),
         }
     }
 
-    /// One call, on the current task: the guest and the collection of its response are
-    /// polled together.
+    /// One call, on the current task: the guest and the forwarding of its response are
+    /// polled together. The head (or the failure) goes to `started`, the body to the
+    /// [`GuestBody`] handed over with the head.
     async fn run_call(
         &self,
         prepared: &Prepared,
         invocation: Invocation,
-        request: http::Request<Bytes>,
+        request: http::Request<RequestBody>,
         limits: CallLimits,
         ticked: Arc<AtomicBool>,
-    ) -> Outcome {
+        started_tx: oneshot::Sender<Started>,
+    ) {
         let started = Instant::now();
         let span = tracing::info_span!(
             "invocation",
@@ -237,7 +413,7 @@ impl Runtime {
             None
         };
 
-        let (tx, rx) = tokio::sync::oneshot::channel();
+        let (tx, rx) = oneshot::channel();
         let setup = (|| {
             let request = to_incoming(request, GUEST_AUTHORITY)?;
             let req = store
@@ -250,18 +426,18 @@ impl Runtime {
         let (req, out) = match setup {
             Ok(pair) => pair,
             Err(e) => {
-                return finish(
-                    store,
-                    Err(ExecuteError::Instantiate(e)),
-                    started,
-                    fuel_granted,
-                );
+                let mut outcome = finish(&store, started, fuel_granted);
+                outcome.result = Err(ExecuteError::Instantiate(e));
+                let _ = started_tx.send(Started::Failed(outcome));
+                return;
             }
         };
 
         let pre = prepared.pre.clone();
-        // The guest runs inside this task, polled together with the collection of its
-        // response: no hand-off between threads during the call.
+        // The guest runs inside this task, polled together with the forwarding of its
+        // response: no hand-off between threads during the call. When it returns, what the
+        // call consumed is read off its store, and the store is dropped, which ends a body
+        // the guest left unfinished.
         let guest = async move {
             let result = match pre.instantiate_async(&mut store).await {
                 Ok(proxy) => proxy
@@ -271,7 +447,9 @@ impl Runtime {
                     .map_err(|e| (Stage::Call, e)),
                 Err(e) => Err((Stage::Instantiate, e)),
             };
-            (result, store)
+            let refused = store.data().limiter.refused();
+            let result = result.map_err(|(stage, e)| classify(stage, e, refused, timeout_ms));
+            (result, finish(&store, started, fuel_granted))
         };
         let mut guest = std::pin::pin!(guest);
 
@@ -282,10 +460,12 @@ impl Runtime {
         let max_response = limits
             .max_response_bytes
             .min(self.config.max_response_bytes);
-        let timed_out = |started: Instant| {
+        // The outcome of a call cut off before its guest returned: no store to read.
+        let cut_off = |result: Result<(), ExecuteError>, response_bytes: u64| {
             let (logs, dropped_log_lines) = drain_logs(&log, &stdout, &stderr);
             Outcome {
-                result: Err(ExecuteError::Timeout(timeout_ms)),
+                result,
+                response_bytes,
                 logs,
                 dropped_log_lines,
                 duration: started.elapsed(),
@@ -305,89 +485,118 @@ impl Runtime {
             biased;
             head = &mut rx => (head.ok(), None),
             joined = &mut guest => (rx.try_recv().ok(), Some(joined)),
-            () = &mut expired => return timed_out(started),
+            () = &mut expired => {
+                let outcome = cut_off(Err(ExecuteError::Timeout(timeout_ms)), 0);
+                let _ = started_tx.send(Started::Failed(outcome));
+                return;
+            }
+        };
+        let response = match head {
+            Some(Ok(response)) => response,
+            failed => {
+                let error = match failed {
+                    Some(Err(code)) => {
+                        ExecuteError::NoResponse(format!("guest set an error response: {code:?}"))
+                    }
+                    _ => {
+                        ExecuteError::NoResponse("guest returned without setting a response".into())
+                    }
+                };
+                // Let the guest return; its trap, if any, explains the missing response.
+                let joined = match returned {
+                    Some(joined) => joined,
+                    None => tokio::select! {
+                        biased;
+                        joined = &mut guest => joined,
+                        () = &mut expired => {
+                            let outcome = cut_off(Err(ExecuteError::Timeout(timeout_ms)), 0);
+                            let _ = started_tx.send(Started::Failed(outcome));
+                            return;
+                        }
+                    },
+                };
+                let (result, mut outcome) = joined;
+                outcome.result = Err(result.err().unwrap_or(error));
+                let _ = started_tx.send(Started::Failed(outcome));
+                return;
+            }
         };
 
-        // 2. Collect the body while the guest goes on writing it.
-        let response = match head {
-            Some(Ok(resp)) => {
-                let body = collect(resp, max_response);
-                let mut body = std::pin::pin!(body);
-                loop {
-                    tokio::select! {
-                        biased;
-                        response = &mut body => break response,
-                        joined = &mut guest, if returned.is_none() => returned = Some(joined),
-                        () = &mut expired => return timed_out(started),
+        // 2. Hand the head on, then the body while the guest goes on writing it.
+        let (parts, mut body) = response.into_parts();
+        let (events, events_rx) = mpsc::channel(BODY_EVENTS);
+        let head = GuestResponse {
+            status: parts.status,
+            headers: parts.headers,
+            body: GuestBody::new(events_rx, started),
+        };
+        if started_tx.send(Started::Responded(head)).is_err() {
+            return; // The caller went away.
+        }
+        let mut sent: u64 = 0;
+        let mut pending: Option<Bytes> = None;
+        // Set when the body is over: `Ok` when whole, else why it was cut.
+        let mut ended: Option<Result<(), ExecuteError>> = None;
+        let result = loop {
+            if pending.is_none()
+                && let Some(result) = ended.take()
+            {
+                break result;
+            }
+            tokio::select! {
+                biased;
+                () = &mut expired => break Err(ExecuteError::Timeout(timeout_ms)),
+                permit = events.reserve(), if pending.is_some() => match permit {
+                    Ok(permit) => permit.send(BodyEvent::Data(pending.take().unwrap_or_default())),
+                    Err(_) => return, // The reader went away: the call ends here.
+                },
+                frame = body.frame(), if pending.is_none() && ended.is_none() => match frame {
+                    None => ended = Some(Ok(())),
+                    Some(Err(e)) => ended = Some(Err(ExecuteError::BodyIncomplete(e.to_string()))),
+                    Some(Ok(frame)) => {
+                        let Ok(data) = frame.into_data() else { continue };
+                        let room = usize::try_from(max_response as u64 - sent).unwrap_or(usize::MAX);
+                        if data.len() > room {
+                            ended = Some(Err(ExecuteError::ResponseTooLarge(max_response)));
+                        }
+                        let data = data.slice(..data.len().min(room));
+                        sent += data.len() as u64;
+                        pending = (!data.is_empty()).then_some(data);
+                    }
+                },
+                joined = &mut guest, if returned.is_none() => {
+                    let failed = joined.0.is_err();
+                    returned = Some(joined);
+                    // A guest that failed while writing its body cuts it here.
+                    if failed {
+                        break Ok(());
                     }
                 }
             }
-            Some(Err(code)) => Err(ExecuteError::NoResponse(format!(
-                "guest set an error response: {code:?}"
-            ))),
-            None => Err(ExecuteError::NoResponse(
-                "guest returned without setting a response".into(),
-            )),
         };
 
-        // A body past the cap ends the call at once: the guest's later fate changes nothing.
-        if let Err(ExecuteError::ResponseTooLarge(_)) = response {
-            return Outcome {
-                result: response,
-                ..timed_out(started)
-            };
-        }
-
-        // 3. Let the guest return; its trap, if any, explains a failed response.
-        let (guest_result, store) = match returned {
+        // 3. Let the guest return; its trap, if any, is the call's outcome.
+        let (guest_result, mut outcome) = match returned {
             Some(joined) => joined,
+            None if result.is_err() => {
+                let outcome = cut_off(result, sent);
+                let _ = events.send(BodyEvent::End(Box::new(outcome))).await;
+                return;
+            }
             None => tokio::select! {
                 biased;
                 joined = &mut guest => joined,
-                () = &mut expired => return timed_out(started),
+                () = &mut expired => {
+                    let outcome = cut_off(Err(ExecuteError::Timeout(timeout_ms)), sent);
+                    let _ = events.send(BodyEvent::End(Box::new(outcome))).await;
+                    return;
+                }
             },
         };
-        let result = match guest_result {
-            Err((stage, e)) => Err(classify(
-                stage,
-                e,
-                store.data().limiter.refused(),
-                timeout_ms,
-            )),
-            Ok(()) => response,
-        };
-        finish(store, result, started, fuel_granted)
+        outcome.result = guest_result.and(result);
+        outcome.response_bytes = sent;
+        let _ = events.send(BodyEvent::End(Box::new(outcome))).await;
     }
-}
-
-/// Reads the guest's response body, refusing more than `max` bytes.
-async fn collect(
-    response: http::Response<wasmtime_wasi_http::p2::body::HyperOutgoingBody>,
-    max: usize,
-) -> Result<GuestResponse, ExecuteError> {
-    let (parts, body) = response.into_parts();
-    let body = match Limited::new(body, max).collect().await {
-        Ok(collected) => collected.to_bytes(),
-        Err(e) if e.is::<http_body_util::LengthLimitError>() => {
-            return Err(ExecuteError::ResponseTooLarge(max));
-        }
-        Err(e) => return Err(ExecuteError::NoResponse(format!("body failed: {e}"))),
-    };
-    let headers = parts
-        .headers
-        .iter()
-        .map(|(k, v)| {
-            (
-                k.as_str().to_owned(),
-                String::from_utf8_lossy(v.as_bytes()).into_owned(),
-            )
-        })
-        .collect();
-    Ok(GuestResponse {
-        status: parts.status.as_u16(),
-        headers,
-        body,
-    })
 }
 
 impl Runtime {
@@ -413,11 +622,9 @@ impl Runtime {
 }
 
 fn to_incoming(
-    request: http::Request<Bytes>,
+    request: http::Request<RequestBody>,
     authority: &str,
-) -> wasmtime::Result<
-    http::Request<http_body_util::combinators::UnsyncBoxBody<Bytes, wasmtime_wasi_http::Error>>,
-> {
+) -> wasmtime::Result<http::Request<UnsyncBoxBody<Bytes, wasmtime_wasi_http::Error>>> {
     let (mut parts, body) = request.into_parts();
     let path_and_query = parts
         .uri
@@ -429,18 +636,19 @@ fn to_incoming(
         .authority(authority)
         .path_and_query(path_and_query)
         .build()?;
-    let body = Full::new(body)
-        .map_err(wasmtime_wasi_http::Error::from)
+    let body = body
+        .map_err(|error| match error {
+            RequestBodyError::TooLarge(limit) => {
+                wasmtime_wasi_http::Error::HttpRequestBodySize(Some(limit))
+            }
+            RequestBodyError::Aborted(_) => wasmtime_wasi_http::Error::ConnectionTerminated,
+        })
         .boxed_unsync();
     Ok(http::Request::from_parts(parts, body))
 }
 
-fn finish(
-    store: Store<InstanceState>,
-    result: Result<GuestResponse, ExecuteError>,
-    started: Instant,
-    fuel_granted: Option<u64>,
-) -> Outcome {
+/// What the call consumed, read off its store (`result` is set by the caller).
+fn finish(store: &Store<InstanceState>, started: Instant, fuel_granted: Option<u64>) -> Outcome {
     let fuel_consumed =
         fuel_granted.and_then(|g| store.get_fuel().ok().map(|left| g - left.min(g)));
     let data = store.data();
@@ -448,7 +656,8 @@ fn finish(
     let egress = data.hooks.counters();
     let (logs, dropped_log_lines) = drain_logs(&data.log, &data.stdout, &data.stderr);
     Outcome {
-        result,
+        result: Ok(()),
+        response_bytes: 0,
         logs,
         dropped_log_lines,
         duration: started.elapsed(),
@@ -476,6 +685,7 @@ fn host_panic(message: String, started: Instant) -> Outcome {
             code: "host_panic",
             source: wasmtime::Error::msg(message),
         }),
+        response_bytes: 0,
         logs: Vec::new(),
         dropped_log_lines: 0,
         duration: started.elapsed(),
@@ -494,7 +704,8 @@ fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
         .unwrap_or_else(|| "host code panicked".into())
 }
 
-/// Aborts a spawned call when the future awaiting it is dropped.
+/// Aborts a spawned call when the future or body awaiting it is dropped.
+#[derive(Debug)]
 struct AbortOnDrop(tokio::task::AbortHandle);
 
 impl Drop for AbortOnDrop {

@@ -29,4 +29,7 @@ pub use compile::CompileStats;
 pub use config::RuntimeConfig;
 pub use engine::{Compiled, Prepared, Runtime};
 pub use error::{ExecuteError, LoadError};
-pub use execute::{CallLimits, GuestResponse, Invocation, Outcome};
+pub use execute::{
+    BODY_CHUNK_BYTES, BodyEvent, CallLimits, Collected, GuestBody, GuestResponse, Invocation,
+    Outcome, RequestBody, RequestBodyError, Started,
+};

@@ -8,7 +8,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
-use palisade_protocol::ExecuteResponse;
 
 use crate::report::{self, count, kib, mib, seconds};
 use crate::setup::{self, Bench, Direct, PLAIN_HELLO};
@@ -33,12 +32,17 @@ pub async fn run(bench: &Bench) -> Result<String> {
     let mut runner = bench.runner(&data, Some(CONFIG)).await?;
     let direct = Direct::new(&data, install, &published)?;
     let hold = bench.settings.hold;
-    let hello = direct.request("GET", "/hello", None)?;
-    let wait = direct.request("GET", "/wait", Some(&format!("ms={}", hold.as_millis())))?;
+    let hellos = direct.requests("GET", "/hello", None, 20)?;
+    let waits = direct.requests(
+        "GET",
+        "/wait",
+        Some(&format!("ms={}", hold.as_millis())),
+        CALLS,
+    )?;
 
     // Idle: compiled, a few calls served, nothing in flight.
-    for _ in 0..20 {
-        setup::expect_body(&bench.client, &runner.url, &hello, true, b"hello").await?;
+    for hello in &hellos {
+        setup::expect_body(&bench.client, &runner.url, hello, b"hello").await?;
     }
     tokio::time::sleep(Duration::from_millis(500)).await;
     let pid = runner.pid();
@@ -62,11 +66,11 @@ pub async fn run(bench: &Bench) -> Result<String> {
         }
     });
     let started = Instant::now();
-    let calls: Vec<_> = (0..CALLS)
-        .map(|_| {
+    let calls: Vec<_> = waits
+        .into_iter()
+        .map(|wait| {
             let client = client.clone();
             let url = runner.url.clone();
-            let wait = wait.clone();
             tokio::spawn(async move { one_call(&client, &url, &wait).await })
         })
         .collect();
@@ -113,7 +117,7 @@ pub async fn run(bench: &Bench) -> Result<String> {
         ],
     ];
     let mut out = format!(
-        "{calls} concurrent `POST /v1/execute` calls of `GET /wait?ms={}` (the plain guest \
+        "{calls} concurrent runner calls (execute hop) of `GET /wait?ms={}` (the plain guest \
          parks in a monotonic-clock subscription), each on its own connection, runner caps \
          raised to 1,100 instances and 2,000 calls per install and tenant. All {calls} \
          answered 200 in {} (< 2 × the wait, so all were in flight together).\n\n",
@@ -147,11 +151,10 @@ async fn one_call(
         "runner answered {status}: {}",
         String::from_utf8_lossy(&body)
     );
-    let reply: ExecuteResponse = serde_json::from_slice(&body)?;
     ensure!(
-        reply.status == 200 && reply.body()? == b"waited",
+        body == b"waited",
         "guest answered {}",
-        reply.status
+        String::from_utf8_lossy(&body)
     );
     Ok(())
 }

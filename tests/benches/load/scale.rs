@@ -213,9 +213,9 @@ fn calls(bench: &Bench, platform: &Platform, pairs: &[(usize, usize)]) -> Result
 /// Calls every request once (compiling each extension on the runner) and checks the answer.
 async fn warm(bench: &Bench, gateway: &Server, requests: &[Request]) -> Result<()> {
     futures::stream::iter(
-        requests.iter().map(|request| {
-            setup::expect_body(&bench.client, &gateway.url, request, false, b"hello")
-        }),
+        requests
+            .iter()
+            .map(|request| setup::expect_body(&bench.client, &gateway.url, request, b"hello")),
     )
     .buffer_unordered(4)
     .try_collect::<Vec<_>>()

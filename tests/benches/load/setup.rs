@@ -9,10 +9,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result, bail, ensure};
 use palisade_bundle::{CapabilityKey, SigningKey, TrustBundle};
-use palisade_protocol::{
-    ExecuteLimits, ExecuteRequest, ExecuteResponse, HttpRequest, InvocationContext, TokenMinter,
-    TokenScope,
-};
+use palisade_protocol::hop;
+use palisade_protocol::{TokenMinter, TokenScope};
 use palisade_registry::{Install, PublishedVersion, Registry, RegistryConfig};
 use tempfile::TempDir;
 
@@ -536,21 +534,6 @@ impl DataDir {
             .install(tenant, extension, None, approved, Default::default())
             .await?)
     }
-
-    /// A service token for `install`, signed with the key the runner trusts (written by
-    /// the first runner or gateway started on this directory), valid for two hours.
-    pub fn service_token(&self, install: &Install, content_hash: &str) -> Result<String> {
-        let pem = std::fs::read(self.path.join("keys/service.key.pem"))
-            .context("reading the service key (start a runner first)")?;
-        let now = SystemTime::now().duration_since(UNIX_EPOCH)?.as_secs();
-        let scope = TokenScope {
-            tenant_id: install.tenant_id.clone(),
-            extension_id: install.extension_id.clone(),
-            install_id: install.install_id.clone(),
-            content_hash: content_hash.to_owned(),
-        };
-        Ok(TokenMinter::from_pem(&pem)?.mint(&scope, now, now + 7200)?)
-    }
 }
 
 /// The manifest of a test guest in `tests/guests/<name>`.
@@ -563,53 +546,82 @@ pub fn guest_manifest(name: &str) -> Result<serde_json::Value> {
     Ok(serde_json::from_slice(&text)?)
 }
 
-/// One installed extension, called directly on a runner's `POST /v1/execute`.
+/// One installed extension, called directly on a runner over the execute hop.
 pub struct Direct {
     install: Install,
     content_hash: String,
-    token: String,
+    minter: TokenMinter,
+    /// Makes this value's request ids differ from every other's.
+    run: String,
 }
 
 impl Direct {
-    /// Calls of `install` of `published`, with a service token from `data`'s key.
+    /// Calls of `install` of `published`, with service tokens from `data`'s key.
     pub fn new(data: &DataDir, install: Install, published: &PublishedVersion) -> Result<Direct> {
-        let content_hash = published.content_hash.to_string();
+        let pem = std::fs::read(data.path.join("keys/service.key.pem"))
+            .context("reading the service key (start a runner first)")?;
         Ok(Direct {
-            token: data.service_token(&install, &content_hash)?,
-            content_hash,
+            content_hash: published.content_hash.to_string(),
             install,
+            minter: TokenMinter::from_pem(&pem)?,
+            run: uuid::Uuid::new_v4().simple().to_string(),
         })
     }
 
-    /// The `wrk` request of a call of `method path?query` (empty body), with the JSON
-    /// body and headers the gateway sends.
-    pub fn request(&self, method: &str, path: &str, query: Option<&str>) -> Result<wrk::Request> {
-        let body = ExecuteRequest {
-            context: InvocationContext {
-                request_id: "bench".into(),
-                tenant_id: self.install.tenant_id.clone(),
-                extension_id: self.install.extension_id.clone(),
-                install_id: self.install.install_id.clone(),
-                version_id: self.install.version_id.clone(),
-                content_hash: self.content_hash.clone(),
-            },
-            http: HttpRequest {
-                method: method.into(),
-                path: path.into(),
-                query: query.map(str::to_owned),
-                headers: Vec::new(),
-                body_b64: String::new(),
-            },
-            limits: ExecuteLimits::default(),
+    /// `count` distinct calls of `method path?query`, each with its own request id and
+    /// service token (a runner refuses a token presented twice).
+    pub fn requests(
+        &self,
+        method: &str,
+        path: &str,
+        query: Option<&str>,
+        count: usize,
+    ) -> Result<Vec<wrk::Request>> {
+        (0..count)
+            .map(|i| self.call(method, path, query, i))
+            .collect()
+    }
+
+    /// Call `index` of `method path?query`: its own request id and service token.
+    pub fn call(
+        &self,
+        method: &str,
+        path: &str,
+        query: Option<&str>,
+        index: usize,
+    ) -> Result<wrk::Request> {
+        let path = match query {
+            Some(query) => format!("{path}?{query}"),
+            None => path.to_owned(),
         };
+        let now = SystemTime::now().duration_since(UNIX_EPOCH)?.as_secs();
+        let request_id = format!("bench-{}-{index}", self.run);
+        let scope = TokenScope {
+            tenant_id: self.install.tenant_id.clone(),
+            extension_id: self.install.extension_id.clone(),
+            install_id: self.install.install_id.clone(),
+            content_hash: self.content_hash.clone(),
+            method: method.to_owned(),
+            path: path.clone(),
+            request_id: request_id.clone(),
+        };
+        let token = self.minter.mint(&scope, now, now + 600)?;
         Ok(wrk::Request {
-            method: "POST".into(),
-            path: palisade_protocol::execute::EXECUTE_PATH.into(),
+            method: method.into(),
+            path: format!("{}{path}", hop::EXECUTE_PREFIX),
             headers: vec![
-                ("Content-Type".into(), "application/json".into()),
-                ("Authorization".into(), format!("Bearer {}", self.token)),
+                ("x-palisade-token".into(), token),
+                ("x-palisade-request-id".into(), request_id),
+                ("x-palisade-tenant".into(), self.install.tenant_id.clone()),
+                (
+                    "x-palisade-extension".into(),
+                    self.install.extension_id.clone(),
+                ),
+                ("x-palisade-install".into(), self.install.install_id.clone()),
+                ("x-palisade-version".into(), self.install.version_id.clone()),
+                ("x-palisade-content-hash".into(), self.content_hash.clone()),
             ],
-            body: Some(serde_json::to_string(&body)?),
+            body: None,
         })
     }
 }
@@ -646,23 +658,14 @@ pub async fn send(
     Ok((status, response.bytes().await?.to_vec()))
 }
 
-/// Sends `request` and checks that the guest answered 200 with `expected`: directly, or
-/// inside the runner's `ExecuteResponse` when `execute` is set.
+/// Sends `request` and checks that the guest answered 200 with `expected`.
 pub async fn expect_body(
     client: &reqwest::Client,
     base: &str,
     request: &wrk::Request,
-    execute: bool,
     expected: &[u8],
 ) -> Result<()> {
     let (status, body) = send(client, base, request).await?;
-    let (status, body) = if execute && status == 200 {
-        let reply: ExecuteResponse = serde_json::from_slice(&body)
-            .with_context(|| format!("runner reply: {}", String::from_utf8_lossy(&body)))?;
-        (reply.status, reply.body()?)
-    } else {
-        (status, body)
-    };
     ensure!(
         status == 200 && body == expected,
         "{} {base}{} answered {status} {:?}, expected 200 {:?}",

@@ -1,10 +1,14 @@
 //! Running `wrk` and reading its figures. Every run gets a generated Lua script: one fixed
-//! request (method, path, headers, body), or a list of requests taken in turn (several
-//! tenants' tokens, several keys); optionally a check of every response body; and a `done`
-//! hook that prints one machine-readable line.
+//! request (method, path, headers, body), a list of requests taken in turn (several
+//! tenants' tokens, several keys), or a feed of requests made fresh for the run, each sent
+//! once (calls straight to a runner: it refuses a service token presented twice);
+//! optionally a check of every response body; and a `done` hook that prints one
+//! machine-readable line.
 
 use std::collections::HashMap;
+use std::io::Write as _;
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail, ensure};
@@ -28,7 +32,7 @@ pub struct Request {
 }
 
 /// A server and what to send it.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Target {
     /// `http://127.0.0.1:<port>`.
     pub base: String,
@@ -37,7 +41,16 @@ pub struct Target {
     /// Text every response body must contain, for answers whose HTTP status does not say
     /// whether the work succeeded (checking costs the load generator some time).
     pub expect: Option<String>,
+    /// When set, `requests` is ignored: request `i` of a run is `feed(i)`, each sent once.
+    pub feed: Option<Feed>,
 }
+
+/// Makes request `i` of a run.
+pub type Feed = Arc<dyn Fn(usize) -> Result<Request> + Send + Sync>;
+
+/// Calls a fed run may make per second of its duration, at most: sized well above what
+/// one runner answers on the machines this runs on (a run that exhausts its feed fails).
+const FEED_PER_SECOND: usize = 60_000;
 
 impl Target {
     /// `requests` to `base`, with no body check.
@@ -46,8 +59,95 @@ impl Target {
             base: base.to_owned(),
             requests,
             expect: None,
+            feed: None,
         }
     }
+
+    /// Requests made by `feed` for each run, to `base`.
+    pub fn fed(base: &str, feed: Feed) -> Target {
+        Target {
+            base: base.to_owned(),
+            requests: Vec::new(),
+            expect: None,
+            feed: Some(feed),
+        }
+    }
+
+    /// One request of this target, for a check outside a run.
+    pub fn sample(&self) -> Result<Request> {
+        match &self.feed {
+            Some(feed) => feed(usize::MAX / 2),
+            None => self.requests.first().cloned().context("no request to send"),
+        }
+    }
+}
+
+/// The raw HTTP/1.1 text of `request` to `host`, padded with an `x-pad` header to `size`
+/// bytes (the length of the longest record, so the script reads records by size).
+fn raw(request: &Request, host: &str) -> Vec<u8> {
+    let mut text = format!(
+        "{} {} HTTP/1.1\r\nHost: {host}\r\n",
+        request.method, request.path
+    );
+    for (name, value) in &request.headers {
+        text.push_str(&format!("{name}: {value}\r\n"));
+    }
+    if let Some(body) = &request.body {
+        text.push_str(&format!("Content-Length: {}\r\n", body.len()));
+    }
+    text.into_bytes()
+}
+
+/// Writes `count` records of `feed` into `path`, each `x-pad`ded to the same size; returns
+/// the size. Made on two threads (minting a service token is most of the cost).
+fn write_feed(feed: &Feed, count: usize, host: &str, path: &Path) -> Result<usize> {
+    let halves: Vec<Vec<Vec<u8>>> = std::thread::scope(|scope| {
+        let workers: Vec<_> = [0..count / 2, count / 2..count]
+            .into_iter()
+            .map(|range| {
+                scope.spawn(move || -> Result<Vec<Vec<u8>>> {
+                    range
+                        .map(|i| {
+                            let request = feed(i)?;
+                            let mut head = raw(&request, host);
+                            head.extend_from_slice(b"\0");
+                            if let Some(body) = &request.body {
+                                head.extend_from_slice(body.as_bytes());
+                            }
+                            Ok(head)
+                        })
+                        .collect()
+                })
+            })
+            .collect();
+        workers
+            .into_iter()
+            .map(|w| {
+                w.join()
+                    .map_err(|_| anyhow::anyhow!("feed thread panicked"))?
+            })
+            .collect::<Result<Vec<_>>>()
+    })?;
+    let pad = "x-pad: \r\n\r\n".len();
+    let size = halves
+        .iter()
+        .flatten()
+        .map(|record| record.len() - 1 + pad)
+        .max()
+        .unwrap_or(0);
+    let mut out = std::io::BufWriter::new(std::fs::File::create(path)?);
+    for record in halves.iter().flatten() {
+        let split = record.iter().position(|b| *b == 0).unwrap_or(record.len());
+        let (head, body) = (&record[..split], &record[(split + 1).min(record.len())..]);
+        let filler = size - (head.len() + body.len() + pad);
+        out.write_all(head)?;
+        out.write_all(b"x-pad: ")?;
+        out.write_all(&vec![b'p'; filler])?;
+        out.write_all(b"\r\n\r\n")?;
+        out.write_all(body)?;
+    }
+    out.flush()?;
+    Ok(size)
 }
 
 /// The figures of one run.
@@ -67,12 +167,29 @@ const MARK: &str = "WRK_RESULT";
 /// Runs `wrk` against `target`; fails if any answer was not 2xx/3xx or failed the body
 /// check, or if nothing completed.
 pub async fn run(wrk: &Path, work: &Path, target: &Target, load: Load) -> Result<Figures> {
-    ensure!(!target.requests.is_empty(), "no request to send");
+    ensure!(
+        !target.requests.is_empty() || target.feed.is_some(),
+        "no request to send"
+    );
     let script = tempfile::Builder::new()
         .prefix("wrk-")
         .suffix(".lua")
         .tempfile_in(work)?;
-    std::fs::write(script.path(), script_text(target))?;
+    let feed_file = tempfile::Builder::new()
+        .prefix("wrk-feed-")
+        .tempfile_in(work)?;
+    let feed = match &target.feed {
+        Some(feed) => {
+            let count = FEED_PER_SECOND * (load.duration.as_secs() as usize + 2);
+            let host = target.base.trim_start_matches("http://").to_owned();
+            let (feed, path) = (Arc::clone(feed), feed_file.path().to_owned());
+            let size = tokio::task::spawn_blocking(move || write_feed(&feed, count, &host, &path))
+                .await??;
+            Some((feed_file.path().to_owned(), size, load.threads))
+        }
+        None => None,
+    };
+    std::fs::write(script.path(), script_text(target, feed.as_ref()))?;
     let output = tokio::process::Command::new(wrk)
         .arg(format!("-t{}", load.threads))
         .arg(format!("-c{}", load.connections))
@@ -137,8 +254,9 @@ fn parse(line: &str) -> Result<Figures> {
     })
 }
 
-/// The Lua script sending `target`'s requests.
-fn script_text(target: &Target) -> String {
+/// The Lua script sending `target`'s requests, or the records of `feed` (a file of
+/// records of one size, each sent once; with several threads each takes its own stride).
+fn script_text(target: &Target, feed: Option<&(std::path::PathBuf, usize, u32)>) -> String {
     // `unexpected` is a global of each thread's Lua state; `done` reads it through the
     // thread objects `setup` collected.
     let mut lua = String::from(
@@ -154,7 +272,22 @@ fn script_text(target: &Target) -> String {
             quote(expect)
         ));
     }
-    if let [request] = target.requests.as_slice() {
+    if let Some((path, size, threads)) = feed {
+        lua.push_str(&format!(
+            "local feed_path = {}\nlocal record = {size}\nlocal next_thread = 0\n\
+             local previous_setup = setup\n\
+             setup = function(thread)\n  previous_setup(thread)\n  \
+             thread:set(\"stride_id\", next_thread)\n  next_thread = next_thread + 1\nend\n\
+             local feed_file\nlocal taken = 0\n\
+             init = function(args)\n  feed_file = io.open(feed_path, \"rb\")\nend\n\
+             request = function()\n  \
+             local at = (taken * {threads} + stride_id) * record\n  taken = taken + 1\n  \
+             feed_file:seek(\"set\", at)\n  \
+             local r = feed_file:read(record)\n  \
+             if r == nil then error(\"the request feed ran out\") end\n  return r\nend\n",
+            quote(&path.display().to_string()),
+        ));
+    } else if let [request] = target.requests.as_slice() {
         // One request: wrk builds it once and sends the same bytes every time.
         lua.push_str(&format!(
             "wrk.method = {}\nwrk.path = {}\n",

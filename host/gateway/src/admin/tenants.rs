@@ -288,6 +288,7 @@ pub(super) struct ExecutionJson {
     peak_memory_bytes: Option<u64>,
     egress_bytes: u64,
     log_excerpt: Option<String>,
+    response_bytes: Option<u64>,
     created_at_ms: i64,
 }
 
@@ -312,6 +313,7 @@ impl From<ExecutionRecord> for ExecutionJson {
             peak_memory_bytes: r.peak_memory_bytes,
             egress_bytes: r.egress_bytes,
             log_excerpt: r.log_excerpt,
+            response_bytes: r.response_bytes,
             created_at_ms: r.created_at_ms,
         }
     }

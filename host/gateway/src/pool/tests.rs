@@ -5,7 +5,9 @@ use std::sync::atomic::{AtomicU16, AtomicUsize};
 
 use axum::Router;
 use axum::extract::State;
-use axum::routing::{get, post};
+use axum::routing::{any, get};
+
+use crate::runner::HopBody;
 use tokio::io::AsyncReadExt;
 
 use super::*;
@@ -124,21 +126,19 @@ impl Stub {
                 }),
             )
             .route(
-                "/v1/execute",
-                post(|State(s): State<StubState>| async move {
+                "/v1/execute/{*path}",
+                any(|State(s): State<StubState>| async move {
                     s.hits.fetch_add(1, Ordering::SeqCst);
                     let status = StatusCode::from_u16(s.execute.load(Ordering::SeqCst)).unwrap();
-                    let body = if status.is_success() {
-                        serde_json::to_string(&palisade_protocol::ExecuteResponse::new(
-                            200,
-                            vec![],
-                            b"ok",
-                        ))
-                        .unwrap()
+                    if status.is_success() {
+                        (status, [("content-type", "text/plain")], "ok".to_owned())
                     } else {
-                        r#"{"error":"unavailable","request_id":"r"}"#.to_owned()
-                    };
-                    (status, [("content-type", "application/json")], body)
+                        (
+                            status,
+                            [("x-palisade-error", "unavailable")],
+                            r#"{"error":"unavailable","request_id":"r"}"#.to_owned(),
+                        )
+                    }
                 }),
             )
             .with_state(state.clone());
@@ -185,13 +185,13 @@ async fn hang_up_server() -> (String, Arc<AtomicUsize>) {
     (url, taken)
 }
 
-fn request(method: &str, content_hash: &str) -> ExecuteRequest {
-    serde_json::from_value(serde_json::json!({
-        "context": {"request_id": "r", "tenant_id": "t", "extension_id": "e",
-            "install_id": "i", "version_id": "v", "content_hash": content_hash},
-        "http": {"method": method, "path": "/"}
-    }))
-    .unwrap()
+fn request(method: &str) -> HopRequest {
+    HopRequest {
+        method: method.parse().unwrap(),
+        path: "/hello".into(),
+        headers: http::HeaderMap::new(),
+        body: HopBody::Buffered(bytes::Bytes::from_static(b"body")),
+    }
 }
 
 /// A content hash whose first rendezvous choice among `urls` is `first`.
@@ -214,11 +214,9 @@ async fn calls_follow_the_content_hash() {
     let to_a = key_preferring(&urls, 0);
     let to_b = key_preferring(&urls, 1);
     for _ in 0..3 {
-        pool.execute("t", &request("GET", &to_a), TIMEOUT)
-            .await
-            .unwrap();
+        pool.execute(&to_a, &request("GET"), TIMEOUT).await.unwrap();
     }
-    pool.execute("t", &request("POST", &to_b), TIMEOUT)
+    pool.execute(&to_b, &request("POST"), TIMEOUT)
         .await
         .unwrap();
     assert_eq!((a.hits(), b.hits()), (3, 1));
@@ -236,16 +234,12 @@ async fn unhealthy_runners_are_skipped_until_they_pass_again() {
     a.health.store(503, Ordering::SeqCst);
     wait_until(|| !pool.is_healthy(0)).await;
     assert_eq!(pool.order(&key), [1, 0]);
-    pool.execute("t", &request("POST", &key), TIMEOUT)
-        .await
-        .unwrap();
+    pool.execute(&key, &request("POST"), TIMEOUT).await.unwrap();
     assert_eq!((a.hits(), b.hits()), (0, 1));
 
     a.health.store(200, Ordering::SeqCst);
     wait_until(|| pool.is_healthy(0)).await;
-    pool.execute("t", &request("POST", &key), TIMEOUT)
-        .await
-        .unwrap();
+    pool.execute(&key, &request("POST"), TIMEOUT).await.unwrap();
     assert_eq!((a.hits(), b.hits()), (1, 1));
 }
 
@@ -255,9 +249,7 @@ async fn when_every_runner_is_unhealthy_they_are_still_tried() {
     a.health.store(503, Ordering::SeqCst);
     let pool = RunnerPool::new(std::slice::from_ref(&a.url), Duration::from_millis(50)).unwrap();
     wait_until(|| !pool.is_healthy(0)).await;
-    pool.execute("t", &request("GET", "h"), TIMEOUT)
-        .await
-        .unwrap();
+    pool.execute("h", &request("GET"), TIMEOUT).await.unwrap();
     assert_eq!(a.hits(), 1);
 }
 
@@ -267,10 +259,7 @@ async fn unreachable_runners_fail_over_for_any_method() {
     let urls = vec![closed_url(), b.url.clone()];
     let pool = RunnerPool::new(&urls, Duration::from_secs(60)).unwrap();
     let key = key_preferring(&urls, 0);
-    let reply = pool
-        .execute("t", &request("POST", &key), TIMEOUT)
-        .await
-        .unwrap();
+    let reply = pool.execute(&key, &request("POST"), TIMEOUT).await.unwrap();
     assert!(matches!(reply, RunnerReply::Guest(_)), "{reply:?}");
     assert_eq!(b.hits(), 1);
     // The refused runner is marked down at once, without waiting for a health check.
@@ -285,10 +274,7 @@ async fn draining_runners_fail_over_for_any_method() {
     let urls = vec![a.url.clone(), b.url.clone()];
     let pool = RunnerPool::new(&urls, Duration::from_secs(60)).unwrap();
     let key = key_preferring(&urls, 0);
-    let reply = pool
-        .execute("t", &request("POST", &key), TIMEOUT)
-        .await
-        .unwrap();
+    let reply = pool.execute(&key, &request("POST"), TIMEOUT).await.unwrap();
     assert!(matches!(reply, RunnerReply::Guest(_)), "{reply:?}");
     assert_eq!((a.hits(), b.hits()), (1, 1));
 }
@@ -300,10 +286,7 @@ async fn the_last_refusal_is_returned_when_no_runner_takes_the_call() {
     let urls = vec![a.url.clone(), closed_url()];
     let pool = RunnerPool::new(&urls, Duration::from_secs(60)).unwrap();
     let key = key_preferring(&urls, 1);
-    let reply = pool
-        .execute("t", &request("GET", &key), TIMEOUT)
-        .await
-        .unwrap();
+    let reply = pool.execute(&key, &request("GET"), TIMEOUT).await.unwrap();
     assert!(
         matches!(
             reply,
@@ -325,17 +308,14 @@ async fn a_broken_exchange_is_repeated_for_get_only() {
     let key = key_preferring(&urls, 0);
 
     let pool = RunnerPool::new(&urls, Duration::from_secs(60)).unwrap();
-    let reply = pool
-        .execute("t", &request("GET", &key), TIMEOUT)
-        .await
-        .unwrap();
+    let reply = pool.execute(&key, &request("GET"), TIMEOUT).await.unwrap();
     assert!(matches!(reply, RunnerReply::Guest(_)), "{reply:?}");
     assert_eq!(b.hits(), 1);
 
     let pool = RunnerPool::new(&urls, Duration::from_secs(60)).unwrap();
     let before = taken.load(Ordering::SeqCst);
     let err = pool
-        .execute("t", &request("POST", &key), TIMEOUT)
+        .execute(&key, &request("POST"), TIMEOUT)
         .await
         .unwrap_err();
     assert!(matches!(err, RunnerError::Transport { .. }), "{err}");

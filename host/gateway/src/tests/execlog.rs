@@ -144,7 +144,12 @@ async fn the_gateway_counts_the_rows_of_its_calls() {
         reply.assert_error(StatusCode::SERVICE_UNAVAILABLE, "unavailable");
     }
     h.state.flush_execution_log().await;
-    assert_eq!(h.state.execution_log_stats().written, 3);
+    assert_eq!(
+        h.state.execution_log_stats().written,
+        3,
+        "{:?}",
+        h.state.execution_log_stats()
+    );
     let rows = stored(&h).await;
     assert_eq!(rows.len(), 3);
     assert!(

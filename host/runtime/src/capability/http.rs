@@ -95,6 +95,11 @@ impl EgressHooks {
 }
 
 impl WasiHttpHooks for EgressHooks {
+    /// Bodies move in chunks of at most this size, which bounds what one call holds.
+    fn p2_outgoing_body_chunk_size(&mut self) -> usize {
+        crate::execute::BODY_CHUNK_BYTES
+    }
+
     fn forbidden_header_filter(&mut self) -> ForbiddenHeaderFilter {
         Arc::new(|name: &HeaderName| {
             DEFAULT_FORBIDDEN_HEADERS.contains(name)
