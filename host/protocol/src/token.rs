@@ -24,8 +24,8 @@ const AUDIENCE: &str = "palisade-runner";
 pub const TOKEN_LIFETIME: Duration = Duration::from_secs(30);
 /// Clock skew allowed between gateway and runner.
 const LEEWAY_SECS: u64 = 5;
-/// Most token ids a runner remembers at once (about 40 MB; at 10,000 calls a second a
-/// token id is remembered for 35 s, which needs 350,000).
+/// Most token ids a runner remembers at once (about 50 bytes each, so 50 MB at the cap; at
+/// 10,000 calls a second a token id is remembered for 35 s, which needs 350,000).
 pub const MAX_REMEMBERED_TOKENS: usize = 1 << 20;
 
 /// What a token authorises: one call, for one install of one extension at one content hash.
@@ -174,14 +174,19 @@ pub struct TokenVerifier {
 /// Token ids accepted and not yet expired, in order of expiry.
 #[derive(Default)]
 struct Seen {
-    ids: HashSet<Box<str>>,
-    by_expiry: VecDeque<(u64, Box<str>)>,
+    ids: HashSet<u128>,
+    by_expiry: VecDeque<(u64, u128)>,
     capacity: usize,
 }
 
 impl Seen {
-    /// Records `id`, valid until `exp`; `false` when it is already recorded.
+    /// Records `id` (the token's `jti`, 32 hex digits), valid until `exp`; refuses an id
+    /// already recorded, or one that is not such a number.
     fn remember(&mut self, id: &str, exp: u64, now: u64) -> Result<(), TokenError> {
+        let id = match u128::from_str_radix(id, 16) {
+            Ok(value) if id.len() == 32 => value,
+            _ => return Err(TokenError::Replayed(format!("{id} (not a token id)"))),
+        };
         while let Some((expiry, _)) = self.by_expiry.front()
             && *expiry + LEEWAY_SECS < now
         {
@@ -189,16 +194,16 @@ impl Seen {
                 self.ids.remove(&old);
             }
         }
-        if self.ids.contains(id) {
-            return Err(TokenError::Replayed(id.to_owned()));
+        if self.ids.contains(&id) {
+            return Err(TokenError::Replayed(format!("{id:032x}")));
         }
         if self.ids.len() >= self.capacity {
             return Err(TokenError::ReplayGuardFull);
         }
-        self.ids.insert(id.into());
+        self.ids.insert(id);
         // Tokens arrive roughly in expiry order; one out of order waits behind its
         // predecessor, which only keeps it a little longer.
-        self.by_expiry.push_back((exp, id.into()));
+        self.by_expiry.push_back((exp, id));
         Ok(())
     }
 }
@@ -329,19 +334,22 @@ mod tests {
             capacity: 2,
             ..Seen::default()
         };
-        seen.remember("a", 100, 90).unwrap();
+        let id = |n: u8| format!("{n:032x}");
+        seen.remember(&id(1), 100, 90).unwrap();
         assert!(matches!(
-            seen.remember("a", 100, 91),
+            seen.remember(&id(1), 100, 91),
             Err(TokenError::Replayed(_))
         ));
-        seen.remember("b", 101, 91).unwrap();
+        seen.remember(&id(2), 101, 91).unwrap();
         assert!(matches!(
-            seen.remember("c", 102, 92),
+            seen.remember(&id(3), 102, 92),
             Err(TokenError::ReplayGuardFull)
         ));
         // Past expiry and leeway the id is forgotten (the token itself is refused by then).
-        seen.remember("c", 200, 100 + LEEWAY_SECS + 1).unwrap();
+        seen.remember(&id(3), 200, 100 + LEEWAY_SECS + 1).unwrap();
         assert_eq!(seen.ids.len(), 2);
+        // Only a token id of this shape is accepted.
+        assert!(seen.remember("not-hex", 300, 200).is_err());
     }
 
     #[test]

@@ -25,6 +25,7 @@
 
 #![allow(clippy::unwrap_used, missing_docs)]
 
+mod bodies;
 mod hyper_server;
 mod memory;
 mod report;
@@ -39,8 +40,12 @@ use std::process::ExitCode;
 use setup::Bench;
 
 /// The scenarios: name (for `PALISADE_BENCH_ONLY` and error messages) and title.
-const SCENARIOS: [(&str, &str); 4] = [
+const SCENARIOS: [(&str, &str); 5] = [
     ("throughput", "Hello throughput and latency"),
+    (
+        "bodies",
+        "Large and slow bodies: a 64 MiB download, a flood of guest output",
+    ),
     ("storage", "Storage capability (SQLite and PostgreSQL)"),
     ("memory", "Runner memory at 1,000 in-flight calls"),
     ("scale", "Call latency with 10,000 installs"),
@@ -79,6 +84,7 @@ async fn run() -> ExitCode {
         eprintln!("load bench: scenario `{name}` ...");
         let result = match name {
             "throughput" => throughput::run(&bench).await,
+            "bodies" => bodies::run(&bench).await,
             "storage" => storage::run(&bench).await,
             "memory" => memory::run(&bench).await,
             "scale" => scale::run(&bench).await,

@@ -25,6 +25,10 @@ pub const DEFAULT_WASMTIME: &str = "/var/tmp/palisade-bench/wasmtime-48.0.8/bin/
 /// The plain guest every hello scenario runs (built by build.rs).
 pub const PLAIN_HELLO: &str = env!("PALISADE_GUEST_PLAIN_HELLO");
 
+/// The `raw-http` test guest (streams, downloads, a flood of stdout), which imports no
+/// Palisade interface either.
+pub const RAW_HTTP: &str = env!("PALISADE_GUEST_RAW_HTTP");
+
 /// Durations and counts, from the environment.
 pub struct Settings {
     /// Shorter runs, for checking that the bench works.
@@ -327,6 +331,19 @@ impl Bench {
     /// `wasmtime serve -S cli=y` of the plain guest with `options` (`-O ...`); returns
     /// once it answers.
     pub async fn wasmtime_serve(&self, name: &str, options: &[&str]) -> Result<Server> {
+        self.wasmtime_serve_of(name, Path::new(PLAIN_HELLO), options, "/hello")
+            .await
+    }
+
+    /// `wasmtime serve -S cli=y` of `component` with `options`; returns once `ready`
+    /// answers.
+    pub async fn wasmtime_serve_of(
+        &self,
+        name: &str,
+        component: &Path,
+        options: &[&str],
+        ready: &str,
+    ) -> Result<Server> {
         let wasmtime = self
             .wasmtime
             .as_ref()
@@ -337,9 +354,9 @@ impl Bench {
             .args(["serve", "-S", "cli=y"])
             .args(options)
             .args(["--addr", &addr])
-            .arg(PLAIN_HELLO);
+            .arg(component);
         let mut server = Server::spawn(name, command, self, &addr)?;
-        server.wait_ready(&self.client, "/hello").await?;
+        server.wait_ready(&self.client, ready).await?;
         Ok(server)
     }
 }

@@ -2,7 +2,8 @@
 //! response body without end (`/endless`), or set response headers far past any sane size
 //! (`/huge-headers`); and for what the execute hop must carry as it is: lines written
 //! apart in time (`/lines?n=&ms=`), a large download (`/download?mib=`), a large upload read
-//! as a stream (`/upload`), and its own request and response headers (`/headers?status=`).
+//! as a stream (`/upload`), its own request and response headers (`/headers?status=`), and
+//! a flood of stdout and stderr lines (`/print?lines=`).
 //! Anything else answers 200 `ok`.
 
 #![allow(unsafe_code, missing_docs, clippy::all)]
@@ -39,6 +40,7 @@ impl Guest for RawHttp {
             "/download" => download(out, param("mib", 1)),
             "/upload" => upload(request, out),
             "/headers" => headers(request, out, param("status", 200) as u16),
+            "/print" => print(out, param("lines", 1000)),
             _ => respond(out, Fields::new(), b"ok"),
         }
     }
@@ -99,6 +101,16 @@ fn lines(out: ResponseOutparam, n: u64, ms: u64) {
     }
     drop(stream);
     let _ = OutgoingBody::finish(outgoing, None);
+}
+
+/// Writes `lines` lines to stdout and as many to stderr, one write each, then answers
+/// `printed`.
+fn print(out: ResponseOutparam, lines: u64) {
+    for i in 0..lines {
+        println!("stdout line {i} of a guest that writes a great deal to its output");
+        eprintln!("stderr line {i} of a guest that writes a great deal to its output");
+    }
+    respond(out, Fields::new(), b"printed");
 }
 
 /// Writes `mib` MiB of `x`, with a `content-length`.
