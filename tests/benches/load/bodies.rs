@@ -27,7 +27,7 @@ fn manifest() -> serde_json::Value {
         "version": "0.1.0",
         "runtime": "wasi-http@0.2",
         "component": "raw_http.wasm",
-        "capabilities": {},
+        "capabilities": { "log": false },
         "api": { "endpoints": [
             { "method": "GET", "path": "/download" },
             { "method": "GET", "path": "/print" }

@@ -67,10 +67,13 @@ pub async fn gateway(data_dir: &DataDir, args: GatewayArgs) -> Result<()> {
         crate::commands::admin_client::admin_token_path(data_dir).display()
     );
     let state = Arc::new(state);
-    axum::serve(listener, palisade_gateway::app(Arc::clone(&state)))
-        .with_graceful_shutdown(stop_signal())
-        .await
-        .context("gateway server")?;
+    axum::serve(
+        crate::commands::no_delay(listener),
+        palisade_gateway::app(Arc::clone(&state)),
+    )
+    .with_graceful_shutdown(stop_signal())
+    .await
+    .context("gateway server")?;
     // Execution-log rows are written in the background: write what is queued before exiting.
     state.flush_execution_log().await;
     tracing::info!("gateway stopped");

@@ -9,3 +9,17 @@ pub mod runner;
 pub mod secrets;
 pub mod serve;
 pub mod up;
+
+/// `listener` with `TCP_NODELAY` on every accepted connection. A streamed answer goes out
+/// as several small writes (head, chunks, trailers); without it, Nagle's algorithm holds
+/// the last of them until the peer's delayed acknowledgement, about 40 ms a call.
+pub fn no_delay(
+    listener: tokio::net::TcpListener,
+) -> impl axum::serve::Listener<Addr = std::net::SocketAddr> {
+    use axum::serve::ListenerExt as _;
+    listener.tap_io(|tcp| {
+        if let Err(err) = tcp.set_nodelay(true) {
+            tracing::debug!(error = %err, "setting TCP_NODELAY failed");
+        }
+    })
+}

@@ -34,22 +34,25 @@ pub async fn runner(data_dir: &DataDir, args: RunnerArgs) -> Result<()> {
     tracing::info!(%addr, data_dir = %data_dir.root().display(), "runner is up");
     println!("runner on http://{addr} (SIGTERM or Ctrl-C drains and stops)");
     let drain_timeout = Duration::from_secs(args.drain_timeout);
-    axum::serve(listener, palisade_runner::app(Arc::new(state)))
-        .with_graceful_shutdown(async move {
-            stop_signal().await;
-            drain.begin();
-            if tokio::time::timeout(drain_timeout, drain.idle())
-                .await
-                .is_err()
-            {
-                tracing::warn!(
-                    in_flight = drain.in_flight(),
-                    "drain timeout reached; stopping with calls still running"
-                );
-            }
-        })
-        .await
-        .context("runner server")?;
+    axum::serve(
+        crate::commands::no_delay(listener),
+        palisade_runner::app(Arc::new(state)),
+    )
+    .with_graceful_shutdown(async move {
+        stop_signal().await;
+        drain.begin();
+        if tokio::time::timeout(drain_timeout, drain.idle())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                in_flight = drain.in_flight(),
+                "drain timeout reached; stopping with calls still running"
+            );
+        }
+    })
+    .await
+    .context("runner server")?;
     tracing::info!("runner stopped");
     Ok(())
 }

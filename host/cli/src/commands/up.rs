@@ -68,13 +68,16 @@ pub async fn up(data_dir: &DataDir, args: UpArgs) -> Result<()> {
     let gateway = Arc::new(gateway);
 
     let runner_server = tokio::spawn(
-        axum::serve(runner_listener, palisade_runner::app(runner))
-            .with_graceful_shutdown(shutdown())
-            .into_future(),
+        axum::serve(
+            crate::commands::no_delay(runner_listener),
+            palisade_runner::app(runner),
+        )
+        .with_graceful_shutdown(shutdown())
+        .into_future(),
     );
     let gateway_server = tokio::spawn(
         axum::serve(
-            gateway_listener,
+            crate::commands::no_delay(gateway_listener),
             palisade_gateway::app(Arc::clone(&gateway)),
         )
         .with_graceful_shutdown(shutdown())
