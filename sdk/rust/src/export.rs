@@ -192,22 +192,7 @@ fn prepare(response: Response) -> Result<(OutgoingResponse, OutgoingBody, Pendin
 #[macro_export]
 macro_rules! export_handler {
     ($handler:expr $(,)?) => {
-        const _: () = {
-            struct PalisadeIncomingHandler;
-
-            impl $crate::__private::IncomingHandler for PalisadeIncomingHandler {
-                fn handle(
-                    request: $crate::__private::IncomingRequest,
-                    response_out: $crate::__private::ResponseOutparam,
-                ) {
-                    $crate::__private::serve(request, response_out, $handler);
-                }
-            }
-
-            $crate::__private::handler::__palisade_export_incoming_handler!(
-                PalisadeIncomingHandler with_types_in $crate::__private::handler
-            );
-        };
+        $crate::__palisade_export!(serve, $handler);
     };
 }
 
@@ -242,6 +227,16 @@ macro_rules! export_handler {
 #[macro_export]
 macro_rules! export_streaming_handler {
     ($handler:expr $(,)?) => {
+        $crate::__palisade_export!(serve_streaming, $handler);
+    };
+}
+
+/// The export behind [`export_handler!`] and [`export_streaming_handler!`]: `serve` is the
+/// `__private` function that reads the request and calls the handler.
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __palisade_export {
+    ($serve:ident, $handler:expr) => {
         const _: () = {
             struct PalisadeIncomingHandler;
 
@@ -250,7 +245,7 @@ macro_rules! export_streaming_handler {
                     request: $crate::__private::IncomingRequest,
                     response_out: $crate::__private::ResponseOutparam,
                 ) {
-                    $crate::__private::serve_streaming(request, response_out, $handler);
+                    $crate::__private::$serve(request, response_out, $handler);
                 }
             }
 
