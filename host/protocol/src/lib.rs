@@ -15,4 +15,4 @@ pub mod token;
 
 pub use cache::{Ticket, TtlCache};
 pub use hop::{BodyOutcome, CallContext, ErrorCode, ExecuteError, ExecuteStats, HopError};
-pub use token::{ServiceKeyPair, TokenError, TokenMinter, TokenScope, TokenVerifier};
+pub use token::{InvalidToken, ServiceKeyPair, TokenError, TokenMinter, TokenScope, TokenVerifier};

@@ -11,9 +11,11 @@ use std::collections::{HashSet, VecDeque};
 use std::sync::Mutex;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use ed25519_dalek::pkcs8::spki::der::pem::LineEnding;
-use ed25519_dalek::pkcs8::{EncodePrivateKey, EncodePublicKey};
-use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use ed25519_dalek::pkcs8::{DecodePrivateKey, DecodePublicKey, EncodePrivateKey, EncodePublicKey};
+use ed25519_dalek::{Signature, Signer, SigningKey, VerifyingKey};
 use rand::RngCore;
 use serde::{Deserialize, Serialize};
 
@@ -66,7 +68,7 @@ pub enum TokenError {
     Missing,
     /// The token is malformed, badly signed, expired or for another audience.
     #[error("service token invalid: {0}")]
-    Invalid(#[source] jsonwebtoken::errors::Error),
+    Invalid(#[source] InvalidToken),
     /// The token is valid but for another call (tenant, extension, install, content hash,
     /// method, path or request id).
     #[error("service token scope does not match the request ({field} differs)")]
@@ -84,6 +86,26 @@ pub enum TokenError {
     /// A key could not be read or written.
     #[error("service key: {0}")]
     Key(String),
+}
+
+/// What is wrong with a token that is not a valid service token.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum InvalidToken {
+    /// Not three base64url parts with a JSON header and claims of the expected shape.
+    #[error("malformed token: {0}")]
+    Malformed(&'static str),
+    /// The header names another algorithm than `EdDSA`.
+    #[error("algorithm {0:?} is not accepted (EdDSA only)")]
+    Algorithm(String),
+    /// The signature does not verify with the runner's public key.
+    #[error("signature does not verify")]
+    Signature,
+    /// Past its expiry (and the allowed clock skew).
+    #[error("token expired")]
+    Expired,
+    /// Issued by someone else, or for someone else.
+    #[error("wrong issuer or audience")]
+    Party,
 }
 
 /// An Ed25519 key pair for service tokens, as PKCS#8 / SPKI PEM.
@@ -130,14 +152,24 @@ fn now() -> u64 {
 }
 
 /// Mints service tokens (gateway side), one per call.
+///
+/// A token is a compact JWS (`header.claims.signature`, base64url) signed with EdDSA, so
+/// any JWT library can read it. The key is parsed once: signing a call's token is one
+/// Ed25519 signature and nothing else.
 pub struct TokenMinter {
-    key: EncodingKey,
+    key: SigningKey,
 }
+
+/// The JWS protected header of every minted token, `{"alg":"EdDSA","typ":"JWT"}`.
+const HEADER_JSON: &str = r#"{"alg":"EdDSA","typ":"JWT"}"#;
 
 impl TokenMinter {
     /// Reads the private key (PKCS#8 PEM).
     pub fn from_pem(private_pem: &[u8]) -> Result<Self, TokenError> {
-        let key = EncodingKey::from_ed_pem(private_pem).map_err(TokenError::Invalid)?;
+        let pem = std::str::from_utf8(private_pem)
+            .map_err(|_| TokenError::Key("the private key is not PEM text".into()))?;
+        let key = SigningKey::from_pkcs8_pem(pem)
+            .map_err(|e| TokenError::Key(format!("not an Ed25519 PKCS#8 private key: {e}")))?;
         Ok(TokenMinter { key })
     }
 
@@ -156,19 +188,31 @@ impl TokenMinter {
             aud: AUDIENCE.to_owned(),
             iat,
             exp,
-            jti: id.iter().map(|b| format!("{b:02x}")).collect(),
+            jti: format!("{:032x}", u128::from_be_bytes(id)),
             scope: scope.clone(),
         };
-        jsonwebtoken::encode(&Header::new(Algorithm::EdDSA), &claims, &self.key)
-            .map_err(TokenError::Invalid)
+        let claims = serde_json::to_vec(&claims)
+            .map_err(|_| TokenError::Key("token claims could not be encoded".into()))?;
+        let mut token = String::with_capacity(64 + claims.len() * 4 / 3 + 88);
+        URL_SAFE_NO_PAD.encode_string(HEADER_JSON, &mut token);
+        token.push('.');
+        URL_SAFE_NO_PAD.encode_string(&claims, &mut token);
+        let signature = self.key.sign(token.as_bytes());
+        token.push('.');
+        URL_SAFE_NO_PAD.encode_string(signature.to_bytes(), &mut token);
+        Ok(token)
     }
 }
 
 /// Verifies service tokens (runner side) and refuses a token presented twice.
 pub struct TokenVerifier {
-    key: DecodingKey,
-    validation: Validation,
+    key: VerifyingKey,
     seen: Mutex<Seen>,
+}
+
+#[derive(Deserialize)]
+struct JwsHeader {
+    alg: String,
 }
 
 /// Token ids accepted and not yet expired, in order of expiry.
@@ -211,20 +255,45 @@ impl Seen {
 impl TokenVerifier {
     /// Reads the public key (SPKI PEM).
     pub fn from_pem(public_pem: &[u8]) -> Result<Self, TokenError> {
-        let key = DecodingKey::from_ed_pem(public_pem).map_err(TokenError::Invalid)?;
-        let mut validation = Validation::new(Algorithm::EdDSA);
-        validation.set_audience(&[AUDIENCE]);
-        validation.set_issuer(&[ISSUER]);
-        validation.set_required_spec_claims(&["exp", "iss", "aud"]);
-        validation.leeway = LEEWAY_SECS;
+        let pem = std::str::from_utf8(public_pem)
+            .map_err(|_| TokenError::Key("the public key is not PEM text".into()))?;
+        let key = VerifyingKey::from_public_key_pem(pem)
+            .map_err(|e| TokenError::Key(format!("not an Ed25519 SPKI public key: {e}")))?;
         Ok(TokenVerifier {
             key,
-            validation,
             seen: Mutex::new(Seen {
                 capacity: MAX_REMEMBERED_TOKENS,
                 ..Seen::default()
             }),
         })
+    }
+
+    /// The claims of `token` once its header, signature, expiry, issuer and audience are
+    /// checked.
+    fn claims(&self, token: &str, now: u64) -> Result<Claims, InvalidToken> {
+        use InvalidToken::Malformed;
+        let (signed, signature) = token.rsplit_once('.').ok_or(Malformed("not a JWS"))?;
+        let (header, claims) = signed.split_once('.').ok_or(Malformed("not a JWS"))?;
+        let header: JwsHeader = decode_json(header).ok_or(Malformed("header"))?;
+        if header.alg != "EdDSA" {
+            return Err(InvalidToken::Algorithm(header.alg));
+        }
+        let mut bytes = [0u8; Signature::BYTE_SIZE];
+        match URL_SAFE_NO_PAD.decode_slice(signature, &mut bytes) {
+            Ok(n) if n == bytes.len() => {}
+            _ => return Err(Malformed("signature")),
+        }
+        self.key
+            .verify_strict(signed.as_bytes(), &Signature::from_bytes(&bytes))
+            .map_err(|_| InvalidToken::Signature)?;
+        let claims: Claims = decode_json(claims).ok_or(Malformed("claims"))?;
+        if claims.exp.saturating_add(LEEWAY_SECS) < now {
+            return Err(InvalidToken::Expired);
+        }
+        if claims.iss != ISSUER || claims.aud != AUDIENCE {
+            return Err(InvalidToken::Party);
+        }
+        Ok(claims)
     }
 
     /// Checks `token`: its signature, that it was issued for exactly `expected`, and that
@@ -233,15 +302,19 @@ impl TokenVerifier {
         if token.is_empty() {
             return Err(TokenError::Missing);
         }
-        let claims = jsonwebtoken::decode::<Claims>(token, &self.key, &self.validation)
-            .map_err(TokenError::Invalid)?
-            .claims;
+        let now = now();
+        let claims = self.claims(token, now).map_err(TokenError::Invalid)?;
         check_scope(&claims.scope, expected)?;
         self.seen
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .remember(&claims.jti, claims.exp, now())
+            .remember(&claims.jti, claims.exp, now)
     }
+}
+
+fn decode_json<T: serde::de::DeserializeOwned>(part: &str) -> Option<T> {
+    let bytes = URL_SAFE_NO_PAD.decode(part).ok()?;
+    serde_json::from_slice(&bytes).ok()
 }
 
 fn check_scope(got: &TokenScope, expected: &TokenScope) -> Result<(), TokenError> {
@@ -372,5 +445,62 @@ mod tests {
             Err(TokenError::Missing)
         ));
         assert!(verifier.verify("not.a.jwt", &scope()).is_err());
+    }
+
+    #[test]
+    fn tokens_are_standard_jws_both_ways() {
+        use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+        let keys = ServiceKeyPair::generate().unwrap();
+        let minter = TokenMinter::from_pem(keys.private_pem.as_bytes()).unwrap();
+        let verifier = TokenVerifier::from_pem(keys.public_pem.as_bytes()).unwrap();
+        // A JWT library reads what the minter writes.
+        let mut validation = Validation::new(Algorithm::EdDSA);
+        validation.set_audience(&[AUDIENCE]);
+        let decoding = DecodingKey::from_ed_pem(keys.public_pem.as_bytes()).unwrap();
+        let read = jsonwebtoken::decode::<Claims>(
+            &minter.token(&scope()).unwrap(),
+            &decoding,
+            &validation,
+        )
+        .unwrap();
+        assert_eq!(read.claims.scope, scope());
+        // And the verifier reads what a JWT library writes with the same key.
+        let now = now();
+        let claims = Claims {
+            iss: ISSUER.into(),
+            aud: AUDIENCE.into(),
+            iat: now,
+            exp: now + 30,
+            jti: format!("{:032x}", 7),
+            scope: scope(),
+        };
+        let encoding = EncodingKey::from_ed_pem(keys.private_pem.as_bytes()).unwrap();
+        let token =
+            jsonwebtoken::encode(&Header::new(Algorithm::EdDSA), &claims, &encoding).unwrap();
+        verifier.verify(&token, &scope()).unwrap();
+        // Another algorithm is refused by name, even with a valid-looking signature part.
+        let hs = jsonwebtoken::encode(
+            &Header::new(Algorithm::HS256),
+            &claims,
+            &EncodingKey::from_secret(b"a shared secret"),
+        )
+        .unwrap();
+        assert!(matches!(
+            verifier.verify(&hs, &scope()),
+            Err(TokenError::Invalid(InvalidToken::Algorithm(alg))) if alg == "HS256"
+        ));
+        // A changed claim breaks the signature.
+        let (head, rest) = token.split_once('.').unwrap();
+        let (_, signature) = rest.split_once('.').unwrap();
+        let mut forged = claims.clone();
+        forged.scope.path = "/admin".into();
+        let forged = format!(
+            "{head}.{}.{signature}",
+            URL_SAFE_NO_PAD.encode(serde_json::to_vec(&forged).unwrap())
+        );
+        assert!(matches!(
+            verifier.verify(&forged, &scope()),
+            Err(TokenError::Invalid(InvalidToken::Signature))
+        ));
     }
 }
