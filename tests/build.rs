@@ -5,23 +5,26 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-/// (workspace directory relative to the repository root, crates to expose)
-const WORKSPACES: &[(&str, &[&str])] = &[
-    ("guests", &["hello", "counter", "github-proxy", "notes"]),
-    (
-        "tests/guests",
-        &[
-            "storage-probe",
-            "hostile",
-            "raw-http",
-            "metrics-probe",
-            "secret-probe",
-            "egress-probe",
-            "plain-hello",
-            "noisy",
-        ],
-    ),
-];
+/// Guest workspaces, relative to the repository root; every member of each is built and
+/// exposed.
+const WORKSPACES: &[&str] = &["guests", "tests/guests"];
+
+/// The `members` of a workspace's `Cargo.toml` (a one-level list of quoted names).
+fn members(workspace: &Path) -> Vec<String> {
+    let manifest = workspace.join("Cargo.toml");
+    let text = std::fs::read_to_string(&manifest)
+        .unwrap_or_else(|e| panic!("reading {}: {e}", manifest.display()));
+    let list = text
+        .split_once("members")
+        .and_then(|(_, rest)| rest.split_once('['))
+        .and_then(|(_, rest)| rest.split_once(']'))
+        .map(|(list, _)| list)
+        .unwrap_or_else(|| panic!("{} has no `members = [...]`", manifest.display()));
+    list.split(',')
+        .map(|item| item.trim().trim_matches('"').to_owned())
+        .filter(|name| !name.is_empty())
+        .collect()
+}
 
 fn main() {
     let manifest_dir = PathBuf::from(env("CARGO_MANIFEST_DIR"));
@@ -46,11 +49,12 @@ fn main() {
         .map(|p| p.join("guests"))
         .unwrap_or_else(|| out_dir.join("guests"));
     ensure_wasm_target();
-    for (workspace, crates) in WORKSPACES {
+    for workspace in WORKSPACES {
+        let dir = root.join(workspace);
         build(
-            &root.join(workspace),
+            &dir,
             &target_dir.join(workspace.replace('/', "-")),
-            crates,
+            &members(&dir),
         );
     }
 }
@@ -76,7 +80,7 @@ fn ensure_wasm_target() {
         .status();
 }
 
-fn build(workspace: &Path, target_dir: &Path, crates: &[&str]) {
+fn build(workspace: &Path, target_dir: &Path, crates: &[String]) {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let mut cmd = Command::new(cargo);
     cmd.current_dir(workspace)

@@ -116,24 +116,20 @@ fn requirement(import: &str) -> Result<Requirement, ImportError> {
         if !in_series(1) {
             return Err(unknown());
         }
-        return match interface {
-            "context" => Ok(Requirement::Always),
-            "log" => Ok(Requirement::Grant(CapabilityKey::Log)),
-            "storage" => Ok(Requirement::Grant(CapabilityKey::Storage)),
-            "secrets" => Ok(Requirement::Grant(CapabilityKey::Secrets)),
-            "metrics" => Ok(Requirement::Grant(CapabilityKey::Metrics)),
-            _ => Err(unknown()),
-        };
-    }
-    if !in_series(2) {
+        if interface == "context" {
+            return Ok(Requirement::Always);
+        }
+    } else if !in_series(2) {
         return Err(unknown());
+    }
+    if let Some(key) = CapabilityKey::for_interface(name) {
+        return Ok(Requirement::Grant(key));
     }
     match (package, interface) {
         ("wasi:clocks" | "wasi:random" | "wasi:io", _) => Ok(Requirement::Always),
         ("wasi:cli", i) if WASI_CLI.contains(&i) => Ok(Requirement::Always),
         ("wasi:filesystem", "types" | "preopens") => Ok(Requirement::Always),
         ("wasi:http", "types") => Ok(Requirement::Always),
-        ("wasi:http", "outgoing-handler") => Ok(Requirement::Grant(CapabilityKey::Http)),
         _ => Err(unknown()),
     }
 }

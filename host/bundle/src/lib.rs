@@ -22,7 +22,7 @@ pub use component::{
 pub use hash::{ContentHash, ContentHashError};
 pub use imports::{ImportError, check_imports, component_imports};
 pub use manifest::{
-    AllowedOrigin, Api, Capabilities, CapabilityKey, Endpoint, EventSubscription, HttpCapability,
+    AllowedOrigin, Api, CAPABILITIES, Capabilities, CapabilityKey, CapabilitySpec, Endpoint, EventSubscription, HttpCapability,
     Limits, Manifest, ManifestError, OriginError, RUNTIME_WASI_HTTP, Schedule, StorageCapability,
     Ui, UnknownCapability,
 };

@@ -74,28 +74,98 @@ pub enum CapabilityKey {
 
 /// A string that names no capability.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("unknown capability `{0}`; expected one of log, metrics, storage, secrets, http")]
+#[error("unknown capability `{0}`; expected one of {names}", names = capability_names())]
 pub struct UnknownCapability(pub String);
+
+fn capability_names() -> String {
+    CAPABILITIES.map(|spec| spec.name).join(", ")
+}
+
+/// Everything the platform knows about one capability by name, in one place: the manifest
+/// parser, the import check, the runtime's grant sets and linker, and the SDK's features
+/// all read this table, so no other list of capability names is kept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CapabilitySpec {
+    /// The capability.
+    pub key: CapabilityKey,
+    /// Its key under the manifest's `capabilities` (and in a tenant's approval).
+    pub name: &'static str,
+    /// The interfaces it links, as `package/interface`, without a version.
+    pub interfaces: &'static [&'static str],
+    /// The Rust SDK feature that binds those interfaces; `None` when the SDK always binds
+    /// them.
+    pub sdk_feature: Option<&'static str>,
+}
+
+/// The capabilities, in manifest order. A new capability starts with a row here (see
+/// `docs/adding-a-capability.md`).
+pub const CAPABILITIES: [CapabilitySpec; 5] = [
+    CapabilitySpec {
+        key: CapabilityKey::Log,
+        name: "log",
+        interfaces: &["palisade:extension/log"],
+        sdk_feature: None,
+    },
+    CapabilitySpec {
+        key: CapabilityKey::Metrics,
+        name: "metrics",
+        interfaces: &["palisade:extension/metrics"],
+        sdk_feature: Some("metrics"),
+    },
+    CapabilitySpec {
+        key: CapabilityKey::Storage,
+        name: "storage",
+        interfaces: &["palisade:extension/storage"],
+        sdk_feature: Some("storage"),
+    },
+    CapabilitySpec {
+        key: CapabilityKey::Secrets,
+        name: "secrets",
+        interfaces: &["palisade:extension/secrets"],
+        sdk_feature: Some("secrets"),
+    },
+    CapabilitySpec {
+        key: CapabilityKey::Http,
+        name: "http",
+        interfaces: &["wasi:http/outgoing-handler"],
+        sdk_feature: Some("http-client"),
+    },
+];
 
 impl CapabilityKey {
     /// Every capability key, in manifest order.
-    pub const ALL: [CapabilityKey; 5] = [
-        CapabilityKey::Log,
-        CapabilityKey::Metrics,
-        CapabilityKey::Storage,
-        CapabilityKey::Secrets,
-        CapabilityKey::Http,
-    ];
+    pub const ALL: [CapabilityKey; CAPABILITIES.len()] = {
+        let mut all = [CapabilityKey::Log; CAPABILITIES.len()];
+        let mut i = 0;
+        while i < all.len() {
+            all[i] = CAPABILITIES[i].key;
+            i += 1;
+        }
+        all
+    };
+
+    /// The capability's row in [`CAPABILITIES`].
+    pub fn spec(self) -> &'static CapabilitySpec {
+        // The table is in declaration order of the enum (checked by a test).
+        &CAPABILITIES[self as usize]
+    }
 
     /// The manifest key: `log`, `metrics`, `storage`, `secrets` or `http`.
     pub fn as_str(self) -> &'static str {
-        match self {
-            CapabilityKey::Log => "log",
-            CapabilityKey::Metrics => "metrics",
-            CapabilityKey::Storage => "storage",
-            CapabilityKey::Secrets => "secrets",
-            CapabilityKey::Http => "http",
-        }
+        self.spec().name
+    }
+
+    /// The capability's bit in a set of capabilities (at most 32 capabilities).
+    pub fn bit(self) -> u32 {
+        1 << (self as u32)
+    }
+
+    /// The capability that links `interface` (`package/interface`, no version), if any.
+    pub fn for_interface(interface: &str) -> Option<CapabilityKey> {
+        CAPABILITIES
+            .iter()
+            .find(|spec| spec.interfaces.contains(&interface))
+            .map(|spec| spec.key)
     }
 }
 
@@ -182,6 +252,44 @@ mod tests {
     }
 
     #[test]
+    fn the_table_follows_the_enum_and_the_manifest() {
+        for (i, spec) in CAPABILITIES.iter().enumerate() {
+            assert_eq!(spec.key as usize, i, "{} is out of order", spec.name);
+            assert_eq!(spec.key.spec(), spec);
+            for interface in spec.interfaces {
+                assert_eq!(CapabilityKey::for_interface(interface), Some(spec.key));
+                assert!(!interface.contains('@'), "{interface}: no version in the table");
+            }
+        }
+        // The manifest section has exactly one field per capability, named as in the table.
+        let json = serde_json::to_value(everything()).unwrap();
+        let fields: Vec<&str> = json.as_object().unwrap().keys().map(String::as_str).collect();
+        let mut names = CAPABILITIES.map(|spec| spec.name).to_vec();
+        names.sort_unstable();
+        let mut fields = fields;
+        fields.sort_unstable();
+        assert_eq!(fields, names);
+        let bits: u32 = CapabilityKey::ALL.iter().map(|k| k.bit()).sum();
+        assert_eq!(bits.count_ones() as usize, CAPABILITIES.len());
+    }
+
+    #[test]
+    fn every_sdk_feature_of_the_table_exists() {
+        let sdk = include_str!("../../../../sdk/rust/Cargo.toml");
+        let features = &sdk[sdk.find("[features]").unwrap()..];
+        let features = &features[..features[1..].find("\n[").map_or(features.len(), |i| i + 1)];
+        for spec in &CAPABILITIES {
+            if let Some(feature) = spec.sdk_feature {
+                assert!(
+                    features.contains(&format!("\n{feature} = ")),
+                    "sdk/rust/Cargo.toml has no feature `{feature}` for capability {}",
+                    spec.name
+                );
+            }
+        }
+    }
+
+    #[test]
     fn keys_roundtrip_through_strings() {
         for key in CapabilityKey::ALL {
             assert_eq!(key.as_str().parse::<CapabilityKey>().unwrap(), key);
@@ -191,6 +299,7 @@ mod tests {
         }
         let err = "sockets".parse::<CapabilityKey>().unwrap_err();
         assert!(err.to_string().contains("`sockets`"));
+        assert!(err.to_string().ends_with("log, metrics, storage, secrets, http"));
     }
 
     #[test]

@@ -14,7 +14,8 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 
 pub use capabilities::{
-    Capabilities, CapabilityKey, HttpCapability, StorageCapability, UnknownCapability,
+    CAPABILITIES, Capabilities, CapabilityKey, CapabilitySpec, HttpCapability, StorageCapability,
+    UnknownCapability,
 };
 pub use headers::{
     ApiHeaders, CREDENTIAL_HEADERS, HOP_BY_HOP_HEADERS, MAX_DECLARED_HEADERS,

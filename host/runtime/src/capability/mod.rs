@@ -31,31 +31,17 @@ use crate::state::InstanceState;
 /// The set of capabilities that are linked for an install: the key of the linker cache.
 /// Fine-grained grants (namespaces, secret names, origins) live in the per-call state.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
-pub struct GrantSet(u8);
+pub struct GrantSet(u32);
 
 impl GrantSet {
-    fn bit(key: CapabilityKey) -> u8 {
-        match key {
-            CapabilityKey::Log => 1,
-            CapabilityKey::Metrics => 2,
-            CapabilityKey::Storage => 4,
-            CapabilityKey::Secrets => 8,
-            CapabilityKey::Http => 16,
-        }
-    }
-
     /// The set linked for an effective grant.
     pub fn of(grants: &Capabilities) -> Self {
-        let mut set = GrantSet::default();
-        for key in grants.keys() {
-            set.0 |= Self::bit(key);
-        }
-        set
+        GrantSet(grants.keys().into_iter().map(CapabilityKey::bit).sum())
     }
 
     /// Whether `key` is in the set.
     pub fn contains(self, key: CapabilityKey) -> bool {
-        self.0 & Self::bit(key) != 0
+        self.0 & key.bit() != 0
     }
 }
 
@@ -87,20 +73,15 @@ pub(crate) fn build_linker(
     let mut linker = Linker::new(engine);
     baseline::link(&mut linker).map_err(LoadError::Link)?;
     context::link(&mut linker).map_err(LoadError::Link)?;
-    if grants.contains(CapabilityKey::Log) {
-        log::link(&mut linker).map_err(LoadError::Link)?;
-    }
-    if grants.contains(CapabilityKey::Http) {
-        http::link(&mut linker).map_err(LoadError::Link)?;
-    }
-    if grants.contains(CapabilityKey::Metrics) {
-        metrics::link(&mut linker).map_err(LoadError::Link)?;
-    }
-    if grants.contains(CapabilityKey::Secrets) {
-        secrets::link(&mut linker).map_err(LoadError::Link)?;
-    }
-    if grants.contains(CapabilityKey::Storage) {
-        storage::link(&mut linker).map_err(LoadError::Link)?;
+    for key in CapabilityKey::ALL.into_iter().filter(|key| grants.contains(*key)) {
+        let link = match key {
+            CapabilityKey::Log => log::link,
+            CapabilityKey::Metrics => metrics::link,
+            CapabilityKey::Storage => storage::link,
+            CapabilityKey::Secrets => secrets::link,
+            CapabilityKey::Http => http::link,
+        };
+        link(&mut linker).map_err(LoadError::Link)?;
     }
     Ok(linker)
 }
