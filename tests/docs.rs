@@ -432,6 +432,19 @@ fn finds_paths_in_code_spans_but_not_in_fences() {
 }
 
 #[test]
+fn lines_stay_right_after_wide_characters_in_code_spans() {
+    let text = "A `…` and `ü`\nthen [next](next.md) and `host/x/…`.\n";
+    let found = references(text);
+    assert_eq!(
+        found,
+        [Reference::Link {
+            line: 2,
+            target: "next.md".to_string()
+        }]
+    );
+}
+
+#[test]
 fn decodes_percent_escapes() {
     assert_eq!(percent_decode("a%20b.md"), "a b.md");
     assert_eq!(percent_decode("100%"), "100%");
