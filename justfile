@@ -4,21 +4,26 @@
 build-guests:
     cd guests && cargo build --release --target wasm32-wasip2
 
-# Run every test (host crates, end-to-end, SDK).
+# Run every test on the embedded defaults: the SDK and the sample extensions natively,
+# then the workspace (host crates and end-to-end; the README's command). `.ci/run` runs this.
 test:
+    cd sdk/rust && cargo test --all-features
+    cd guests && cargo test
     cargo test --workspace
-    cd sdk/rust && cargo test
 
 # The tests again with the registry and end-to-end suites on PostgreSQL (default: the
 # local server), in a database of their own that is recreated first; every test makes a
-# schema in it.
-test-pg server="postgres://postgres@127.0.0.1:5432":
-    psql "{{server}}/postgres" -v ON_ERROR_STOP=1 -q -c 'DROP DATABASE IF EXISTS palisade_test_pg WITH (FORCE)' -c 'CREATE DATABASE palisade_test_pg'
-    PALISADE_TEST_POSTGRES_URL="{{server}}/palisade_test_pg" cargo test --workspace
+# schema in it. `.ci/run` runs this.
+test-pg server="postgres://postgres@127.0.0.1:5432" database="palisade_test_pg":
+    psql "{{server}}/postgres" -v ON_ERROR_STOP=1 -q -c 'DROP DATABASE IF EXISTS {{database}} WITH (FORCE)' -c 'CREATE DATABASE {{database}}'
+    PALISADE_TEST_POSTGRES_URL="{{server}}/{{database}}" cargo test --workspace
 
-# Lints as CI runs them.
+# Formatting of every cargo workspace and clippy with warnings as errors. `.ci/run` runs this.
 lint:
     cargo fmt --all -- --check
+    cd sdk/rust && cargo fmt -- --check
+    cd guests && cargo fmt --all -- --check
+    cd tests/guests && cargo fmt --all -- --check
     cargo clippy --workspace --all-targets -- -D warnings
     cd sdk/rust && cargo clippy --all-targets -- -D warnings
 
