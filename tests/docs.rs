@@ -73,7 +73,7 @@ fn fence_marker(line: &str) -> Option<&str> {
         if trimmed.starts_with(marker) {
             let run = trimmed
                 .chars()
-                .take_while(|&c| Some(c) == marker.chars().next())
+                .take_while(|&c| marker.starts_with(c))
                 .count();
             return Some(&trimmed[..run]);
         }

@@ -62,14 +62,14 @@ impl WasiHttpView for State {
 }
 
 /// A bare host for one wasi-http component.
-pub struct BareHost {
+pub(crate) struct BareHost {
     engine: Engine,
     pre: ProxyPre<State>,
 }
 
 impl BareHost {
     /// Compiles `wasm` on an engine configured as the runtime's defaults are.
-    pub fn new(wasm: &[u8]) -> Self {
+    pub(crate) fn new(wasm: &[u8]) -> Self {
         let mut pool = PoolingAllocationConfig::new();
         pool.total_component_instances(1000);
         pool.total_core_instances(4000);
@@ -93,7 +93,7 @@ impl BareHost {
     }
 
     /// One request to `path` in a fresh instance; returns the status.
-    pub async fn call(&self, path: &str) -> u16 {
+    pub(crate) async fn call(&self, path: &str) -> u16 {
         let mut store = Store::new(
             &self.engine,
             State {
@@ -132,7 +132,7 @@ impl BareHost {
 }
 
 /// Mean time of one call over `calls` sequential calls (after a warm-up).
-pub async fn per_call(host: &BareHost, calls: usize) -> Duration {
+pub(crate) async fn per_call(host: &BareHost, calls: usize) -> Duration {
     for _ in 0..100 {
         assert_eq!(host.call("/hello").await, 200);
     }

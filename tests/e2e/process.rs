@@ -12,7 +12,7 @@ use reqwest::StatusCode;
 use crate::support::palisade_binary;
 
 /// A `palisade` server process, killed when dropped.
-pub struct Server {
+pub(crate) struct Server {
     pub name: &'static str,
     child: Child,
     /// `http://` and the address it serves.
@@ -24,7 +24,7 @@ impl Server {
     /// Starts `palisade --data-dir DIR --database-url DB ARGS...` with `RUST_LOG` at
     /// `log_level` and its stderr in `log`. `ARGS` carry the listen address; `addr` is
     /// where the process will serve.
-    pub fn spawn(
+    pub(crate) fn spawn(
         name: &'static str,
         data_dir: &Path,
         database_url: &str,
@@ -55,7 +55,7 @@ impl Server {
     }
 
     /// Waits until `/healthz` answers 200.
-    pub async fn wait_healthy(&mut self, client: &reqwest::Client) {
+    pub(crate) async fn wait_healthy(&mut self, client: &reqwest::Client) {
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
             if let Ok(response) = client.get(format!("{}/healthz", self.url)).send().await
@@ -77,7 +77,7 @@ impl Server {
     }
 
     /// Waits at most `timeout` for the process to exit by itself.
-    pub async fn wait_exit(&mut self, timeout: Duration) -> ExitStatus {
+    pub(crate) async fn wait_exit(&mut self, timeout: Duration) -> ExitStatus {
         let deadline = Instant::now() + timeout;
         loop {
             if let Some(status) = self.child.try_wait().unwrap() {
@@ -94,12 +94,12 @@ impl Server {
     }
 
     /// The process id.
-    pub fn pid(&self) -> u32 {
+    pub(crate) fn pid(&self) -> u32 {
         self.child.id()
     }
 
     /// Sends SIGTERM and waits for the process to exit.
-    pub async fn terminate(&mut self) -> ExitStatus {
+    pub(crate) async fn terminate(&mut self) -> ExitStatus {
         let pid = self.child.id().to_string();
         let status = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
         assert!(status.success());
@@ -107,17 +107,17 @@ impl Server {
     }
 
     /// Kills the process (SIGKILL) and reaps it.
-    pub fn kill(&mut self) {
+    pub(crate) fn kill(&mut self) {
         self.child.kill().unwrap();
         self.child.wait().unwrap();
     }
 
-    pub fn log_text(&self) -> String {
+    pub(crate) fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
     /// The log lines at WARN or ERROR.
-    pub fn warnings(&self) -> Vec<String> {
+    pub(crate) fn warnings(&self) -> Vec<String> {
         self.log_text()
             .lines()
             .filter(|line| line.contains(" WARN ") || line.contains(" ERROR "))
@@ -134,7 +134,7 @@ impl Drop for Server {
 }
 
 /// A free loopback address.
-pub fn free_addr() -> String {
+pub(crate) fn free_addr() -> String {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     listener.local_addr().unwrap().to_string()
 }

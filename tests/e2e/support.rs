@@ -15,13 +15,13 @@ use palisade_runner::{RunnerConfig, RunnerState};
 use palisade_runtime::{Runtime, RuntimeConfig};
 use tempfile::TempDir;
 
-pub const ISSUER: &str = "palisade-test";
-pub const AUDIENCE: &str = "palisade";
+pub(crate) const ISSUER: &str = "palisade-test";
+pub(crate) const AUDIENCE: &str = "palisade";
 /// The admin API token of every test platform's gateway.
-pub const ADMIN_TOKEN: &str = "e2e-admin-token";
+pub(crate) const ADMIN_TOKEN: &str = "e2e-admin-token";
 
 /// The component of a guest built by build.rs.
-pub fn guest(name: &str) -> Vec<u8> {
+pub(crate) fn guest(name: &str) -> Vec<u8> {
     let path = match name {
         "hello" => env!("PALISADE_GUEST_HELLO"),
         "storage-probe" => env!("PALISADE_GUEST_STORAGE_PROBE"),
@@ -40,13 +40,13 @@ pub fn guest(name: &str) -> Vec<u8> {
 }
 
 /// The sample manifest of `guests/hello`.
-pub fn hello_manifest() -> serde_json::Value {
+pub(crate) fn hello_manifest() -> serde_json::Value {
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../guests/hello/manifest.json");
     serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap()
 }
 
 /// Packs a bundle from a manifest value and a component.
-pub fn bundle(manifest: &serde_json::Value, component: &[u8]) -> Vec<u8> {
+pub(crate) fn bundle(manifest: &serde_json::Value, component: &[u8]) -> Vec<u8> {
     let name = manifest["component"].as_str().unwrap();
     palisade_bundle::pack(
         serde_json::to_string_pretty(manifest).unwrap().as_bytes(),
@@ -57,7 +57,7 @@ pub fn bundle(manifest: &serde_json::Value, component: &[u8]) -> Vec<u8> {
     .unwrap()
 }
 
-pub struct Platform {
+pub(crate) struct Platform {
     pub dir: TempDir,
     pub registry: Registry,
     pub publisher: SigningKey,
@@ -74,7 +74,7 @@ pub struct Platform {
 }
 
 /// Operator settings a test may change; `Default` is what most tests use.
-pub struct Options {
+pub(crate) struct Options {
     pub runtime: RuntimeConfig,
     pub runner: RunnerConfig,
     /// Changes to the gateway's configuration.
@@ -98,11 +98,11 @@ impl Default for Options {
 }
 
 impl Platform {
-    pub async fn start() -> Platform {
+    pub(crate) async fn start() -> Platform {
         Self::start_with(Options::default()).await
     }
 
-    pub async fn start_with(options: Options) -> Platform {
+    pub(crate) async fn start_with(options: Options) -> Platform {
         let dir = tempfile::tempdir().unwrap();
         let registry = Registry::open(&RegistryConfig {
             database_url: palisade_registry::testing::database_url(dir.path()),
@@ -166,7 +166,7 @@ impl Platform {
     }
 
     /// Signs and publishes `bundle` with the trusted publisher key.
-    pub async fn publish(&self, bundle: &[u8]) -> PublishedVersion {
+    pub(crate) async fn publish(&self, bundle: &[u8]) -> PublishedVersion {
         let signature = self.publisher.sign(bundle).unwrap();
         self.registry
             .publish(bundle, &signature, &self.trust)
@@ -175,7 +175,7 @@ impl Platform {
     }
 
     /// Signs `bundle` with the trusted key and returns why publishing refused it.
-    pub async fn publish_error(&self, bundle: &[u8]) -> String {
+    pub(crate) async fn publish_error(&self, bundle: &[u8]) -> String {
         let signature = self.publisher.sign(bundle).unwrap();
         self.registry
             .publish(bundle, &signature, &self.trust)
@@ -185,7 +185,7 @@ impl Platform {
     }
 
     /// Publishes the hello guest and installs it for `tenant`, approving what it asks.
-    pub async fn install_hello(&self, tenant: &str) -> PublishedVersion {
+    pub(crate) async fn install_hello(&self, tenant: &str) -> PublishedVersion {
         let published = self
             .publish(&bundle(&hello_manifest(), &guest("hello")))
             .await;
@@ -203,7 +203,7 @@ impl Platform {
     }
 
     /// A valid caller token for `tenant`.
-    pub fn token(&self, tenant: &str) -> String {
+    pub(crate) fn token(&self, tenant: &str) -> String {
         palisade_gateway::mint_dev_token(
             self.caller_keys.private_pem.as_bytes(),
             ISSUER,
@@ -216,7 +216,7 @@ impl Platform {
     }
 
     /// `GET {gateway}/api/ext/{ext}{path}` with a token for `tenant`.
-    pub async fn call(&self, tenant: &str, ext: &str, path: &str) -> reqwest::Response {
+    pub(crate) async fn call(&self, tenant: &str, ext: &str, path: &str) -> reqwest::Response {
         self.client
             .get(format!("http://{}/api/ext/{ext}{path}", self.gateway))
             .bearer_auth(self.token(tenant))
@@ -236,7 +236,7 @@ fn without_rate_limit(mut config: GatewayConfig) -> GatewayConfig {
     config
 }
 
-pub async fn serve(app: axum::Router) -> SocketAddr {
+pub(crate) async fn serve(app: axum::Router) -> SocketAddr {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move {
@@ -246,7 +246,7 @@ pub async fn serve(app: axum::Router) -> SocketAddr {
 }
 
 /// The `palisade` binary of this build, built on first use (a no-op when it is fresh).
-pub fn palisade_binary() -> PathBuf {
+pub(crate) fn palisade_binary() -> PathBuf {
     static BINARY: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
     BINARY
         .get_or_init(|| {
@@ -280,7 +280,7 @@ pub fn palisade_binary() -> PathBuf {
 }
 
 /// A call made straight to a runner over the execute hop, as a gateway makes it.
-pub struct HopCall {
+pub(crate) struct HopCall {
     pub context: palisade_protocol::CallContext,
     pub method: http::Method,
     /// The path inside the extension, with its query.
@@ -291,7 +291,7 @@ pub struct HopCall {
 }
 
 /// A runner's answer to a [`HopCall`], read to its end (trailers included).
-pub struct HopReply {
+pub(crate) struct HopReply {
     pub status: u16,
     pub headers: http::HeaderMap,
     pub body: Vec<u8>,
@@ -300,7 +300,7 @@ pub struct HopReply {
 
 impl HopCall {
     /// A GET of `path` for `install` of `published`, for tenant `tenant`, without a token.
-    pub fn get(
+    pub(crate) fn get(
         tenant: &str,
         install_id: &str,
         published: &palisade_registry::PublishedVersion,
@@ -324,7 +324,7 @@ impl HopCall {
     }
 
     /// The scope a token for this call must carry.
-    pub fn scope(&self) -> TokenScope {
+    pub(crate) fn scope(&self) -> TokenScope {
         TokenScope {
             tenant_id: self.context.tenant_id.clone(),
             extension_id: self.context.extension_id.clone(),
@@ -337,14 +337,14 @@ impl HopCall {
     }
 
     /// Signs the call with the gateway's key `keys`.
-    pub fn signed(mut self, keys: &ServiceKeyPair) -> Self {
+    pub(crate) fn signed(mut self, keys: &ServiceKeyPair) -> Self {
         let minter = TokenMinter::from_pem(keys.private_pem.as_bytes()).unwrap();
         self.token = Some(minter.token(&self.scope()).unwrap());
         self
     }
 
     /// Sends the call to the runner at `runner` and reads the whole answer.
-    pub async fn send(&self, runner: SocketAddr) -> HopReply {
+    pub(crate) async fn send(&self, runner: SocketAddr) -> HopReply {
         use http_body_util::BodyExt;
         let client =
             hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
@@ -379,7 +379,7 @@ impl HopCall {
 impl HopReply {
     /// What the runner reported the call consumed: from the trailers of a guest's answer,
     /// or the header of a platform error.
-    pub fn stats(&self) -> Option<palisade_protocol::ExecuteStats> {
+    pub(crate) fn stats(&self) -> Option<palisade_protocol::ExecuteStats> {
         self.trailers
             .as_ref()
             .and_then(|t| t.get("x-palisade-stats"))
@@ -388,7 +388,7 @@ impl HopReply {
     }
 
     /// How the body ended, from the trailers.
-    pub fn outcome(&self) -> Option<String> {
+    pub(crate) fn outcome(&self) -> Option<String> {
         self.trailers
             .as_ref()
             .and_then(|t| t.get("x-palisade-outcome"))
@@ -396,7 +396,7 @@ impl HopReply {
     }
 
     /// The body as JSON.
-    pub fn json(&self) -> serde_json::Value {
+    pub(crate) fn json(&self) -> serde_json::Value {
         serde_json::from_slice(&self.body).unwrap()
     }
 }

@@ -22,9 +22,9 @@ pub use component::{
 pub use hash::{ContentHash, ContentHashError};
 pub use imports::{ImportError, check_imports, component_imports};
 pub use manifest::{
-    AllowedOrigin, Api, CAPABILITIES, Capabilities, CapabilityKey, CapabilitySpec, Endpoint, EventSubscription, HttpCapability,
-    Limits, Manifest, ManifestError, OriginError, RUNTIME_WASI_HTTP, Schedule, StorageCapability,
-    Ui, UnknownCapability,
+    AllowedOrigin, Api, CAPABILITIES, Capabilities, CapabilityKey, CapabilitySpec, Endpoint,
+    EventSubscription, HttpCapability, Limits, Manifest, ManifestError, OriginError,
+    RUNTIME_WASI_HTTP, Schedule, StorageCapability, Ui, UnknownCapability,
 };
 pub use signing::{
     InvalidFingerprint, KeyAlgorithm, KeyFingerprint, PublicKey, SigningError, SigningKey,

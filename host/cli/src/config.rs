@@ -14,7 +14,7 @@ use serde::Deserialize;
 /// The whole file.
 #[derive(Debug, Default, Deserialize)]
 #[serde(default, deny_unknown_fields)]
-pub struct OperatorConfig {
+pub(crate) struct OperatorConfig {
     /// `[runtime]`: engine, pool, limits, egress policy, metrics bounds.
     pub runtime: RuntimeConfig,
     /// `[runner]`: request size and in-flight caps.
@@ -30,7 +30,7 @@ pub struct OperatorConfig {
 /// `[registry]`.
 #[derive(Debug, Deserialize)]
 #[serde(default, deny_unknown_fields)]
-pub struct RegistrySection {
+pub(crate) struct RegistrySection {
     /// How long the trusted publisher keys read from the registry are reused, in ms: the
     /// longest a `palisade trust add` or `remove` takes to reach a running process.
     pub trust_cache_ttl_ms: u64,
@@ -47,7 +47,7 @@ impl Default for RegistrySection {
 /// `[runner]`.
 #[derive(Debug, Deserialize)]
 #[serde(default, deny_unknown_fields)]
-pub struct RunnerSection {
+pub(crate) struct RunnerSection {
     /// Largest guest request body, in bytes.
     pub max_request_bytes: usize,
     /// Calls of one install in flight at once.
@@ -79,7 +79,7 @@ impl Default for RunnerSection {
 
 impl RunnerSection {
     /// As the runner's configuration, reading the metrics token file.
-    pub fn to_runner_config(&self) -> Result<RunnerConfig> {
+    pub(crate) fn to_runner_config(&self) -> Result<RunnerConfig> {
         let metrics_token =
             match &self.metrics_token_file {
                 None => None,
@@ -107,7 +107,7 @@ impl RunnerSection {
 /// line of `palisade gateway`.
 #[derive(Debug, Deserialize)]
 #[serde(default, deny_unknown_fields)]
-pub struct GatewaySection {
+pub(crate) struct GatewaySection {
     /// Largest request body a caller may send, in bytes (a manifest's
     /// `limits.max_request_bytes` lowers it per extension).
     pub max_request_bytes: usize,
@@ -160,7 +160,7 @@ impl Default for GatewaySection {
 
 impl GatewaySection {
     /// Sets these values on `config`.
-    pub fn apply(&self, config: &mut GatewayConfig) {
+    pub(crate) fn apply(&self, config: &mut GatewayConfig) {
         use std::time::Duration;
         config.max_request_bytes = self.max_request_bytes;
         config.install_cache_ttl = Duration::from_millis(self.install_cache_ttl_ms);
@@ -178,7 +178,7 @@ impl GatewaySection {
 }
 
 /// Reads `path`, or the defaults when none is given.
-pub fn load(path: Option<&Path>) -> Result<OperatorConfig> {
+pub(crate) fn load(path: Option<&Path>) -> Result<OperatorConfig> {
     let Some(path) = path else {
         return Ok(OperatorConfig::default());
     };

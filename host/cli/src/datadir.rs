@@ -10,13 +10,13 @@ use palisade_registry::{Registry, RegistryConfig};
 use palisade_runtime::{ArtifactKey, ArtifactSigningKey, ArtifactVerifyingKey, Artifacts};
 
 /// Issuer and audience of the development caller tokens `palisade token` mints.
-pub const DEV_ISSUER: &str = "palisade-dev";
+pub(crate) const DEV_ISSUER: &str = "palisade-dev";
 /// See [`DEV_ISSUER`].
-pub const DEV_AUDIENCE: &str = "palisade";
+pub(crate) const DEV_AUDIENCE: &str = "palisade";
 
 /// Paths inside the data directory.
 #[derive(Debug, Clone)]
-pub struct DataDir {
+pub(crate) struct DataDir {
     root: PathBuf,
     operator: std::sync::Arc<crate::config::OperatorConfig>,
     /// The registry database, when not the SQLite file in the directory.
@@ -24,7 +24,7 @@ pub struct DataDir {
 }
 
 impl DataDir {
-    pub fn new(root: PathBuf) -> Self {
+    pub(crate) fn new(root: PathBuf) -> Self {
         DataDir {
             root,
             operator: std::sync::Arc::default(),
@@ -34,7 +34,7 @@ impl DataDir {
 
     /// The same directory, with the registry's database at `url` (any URL the registry
     /// accepts) instead of `registry.db` in the directory.
-    pub fn with_database_url(self, url: Option<String>) -> Self {
+    pub(crate) fn with_database_url(self, url: Option<String>) -> Self {
         DataDir {
             database_url: url,
             ..self
@@ -42,7 +42,7 @@ impl DataDir {
     }
 
     /// The same directory, run with the operator's configuration file.
-    pub fn with_operator_config(self, operator: crate::config::OperatorConfig) -> Self {
+    pub(crate) fn with_operator_config(self, operator: crate::config::OperatorConfig) -> Self {
         DataDir {
             operator: std::sync::Arc::new(operator),
             ..self
@@ -50,17 +50,17 @@ impl DataDir {
     }
 
     /// The operator's configuration (defaults when no file was given).
-    pub fn operator(&self) -> &crate::config::OperatorConfig {
+    pub(crate) fn operator(&self) -> &crate::config::OperatorConfig {
         &self.operator
     }
 
-    pub fn root(&self) -> &Path {
+    pub(crate) fn root(&self) -> &Path {
         &self.root
     }
 
     /// Where an earlier version kept the trusted publisher keys; imported into the
     /// registry when found.
-    pub fn trust_bundle(&self) -> PathBuf {
+    pub(crate) fn trust_bundle(&self) -> PathBuf {
         self.root.join("trust.pem")
     }
 
@@ -69,7 +69,7 @@ impl DataDir {
     }
 
     /// The registry: `registry.db` (or the `--database-url` database) and `objects/`.
-    pub async fn registry(&self) -> Result<Registry> {
+    pub(crate) async fn registry(&self) -> Result<Registry> {
         std::fs::create_dir_all(&self.root)
             .with_context(|| format!("creating data directory {}", self.root.display()))?;
         let config = RegistryConfig {
@@ -121,18 +121,18 @@ impl DataDir {
     }
 
     /// The Ed25519 key pair the gateway signs service tokens with (generated once).
-    pub fn service_keys(&self) -> Result<ServiceKeyPair> {
+    pub(crate) fn service_keys(&self) -> Result<ServiceKeyPair> {
         self.ed25519_pair("service")
     }
 
     /// The Ed25519 key pair that signs development caller tokens (generated once).
-    pub fn caller_issuer_keys(&self) -> Result<ServiceKeyPair> {
+    pub(crate) fn caller_issuer_keys(&self) -> Result<ServiceKeyPair> {
         self.ed25519_pair("caller-issuer")
     }
 
     /// The key that seals this data directory's own artifact cache (32 random bytes,
     /// generated once). It never leaves the directory: no other runner needs it.
-    pub fn artifact_key(&self) -> Result<ArtifactKey> {
+    pub(crate) fn artifact_key(&self) -> Result<ArtifactKey> {
         let path = self.keys().join("artifact.key");
         if path.exists() {
             let text = read_string(&path)?;
@@ -149,18 +149,18 @@ impl DataDir {
     }
 
     /// Path of the operator's artifact signing key (private half).
-    pub fn artifact_signing_key_path(&self) -> PathBuf {
+    pub(crate) fn artifact_signing_key_path(&self) -> PathBuf {
         self.keys().join("artifact-signing.key.pem")
     }
 
     /// Path of the artifact signing key's public half, which runners trust.
-    pub fn artifact_verifying_key_path(&self) -> PathBuf {
+    pub(crate) fn artifact_verifying_key_path(&self) -> PathBuf {
         self.keys().join("artifact-signing.pub.pem")
     }
 
     /// The operator's key that signs artifacts for the shared store, generated with its
     /// public half on first use. Only the publish step reads it; runners never do.
-    pub fn artifact_signing_key(&self) -> Result<ArtifactSigningKey> {
+    pub(crate) fn artifact_signing_key(&self) -> Result<ArtifactSigningKey> {
         let private = self.artifact_signing_key_path();
         let public = self.artifact_verifying_key_path();
         if private.exists() {
@@ -180,7 +180,7 @@ impl DataDir {
 
     /// The public key whose signatures make shared artifacts loadable; `None` (shared
     /// artifacts are never loaded) when the data directory has none.
-    pub fn artifact_verifying_key(&self) -> Result<Option<ArtifactVerifyingKey>> {
+    pub(crate) fn artifact_verifying_key(&self) -> Result<Option<ArtifactVerifyingKey>> {
         let path = self.artifact_verifying_key_path();
         if !path.exists() {
             return Ok(None);
@@ -197,7 +197,7 @@ impl DataDir {
     ///
     /// Creates `cache/artifacts/` now, so that a process that cannot write its cache says
     /// so at start rather than at every first load.
-    pub fn artifacts(&self, registry: &Registry) -> Result<Artifacts> {
+    pub(crate) fn artifacts(&self, registry: &Registry) -> Result<Artifacts> {
         let cache = self.root.join("cache");
         let dir = cache.join("artifacts");
         std::fs::create_dir_all(&dir)
@@ -214,7 +214,7 @@ impl DataDir {
     /// Artifact caching for the publish step (`publish --precompile`): as a runner's,
     /// plus the signing key, so that the artifact it stores in the shared store is
     /// loaded by every runner that trusts the key.
-    pub fn signing_artifacts(&self, registry: &Registry) -> Result<Artifacts> {
+    pub(crate) fn signing_artifacts(&self, registry: &Registry) -> Result<Artifacts> {
         let signer = self.artifact_signing_key()?;
         Ok(Artifacts {
             trusted: Some(signer.verifying_key()),
@@ -239,15 +239,15 @@ impl DataDir {
     }
 }
 
-pub fn read_string(path: &Path) -> Result<String> {
+pub(crate) fn read_string(path: &Path) -> Result<String> {
     std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))
 }
 
-pub fn read_bytes(path: &Path) -> Result<Vec<u8>> {
+pub(crate) fn read_bytes(path: &Path) -> Result<Vec<u8>> {
     std::fs::read(path).with_context(|| format!("reading {}", path.display()))
 }
 
-pub fn write_file(path: &Path, bytes: &[u8]) -> Result<()> {
+pub(crate) fn write_file(path: &Path, bytes: &[u8]) -> Result<()> {
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     }
@@ -257,7 +257,7 @@ pub fn write_file(path: &Path, bytes: &[u8]) -> Result<()> {
 /// Writes a private key readable by the owner only, from its first byte: the key goes into
 /// a new file created with mode 0600 beside `path`, which then replaces `path`. A file
 /// already at `path` (whatever its mode, and any handle open on it) never sees the key.
-pub fn write_private(path: &Path, pem: &str) -> Result<()> {
+pub(crate) fn write_private(path: &Path, pem: &str) -> Result<()> {
     use std::io::Write as _;
     let dir = match path.parent().filter(|d| !d.as_os_str().is_empty()) {
         Some(dir) => {

@@ -16,7 +16,7 @@ use crate::error::ApiError;
 use crate::execlog::{ExecLog, ExecLogStats};
 use crate::headers;
 use crate::idempotency::IdempotencyStore;
-use crate::installs::InstallCache;
+use crate::installs::ResolveCache;
 use crate::pool::RunnerPool;
 use crate::proxy;
 use crate::ratelimit::RateLimiter;
@@ -58,7 +58,7 @@ pub struct GatewayState {
     /// Answers kept for idempotent replay.
     pub(crate) idempotency: IdempotencyStore,
     /// Resolved installs, reused for a short time.
-    pub(crate) installs: InstallCache,
+    pub(crate) installs: ResolveCache,
     /// The queue of execution-log rows and its background writer.
     pub(crate) execution_log: ExecLog,
 }
@@ -87,7 +87,7 @@ impl GatewayState {
         let cors = CorsPolicy::new(&config.cors_allowed_origins);
         let idempotency = IdempotencyStore::new(&config.idempotency);
         let runner = RunnerPool::new(&config.runner_urls, config.health_interval)?;
-        let installs = InstallCache::new(
+        let installs = ResolveCache::new(
             config.install_cache_ttl,
             config.install_cache_capacity,
             config.unknown_extension_ttl,

@@ -4,7 +4,7 @@ use axum::Json;
 use axum::response::{IntoResponse, Response};
 use http::StatusCode;
 use http::header::{CACHE_CONTROL, HeaderValue, RETRY_AFTER, WWW_AUTHENTICATE};
-use palisade_protocol::{ErrorCode, ExecuteError, ExecuteStats};
+use palisade_protocol::{ErrorBody, ErrorCode, ExecuteStats};
 
 use crate::headers::REQUEST_ID;
 
@@ -47,7 +47,7 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = ExecuteError {
+        let body = ErrorBody {
             error: self.code,
             request_id: self.request_id.clone(),
         };

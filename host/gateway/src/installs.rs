@@ -35,7 +35,7 @@ type Key = (String, String);
 /// to nothing — an unknown extension id, or one the tenant has not installed — so that
 /// calls naming ids that do not resolve neither reach the registry each time nor push real
 /// installs out of the cache.
-pub(crate) struct InstallCache {
+pub(crate) struct ResolveCache {
     /// `None`: caching installs is off.
     cache: Option<TtlCache<Key, Arc<ResolvedInstall>>>,
     ttl: Duration,
@@ -46,7 +46,7 @@ pub(crate) struct InstallCache {
     resolutions: AtomicU64,
 }
 
-impl InstallCache {
+impl ResolveCache {
     /// A cache keeping at most `capacity` resolutions for `ttl` each, and at most
     /// `absent_capacity` pairs without an install for `absent_ttl` each; a zero TTL or
     /// capacity turns that part off.
@@ -58,7 +58,7 @@ impl InstallCache {
     ) -> Self {
         let on = !ttl.is_zero() && capacity > 0;
         let absent_on = !absent_ttl.is_zero() && absent_capacity > 0;
-        InstallCache {
+        ResolveCache {
             cache: on.then(|| TtlCache::new(capacity)),
             ttl,
             absent: absent_on.then(|| TtlCache::new(absent_capacity)),

@@ -11,7 +11,7 @@ use http::StatusCode;
 use palisade_protocol::ErrorCode;
 use tokio::task::AbortHandle;
 
-use crate::runner::{HopRequest, RunnerClient, RunnerClientError, RunnerError, RunnerReply};
+use crate::runner::{ForwardError, HopRequest, RunnerClient, RunnerClientError, RunnerReply};
 
 /// Upper bound on one health check's round trip.
 pub const MAX_HEALTH_TIMEOUT: Duration = Duration::from_secs(2);
@@ -116,7 +116,7 @@ impl RunnerPool {
         content_hash: &str,
         request: &HopRequest,
         timeout: Duration,
-    ) -> Result<RunnerReply, RunnerError> {
+    ) -> Result<RunnerReply, ForwardError> {
         let deadline = Instant::now() + timeout;
         let repeatable = is_repeatable(&request.method);
         let order = self.order(content_hash);
@@ -134,16 +134,16 @@ impl RunnerPool {
             match &result {
                 Ok(reply) if !refused_before_running(reply) => return result,
                 Ok(_) => {}
-                Err(RunnerError::Unreachable { .. }) => member.set_healthy(false),
-                Err(RunnerError::Transport { .. }) if repeatable => member.set_healthy(false),
+                Err(ForwardError::Unreachable { .. }) => member.set_healthy(false),
+                Err(ForwardError::Transport { .. }) if repeatable => member.set_healthy(false),
                 // The body went with an earlier attempt: that attempt's failure stands.
-                Err(RunnerError::BodyConsumed) => break,
+                Err(ForwardError::BodyConsumed) => break,
                 Err(_) => return result,
             }
             last = Some(result);
         }
         last.unwrap_or_else(|| {
-            Err(RunnerError::Timeout {
+            Err(ForwardError::Timeout {
                 url: self.urls().join(", "),
                 timeout,
             })

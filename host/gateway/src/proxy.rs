@@ -33,7 +33,7 @@ use crate::installs::Resolution;
 use crate::ratelimit;
 use crate::relay::{RelayBody, SharedReport};
 use crate::routing::match_endpoint;
-use crate::runner::{HopBody, HopRequest, RunnerError, RunnerReply, SharedBody};
+use crate::runner::{ForwardError, HopBody, HopRequest, RunnerReply, SharedBody};
 
 /// Extra time given to a runner beyond the guest's deadline, so that the runner's own
 /// timeout answer (and its accounting) arrives before the gateway gives up.
@@ -626,19 +626,19 @@ impl Call<'_> {
         }
     }
 
-    fn runner_error(&self, err: &RunnerError) -> ApiError {
+    fn runner_error(&self, err: &ForwardError) -> ApiError {
         match err {
-            RunnerError::Timeout { .. } => {
+            ForwardError::Timeout { .. } => {
                 tracing::warn!(error = %err, "runner call timed out");
                 self.error(ErrorCode::Timeout)
             }
-            RunnerError::Unreachable { .. }
-            | RunnerError::Transport { .. }
-            | RunnerError::BodyConsumed => {
+            ForwardError::Unreachable { .. }
+            | ForwardError::Transport { .. }
+            | ForwardError::BodyConsumed => {
                 tracing::error!(error = %err, "runner call failed");
                 self.error(ErrorCode::Unavailable)
             }
-            RunnerError::Request { .. } => {
+            ForwardError::Request { .. } => {
                 tracing::error!(error = %err, "runner request not built");
                 self.error(ErrorCode::Internal)
             }

@@ -150,7 +150,7 @@ pub enum RunnerReply {
 
 /// Why no reply was obtained from a runner.
 #[derive(Debug, thiserror::Error)]
-pub enum RunnerError {
+pub enum ForwardError {
     /// No connection could be made.
     #[error("runner {url} unreachable: {source}")]
     Unreachable {
@@ -293,14 +293,14 @@ impl RunnerClient {
         &self,
         request: &HopRequest,
         timeout: Duration,
-    ) -> Result<RunnerReply, RunnerError> {
+    ) -> Result<RunnerReply, ForwardError> {
         let url = format!("{}{}", self.execute_url, request.path);
-        let body = request.body.attempt().ok_or(RunnerError::BodyConsumed)?;
+        let body = request.body.attempt().ok_or(ForwardError::BodyConsumed)?;
         let mut outgoing = http::Request::builder()
             .method(request.method.clone())
             .uri(&url)
             .body(body)
-            .map_err(|e| RunnerError::Request {
+            .map_err(|e| ForwardError::Request {
                 url: url.clone(),
                 reason: e.to_string(),
             })?;
@@ -309,11 +309,11 @@ impl RunnerClient {
             .headers_mut()
             .insert(http::header::TE, HeaderValue::from_static("trailers"));
         let response = match tokio::time::timeout(timeout, self.hop.request(outgoing)).await {
-            Err(_) => return Err(RunnerError::Timeout { url, timeout }),
+            Err(_) => return Err(ForwardError::Timeout { url, timeout }),
             Ok(Err(source)) if source.is_connect() => {
-                return Err(RunnerError::Unreachable { url, source });
+                return Err(ForwardError::Unreachable { url, source });
             }
-            Ok(Err(source)) => return Err(RunnerError::Transport { url, source }),
+            Ok(Err(source)) => return Err(ForwardError::Transport { url, source }),
             Ok(Ok(response)) => response,
         };
         Ok(classify(response).await)
@@ -389,7 +389,7 @@ mod tests {
             .execute(&request(), Duration::from_secs(5))
             .await
             .unwrap_err();
-        assert!(matches!(err, RunnerError::Unreachable { .. }), "{err}");
+        assert!(matches!(err, ForwardError::Unreachable { .. }), "{err}");
     }
 
     #[tokio::test]

@@ -322,7 +322,7 @@ impl std::fmt::Display for ErrorCode {
 
 /// A platform error as clients see it: a stable code and the request id.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ExecuteError {
+pub struct ErrorBody {
     /// Stable error code.
     pub error: ErrorCode,
     /// The request id, for correlation with the operator's logs.

@@ -14,5 +14,5 @@ pub mod hop;
 pub mod token;
 
 pub use cache::{Ticket, TtlCache};
-pub use hop::{BodyOutcome, CallContext, ErrorCode, ExecuteError, ExecuteStats, HopError};
+pub use hop::{BodyOutcome, CallContext, ErrorBody, ErrorCode, ExecuteStats, HopError};
 pub use token::{InvalidToken, ServiceKeyPair, TokenError, TokenMinter, TokenScope, TokenVerifier};

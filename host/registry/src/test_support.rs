@@ -42,7 +42,7 @@ pub(crate) struct Fixture {
 }
 
 impl Fixture {
-    pub async fn new() -> Self {
+    pub(crate) async fn new() -> Self {
         let (dir, registry) = open_registry().await;
         let key = SigningKey::generate().unwrap();
         let trust = TrustBundle::from_keys(vec![key.public_key().clone()]).unwrap();
@@ -56,7 +56,7 @@ impl Fixture {
     }
 
     /// Signs and publishes `bundle`.
-    pub async fn publish(&self, bundle: &[u8]) -> PublishedVersion {
+    pub(crate) async fn publish(&self, bundle: &[u8]) -> PublishedVersion {
         let signature = self.key.sign(bundle).unwrap();
         self.registry
             .publish(bundle, &signature, &self.trust)
@@ -65,7 +65,7 @@ impl Fixture {
     }
 
     /// Builds, signs and publishes a bundle of `id` at `version` with an empty component.
-    pub async fn publish_simple(
+    pub(crate) async fn publish_simple(
         &self,
         id: &str,
         version: &str,
@@ -77,7 +77,7 @@ impl Fixture {
 
     /// Publishes `id` 1.0.0 (empty component, no capabilities) and installs it for
     /// `tenant`, approving `log`; returns the install id.
-    pub async fn install_simple(&self, tenant: &str, id: &str) -> String {
+    pub(crate) async fn install_simple(&self, tenant: &str, id: &str) -> String {
         self.publish_simple(id, "1.0.0", serde_json::json!({}))
             .await;
         self.registry
@@ -94,12 +94,12 @@ impl Fixture {
     }
 
     /// The object store directory.
-    pub fn objects_dir(&self) -> PathBuf {
+    pub(crate) fn objects_dir(&self) -> PathBuf {
         self.dir.path().join("objects")
     }
 
     /// Rows in `table`.
-    pub async fn count(&self, table: &str) -> i64 {
+    pub(crate) async fn count(&self, table: &str) -> i64 {
         sqlx::query_scalar(&format!("SELECT COUNT(*) FROM {table}"))
             .fetch_one(self.registry.pool())
             .await

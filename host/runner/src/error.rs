@@ -5,7 +5,7 @@ use axum::Json;
 use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use palisade_protocol::hop;
-use palisade_protocol::{ErrorCode, ExecuteError, ExecuteStats};
+use palisade_protocol::{ErrorBody, ErrorCode, ExecuteStats};
 
 /// Why the runner refused or failed a call.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -93,7 +93,7 @@ impl RunnerError {
         }
         let status =
             StatusCode::from_u16(code.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-        let body = ExecuteError {
+        let body = ErrorBody {
             error: code,
             request_id: request_id.to_owned(),
         };

@@ -23,14 +23,14 @@ struct Buffer {
 
 /// A stdout/stderr sink that keeps at most `capacity` bytes.
 #[derive(Debug, Clone)]
-pub struct Capture {
+pub(crate) struct Capture {
     capacity: usize,
     buffer: Arc<Mutex<Buffer>>,
 }
 
 impl Capture {
     /// A capture keeping at most `capacity` bytes.
-    pub fn new(capacity: usize) -> Self {
+    pub(crate) fn new(capacity: usize) -> Self {
         Capture {
             capacity,
             buffer: Arc::default(),
@@ -38,7 +38,7 @@ impl Capture {
     }
 
     /// The bytes kept and the number of bytes dropped.
-    pub fn take(&self) -> (Vec<u8>, u64) {
+    pub(crate) fn take(&self) -> (Vec<u8>, u64) {
         match self.buffer.lock() {
             Ok(mut b) => (std::mem::take(&mut b.bytes), b.dropped),
             Err(_) => (Vec::new(), 0),

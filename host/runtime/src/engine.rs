@@ -42,11 +42,6 @@ pub struct Prepared {
 }
 
 impl Prepared {
-    /// The content hash of the bundle the component came from.
-    pub fn content_hash(&self) -> &str {
-        &self.content_hash
-    }
-
     /// The grant set it was linked with.
     pub fn grants(&self) -> GrantSet {
         self.grants
@@ -143,13 +138,13 @@ impl Runtime {
                     }
                 }
             })
-            .map_err(|e| LoadError::Join(e.to_string()))?;
+            .map_err(LoadError::Threads)?;
         let threads = if config.guest_threads == 0 {
             std::thread::available_parallelism().map_or(2, usize::from)
         } else {
             config.guest_threads
         };
-        let executor = Executor::new(threads).map_err(|e| LoadError::Join(e.to_string()))?;
+        let executor = Executor::new(threads).map_err(LoadError::Threads)?;
         let components =
             CompileCache::new(config.compile_cache_entries, config.compile_cache_bytes);
         let operator_log = Arc::new(crate::capability::log::OperatorLogLimiter::new(

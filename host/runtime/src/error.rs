@@ -17,12 +17,13 @@ pub enum LoadError {
     /// The component does not export `wasi:http/incoming-handler`.
     #[error("component does not export wasi:http/incoming-handler@0.2: {0:#}")]
     NotAHandler(#[source] wasmtime::Error),
-    /// A granted capability has no implementation in this runner.
-    #[error("capability `{0}` is not available on this runner")]
-    CapabilityUnavailable(&'static str),
-    /// Compilation was cancelled (the runtime is shutting down).
+    /// The compilation task was cancelled (the runtime is shutting down) or panicked.
     #[error("compilation task failed: {0}")]
     Join(String),
+    /// The runtime's own threads (the epoch ticker, the guest executor) could not be
+    /// started.
+    #[error("runtime threads could not be started: {0}")]
+    Threads(#[source] std::io::Error),
     /// Compiling took longer than the operator's `compile_timeout_ms`; the component is
     /// refused without compiling again for a while.
     #[error(
@@ -70,20 +71,4 @@ pub enum ExecuteError {
     /// The instance could not be created.
     #[error("instantiation failed: {0:#}")]
     Instantiate(#[source] wasmtime::Error),
-}
-
-impl ExecuteError {
-    /// A stable, client-safe code for the execution log and error bodies.
-    pub fn code(&self) -> &'static str {
-        match self {
-            ExecuteError::Timeout(_) => "timeout",
-            ExecuteError::OutOfMemory(_) => "out_of_memory",
-            ExecuteError::Trap { code, .. } => code,
-            ExecuteError::NoResponse(_) => "no_response",
-            ExecuteError::BodyIncomplete(_) => "body_incomplete",
-            ExecuteError::ResponseTooLarge(_) => "response_too_large",
-            ExecuteError::PoolExhausted(_) => "pool_exhausted",
-            ExecuteError::Instantiate(_) => "instantiate",
-        }
-    }
 }

@@ -12,7 +12,7 @@ pub(crate) const MAX_TABLE_ELEMENTS: usize = {
 
 /// Tracks the memory of one call's instance.
 #[derive(Debug)]
-pub struct MemoryLimiter {
+pub(crate) struct MemoryLimiter {
     max_bytes: usize,
     current: usize,
     peak: usize,
@@ -21,7 +21,7 @@ pub struct MemoryLimiter {
 
 impl MemoryLimiter {
     /// A limiter allowing `max_bytes` of linear memory in total.
-    pub fn new(max_bytes: usize) -> Self {
+    pub(crate) fn new(max_bytes: usize) -> Self {
         MemoryLimiter {
             max_bytes,
             current: 0,
@@ -31,12 +31,12 @@ impl MemoryLimiter {
     }
 
     /// The largest total linear memory seen, in bytes.
-    pub fn peak(&self) -> usize {
+    pub(crate) fn peak(&self) -> usize {
         self.peak
     }
 
     /// Whether a growth was refused.
-    pub fn refused(&self) -> bool {
+    pub(crate) fn refused(&self) -> bool {
         self.refused
     }
 }

@@ -95,7 +95,7 @@ async fn median(
     Ok(times[CALLS / 2])
 }
 
-pub async fn run(bench: &Bench) -> Result<String> {
+pub(crate) async fn run(bench: &Bench) -> Result<String> {
     let wasm = std::fs::read(RAW_HTTP)?;
     let data = bench.data_dir("bodies").await?;
     data.publish(&manifest(), &wasm).await?;

@@ -14,10 +14,10 @@ use hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
 
 /// The argument that runs this server instead of the bench: `--serve-hyper PORT`.
-pub const FLAG: &str = "--serve-hyper";
+pub(crate) const FLAG: &str = "--serve-hyper";
 
 /// Serves on `127.0.0.1:<port>` until killed.
-pub fn main(port: Option<&str>) -> ExitCode {
+pub(crate) fn main(port: Option<&str>) -> ExitCode {
     let Some(port) = port.and_then(|p| p.parse::<u16>().ok()) else {
         eprintln!("usage: {FLAG} PORT");
         return ExitCode::FAILURE;

@@ -22,7 +22,7 @@ const TARGET_BYTES: u64 = 2 << 30;
 const CONFIG: &str = "[runtime]\nmax_instances = 1100\n\n\
                       [runner]\nmax_in_flight_per_install = 2000\nmax_in_flight_per_tenant = 2000\n";
 
-pub async fn run(bench: &Bench) -> Result<String> {
+pub(crate) async fn run(bench: &Bench) -> Result<String> {
     let data = bench.data_dir("memory").await?;
     let wasm = std::fs::read(PLAIN_HELLO)?;
     let published = data

@@ -8,14 +8,14 @@ use crate::setup::Bench;
 use crate::wrk::{self, Figures, Target};
 
 /// One thing measured, and its figures per round.
-pub struct Subject {
+pub(crate) struct Subject {
     pub label: String,
     pub target: Target,
     pub rounds: Vec<Figures>,
 }
 
 impl Subject {
-    pub fn new(label: impl Into<String>, target: Target) -> Subject {
+    pub(crate) fn new(label: impl Into<String>, target: Target) -> Subject {
         Subject {
             label: label.into(),
             target,
@@ -23,26 +23,26 @@ impl Subject {
         }
     }
 
-    pub fn rps(&self) -> Spread {
+    pub(crate) fn rps(&self) -> Spread {
         Spread::of(self.rounds.iter().map(|f| f.rps))
     }
 
-    pub fn p50(&self) -> Spread {
+    pub(crate) fn p50(&self) -> Spread {
         Spread::of(self.rounds.iter().map(|f| f.p50.as_secs_f64()))
     }
 
-    pub fn p99(&self) -> Spread {
+    pub(crate) fn p99(&self) -> Spread {
         Spread::of(self.rounds.iter().map(|f| f.p99.as_secs_f64()))
     }
 
     /// Socket errors over all rounds.
-    pub fn socket_errors(&self) -> u64 {
+    pub(crate) fn socket_errors(&self) -> u64 {
         self.rounds.iter().map(|f| f.socket_errors).sum()
     }
 
     /// Requests per second relative to `other`: of the medians, and the range of the
     /// per-round ratios (each round measures both within a few seconds).
-    pub fn rps_ratio(&self, other: &Subject) -> (f64, Spread) {
+    pub(crate) fn rps_ratio(&self, other: &Subject) -> (f64, Spread) {
         let per_round = self
             .rounds
             .iter()
@@ -57,7 +57,7 @@ impl Subject {
 
 /// Warms every subject up, then measures them in `rounds` rounds, each round running every
 /// subject once, starting one further along each round so no subject always goes first.
-pub async fn measure(bench: &Bench, subjects: &mut [Subject]) -> Result<()> {
+pub(crate) async fn measure(bench: &Bench, subjects: &mut [Subject]) -> Result<()> {
     let settings = &bench.settings;
     for subject in subjects.iter() {
         eprintln!("load bench:   warming up {}", subject.label);
@@ -98,14 +98,14 @@ pub async fn measure(bench: &Bench, subjects: &mut [Subject]) -> Result<()> {
 
 /// Median, minimum and maximum of some samples.
 #[derive(Debug, Clone, Copy)]
-pub struct Spread {
+pub(crate) struct Spread {
     pub median: f64,
     pub min: f64,
     pub max: f64,
 }
 
 impl Spread {
-    pub fn of(samples: impl Iterator<Item = f64>) -> Spread {
+    pub(crate) fn of(samples: impl Iterator<Item = f64>) -> Spread {
         let mut samples: Vec<f64> = samples.collect();
         samples.sort_by(f64::total_cmp);
         let n = samples.len();
@@ -122,7 +122,7 @@ impl Spread {
     }
 
     /// `median (min–max)` with `format` applied to each.
-    pub fn show(&self, format: fn(f64) -> String) -> String {
+    pub(crate) fn show(&self, format: fn(f64) -> String) -> String {
         format!(
             "{} ({}–{})",
             format(self.median),
@@ -133,7 +133,7 @@ impl Spread {
 }
 
 /// A count or rate, rounded, with thousands separators.
-pub fn count(value: f64) -> String {
+pub(crate) fn count(value: f64) -> String {
     let digits = format!("{:.0}", value.max(0.0));
     let mut out = String::new();
     for (i, c) in digits.chars().enumerate() {
@@ -146,7 +146,7 @@ pub fn count(value: f64) -> String {
 }
 
 /// A latency in seconds as µs or ms.
-pub fn latency(secs: f64) -> String {
+pub(crate) fn latency(secs: f64) -> String {
     if secs < 1e-3 {
         format!("{:.0} µs", secs * 1e6)
     } else if secs < 1.0 {
@@ -157,27 +157,27 @@ pub fn latency(secs: f64) -> String {
 }
 
 /// A ratio such as `2.31×`.
-pub fn ratio(x: f64) -> String {
+pub(crate) fn ratio(x: f64) -> String {
     format!("{x:.2}×")
 }
 
 /// A duration as `12.3 s`.
-pub fn seconds(d: Duration) -> String {
+pub(crate) fn seconds(d: Duration) -> String {
     format!("{:.1} s", d.as_secs_f64())
 }
 
 /// Bytes as MiB.
-pub fn mib(bytes: u64) -> String {
+pub(crate) fn mib(bytes: u64) -> String {
     format!("{:.1} MiB", bytes as f64 / (1024.0 * 1024.0))
 }
 
 /// Bytes as KiB.
-pub fn kib(bytes: u64) -> String {
+pub(crate) fn kib(bytes: u64) -> String {
     format!("{:.0} KiB", bytes as f64 / 1024.0)
 }
 
 /// A Markdown table.
-pub fn table(headers: &[&str], rows: &[Vec<String>]) -> String {
+pub(crate) fn table(headers: &[&str], rows: &[Vec<String>]) -> String {
     let mut out = format!(
         "| {} |\n|{}\n",
         headers.join(" | "),
@@ -190,7 +190,7 @@ pub fn table(headers: &[&str], rows: &[Vec<String>]) -> String {
 }
 
 /// The per-subject table: throughput, p50 and p99, medians with (min–max).
-pub fn subjects_table(subjects: &[Subject]) -> String {
+pub(crate) fn subjects_table(subjects: &[Subject]) -> String {
     let rows: Vec<Vec<String>> = subjects
         .iter()
         .map(|s| {
@@ -218,6 +218,6 @@ pub fn subjects_table(subjects: &[Subject]) -> String {
 }
 
 /// A ratio against a target (`at_least`), met or not.
-pub fn verdict(value: f64, at_least: f64) -> &'static str {
+pub(crate) fn verdict(value: f64, at_least: f64) -> &'static str {
     if value >= at_least { "met" } else { "not met" }
 }

@@ -41,7 +41,7 @@ struct Platform {
 /// Unused pool slots the runners keep warm: enough for every extension in rotation.
 const WARM_SLOTS: u32 = 1000;
 
-pub async fn run(bench: &Bench) -> Result<String> {
+pub(crate) async fn run(bench: &Bench) -> Result<String> {
     let wasm = std::fs::read(PLAIN_HELLO)?;
     let template = setup::guest_manifest("plain-hello")?;
 

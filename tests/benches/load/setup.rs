@@ -17,20 +17,20 @@ use tempfile::TempDir;
 use crate::wrk;
 
 /// The PostgreSQL server the storage scenario uses by default.
-pub const DEFAULT_POSTGRES: &str = "postgres://postgres@127.0.0.1:5432/postgres";
+pub(crate) const DEFAULT_POSTGRES: &str = "postgres://postgres@127.0.0.1:5432/postgres";
 
 /// Where `wasmtime-cli` of the runtime's wasmtime version is installed by default.
-pub const DEFAULT_WASMTIME: &str = "/var/tmp/palisade-bench/wasmtime-48.0.8/bin/wasmtime";
+pub(crate) const DEFAULT_WASMTIME: &str = "/var/tmp/palisade-bench/wasmtime-48.0.8/bin/wasmtime";
 
 /// The plain guest every hello scenario runs (built by build.rs).
-pub const PLAIN_HELLO: &str = env!("PALISADE_GUEST_PLAIN_HELLO");
+pub(crate) const PLAIN_HELLO: &str = env!("PALISADE_GUEST_PLAIN_HELLO");
 
 /// The `raw-http` test guest (streams, downloads, a flood of stdout), which imports no
 /// Palisade interface either.
-pub const RAW_HTTP: &str = env!("PALISADE_GUEST_RAW_HTTP");
+pub(crate) const RAW_HTTP: &str = env!("PALISADE_GUEST_RAW_HTTP");
 
 /// Durations and counts, from the environment.
-pub struct Settings {
+pub(crate) struct Settings {
     /// Shorter runs, for checking that the bench works.
     pub quick: bool,
     /// Measured rounds per subject, alternated with the other subjects.
@@ -69,7 +69,7 @@ impl Settings {
     }
 
     /// Fails if `PALISADE_BENCH_ONLY` names a scenario not in `known`.
-    pub fn check_only(&self, known: &[&str]) -> Result<()> {
+    pub(crate) fn check_only(&self, known: &[&str]) -> Result<()> {
         for name in self.only.iter().flatten() {
             ensure!(
                 known.contains(&name.as_str()),
@@ -81,14 +81,14 @@ impl Settings {
     }
 
     /// Whether `PALISADE_BENCH_ONLY` (when set) names `scenario`.
-    pub fn selected(&self, scenario: &str) -> bool {
+    pub(crate) fn selected(&self, scenario: &str) -> bool {
         self.only
             .as_ref()
             .is_none_or(|names| names.iter().any(|n| n == scenario))
     }
 
     /// The `wrk` load of a measured run.
-    pub fn load(&self) -> wrk::Load {
+    pub(crate) fn load(&self) -> wrk::Load {
         wrk::Load {
             threads: self.threads,
             connections: self.connections,
@@ -97,7 +97,7 @@ impl Settings {
     }
 
     /// The `wrk` load of a warm-up run.
-    pub fn warmup_load(&self) -> wrk::Load {
+    pub(crate) fn warmup_load(&self) -> wrk::Load {
         wrk::Load {
             duration: self.warmup,
             ..self.load()
@@ -105,7 +105,7 @@ impl Settings {
     }
 
     /// One sentence on how subjects are measured, for the report.
-    pub fn method(&self) -> String {
+    pub(crate) fn method(&self) -> String {
         format!(
             "`wrk -t{} -c{}`, {} rounds of {} s per subject, subjects alternated within each \
              round (a {} s warm-up first); medians over rounds, (min–max) in parentheses",
@@ -119,7 +119,7 @@ impl Settings {
 }
 
 /// Tools and settings shared by the scenarios.
-pub struct Bench {
+pub(crate) struct Bench {
     pub settings: Settings,
     /// The `palisade` binary.
     pub palisade: PathBuf,
@@ -138,7 +138,7 @@ pub struct Bench {
 
 impl Bench {
     /// Finds the binaries and reads the settings.
-    pub async fn new() -> Result<Bench> {
+    pub(crate) async fn new() -> Result<Bench> {
         let palisade = PathBuf::from(std::env::var_os("PALISADE_BIN").context(
             "PALISADE_BIN is not set: build with `cargo build --release -p palisade-cli` and \
              point PALISADE_BIN at target/release/palisade (`just bench` does both)",
@@ -203,7 +203,7 @@ impl Bench {
     }
 
     /// The section's heading and how it was measured.
-    pub fn header(&self) -> String {
+    pub(crate) fn header(&self) -> String {
         let cpus = std::thread::available_parallelism().map_or(0, usize::from);
         let quick = if self.settings.quick {
             "\n\n**Quick run (`PALISADE_BENCH_QUICK`): short rounds, figures are indicative only.**"
@@ -220,14 +220,14 @@ impl Bench {
 
     /// A new, empty data directory seeded with a trusted publisher key; its registry is
     /// `registry.db` inside it.
-    pub async fn data_dir(&self, name: &str) -> Result<DataDir> {
+    pub(crate) async fn data_dir(&self, name: &str) -> Result<DataDir> {
         DataDir::create(&self.work.path().join(name), None).await
     }
 
     /// A data directory `<name>-postgres` whose registry is a fresh schema
     /// `palisade_bench_<name>` on `server` (dropped first if a run left it behind).
     /// [`DataDir::drop_schema`] removes it.
-    pub async fn data_dir_on_postgres(&self, name: &str, server: &str) -> Result<DataDir> {
+    pub(crate) async fn data_dir_on_postgres(&self, name: &str, server: &str) -> Result<DataDir> {
         let schema = format!("palisade_bench_{name}");
         let url = palisade_registry::testing::postgres_schema_url(server, &schema);
         let admin = palisade_registry::db::connect(server)
@@ -244,7 +244,7 @@ impl Bench {
     }
 
     /// A free loopback address.
-    pub fn free_addr() -> Result<String> {
+    pub(crate) fn free_addr() -> Result<String> {
         let listener = TcpListener::bind("127.0.0.1:0").context("binding a free port")?;
         Ok(listener.local_addr()?.to_string())
     }
@@ -264,7 +264,7 @@ impl Bench {
 
     /// `palisade runner` on `data`, with `config` as its `--config` file when given;
     /// returns once `/healthz` answers.
-    pub async fn runner(&self, data: &DataDir, config: Option<&str>) -> Result<Server> {
+    pub(crate) async fn runner(&self, data: &DataDir, config: Option<&str>) -> Result<Server> {
         let addr = Self::free_addr()?;
         let mut command = self.palisade_command(data);
         if let Some(config) = config {
@@ -280,7 +280,7 @@ impl Bench {
 
     /// `palisade gateway` on `data` in front of `runner`, with the rate limits (per
     /// install, tenant and caller) off (the load is far above their defaults); returns once `/healthz` answers.
-    pub async fn gateway(&self, data: &DataDir, runner: &Server) -> Result<Server> {
+    pub(crate) async fn gateway(&self, data: &DataDir, runner: &Server) -> Result<Server> {
         let addr = Self::free_addr()?;
         let mut command = self.palisade_command(data);
         command.args([
@@ -303,7 +303,7 @@ impl Bench {
     }
 
     /// A caller token for `tenant` from `palisade token` (valid for two hours).
-    pub fn caller_token(&self, data: &DataDir, tenant: &str) -> Result<String> {
+    pub(crate) fn caller_token(&self, data: &DataDir, tenant: &str) -> Result<String> {
         let output = self
             .palisade_command(data)
             .args(["token", "--tenant", tenant, "--ttl", "7200"])
@@ -318,7 +318,7 @@ impl Bench {
     }
 
     /// The raw hyper server (this binary in its server mode); returns once it answers.
-    pub async fn hyper_server(&self) -> Result<Server> {
+    pub(crate) async fn hyper_server(&self) -> Result<Server> {
         let addr = Self::free_addr()?;
         let port = addr.rsplit(':').next().unwrap_or_default().to_owned();
         let mut command = Command::new(std::env::current_exe()?);
@@ -330,14 +330,14 @@ impl Bench {
 
     /// `wasmtime serve -S cli=y` of the plain guest with `options` (`-O ...`); returns
     /// once it answers.
-    pub async fn wasmtime_serve(&self, name: &str, options: &[&str]) -> Result<Server> {
+    pub(crate) async fn wasmtime_serve(&self, name: &str, options: &[&str]) -> Result<Server> {
         self.wasmtime_serve_of(name, Path::new(PLAIN_HELLO), options, "/hello")
             .await
     }
 
     /// `wasmtime serve -S cli=y` of `component` with `options`; returns once `ready`
     /// answers.
-    pub async fn wasmtime_serve_of(
+    pub(crate) async fn wasmtime_serve_of(
         &self,
         name: &str,
         component: &Path,
@@ -377,7 +377,7 @@ fn version_line(binary: &Path, flag: &str) -> Result<String> {
 }
 
 /// A server process, killed when dropped; its output goes to a log file.
-pub struct Server {
+pub(crate) struct Server {
     pub name: String,
     /// `http://127.0.0.1:<port>`.
     pub url: String,
@@ -404,12 +404,12 @@ impl Server {
     }
 
     /// The process id.
-    pub fn pid(&self) -> u32 {
+    pub(crate) fn pid(&self) -> u32 {
         self.child.id()
     }
 
     /// Fails with the end of the log if the process has exited.
-    pub fn check_alive(&mut self) -> Result<()> {
+    pub(crate) fn check_alive(&mut self) -> Result<()> {
         if let Some(status) = self.child.try_wait()? {
             bail!("{} exited with {status}:\n{}", self.name, self.log_tail());
         }
@@ -417,7 +417,7 @@ impl Server {
     }
 
     /// The last lines of the process's output.
-    pub fn log_tail(&self) -> String {
+    pub(crate) fn log_tail(&self) -> String {
         let text = std::fs::read_to_string(&self.log).unwrap_or_default();
         let lines: Vec<&str> = text.lines().collect();
         lines[lines.len().saturating_sub(20)..].join("\n")
@@ -456,7 +456,7 @@ impl Drop for Server {
 /// A data directory as the `palisade` command line lays it out: `registry.db` (or a
 /// `--database-url`) whose trust set holds the publisher key, and `objects/` (the servers
 /// generate their keys on first start).
-pub struct DataDir {
+pub(crate) struct DataDir {
     path: PathBuf,
     /// The registry, opened on the same database as the servers.
     pub registry: Registry,
@@ -495,13 +495,13 @@ impl DataDir {
         })
     }
 
-    pub fn path(&self) -> &Path {
+    pub(crate) fn path(&self) -> &Path {
         &self.path
     }
 
     /// Removes the PostgreSQL schema of [`Bench::data_dir_on_postgres`] (nothing on
     /// SQLite); call once its servers are idle.
-    pub async fn drop_schema(&self) -> Result<()> {
+    pub(crate) async fn drop_schema(&self) -> Result<()> {
         if let Some(schema) = &self.schema {
             sqlx::query(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE"))
                 .execute(self.registry.pool())
@@ -518,7 +518,7 @@ impl DataDir {
     }
 
     /// Packs, signs and publishes `component` with `manifest`.
-    pub async fn publish(
+    pub(crate) async fn publish(
         &self,
         manifest: &serde_json::Value,
         component: &[u8],
@@ -540,7 +540,7 @@ impl DataDir {
     }
 
     /// Installs the newest version of `extension` for `tenant`, approving `approved`.
-    pub async fn install(
+    pub(crate) async fn install(
         &self,
         tenant: &str,
         extension: &str,
@@ -554,7 +554,7 @@ impl DataDir {
 }
 
 /// The manifest of a test guest in `tests/guests/<name>`.
-pub fn guest_manifest(name: &str) -> Result<serde_json::Value> {
+pub(crate) fn guest_manifest(name: &str) -> Result<serde_json::Value> {
     let path = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("guests")
         .join(name)
@@ -564,7 +564,7 @@ pub fn guest_manifest(name: &str) -> Result<serde_json::Value> {
 }
 
 /// One installed extension, called directly on a runner over the execute hop.
-pub struct Direct {
+pub(crate) struct Direct {
     install: Install,
     content_hash: String,
     minter: TokenMinter,
@@ -574,7 +574,11 @@ pub struct Direct {
 
 impl Direct {
     /// Calls of `install` of `published`, with service tokens from `data`'s key.
-    pub fn new(data: &DataDir, install: Install, published: &PublishedVersion) -> Result<Direct> {
+    pub(crate) fn new(
+        data: &DataDir,
+        install: Install,
+        published: &PublishedVersion,
+    ) -> Result<Direct> {
         let pem = std::fs::read(data.path.join("keys/service.key.pem"))
             .context("reading the service key (start a runner first)")?;
         Ok(Direct {
@@ -587,7 +591,7 @@ impl Direct {
 
     /// `count` distinct calls of `method path?query`, each with its own request id and
     /// service token (a runner refuses a token presented twice).
-    pub fn requests(
+    pub(crate) fn requests(
         &self,
         method: &str,
         path: &str,
@@ -600,7 +604,7 @@ impl Direct {
     }
 
     /// Call `index` of `method path?query`: its own request id and service token.
-    pub fn call(
+    pub(crate) fn call(
         &self,
         method: &str,
         path: &str,
@@ -644,7 +648,7 @@ impl Direct {
 }
 
 /// A `GET path` through a gateway with a caller token.
-pub fn gateway_request(extension: &str, path: &str, token: &str) -> wrk::Request {
+pub(crate) fn gateway_request(extension: &str, path: &str, token: &str) -> wrk::Request {
     wrk::Request {
         method: "GET".into(),
         path: format!("/api/ext/{extension}{path}"),
@@ -654,7 +658,7 @@ pub fn gateway_request(extension: &str, path: &str, token: &str) -> wrk::Request
 }
 
 /// Sends `request` to `base` once; returns the status and body.
-pub async fn send(
+pub(crate) async fn send(
     client: &reqwest::Client,
     base: &str,
     request: &wrk::Request,
@@ -676,7 +680,7 @@ pub async fn send(
 }
 
 /// Sends `request` and checks that the guest answered 200 with `expected`.
-pub async fn expect_body(
+pub(crate) async fn expect_body(
     client: &reqwest::Client,
     base: &str,
     request: &wrk::Request,

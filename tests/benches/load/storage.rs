@@ -31,7 +31,7 @@ struct OnBackend {
     sets: Feed,
 }
 
-pub async fn run(bench: &Bench) -> Result<String> {
+pub(crate) async fn run(bench: &Bench) -> Result<String> {
     let mut backends = vec![prepare(bench, "SQLite", bench.data_dir("storage").await?).await?];
     let mut skipped = None;
     match &bench.postgres {

@@ -13,7 +13,7 @@ use crate::wrk::{Request, Target};
 
 /// `wasmtime serve` tuned as the runner's engine is: pooling, slots kept resident, dirty
 /// pages found with `PAGEMAP_SCAN`.
-pub const TUNED: [&str; 8] = [
+pub(crate) const TUNED: [&str; 8] = [
     "-O",
     "pooling-allocator=y",
     "-O",
@@ -27,7 +27,7 @@ pub const TUNED: [&str; 8] = [
 const TENANT: &str = "bench";
 const EXTENSION: &str = "com.example.plain-hello";
 
-pub async fn run(bench: &Bench) -> Result<String> {
+pub(crate) async fn run(bench: &Bench) -> Result<String> {
     let wasm = std::fs::read(PLAIN_HELLO)?;
     let palisade_imports: Vec<String> = component_imports(&wasm)?
         .into_iter()

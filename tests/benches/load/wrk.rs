@@ -15,7 +15,7 @@ use anyhow::{Context, Result, bail, ensure};
 
 /// How hard and how long.
 #[derive(Debug, Clone, Copy)]
-pub struct Load {
+pub(crate) struct Load {
     pub threads: u32,
     pub connections: u32,
     pub duration: Duration,
@@ -23,7 +23,7 @@ pub struct Load {
 
 /// One HTTP request.
 #[derive(Debug, Clone)]
-pub struct Request {
+pub(crate) struct Request {
     pub method: String,
     /// Path and query.
     pub path: String,
@@ -33,7 +33,7 @@ pub struct Request {
 
 /// A server and what to send it.
 #[derive(Clone)]
-pub struct Target {
+pub(crate) struct Target {
     /// `http://127.0.0.1:<port>`.
     pub base: String,
     /// Sent in turn, one after the other, by every connection.
@@ -46,7 +46,7 @@ pub struct Target {
 }
 
 /// Makes request `i` of a run.
-pub type Feed = Arc<dyn Fn(usize) -> Result<Request> + Send + Sync>;
+pub(crate) type Feed = Arc<dyn Fn(usize) -> Result<Request> + Send + Sync>;
 
 /// Calls a fed run may make per second of its duration, at most: sized well above what
 /// one runner answers on the machines this runs on (a run that exhausts its feed fails).
@@ -54,7 +54,7 @@ const FEED_PER_SECOND: usize = 60_000;
 
 impl Target {
     /// `requests` to `base`, with no body check.
-    pub fn new(base: &str, requests: Vec<Request>) -> Target {
+    pub(crate) fn new(base: &str, requests: Vec<Request>) -> Target {
         Target {
             base: base.to_owned(),
             requests,
@@ -64,7 +64,7 @@ impl Target {
     }
 
     /// Requests made by `feed` for each run, to `base`.
-    pub fn fed(base: &str, feed: Feed) -> Target {
+    pub(crate) fn fed(base: &str, feed: Feed) -> Target {
         Target {
             base: base.to_owned(),
             requests: Vec::new(),
@@ -74,7 +74,7 @@ impl Target {
     }
 
     /// One request of this target, for a check outside a run.
-    pub fn sample(&self) -> Result<Request> {
+    pub(crate) fn sample(&self) -> Result<Request> {
         match &self.feed {
             Some(feed) => feed(usize::MAX / 2),
             None => self.requests.first().cloned().context("no request to send"),
@@ -152,7 +152,7 @@ fn write_feed(feed: &Feed, count: usize, host: &str, path: &Path) -> Result<usiz
 
 /// The figures of one run.
 #[derive(Debug, Clone, Copy)]
-pub struct Figures {
+pub(crate) struct Figures {
     /// Completed requests per second.
     pub rps: f64,
     pub p50: Duration,
@@ -166,7 +166,7 @@ const MARK: &str = "WRK_RESULT";
 
 /// Runs `wrk` against `target`; fails if any answer was not 2xx/3xx or failed the body
 /// check, or if nothing completed.
-pub async fn run(wrk: &Path, work: &Path, target: &Target, load: Load) -> Result<Figures> {
+pub(crate) async fn run(wrk: &Path, work: &Path, target: &Target, load: Load) -> Result<Figures> {
     ensure!(
         !target.requests.is_empty() || target.feed.is_some(),
         "no request to send"

@@ -258,12 +258,20 @@ mod tests {
             assert_eq!(spec.key.spec(), spec);
             for interface in spec.interfaces {
                 assert_eq!(CapabilityKey::for_interface(interface), Some(spec.key));
-                assert!(!interface.contains('@'), "{interface}: no version in the table");
+                assert!(
+                    !interface.contains('@'),
+                    "{interface}: no version in the table"
+                );
             }
         }
         // The manifest section has exactly one field per capability, named as in the table.
         let json = serde_json::to_value(everything()).unwrap();
-        let fields: Vec<&str> = json.as_object().unwrap().keys().map(String::as_str).collect();
+        let fields: Vec<&str> = json
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(String::as_str)
+            .collect();
         let mut names = CAPABILITIES.map(|spec| spec.name).to_vec();
         names.sort_unstable();
         let mut fields = fields;
@@ -299,7 +307,10 @@ mod tests {
         }
         let err = "sockets".parse::<CapabilityKey>().unwrap_err();
         assert!(err.to_string().contains("`sockets`"));
-        assert!(err.to_string().ends_with("log, metrics, storage, secrets, http"));
+        assert!(
+            err.to_string()
+                .ends_with("log, metrics, storage, secrets, http")
+        );
     }
 
     #[test]

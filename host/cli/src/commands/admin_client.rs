@@ -16,11 +16,11 @@ use serde::de::DeserializeOwned;
 use crate::datadir::{DataDir, read_string, write_private};
 
 /// Environment variable holding the admin token for `--server`.
-pub const ADMIN_TOKEN_ENV: &str = "PALISADE_ADMIN_TOKEN";
+pub(crate) const ADMIN_TOKEN_ENV: &str = "PALISADE_ADMIN_TOKEN";
 
 /// `--server` and `--admin-token`, shared by the commands that have a remote mode.
 #[derive(Debug, Clone, Args)]
-pub struct ServerArgs {
+pub(crate) struct ServerArgs {
     /// Use the admin API of this gateway (e.g. `http://127.0.0.1:8080`) instead of the
     /// data directory.
     #[arg(long, value_name = "URL")]
@@ -32,7 +32,7 @@ pub struct ServerArgs {
 
 impl ServerArgs {
     /// The admin client when `--server` is given.
-    pub fn client(&self) -> Result<Option<AdminClient>> {
+    pub(crate) fn client(&self) -> Result<Option<AdminClient>> {
         let Some(server) = &self.server else {
             return Ok(None);
         };
@@ -44,13 +44,13 @@ impl ServerArgs {
 }
 
 /// Path of the admin token in the data directory.
-pub fn admin_token_path(data_dir: &DataDir) -> PathBuf {
+pub(crate) fn admin_token_path(data_dir: &DataDir) -> PathBuf {
     data_dir.root().join("keys").join("admin.token")
 }
 
 /// The admin token in `keys/admin.token`, generated (32 random bytes, hex, mode 0600) on
 /// first use.
-pub fn admin_token(data_dir: &DataDir) -> Result<String> {
+pub(crate) fn admin_token(data_dir: &DataDir) -> Result<String> {
     let path = admin_token_path(data_dir);
     if path.exists() {
         let token = read_string(&path)?.trim().to_owned();
@@ -71,7 +71,7 @@ pub fn admin_token(data_dir: &DataDir) -> Result<String> {
 
 /// A client of the admin API.
 #[derive(Debug, Clone)]
-pub struct AdminClient {
+pub(crate) struct AdminClient {
     base: String,
     token: String,
     http: reqwest::Client,
@@ -89,7 +89,7 @@ struct ErrorBody {
 
 /// A published version, as the admin API answers.
 #[derive(Debug, Deserialize)]
-pub struct Published {
+pub(crate) struct Published {
     /// The version's row id.
     pub version_id: String,
     /// The extension id.
@@ -102,7 +102,7 @@ pub struct Published {
 
 /// An install, as the admin API answers.
 #[derive(Debug, Deserialize)]
-pub struct InstallReply {
+pub(crate) struct InstallReply {
     /// The install id.
     pub install_id: String,
     /// The tenant.
@@ -115,14 +115,14 @@ pub struct InstallReply {
 
 /// A secret's name, as the admin API lists it.
 #[derive(Debug, Deserialize)]
-pub struct SecretName {
+pub(crate) struct SecretName {
     /// The name.
     pub name: String,
 }
 
 impl AdminClient {
     /// A client of the gateway at `server` (base URL) using `token`.
-    pub fn new(server: &str, token: &str) -> Self {
+    pub(crate) fn new(server: &str, token: &str) -> Self {
         AdminClient {
             base: format!("{}/admin/v1", server.trim_end_matches('/')),
             token: token.to_owned(),
@@ -131,7 +131,7 @@ impl AdminClient {
     }
 
     /// Publishes a bundle; `signature` is raw or base64 (as `palisade sign` writes it).
-    pub async fn publish(&self, bundle: Vec<u8>, signature: &[u8]) -> Result<Published> {
+    pub(crate) async fn publish(&self, bundle: Vec<u8>, signature: &[u8]) -> Result<Published> {
         let signature = STANDARD.encode(palisade_bundle::decode_signature(signature));
         let request = self
             .http
@@ -143,7 +143,7 @@ impl AdminClient {
     }
 
     /// Installs (or upgrades) `extension` for `tenant`.
-    pub async fn install(
+    pub(crate) async fn install(
         &self,
         tenant: &str,
         extension: &str,
@@ -166,7 +166,7 @@ impl AdminClient {
     }
 
     /// Seals and stores a secret.
-    pub async fn set_secret(
+    pub(crate) async fn set_secret(
         &self,
         tenant: &str,
         extension: &str,
@@ -186,7 +186,12 @@ impl AdminClient {
     }
 
     /// Deletes a secret.
-    pub async fn delete_secret(&self, tenant: &str, extension: &str, name: &str) -> Result<()> {
+    pub(crate) async fn delete_secret(
+        &self,
+        tenant: &str,
+        extension: &str,
+        name: &str,
+    ) -> Result<()> {
         let url = format!(
             "{}/secrets/{}",
             self.install_url(tenant, extension),
@@ -196,7 +201,11 @@ impl AdminClient {
     }
 
     /// The names of the secrets set for an install.
-    pub async fn list_secrets(&self, tenant: &str, extension: &str) -> Result<Vec<SecretName>> {
+    pub(crate) async fn list_secrets(
+        &self,
+        tenant: &str,
+        extension: &str,
+    ) -> Result<Vec<SecretName>> {
         let url = format!("{}/secrets", self.install_url(tenant, extension));
         self.json(self.http.get(url)).await
     }

@@ -10,14 +10,14 @@ use palisade_bundle::{ContentHash, SigningKey, TrustBundle, decode_signature, pa
 use crate::datadir::{DataDir, read_bytes, write_file, write_private};
 
 #[derive(Debug, Args)]
-pub struct BuildArgs {
+pub(crate) struct BuildArgs {
     /// The extension crate (or a workspace of them).
     #[arg(default_value = ".")]
     pub dir: PathBuf,
 }
 
 #[derive(Debug, Args)]
-pub struct KeygenArgs {
+pub(crate) struct KeygenArgs {
     /// Path of the private key to write; the public key goes beside it as `.pub.pem`.
     #[arg(long, default_value = "publisher.key.pem")]
     pub out: PathBuf,
@@ -27,7 +27,7 @@ pub struct KeygenArgs {
 }
 
 #[derive(Debug, Args)]
-pub struct PackArgs {
+pub(crate) struct PackArgs {
     /// Directory holding `manifest.json` (and optionally `ui/`).
     #[arg(default_value = ".")]
     pub dir: PathBuf,
@@ -40,7 +40,7 @@ pub struct PackArgs {
 }
 
 #[derive(Debug, Args)]
-pub struct SignArgs {
+pub(crate) struct SignArgs {
     /// The bundle to sign.
     pub bundle: PathBuf,
     /// The publisher's private key (PKCS#8 PEM).
@@ -52,7 +52,7 @@ pub struct SignArgs {
 }
 
 #[derive(Debug, Args)]
-pub struct VerifyArgs {
+pub(crate) struct VerifyArgs {
     /// The bundle to verify.
     pub bundle: PathBuf,
     /// Its signature (default: `<bundle>.sig`); base64 or raw DER.
@@ -64,13 +64,13 @@ pub struct VerifyArgs {
 }
 
 /// `<bundle>.sig`.
-pub fn default_signature_path(bundle: &Path) -> PathBuf {
+pub(crate) fn default_signature_path(bundle: &Path) -> PathBuf {
     let mut name = bundle.as_os_str().to_owned();
     name.push(".sig");
     PathBuf::from(name)
 }
 
-pub fn build(args: BuildArgs) -> Result<()> {
+pub(crate) fn build(args: BuildArgs) -> Result<()> {
     for component in build_components(&args.dir)? {
         println!("{}", component.display());
     }
@@ -78,11 +78,11 @@ pub fn build(args: BuildArgs) -> Result<()> {
 }
 
 /// The target extensions are built for.
-pub const WASM_TARGET: &str = "wasm32-wasip2";
+pub(crate) const WASM_TARGET: &str = "wasm32-wasip2";
 
 /// Runs `cargo build --release --target wasm32-wasip2` in `dir` and returns the `.wasm`
 /// files it produced. The target is added with rustup first when the toolchain lacks it.
-pub fn build_components(dir: &Path) -> Result<Vec<PathBuf>> {
+pub(crate) fn build_components(dir: &Path) -> Result<Vec<PathBuf>> {
     ensure_wasm_target(dir)?;
     let output = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
         .current_dir(dir)
@@ -163,7 +163,7 @@ fn ensure_wasm_target(dir: &Path) -> Result<()> {
     Ok(())
 }
 
-pub fn keygen(args: KeygenArgs) -> Result<()> {
+pub(crate) fn keygen(args: KeygenArgs) -> Result<()> {
     let public = public_key_path(&args.out);
     if !args.force && (args.out.exists() || public.exists()) {
         bail!(
@@ -181,7 +181,7 @@ pub fn keygen(args: KeygenArgs) -> Result<()> {
 }
 
 /// `x.key.pem` → `x.pub.pem`; anything else → `<name>.pub.pem`.
-pub fn public_key_path(private: &Path) -> PathBuf {
+pub(crate) fn public_key_path(private: &Path) -> PathBuf {
     let name = private.to_string_lossy();
     match name.strip_suffix(".key.pem") {
         Some(stem) => PathBuf::from(format!("{stem}.pub.pem")),
@@ -189,7 +189,7 @@ pub fn public_key_path(private: &Path) -> PathBuf {
     }
 }
 
-pub fn pack(args: PackArgs) -> Result<()> {
+pub(crate) fn pack(args: PackArgs) -> Result<()> {
     let bytes = pack_dir(&args.dir, &args.component)
         .with_context(|| format!("packing {}", args.dir.display()))?;
     write_file(&args.out, &bytes)?;
@@ -197,7 +197,7 @@ pub fn pack(args: PackArgs) -> Result<()> {
     Ok(())
 }
 
-pub fn sign(args: SignArgs) -> Result<()> {
+pub(crate) fn sign(args: SignArgs) -> Result<()> {
     let key = SigningKey::from_pem(&read_bytes(&args.key)?)
         .with_context(|| format!("reading the signing key {}", args.key.display()))?;
     let bundle = read_bytes(&args.bundle)?;
@@ -212,7 +212,7 @@ pub fn sign(args: SignArgs) -> Result<()> {
     Ok(())
 }
 
-pub async fn verify(data_dir: &DataDir, args: VerifyArgs) -> Result<()> {
+pub(crate) async fn verify(data_dir: &DataDir, args: VerifyArgs) -> Result<()> {
     let trust = match &args.trust {
         Some(path) => TrustBundle::load(path)
             .with_context(|| format!("reading the trust bundle {}", path.display()))?,

@@ -14,7 +14,7 @@ use crate::commands::serve::{gateway_state, stop_signal};
 use crate::datadir::{DataDir, read_string};
 
 #[derive(Debug, Args)]
-pub struct GatewayArgs {
+pub(crate) struct GatewayArgs {
     /// Address to serve the public API on.
     #[arg(long, default_value = "127.0.0.1:8080")]
     pub listen: SocketAddr,
@@ -37,7 +37,7 @@ pub struct GatewayArgs {
     pub dev: bool,
 }
 
-pub async fn gateway(data_dir: &DataDir, args: GatewayArgs) -> Result<()> {
+pub(crate) async fn gateway(data_dir: &DataDir, args: GatewayArgs) -> Result<()> {
     let mut runners = args.runners;
     if let Some(file) = &args.runners_file {
         runners.extend(read_runners_file(file)?);

@@ -1,19 +1,19 @@
 //! One module per group of commands.
 
-pub mod admin_client;
-pub mod author;
-pub mod gateway;
-pub mod policy;
-pub mod registry;
-pub mod runner;
-pub mod secrets;
-pub mod serve;
-pub mod up;
+pub(crate) mod admin_client;
+pub(crate) mod author;
+pub(crate) mod gateway;
+pub(crate) mod policy;
+pub(crate) mod registry;
+pub(crate) mod runner;
+pub(crate) mod secrets;
+pub(crate) mod serve;
+pub(crate) mod up;
 
 /// `listener` with `TCP_NODELAY` on every accepted connection. A streamed answer goes out
 /// as several small writes (head, chunks, trailers); without it, Nagle's algorithm holds
 /// the last of them until the peer's delayed acknowledgement, about 40 ms a call.
-pub fn no_delay(
+pub(crate) fn no_delay(
     listener: tokio::net::TcpListener,
 ) -> impl axum::serve::Listener<Addr = std::net::SocketAddr> {
     use axum::serve::ListenerExt as _;

@@ -14,7 +14,7 @@ use crate::datadir::read_string;
 /// Request-policy settings of a gateway; without any, the defaults and the data
 /// directory's development caller key apply.
 #[derive(Debug, Default, Args)]
-pub struct PolicyArgs {
+pub(crate) struct PolicyArgs {
     /// Expected `iss` of caller tokens (default: the development issuer).
     #[arg(long, value_name = "ISSUER")]
     pub caller_issuer: Option<String>,
@@ -71,7 +71,7 @@ pub struct PolicyArgs {
 
 impl PolicyArgs {
     /// Applies the settings given to `config`.
-    pub fn apply(&self, config: &mut GatewayConfig) -> Result<()> {
+    pub(crate) fn apply(&self, config: &mut GatewayConfig) -> Result<()> {
         let auth = &mut config.caller_auth;
         if let Some(issuer) = &self.caller_issuer {
             auth.issuer.clone_from(issuer);

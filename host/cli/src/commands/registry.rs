@@ -16,7 +16,7 @@ use crate::commands::author::default_signature_path;
 use crate::datadir::{DEV_AUDIENCE, DEV_ISSUER, DataDir, read_bytes};
 
 #[derive(Debug, Subcommand)]
-pub enum TrustCommand {
+pub(crate) enum TrustCommand {
     /// Trust a publisher's public key (PEM) in the registry; running gateways and runners
     /// accept it within their trust-cache TTL, without a restart.
     Add {
@@ -42,7 +42,7 @@ pub enum TrustCommand {
 }
 
 #[derive(Debug, Args)]
-pub struct PublishArgs {
+pub(crate) struct PublishArgs {
     /// The bundle (`bundle.tar.zst`).
     pub bundle: PathBuf,
     /// Its signature (default: `<bundle>.sig`).
@@ -58,7 +58,7 @@ pub struct PublishArgs {
 }
 
 #[derive(Debug, Args)]
-pub struct InstallArgs {
+pub(crate) struct InstallArgs {
     /// The tenant installing the extension.
     #[arg(long)]
     pub tenant: String,
@@ -83,7 +83,7 @@ pub struct InstallArgs {
 }
 
 #[derive(Debug, Args)]
-pub struct TokenArgs {
+pub(crate) struct TokenArgs {
     /// The tenant the token is for.
     #[arg(long)]
     pub tenant: String,
@@ -96,7 +96,7 @@ pub struct TokenArgs {
 }
 
 #[derive(Debug, Args)]
-pub struct CallArgs {
+pub(crate) struct CallArgs {
     /// The tenant calling.
     #[arg(long)]
     pub tenant: String,
@@ -115,7 +115,7 @@ pub struct CallArgs {
     pub gateway: String,
 }
 
-pub async fn trust(data_dir: &DataDir, cmd: TrustCommand) -> Result<()> {
+pub(crate) async fn trust(data_dir: &DataDir, cmd: TrustCommand) -> Result<()> {
     let registry = data_dir.registry().await?;
     match cmd {
         TrustCommand::Add { key, extensions } => {
@@ -188,7 +188,7 @@ fn key_fingerprint(key: &str) -> Result<KeyFingerprint> {
 }
 
 /// Trusts `key` in the registry (and leaves any other trusted key alone).
-pub async fn add_trusted_key(registry: &Registry, key: &PublicKey) -> Result<()> {
+pub(crate) async fn add_trusted_key(registry: &Registry, key: &PublicKey) -> Result<()> {
     registry
         .trust_key(key)
         .await
@@ -196,7 +196,7 @@ pub async fn add_trusted_key(registry: &Registry, key: &PublicKey) -> Result<()>
     Ok(())
 }
 
-pub async fn publish(data_dir: &DataDir, args: PublishArgs) -> Result<()> {
+pub(crate) async fn publish(data_dir: &DataDir, args: PublishArgs) -> Result<()> {
     if let Some(client) = args.remote.client()? {
         let bundle = read_bytes(&args.bundle)?;
         let sig_path = args
@@ -254,7 +254,7 @@ pub async fn publish(data_dir: &DataDir, args: PublishArgs) -> Result<()> {
     Ok(())
 }
 
-pub async fn install(data_dir: &DataDir, args: InstallArgs) -> Result<()> {
+pub(crate) async fn install(data_dir: &DataDir, args: InstallArgs) -> Result<()> {
     let approved = args
         .approve
         .iter()
@@ -310,7 +310,12 @@ pub async fn install(data_dir: &DataDir, args: InstallArgs) -> Result<()> {
 }
 
 /// A development caller token for `tenant`, signed with the data directory's issuer key.
-pub fn dev_token(data_dir: &DataDir, tenant: &str, user: &str, ttl: Duration) -> Result<String> {
+pub(crate) fn dev_token(
+    data_dir: &DataDir,
+    tenant: &str,
+    user: &str,
+    ttl: Duration,
+) -> Result<String> {
     let keys = data_dir.caller_issuer_keys()?;
     palisade_gateway::auth::mint_dev_token(
         keys.private_pem.as_bytes(),
@@ -323,7 +328,7 @@ pub fn dev_token(data_dir: &DataDir, tenant: &str, user: &str, ttl: Duration) ->
     .context("minting a caller token")
 }
 
-pub fn token(data_dir: &DataDir, args: TokenArgs) -> Result<()> {
+pub(crate) fn token(data_dir: &DataDir, args: TokenArgs) -> Result<()> {
     println!(
         "{}",
         dev_token(
@@ -336,7 +341,7 @@ pub fn token(data_dir: &DataDir, args: TokenArgs) -> Result<()> {
     Ok(())
 }
 
-pub async fn call(data_dir: &DataDir, args: CallArgs) -> Result<()> {
+pub(crate) async fn call(data_dir: &DataDir, args: CallArgs) -> Result<()> {
     let token = dev_token(data_dir, &args.tenant, "dev", Duration::from_secs(300))?;
     let path = args.path.trim_start_matches('/');
     let url = format!(

@@ -12,7 +12,7 @@ use crate::commands::serve::{runner_state, stop_signal};
 use crate::datadir::DataDir;
 
 #[derive(Debug, Args)]
-pub struct RunnerArgs {
+pub(crate) struct RunnerArgs {
     /// Address to serve the execute protocol on (called by gateways only).
     #[arg(long, default_value = "127.0.0.1:8081")]
     pub listen: SocketAddr,
@@ -21,7 +21,7 @@ pub struct RunnerArgs {
     pub drain_timeout: u64,
 }
 
-pub async fn runner(data_dir: &DataDir, args: RunnerArgs) -> Result<()> {
+pub(crate) async fn runner(data_dir: &DataDir, args: RunnerArgs) -> Result<()> {
     let registry = data_dir.registry().await?;
     let state = runner_state(data_dir, &registry).await?;
     let drain = state.drain();

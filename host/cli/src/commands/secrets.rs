@@ -17,13 +17,13 @@ use crate::commands::admin_client::{AdminClient, ServerArgs};
 use crate::datadir::{DataDir, read_string, write_file};
 
 /// Environment variable holding the runners' private keyring (overrides the key file).
-pub const KEYRING_ENV: &str = "PALISADE_SECRETS_KEYRING";
+pub(crate) const KEYRING_ENV: &str = "PALISADE_SECRETS_KEYRING";
 
 /// Environment variable holding the public key secrets are sealed to (overrides the file).
-pub const PUBLIC_KEY_ENV: &str = "PALISADE_SECRETS_PUBLIC_KEY";
+pub(crate) const PUBLIC_KEY_ENV: &str = "PALISADE_SECRETS_PUBLIC_KEY";
 
 /// Environment variable of earlier versions' symmetric keyring (read to migrate only).
-pub const LEGACY_KEY_ENV: &str = "PALISADE_SECRETS_KEY";
+pub(crate) const LEGACY_KEY_ENV: &str = "PALISADE_SECRETS_KEY";
 
 /// Header written above a generated keyring.
 const KEYRING_HEADER: &str = "\
@@ -40,7 +40,7 @@ const PUBLIC_KEY_HEADER: &str = "\
 ";
 
 #[derive(Debug, Subcommand)]
-pub enum SecretsCommand {
+pub(crate) enum SecretsCommand {
     /// Set a secret of a tenant's install. The value is read from stdin; one trailing
     /// newline is removed.
     Set {
@@ -85,7 +85,7 @@ pub enum SecretsCommand {
     Migrate,
 }
 
-pub async fn secrets(data_dir: &DataDir, command: SecretsCommand) -> Result<()> {
+pub(crate) async fn secrets(data_dir: &DataDir, command: SecretsCommand) -> Result<()> {
     let remote = match &command {
         SecretsCommand::Set { remote, .. }
         | SecretsCommand::List { remote, .. }
@@ -259,17 +259,17 @@ async fn remote_secrets(client: &AdminClient, command: SecretsCommand) -> Result
 }
 
 /// Path of the runners' private keyring.
-pub fn keyring_path(data_dir: &DataDir) -> PathBuf {
+pub(crate) fn keyring_path(data_dir: &DataDir) -> PathBuf {
     data_dir.root().join("keys").join("secrets.keyring")
 }
 
 /// Path of the public key secrets are sealed to.
-pub fn public_key_path(data_dir: &DataDir) -> PathBuf {
+pub(crate) fn public_key_path(data_dir: &DataDir) -> PathBuf {
     data_dir.root().join("keys").join("secrets.pub")
 }
 
 /// Path of the symmetric keyring of earlier versions.
-pub fn legacy_key_path(data_dir: &DataDir) -> PathBuf {
+pub(crate) fn legacy_key_path(data_dir: &DataDir) -> PathBuf {
     data_dir.root().join("keys").join("secrets.key")
 }
 
@@ -286,7 +286,7 @@ fn env_text(name: &str) -> Option<SecretValue> {
 /// gateways and the CLI on this data directory seal to it. An earlier version's symmetric
 /// keyring (`$PALISADE_SECRETS_KEY` or `keys/secrets.key`), when present, is added so that
 /// values not migrated yet stay readable.
-pub fn load_opener(data_dir: &DataDir) -> Result<SecretOpener> {
+pub(crate) fn load_opener(data_dir: &DataDir) -> Result<SecretOpener> {
     let opener = opener_from(
         env_text(KEYRING_ENV).as_ref(),
         &keyring_path(data_dir),
@@ -339,7 +339,7 @@ fn write_public_key(path: &Path, sealer: &SecretSealer) -> Result<()> {
 /// What seals secrets without opening them, for the gateway: `$PALISADE_SECRETS_PUBLIC_KEY`
 /// if set, else `keys/secrets.pub`; `None` when neither exists. Never reads or generates
 /// a key that opens secrets.
-pub fn load_public_sealer(data_dir: &DataDir) -> Result<Option<SecretSealer>> {
+pub(crate) fn load_public_sealer(data_dir: &DataDir) -> Result<Option<SecretSealer>> {
     if let Some(text) = env_text(PUBLIC_KEY_ENV) {
         return SecretSealer::from_public_key(text.expose())
             .map(Some)
@@ -357,7 +357,7 @@ pub fn load_public_sealer(data_dir: &DataDir) -> Result<Option<SecretSealer>> {
 /// What `palisade secrets set` seals with: the public key ([`load_public_sealer`]), or,
 /// on a data directory without one, the public half of its keyring (generated on first
 /// use, as a runner would).
-pub fn load_sealer(data_dir: &DataDir) -> Result<SecretSealer> {
+pub(crate) fn load_sealer(data_dir: &DataDir) -> Result<SecretSealer> {
     match load_public_sealer(data_dir)? {
         Some(sealer) => Ok(sealer),
         None => Ok(load_opener(data_dir)?.sealer().clone()),

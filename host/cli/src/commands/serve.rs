@@ -15,7 +15,7 @@ use crate::datadir::{DEV_AUDIENCE, DEV_ISSUER, DataDir};
 
 /// A runner on `registry`, trusting the registry's publisher keys and the data
 /// directory's service key, with its secrets keyring and artifact cache.
-pub async fn runner_state(data_dir: &DataDir, registry: &Registry) -> Result<RunnerState> {
+pub(crate) async fn runner_state(data_dir: &DataDir, registry: &Registry) -> Result<RunnerState> {
     if registry.trusted_keys().await?.is_empty() {
         tracing::warn!(
             "the registry trusts no publisher key: nothing can run until one is added with `palisade trust add KEY.pub.pem` (or start with --demo)"
@@ -42,7 +42,7 @@ pub async fn runner_state(data_dir: &DataDir, registry: &Registry) -> Result<Run
 
 /// A gateway on `registry` in front of `runner_urls`, accepting the data directory's
 /// development caller tokens and signing service tokens with its service key.
-pub fn gateway_state(
+pub(crate) fn gateway_state(
     data_dir: &DataDir,
     registry: Registry,
     runner_urls: Vec<String>,
@@ -66,7 +66,7 @@ pub fn gateway_state(
 }
 
 /// Resolves on Ctrl-C (SIGINT) or, on Unix, SIGTERM.
-pub async fn stop_signal() {
+pub(crate) async fn stop_signal() {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{SignalKind, signal};
@@ -89,7 +89,10 @@ pub async fn stop_signal() {
 /// Turns on the admin API of `state` with the data directory's admin token (generated on
 /// first use) and secrets public key (when one exists: a gateway never holds a key that
 /// opens secrets, nor generates one). Publishing verifies against the registry's trust set.
-pub fn with_admin(state: GatewayState, data_dir: &DataDir) -> Result<(GatewayState, String)> {
+pub(crate) fn with_admin(
+    state: GatewayState,
+    data_dir: &DataDir,
+) -> Result<(GatewayState, String)> {
     let token = crate::commands::admin_client::admin_token(data_dir)?;
     let mut state = state.with_admin_token(token.as_str());
     match crate::commands::secrets::load_public_sealer(data_dir)? {

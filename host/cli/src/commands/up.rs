@@ -19,7 +19,7 @@ use crate::commands::serve::{gateway_state, runner_state};
 use crate::datadir::{DataDir, read_bytes, write_file, write_private};
 
 #[derive(Debug, Args)]
-pub struct UpArgs {
+pub(crate) struct UpArgs {
     /// Address of the gateway (the public API).
     #[arg(long, default_value = "127.0.0.1:8080")]
     pub gateway_addr: SocketAddr,
@@ -39,7 +39,7 @@ pub struct UpArgs {
 
 const DEMO_TENANT: &str = "demo";
 
-pub async fn up(data_dir: &DataDir, args: UpArgs) -> Result<()> {
+pub(crate) async fn up(data_dir: &DataDir, args: UpArgs) -> Result<()> {
     let registry = data_dir.registry().await?;
     let demo = if args.demo {
         Some(install_demo(data_dir, &registry, &args.guests_dir).await?)

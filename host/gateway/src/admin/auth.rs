@@ -27,7 +27,7 @@ pub fn tokens_match(presented: &[u8], expected: &[u8]) -> bool {
 
 /// Lets the request through when it carries `authorization: Bearer <admin token>`;
 /// answers 401 otherwise.
-pub async fn require_admin(
+pub(super) async fn require_admin(
     State(state): State<Arc<GatewayState>>,
     request: Request,
     next: Next,

@@ -22,7 +22,7 @@ use crate::GatewayState;
 use crate::headers;
 
 /// Rows answered by the execution log when the request names no `limit`.
-pub const DEFAULT_EXECUTIONS_LIMIT: u32 = 100;
+pub(super) const DEFAULT_EXECUTIONS_LIMIT: u32 = 100;
 
 /// Body of `PUT .../installs/{extension_id}`.
 #[derive(Debug, Deserialize)]

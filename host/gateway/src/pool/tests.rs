@@ -318,7 +318,7 @@ async fn a_broken_exchange_is_repeated_for_get_only() {
         .execute(&key, &request("POST"), TIMEOUT)
         .await
         .unwrap_err();
-    assert!(matches!(err, RunnerError::Transport { .. }), "{err}");
+    assert!(matches!(err, ForwardError::Transport { .. }), "{err}");
     assert!(taken.load(Ordering::SeqCst) > before);
     assert_eq!(b.hits(), 1, "the POST must not reach a second runner");
 }

@@ -3,7 +3,7 @@
 
 use super::fake_runner::FakeRunner;
 use super::*;
-use crate::installs::InstallCache;
+use crate::installs::ResolveCache;
 
 const EXT: &str = "com.example.cached";
 const ADMIN_TOKEN: &str = "admin-token-for-install-tests";
@@ -53,7 +53,7 @@ async fn admin(h: &Harness, method: &str, path: &str, body: &str) -> StatusCode 
 async fn resolutions_and_absences_are_reused_until_forgotten() {
     let h = Harness::new(NO_RUNNER).await;
     let installed = h.install(TENANT, &manifest("1.0.0")).await;
-    let cache = InstallCache::new(HOUR, 100, HOUR, 100);
+    let cache = ResolveCache::new(HOUR, 100, HOUR, 100);
     let first = cache.resolve(&h.registry, TENANT, EXT).await.unwrap();
     assert!(!first.cached);
     assert_eq!(first.install.unwrap().install_id, installed.install_id);
@@ -93,7 +93,7 @@ async fn resolutions_and_absences_are_reused_until_forgotten() {
 async fn a_zero_ttl_reads_the_registry_on_every_call() {
     let h = Harness::new(NO_RUNNER).await;
     h.install(TENANT, &manifest("1.0.0")).await;
-    let cache = InstallCache::new(Duration::ZERO, 100, Duration::ZERO, 100);
+    let cache = ResolveCache::new(Duration::ZERO, 100, Duration::ZERO, 100);
     for _ in 0..2 {
         let resolution = cache.resolve(&h.registry, TENANT, EXT).await.unwrap();
         assert!(!resolution.cached && resolution.install.is_some());

@@ -1,4 +1,4 @@
 //! Adapters that implement the runtime's capability backends on top of the registry.
 
-pub mod secrets;
-pub mod storage;
+pub(crate) mod secrets;
+pub(crate) mod storage;

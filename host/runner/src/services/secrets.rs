@@ -3,19 +3,19 @@
 
 use palisade_registry::{Registry, SecretOpener};
 use palisade_runtime::capability::secrets::{
-    SecretFuture, SecretValue, SecretsBackend, SecretsBackendError,
+    SecretFuture, SecretPlaintext, SecretsBackend, SecretsBackendError,
 };
 
 /// Reads sealed secrets from the registry and opens them with the keyring.
 #[derive(Debug, Clone)]
-pub struct RegistrySecrets {
+pub(crate) struct RegistrySecrets {
     registry: Registry,
     opener: SecretOpener,
 }
 
 impl RegistrySecrets {
     /// A backend over `registry` that opens values with `opener`.
-    pub fn new(registry: Registry, opener: SecretOpener) -> Self {
+    pub(crate) fn new(registry: Registry, opener: SecretOpener) -> Self {
         RegistrySecrets { registry, opener }
     }
 }
@@ -28,7 +28,7 @@ impl SecretsBackend for RegistrySecrets {
                 .read_secret(&self.opener, install_id, name)
                 .await
             {
-                Ok(value) => Ok(value.map(|v| SecretValue::new(v.expose()))),
+                Ok(value) => Ok(value.map(|v| SecretPlaintext::new(v.expose()))),
                 Err(error) => Err(SecretsBackendError::new(error)),
             }
         })

@@ -4,12 +4,10 @@
 use std::sync::Arc;
 
 use palisade_registry::Registry;
-use palisade_registry::storage::{
-    StorageQuota as RegistryQuota, StorageWriteError, WriteCondition,
-};
+use palisade_registry::storage::{StorageQuota, StorageWriteError, WriteCondition};
 use palisade_runtime::capability::storage::{
-    BackendError, BackendFuture, Condition, Scope, StorageBackend, StorageLimits, StorageQuota,
-    StoredEntry, StoredPage, WriteRate,
+    BackendError, BackendFuture, Condition, Scope, StorageBackend, StorageLimits, StoredEntry,
+    StoredPage, WriteBounds, WriteRate,
 };
 
 /// Keeps extension storage in the registry database.
@@ -86,10 +84,10 @@ impl StorageBackend for RegistryStorage {
         key: &'a str,
         value: &'a [u8],
         when: Condition,
-        quota: StorageQuota,
+        quota: WriteBounds,
     ) -> BackendFuture<'a, u64> {
         Box::pin(async move {
-            let quota = RegistryQuota {
+            let quota = StorageQuota {
                 max_keys_per_namespace: quota.max_keys_per_namespace,
                 max_bytes: quota.max_bytes,
             };
@@ -158,7 +156,7 @@ impl StorageBackend for RegistryStorage {
 mod tests {
     use super::*;
 
-    const QUOTA: StorageQuota = StorageQuota {
+    const QUOTA: WriteBounds = WriteBounds {
         max_keys_per_namespace: 10,
         max_bytes: 100,
     };

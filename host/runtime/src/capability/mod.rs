@@ -73,7 +73,10 @@ pub(crate) fn build_linker(
     let mut linker = Linker::new(engine);
     baseline::link(&mut linker).map_err(LoadError::Link)?;
     context::link(&mut linker).map_err(LoadError::Link)?;
-    for key in CapabilityKey::ALL.into_iter().filter(|key| grants.contains(*key)) {
+    for key in CapabilityKey::ALL
+        .into_iter()
+        .filter(|key| grants.contains(*key))
+    {
         let link = match key {
             CapabilityKey::Log => log::link,
             CapabilityKey::Metrics => metrics::link,

@@ -22,12 +22,12 @@ use crate::state::InstanceState;
 
 /// The plaintext of one secret on its way to the guest. `Debug` is redacted, there is no
 /// `Display`, and the memory is overwritten on drop.
-pub struct SecretValue(Zeroizing<String>);
+pub struct SecretPlaintext(Zeroizing<String>);
 
-impl SecretValue {
+impl SecretPlaintext {
     /// Wraps a plaintext value.
     pub fn new(value: impl Into<String>) -> Self {
-        SecretValue(Zeroizing::new(value.into()))
+        SecretPlaintext(Zeroizing::new(value.into()))
     }
 
     /// The plaintext.
@@ -36,9 +36,9 @@ impl SecretValue {
     }
 }
 
-impl std::fmt::Debug for SecretValue {
+impl std::fmt::Debug for SecretPlaintext {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("SecretValue(<redacted>)")
+        f.write_str("SecretPlaintext(<redacted>)")
     }
 }
 
@@ -57,7 +57,7 @@ impl SecretsBackendError {
 
 /// What [`SecretsBackend::get`] returns.
 pub type SecretFuture<'a> =
-    Pin<Box<dyn Future<Output = Result<Option<SecretValue>, SecretsBackendError>> + Send + 'a>>;
+    Pin<Box<dyn Future<Output = Result<Option<SecretPlaintext>, SecretsBackendError>> + Send + 'a>>;
 
 /// The host-side service behind the `secrets` capability.
 pub trait SecretsBackend: Send + Sync + 'static {
@@ -97,7 +97,7 @@ impl SecretsState {
     }
 
     /// Looks up `name` for the guest.
-    async fn read(&self, name: &str) -> Result<SecretValue, WitError> {
+    async fn read(&self, name: &str) -> Result<SecretPlaintext, WitError> {
         if !self.granted.contains(name) {
             return Err(WitError::NotGranted);
         }
@@ -191,7 +191,7 @@ mod tests {
                 Ok(self
                     .values
                     .get(&(install_id.to_owned(), name.to_owned()))
-                    .map(|v| SecretValue::new(v.clone())))
+                    .map(|v| SecretPlaintext::new(v.clone())))
             })
         }
     }
@@ -265,8 +265,8 @@ mod tests {
 
     #[test]
     fn debug_output_never_shows_values() {
-        let value = SecretValue::new("s3cr3t");
-        assert_eq!(format!("{value:?}"), "SecretValue(<redacted>)");
+        let value = SecretPlaintext::new("s3cr3t");
+        assert_eq!(format!("{value:?}"), "SecretPlaintext(<redacted>)");
         assert_eq!(value.expose(), "s3cr3t");
         let state = SecretsState::prepare(Some(fake()), &invocation("i-1", &["TOKEN"])).unwrap();
         let printed = format!("{state:?}");

@@ -93,8 +93,8 @@ impl Default for StorageLimits {
 
 impl StorageLimits {
     /// The quota of an install whose manifest asks for at most `requested_max_bytes`.
-    pub fn quota(&self, requested_max_bytes: Option<u64>) -> StorageQuota {
-        StorageQuota {
+    pub fn quota(&self, requested_max_bytes: Option<u64>) -> WriteBounds {
+        WriteBounds {
             max_keys_per_namespace: self.max_keys_per_namespace,
             max_bytes: requested_max_bytes.map_or(self.max_bytes_per_install, |b| {
                 b.min(self.max_bytes_per_install)
@@ -106,7 +106,7 @@ impl StorageLimits {
 /// The bounds one write must stay within; the backend checks them in the write's
 /// transaction.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct StorageQuota {
+pub struct WriteBounds {
     /// Most keys the namespace may hold after the write.
     pub max_keys_per_namespace: u64,
     /// Most bytes (keys plus values) the install may hold after the write.
@@ -208,7 +208,7 @@ pub trait StorageBackend: Send + Sync + 'static {
         key: &'a str,
         value: &'a [u8],
         condition: Condition,
-        quota: StorageQuota,
+        quota: WriteBounds,
     ) -> BackendFuture<'a, u64>;
 
     /// Deletes one key if `condition` holds, committed before the future completes;

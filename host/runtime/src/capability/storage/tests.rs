@@ -34,7 +34,7 @@ struct Fake {
     revision: Mutex<u64>,
     calls: Mutex<Vec<String>>,
     broken: bool,
-    quotas: Mutex<Vec<StorageQuota>>,
+    quotas: Mutex<Vec<WriteBounds>>,
     rate: Option<WriteRate>,
 }
 
@@ -94,7 +94,7 @@ impl StorageBackend for Fake {
         key: &'a str,
         value: &'a [u8],
         condition: Condition,
-        quota: StorageQuota,
+        quota: WriteBounds,
     ) -> BackendFuture<'a, u64> {
         Box::pin(async move {
             self.record(format!(
@@ -329,7 +329,7 @@ async fn the_quota_is_the_manifest_request_capped_by_the_operator() {
     };
     assert_eq!(
         limits.quota(None),
-        StorageQuota {
+        WriteBounds {
             max_keys_per_namespace: 7,
             max_bytes: 100
         }
@@ -346,7 +346,7 @@ async fn the_quota_is_the_manifest_request_capped_by_the_operator() {
     );
     assert_eq!(
         fake.quotas.lock().unwrap()[0],
-        StorageQuota {
+        WriteBounds {
             max_keys_per_namespace: 7,
             max_bytes: 5
         }
