@@ -88,7 +88,7 @@ pub(crate) async fn admit(
     next: Next,
 ) -> Response {
     let Some(guard) = drain.admit() else {
-        return RunnerError::Unavailable("the runner is draining".to_owned()).into_reply("");
+        return RunnerError::Draining.into_reply("");
     };
     // The call is in flight until its body has been sent.
     next.run(request).await.map(|body| {

@@ -1,77 +1,157 @@
-//! Runner errors: each maps to a transport status and a stable code; the detail goes to the
-//! operator's log only.
+//! Runner errors: each keeps the typed error it came from (for the operator's log) and
+//! maps to one stable code in one place, [`RunnerError::code`]; the status follows from the
+//! code. Clients see the code and the request id, never the text.
+
+use std::sync::Arc;
 
 use axum::Json;
 use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use palisade_protocol::hop;
-use palisade_protocol::{ErrorBody, ErrorCode, ExecuteStats};
+use palisade_bundle::{ArchiveError, ContentHash, SigningError};
+use palisade_protocol::{ErrorBody, ErrorCode, ExecuteStats, HopError, TokenError, hop};
+use palisade_registry::RegistryError;
+use palisade_runtime::{ExecuteError, LoadError};
 
-/// Why the runner refused or failed a call.
+/// Why the runner refused or failed a call. Errors are shared between the calls waiting
+/// on one bundle load, hence the `Arc`s around sources that cannot be cloned.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum RunnerError {
-    /// Missing, invalid or mismatched service token.
-    #[error("unauthorized: {0}")]
-    Unauthorized(String),
-    /// Malformed execute request.
-    #[error("bad request: {0}")]
-    BadRequest(String),
-    /// Unknown install, or the request's context does not match it.
-    #[error("not found: {0}")]
-    NotFound(String),
+    /// The hop carried no service token.
+    #[error("no service token")]
+    NoToken,
+    /// The service token is invalid, for another call, or replayed.
+    #[error(transparent)]
+    Token(Arc<TokenError>),
+    /// A hop header is missing or malformed.
+    #[error(transparent)]
+    Hop(#[from] HopError),
+    /// The path is not under `/v1/execute/`, or not a valid URI once the prefix is off.
+    #[error("path `{0}` is not a call")]
+    NotACall(String),
+    /// No install has this id.
+    #[error("install {0} not found")]
+    UnknownInstall(String),
+    /// The hop's context names another tenant, extension, version or content hash than
+    /// the install has (stale or forged).
+    #[error("x-palisade-{field} does not match install {install_id}")]
+    ContextMismatch {
+        /// The hop header that differs, without its prefix.
+        field: &'static str,
+        /// The install.
+        install_id: String,
+    },
     /// Request body over the limit.
     #[error("request body exceeds {0} bytes")]
     TooLarge(u64),
-    /// The guest's response body went over its limit (the body is cut there).
-    #[error("{0}")]
-    ResponseTooLarge(String),
+    /// Too many calls of this install or tenant in flight.
+    #[error("in-flight cap per {0} reached")]
+    OverQuota(&'static str),
+    /// The runner is draining and takes no new call.
+    #[error("the runner is draining")]
+    Draining,
+    /// The registry could not answer.
+    #[error("registry: {0}")]
+    Registry(Arc<RegistryError>),
+    /// The stored bundle is missing, does not hash to its content hash, or is not signed by
+    /// a trusted key.
+    #[error("bundle {hash}: {problem}")]
+    BundleIntegrity {
+        /// The bundle.
+        hash: ContentHash,
+        /// What is wrong with it.
+        problem: Integrity,
+    },
+    /// The runtime could not load the component.
+    #[error("component {hash}: {source}")]
+    Load {
+        /// The bundle.
+        hash: ContentHash,
+        /// Why.
+        #[source]
+        source: Arc<LoadError>,
+    },
+    /// The call failed in the runtime (before its head, or cutting its body).
+    #[error(transparent)]
+    Call(Arc<ExecuteError>),
+    /// The runtime reported a failed call without saying why (a host bug).
+    #[error("call failed without an error")]
+    FailedWithoutError,
     /// A streamed body was cut, for a client that cannot be told in a trailer.
     #[error("response body cut: {0}")]
     BodyCut(ErrorCode),
-    /// The stored bundle failed its hash or signature check, or is missing.
-    #[error("bundle integrity: {0}")]
-    BundleIntegrity(String),
-    /// The call ran out of time.
-    #[error("timeout: {0}")]
-    Timeout(String),
-    /// The guest trapped.
-    #[error("guest trap: {0}")]
-    Trap(String),
-    /// The guest ran out of memory.
-    #[error("guest out of memory: {0}")]
-    OutOfMemory(String),
-    /// Too many calls of this install or tenant in flight.
-    #[error("over quota: {0}")]
-    OverQuota(String),
-    /// No capacity to start the call now (instance pool exhausted).
-    #[error("unavailable: {0}")]
-    Unavailable(String),
-    /// Anything else.
-    #[error("internal: {0}")]
-    Internal(String),
-    /// The bundle is intact, but this runner's engine refused its component: it does not
-    /// compile, link or fit the instance pool, or compiling ran out of time.
-    #[error("component refused by the engine: {0}")]
-    LoadFailed(String),
+}
+
+/// What is wrong with a stored bundle.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum Integrity {
+    /// The object store has no such bundle.
+    #[error("missing from the object store: {0}")]
+    Missing(Arc<RegistryError>),
+    /// The bytes hash to something else.
+    #[error("stored bytes hash to {0}")]
+    HashMismatch(ContentHash),
+    /// The signature does not verify with any trusted key.
+    #[error("signature: {0}")]
+    Signature(Arc<SigningError>),
+    /// The archive does not unpack.
+    #[error("unpacking: {0}")]
+    Unpack(Arc<ArchiveError>),
+}
+
+impl From<TokenError> for RunnerError {
+    fn from(error: TokenError) -> Self {
+        RunnerError::Token(Arc::new(error))
+    }
+}
+
+impl From<ExecuteError> for RunnerError {
+    fn from(error: ExecuteError) -> Self {
+        RunnerError::Call(Arc::new(error))
+    }
+}
+
+impl From<RegistryError> for RunnerError {
+    fn from(error: RegistryError) -> Self {
+        RunnerError::Registry(Arc::new(error))
+    }
 }
 
 impl RunnerError {
-    /// The stable code sent to the caller.
+    /// The stable code sent to the caller: the one place that decides it.
     pub fn code(&self) -> ErrorCode {
         match self {
-            RunnerError::Unauthorized(_) => ErrorCode::Unauthorized,
-            RunnerError::BadRequest(_) => ErrorCode::BadRequest,
-            RunnerError::NotFound(_) => ErrorCode::NotFound,
-            RunnerError::TooLarge(_) | RunnerError::ResponseTooLarge(_) => ErrorCode::TooLarge,
-            RunnerError::BodyCut(code) => *code,
-            RunnerError::BundleIntegrity(_) => ErrorCode::BundleIntegrity,
-            RunnerError::Timeout(_) => ErrorCode::Timeout,
-            RunnerError::Trap(_) => ErrorCode::Trap,
-            RunnerError::OutOfMemory(_) => ErrorCode::OutOfMemory,
+            RunnerError::NoToken | RunnerError::Token(_) => ErrorCode::Unauthorized,
+            RunnerError::Hop(_) => ErrorCode::BadRequest,
+            RunnerError::NotACall(_)
+            | RunnerError::UnknownInstall(_)
+            | RunnerError::ContextMismatch { .. } => ErrorCode::NotFound,
+            RunnerError::TooLarge(_) => ErrorCode::TooLarge,
             RunnerError::OverQuota(_) => ErrorCode::OverQuota,
-            RunnerError::Unavailable(_) => ErrorCode::Unavailable,
-            RunnerError::Internal(_) => ErrorCode::Internal,
-            RunnerError::LoadFailed(_) => ErrorCode::LoadFailed,
+            RunnerError::Draining => ErrorCode::Unavailable,
+            RunnerError::Registry(_) | RunnerError::FailedWithoutError => ErrorCode::Internal,
+            RunnerError::BundleIntegrity { .. } => ErrorCode::BundleIntegrity,
+            RunnerError::Load { source, .. } => match **source {
+                // The bundle passed its integrity checks, so a refusal by the engine is
+                // `load_failed`, not `bundle_integrity`.
+                LoadError::Compile(_)
+                | LoadError::NotAHandler(_)
+                | LoadError::Imports(_)
+                | LoadError::CompileTimeout { .. } => ErrorCode::LoadFailed,
+                LoadError::Link(_) | LoadError::Join(_) | LoadError::Threads(_) => {
+                    ErrorCode::Internal
+                }
+            },
+            RunnerError::Call(error) => match **error {
+                ExecuteError::Timeout(_) => ErrorCode::Timeout,
+                ExecuteError::OutOfMemory(_) => ErrorCode::OutOfMemory,
+                ExecuteError::ResponseTooLarge(_) => ErrorCode::TooLarge,
+                ExecuteError::Trap { .. }
+                | ExecuteError::NoResponse(_)
+                | ExecuteError::BodyIncomplete(_) => ErrorCode::Trap,
+                ExecuteError::PoolExhausted(_) => ErrorCode::Unavailable,
+                ExecuteError::Instantiate(_) => ErrorCode::Internal,
+            },
+            RunnerError::BodyCut(code) => *code,
         }
     }
 
@@ -110,5 +190,128 @@ impl RunnerError {
             );
         }
         response
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hash() -> ContentHash {
+        ContentHash::of(b"bundle")
+    }
+
+    fn wasm_error() -> wasmtime::Error {
+        wasmtime::Error::msg("detail only the operator sees")
+    }
+
+    /// Every kind of runner error, the code it answers and the status that code carries.
+    #[test]
+    fn each_error_has_one_code_and_status() {
+        let cases: Vec<(RunnerError, ErrorCode, u16)> = vec![
+            (RunnerError::NoToken, ErrorCode::Unauthorized, 401),
+            (TokenError::Missing.into(), ErrorCode::Unauthorized, 401),
+            (
+                HopError::Missing("x-palisade-tenant".into()).into(),
+                ErrorCode::BadRequest,
+                400,
+            ),
+            (RunnerError::NotACall("/x".into()), ErrorCode::NotFound, 404),
+            (
+                RunnerError::UnknownInstall("i".into()),
+                ErrorCode::NotFound,
+                404,
+            ),
+            (
+                RunnerError::ContextMismatch {
+                    field: "tenant",
+                    install_id: "i".into(),
+                },
+                ErrorCode::NotFound,
+                404,
+            ),
+            (RunnerError::TooLarge(1), ErrorCode::TooLarge, 413),
+            (RunnerError::OverQuota("install"), ErrorCode::OverQuota, 429),
+            (RunnerError::Draining, ErrorCode::Unavailable, 503),
+            (
+                RegistryError::UnsupportedDatabase {
+                    url: "mysql://db".into(),
+                }
+                .into(),
+                ErrorCode::Internal,
+                500,
+            ),
+            (
+                RunnerError::BundleIntegrity {
+                    hash: hash(),
+                    problem: Integrity::HashMismatch(ContentHash::of(b"other")),
+                },
+                ErrorCode::BundleIntegrity,
+                502,
+            ),
+            (
+                RunnerError::Load {
+                    hash: hash(),
+                    source: Arc::new(LoadError::Compile(wasm_error())),
+                },
+                ErrorCode::LoadFailed,
+                502,
+            ),
+            (
+                RunnerError::Load {
+                    hash: hash(),
+                    source: Arc::new(LoadError::Link(wasm_error())),
+                },
+                ErrorCode::Internal,
+                500,
+            ),
+            (ExecuteError::Timeout(5).into(), ErrorCode::Timeout, 504),
+            (
+                ExecuteError::OutOfMemory(wasm_error()).into(),
+                ErrorCode::OutOfMemory,
+                500,
+            ),
+            (
+                ExecuteError::ResponseTooLarge(1).into(),
+                ErrorCode::TooLarge,
+                413,
+            ),
+            (
+                ExecuteError::Trap {
+                    code: "unreachable",
+                    source: wasm_error(),
+                }
+                .into(),
+                ErrorCode::Trap,
+                500,
+            ),
+            (
+                ExecuteError::NoResponse("dropped".into()).into(),
+                ErrorCode::Trap,
+                500,
+            ),
+            (
+                ExecuteError::PoolExhausted(wasm_error()).into(),
+                ErrorCode::Unavailable,
+                503,
+            ),
+            (
+                ExecuteError::Instantiate(wasm_error()).into(),
+                ErrorCode::Internal,
+                500,
+            ),
+            (RunnerError::FailedWithoutError, ErrorCode::Internal, 500),
+            (
+                RunnerError::BodyCut(ErrorCode::Timeout),
+                ErrorCode::Timeout,
+                504,
+            ),
+        ];
+        for (error, code, status) in cases {
+            assert_eq!(error.code(), code, "{error}");
+            let reply = error.into_reply("r-1");
+            assert_eq!(reply.status().as_u16(), status, "{code}");
+            assert_eq!(reply.headers()[hop::ERROR], code.as_str());
+        }
     }
 }

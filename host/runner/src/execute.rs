@@ -18,12 +18,12 @@ use http::header::{CONTENT_LENGTH, TE, TRAILER, TRANSFER_ENCODING};
 use http_body::Frame;
 use palisade_bundle::hash::ContentHash;
 use palisade_protocol::hop::{self, EXECUTE_PREFIX};
-use palisade_protocol::{BodyOutcome, CallContext, ExecuteStats, TokenScope};
+use palisade_protocol::{BodyOutcome, CallContext, ExecuteStats, HopError, TokenScope};
 use palisade_registry::ResolvedInstall;
 use palisade_runtime::capability::log::CUT_LEVEL;
 use palisade_runtime::{
-    BodyEvent, CallLimits, ExecuteError, GrantSet, GuestBody, Invocation, LogLine, Outcome,
-    RequestBodyError, Started,
+    BodyEvent, CallLimits, GrantSet, GuestBody, Invocation, LogLine, Outcome, RequestBodyError,
+    Started,
 };
 
 use crate::RunnerState;
@@ -122,27 +122,13 @@ fn stats(outcome: &Outcome) -> ExecuteStats {
     }
 }
 
-/// The runner error a failed call is answered with.
-fn failure(err: ExecuteError) -> RunnerError {
-    match err {
-        ExecuteError::Timeout(_) => RunnerError::Timeout(err.to_string()),
-        ExecuteError::OutOfMemory(_) => RunnerError::OutOfMemory(err.to_string()),
-        ExecuteError::ResponseTooLarge(_) => RunnerError::ResponseTooLarge(err.to_string()),
-        ExecuteError::Trap { .. }
-        | ExecuteError::NoResponse(_)
-        | ExecuteError::BodyIncomplete(_) => RunnerError::Trap(err.to_string()),
-        ExecuteError::PoolExhausted(_) => RunnerError::Unavailable(err.to_string()),
-        ExecuteError::Instantiate(_) => RunnerError::Internal(err.to_string()),
-    }
-}
-
 /// The path and query inside the extension, from the hop's URI.
 fn inner_path(uri: &http::Uri) -> Result<String, RunnerError> {
     let path = uri
         .path()
         .strip_prefix(EXECUTE_PREFIX)
         .filter(|rest| rest.starts_with('/'))
-        .ok_or_else(|| RunnerError::NotFound(format!("path {} is not a call", uri.path())))?;
+        .ok_or_else(|| RunnerError::NotACall(uri.path().to_owned()))?;
     Ok(match uri.query() {
         Some(query) => format!("{path}?{query}"),
         None => path.to_owned(),
@@ -159,10 +145,9 @@ async fn run(state: &RunnerState, request: Request) -> Result<Response, Failure>
         .unwrap_or_default()
         .to_owned();
     if token.is_empty() {
-        return Err(RunnerError::Unauthorized("no service token".into()).into());
+        return Err(RunnerError::NoToken.into());
     }
-    let ctx = CallContext::read_from(&parts.headers)
-        .map_err(|e| RunnerError::BadRequest(e.to_string()))?;
+    let ctx = CallContext::read_from(&parts.headers).map_err(RunnerError::from)?;
     let path = inner_path(&parts.uri)?;
     let scope = TokenScope {
         tenant_id: ctx.tenant_id.clone(),
@@ -176,7 +161,7 @@ async fn run(state: &RunnerState, request: Request) -> Result<Response, Failure>
     state
         .verifier
         .verify(&token, &scope)
-        .map_err(|e| RunnerError::Unauthorized(e.to_string()))?;
+        .map_err(RunnerError::from)?;
 
     let install = state
         .installs
@@ -184,20 +169,17 @@ async fn run(state: &RunnerState, request: Request) -> Result<Response, Failure>
             check_context(install, &ctx).is_ok()
         })
         .await
-        .map_err(|e| RunnerError::Internal(e.to_string()))?
-        .ok_or_else(|| RunnerError::NotFound(format!("install {}", ctx.install_id)))?;
+        .map_err(RunnerError::from)?
+        .ok_or_else(|| RunnerError::UnknownInstall(ctx.install_id.clone()))?;
     check_context(&install, &ctx)?;
     let permit = state
         .admission
         .try_admit(&install.tenant_id, &install.install_id)
         .map_err(|refused| {
-            RunnerError::OverQuota(format!(
-                "in-flight cap per {} reached",
-                match refused {
-                    Refused::Install => "install",
-                    Refused::Tenant => "tenant",
-                }
-            ))
+            RunnerError::OverQuota(match refused {
+                Refused::Install => "install",
+                Refused::Tenant => "tenant",
+            })
         })?;
 
     let manifest_limits = &install.manifest.limits;
@@ -255,7 +237,7 @@ async fn run(state: &RunnerState, request: Request) -> Result<Response, Failure>
     parts.headers.remove(TRANSFER_ENCODING);
     parts.uri = path
         .parse()
-        .map_err(|_| RunnerError::BadRequest(format!("path `{path}` is not a valid URI")))?;
+        .map_err(|_| RunnerError::NotACall(path.clone()))?;
     let too_large = Arc::new(AtomicBool::new(false));
     let body = LimitedBody {
         inner: body,
@@ -279,8 +261,8 @@ async fn run(state: &RunnerState, request: Request) -> Result<Response, Failure>
         Started::Failed(outcome) => {
             let stats = stats(&outcome);
             let error = match outcome.result {
-                Err(err) => failure(err),
-                Ok(()) => RunnerError::Internal("call failed without an error".into()),
+                Err(err) => err.into(),
+                Ok(()) => RunnerError::FailedWithoutError,
             };
             return Err(Failure {
                 error,
@@ -394,7 +376,7 @@ impl http_body::Body for StreamedBody {
                 let ending = match outcome.result {
                     Ok(()) => BodyOutcome::Complete,
                     Err(err) => {
-                        let error = failure(err);
+                        let error = RunnerError::from(err);
                         tracing::warn!(
                             request_id = %this.request_id,
                             error = %error,
@@ -421,8 +403,9 @@ impl http_body::Body for StreamedBody {
 /// The context must name exactly the install the registry has: same tenant, extension,
 /// version and content hash. A stale or forged context is "not found".
 fn check_context(install: &ResolvedInstall, ctx: &CallContext) -> Result<(), RunnerError> {
-    let claimed: ContentHash = ctx.content_hash.parse().map_err(|_| {
-        RunnerError::BadRequest("header `x-palisade-content-hash` is malformed".into())
+    let claimed: ContentHash = ctx.content_hash.parse().map_err(|_| HopError::Malformed {
+        name: hop::CONTENT_HASH.to_string(),
+        reason: "not a content hash".to_owned(),
     })?;
     let mismatch = if install.tenant_id != ctx.tenant_id {
         Some("tenant")
@@ -436,10 +419,10 @@ fn check_context(install: &ResolvedInstall, ctx: &CallContext) -> Result<(), Run
         None
     };
     match mismatch {
-        Some(field) => Err(RunnerError::NotFound(format!(
-            "x-palisade-{field} does not match install {}",
-            install.install_id
-        ))),
+        Some(field) => Err(RunnerError::ContextMismatch {
+            field,
+            install_id: install.install_id.clone(),
+        }),
         None => Ok(()),
     }
 }

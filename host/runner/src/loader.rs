@@ -22,7 +22,7 @@ use palisade_runtime::{Compiled, GrantSet, LoadError, Prepared};
 use tokio::sync::OnceCell;
 
 use crate::RunnerState;
-use crate::error::RunnerError;
+use crate::error::{Integrity, RunnerError};
 
 /// One load in progress: every caller for the content hash awaits the same cell. If the
 /// caller that started it goes away (its client disconnected), the next waiter takes over.
@@ -90,11 +90,7 @@ impl RunnerState {
         hash: &ContentHash,
         grants: GrantSet,
     ) -> Result<Prepared, RunnerError> {
-        let trust = self
-            .registry
-            .trust_set()
-            .await
-            .map_err(|e| RunnerError::Internal(format!("reading the trust set: {e}")))?;
+        let trust = self.registry.trust_set().await.map_err(RunnerError::from)?;
         let key = hash.to_string();
         let compiled = if self.verified.still_trusted(hash, &trust) {
             if let Some(prepared) = self.runtime.cached(&key, grants) {
@@ -129,29 +125,31 @@ impl RunnerState {
         key: &str,
         trust: &TrustBundle,
     ) -> Result<Compiled, RunnerError> {
+        let integrity = |problem| RunnerError::BundleIntegrity {
+            hash: *hash,
+            problem,
+        };
         let (bytes, signature) = self
             .registry
             .bundle_bytes(hash)
             .await
             .map_err(|e| match e {
-                RegistryError::BundleMissing { .. } => RunnerError::BundleIntegrity(e.to_string()),
-                other => RunnerError::Internal(other.to_string()),
+                RegistryError::BundleMissing { .. } => integrity(Integrity::Missing(Arc::new(e))),
+                other => other.into(),
             })?;
         let actual = ContentHash::of(&bytes);
         if &actual != hash {
-            return Err(RunnerError::BundleIntegrity(format!(
-                "stored bundle hashes to {actual}, expected {hash}"
-            )));
+            return Err(integrity(Integrity::HashMismatch(actual)));
         }
         let signer = trust
             .verify(&bytes, &decode_signature(&signature))
-            .map_err(|e| RunnerError::BundleIntegrity(format!("signature of {hash}: {e}")))?;
+            .map_err(|e| integrity(Integrity::Signature(Arc::new(e))))?;
         self.verified.record(*hash, signer);
         if let Some(compiled) = self.runtime.compiled_in_memory(key) {
             return Ok(compiled);
         }
         let bundle = unpack(&bytes, &UnpackLimits::default())
-            .map_err(|e| RunnerError::BundleIntegrity(format!("unpacking {hash}: {e}")))?;
+            .map_err(|e| integrity(Integrity::Unpack(Arc::new(e))))?;
         self.runtime
             .compiled(key, bundle.component)
             .await
@@ -159,22 +157,19 @@ impl RunnerState {
     }
 }
 
-/// The runner's error for a runtime load failure: the bundle passed its integrity checks,
-/// so a refusal by the engine is `load_failed`, not `bundle_integrity`.
+/// The runner's error for a runtime load failure (which code it is answered with is
+/// decided in [`RunnerError::code`]).
 fn load_error(hash: &ContentHash, e: LoadError) -> RunnerError {
-    match e {
-        LoadError::Compile(_)
-        | LoadError::NotAHandler(_)
-        | LoadError::Imports(_)
-        | LoadError::CompileTimeout { .. } => RunnerError::LoadFailed(format!("{hash}: {e}")),
-        other => RunnerError::Internal(other.to_string()),
+    RunnerError::Load {
+        hash: *hash,
+        source: Arc::new(e),
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use palisade_protocol::{ServiceKeyPair, TokenVerifier};
+    use palisade_protocol::{ErrorCode, ServiceKeyPair, TokenVerifier};
     use palisade_registry::{Registry, RegistryConfig};
     use palisade_runtime::{HostServices, Runtime, RuntimeConfig};
 
@@ -256,14 +251,16 @@ mod tests {
         for result in futures::future::join_all(loads).await {
             // Compiled, but not a handler: every caller gets the engine's refusal.
             assert!(
-                matches!(result, Err(RunnerError::LoadFailed(_))),
+                result
+                    .as_ref()
+                    .is_err_and(|e| e.code() == ErrorCode::LoadFailed),
                 "{result:?}"
             );
         }
         assert_eq!(state.runtime.compile_stats().compiled, 1);
         // Later loads link the compiled component from memory.
         let again = state.prepared(&hash, GrantSet::default()).await;
-        assert!(matches!(again, Err(RunnerError::LoadFailed(_))));
+        assert!(again.is_err_and(|e| e.code() == ErrorCode::LoadFailed));
         assert_eq!(state.runtime.compile_stats().compiled, 1);
     }
 
@@ -280,7 +277,7 @@ mod tests {
             .prepared(&hash, GrantSet::default())
             .await
             .unwrap_err();
-        assert!(matches!(err, RunnerError::LoadFailed(_)), "{err}");
+        assert_eq!(err.code(), ErrorCode::LoadFailed, "{err}");
         assert_eq!(err.code(), palisade_protocol::ErrorCode::LoadFailed);
         assert_eq!(err.code().status(), 502);
 
@@ -291,6 +288,6 @@ mod tests {
             .prepared(&hash, GrantSet::default())
             .await
             .unwrap_err();
-        assert!(matches!(err, RunnerError::BundleIntegrity(_)), "{err}");
+        assert!(matches!(err, RunnerError::BundleIntegrity { .. }), "{err}");
     }
 }
