@@ -132,3 +132,39 @@ fn init_tracing(json: bool) {
         builder.init();
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::{CommandFactory, Parser};
+
+    use super::{Cli, Command};
+
+    #[test]
+    fn the_command_line_is_well_formed() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn install_settings_and_the_operator_file_are_different_options() {
+        let cli = Cli::try_parse_from([
+            "palisade",
+            "install",
+            "--tenant",
+            "acme",
+            "com.example.hello",
+            "--set",
+            "greeting=hi",
+            "--config",
+            "palisade.toml",
+        ])
+        .unwrap();
+        assert_eq!(
+            cli.config.as_deref(),
+            Some(std::path::Path::new("palisade.toml"))
+        );
+        let Command::Install(args) = cli.command else {
+            panic!("parsed as another command");
+        };
+        assert_eq!(args.config, ["greeting=hi"]);
+    }
+}

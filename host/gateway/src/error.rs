@@ -1,12 +1,176 @@
 //! Platform error answers: a stable code and the request id, never internal text.
+//!
+//! [`CallError`] is every reason a call through the gateway is not answered by its guest;
+//! [`CallError::answer`] is the one place that decides its status and code, and logs the
+//! detail in the call's span for the operator.
 
 use axum::Json;
 use axum::response::{IntoResponse, Response};
 use http::StatusCode;
 use http::header::{CACHE_CONTROL, HeaderValue, RETRY_AFTER, WWW_AUTHENTICATE};
-use palisade_protocol::{ErrorBody, ErrorCode, ExecuteStats};
+use palisade_protocol::{ErrorBody, ErrorCode, ExecuteStats, HopError, TokenError};
+use palisade_registry::RegistryError;
 
+use crate::auth::AuthError;
+use crate::body::BodyError;
 use crate::headers::REQUEST_ID;
+use crate::idempotency::KeyError;
+use crate::runner::ForwardError;
+
+/// Why a call was answered by the gateway instead of by its guest.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum CallError {
+    /// The path names no extension.
+    #[error("the path names no extension")]
+    NoExtension,
+    /// The caller's token was refused.
+    #[error("caller refused: {0}")]
+    Caller(#[from] AuthError),
+    /// The caller, its tenant or the install is over its rate limit.
+    #[error("{scope} over its rate limit; retry in {retry_after} s")]
+    RateLimited {
+        /// `caller or tenant`, or `install`.
+        scope: &'static str,
+        /// Seconds until the bucket has a token.
+        retry_after: u64,
+    },
+    /// The registry could not resolve the install.
+    #[error("resolving the install: {0}")]
+    Registry(#[from] RegistryError),
+    /// The tenant has no enabled install of the extension.
+    #[error("no enabled install of this extension for the tenant")]
+    NotInstalled,
+    /// No endpoint of the manifest matches the method and path.
+    #[error("no declared endpoint matches {method} {path}")]
+    NoEndpoint {
+        /// The method.
+        method: http::Method,
+        /// The path inside the extension.
+        path: String,
+    },
+    /// The idempotency key is malformed.
+    #[error("idempotency key refused: {0}")]
+    IdempotencyKey(#[from] KeyError),
+    /// The key was used before for another request.
+    #[error("idempotency key reused for another method, path, query, body or user")]
+    IdempotencyKeyReused,
+    /// The request body is over its limit, late or broken.
+    #[error("request body refused: {0}")]
+    Body(#[from] BodyError),
+    /// The service token could not be minted.
+    #[error("minting the service token: {0}")]
+    Token(#[from] TokenError),
+    /// The call's context does not fit in hop headers.
+    #[error("call context refused: {0}")]
+    Context(#[from] HopError),
+    /// No answer was obtained from a runner.
+    #[error(transparent)]
+    Forward(#[from] ForwardError),
+    /// The runner answered with a platform error.
+    #[error("runner answered {status} `{code}`")]
+    Runner {
+        /// The runner's status.
+        status: StatusCode,
+        /// The runner's code.
+        code: ErrorCode,
+        /// The runner's `retry-after`.
+        retry_after: Option<HeaderValue>,
+    },
+    /// The runner relayed an informational status as the guest's answer.
+    #[error("runner relayed the informational status {0}")]
+    Informational(StatusCode),
+    /// The guest's answer to a HEAD (read to count its length) was cut.
+    #[error("the guest's answer to a HEAD was cut: `{0}`")]
+    HeadCut(ErrorCode),
+}
+
+impl CallError {
+    /// The status and code the caller gets, and the `retry-after` to send: the one place
+    /// that decides them.
+    pub(crate) fn answer(&self) -> (StatusCode, ErrorCode, Option<HeaderValue>) {
+        let code = match self {
+            CallError::NoExtension | CallError::NotInstalled | CallError::NoEndpoint { .. } => {
+                ErrorCode::NotFound
+            }
+            CallError::Caller(_) => ErrorCode::Unauthorized,
+            CallError::RateLimited { retry_after, .. } => {
+                return (
+                    StatusCode::TOO_MANY_REQUESTS,
+                    ErrorCode::OverQuota,
+                    Some(HeaderValue::from(*retry_after)),
+                );
+            }
+            CallError::Registry(err) => registry_code(err),
+            CallError::IdempotencyKey(_) | CallError::Context(_) => ErrorCode::BadRequest,
+            CallError::IdempotencyKeyReused => ErrorCode::IdempotencyKeyReused,
+            CallError::Body(BodyError::TooLarge { .. }) => ErrorCode::TooLarge,
+            CallError::Body(BodyError::Timeout) => {
+                return (StatusCode::REQUEST_TIMEOUT, ErrorCode::Timeout, None);
+            }
+            CallError::Body(BodyError::Read(_)) => ErrorCode::BadRequest,
+            CallError::Token(_) | CallError::Informational(_) => ErrorCode::Internal,
+            CallError::Forward(ForwardError::Timeout { .. }) => ErrorCode::Timeout,
+            CallError::Forward(
+                ForwardError::Unreachable { .. }
+                | ForwardError::Transport { .. }
+                | ForwardError::BodyConsumed,
+            ) => ErrorCode::Unavailable,
+            CallError::Forward(ForwardError::Request { .. }) => ErrorCode::Internal,
+            // The caller was authenticated; a refused service token is the platform's fault.
+            CallError::Runner {
+                code: ErrorCode::Unauthorized,
+                ..
+            } => ErrorCode::Internal,
+            CallError::Runner {
+                status,
+                code,
+                retry_after,
+            } => {
+                // The runner's own status, as long as it is an error status.
+                let status = if status.is_client_error() || status.is_server_error() {
+                    *status
+                } else {
+                    status_of(*code)
+                };
+                return (status, *code, retry_after.clone());
+            }
+            CallError::HeadCut(code) => *code,
+        };
+        (status_of(code), code, None)
+    }
+
+    /// The answer for `request_id`, with the detail logged in the current span: at `error`
+    /// for what the operator must look at, at `info` for refusals and passing trouble.
+    pub(crate) fn into_api_error(self, request_id: &str) -> ApiError {
+        let (status, code, retry_after) = self.answer();
+        if status.is_server_error() && code != ErrorCode::Unavailable && code != ErrorCode::Timeout
+        {
+            tracing::error!(error = %self, %code, "call failed");
+        } else {
+            tracing::info!(error = %self, %code, "call refused");
+        }
+        let mut error = ApiError::with_status(status, code, request_id);
+        error.retry_after = retry_after;
+        if let CallError::Caller(err) = &self {
+            error.challenge = Some(err.challenge());
+        }
+        error
+    }
+}
+
+/// The code of a registry failure, on every API: a row that cannot be read is the
+/// platform's bug (`internal`); anything else (connection, database, object store) is
+/// taken as passing (`unavailable`).
+pub(crate) fn registry_code(err: &RegistryError) -> ErrorCode {
+    match err {
+        RegistryError::CorruptRow { .. } => ErrorCode::Internal,
+        _ => ErrorCode::Unavailable,
+    }
+}
+
+fn status_of(code: ErrorCode) -> StatusCode {
+    StatusCode::from_u16(code.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
+}
 
 /// An error answered by the gateway itself: `{"error": "<code>", "request_id": "<id>"}`
 /// with `x-request-id`, and `www-authenticate: Bearer` on 401.
@@ -23,6 +187,8 @@ pub struct ApiError {
     /// What the call consumed at the runner, for the execution log (not sent to clients;
     /// taken off before the error becomes a response).
     pub stats: Option<Box<ExecuteStats>>,
+    /// The `www-authenticate` challenge of a 401 (`Bearer` when unset).
+    pub challenge: Option<&'static str>,
 }
 
 impl ApiError {
@@ -41,6 +207,7 @@ impl ApiError {
             request_id: request_id.into(),
             retry_after: None,
             stats: None,
+            challenge: None,
         }
     }
 }
@@ -58,27 +225,13 @@ impl IntoResponse for ApiError {
         }
         headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
         if self.status == StatusCode::UNAUTHORIZED {
-            headers.insert(WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            let challenge = self.challenge.unwrap_or("Bearer");
+            headers.insert(WWW_AUTHENTICATE, HeaderValue::from_static(challenge));
         }
         if let Some(retry_after) = self.retry_after {
             headers.insert(RETRY_AFTER, retry_after);
         }
         response
-    }
-}
-
-/// The code conventionally carried by a runner status, for replies whose body is unreadable.
-pub fn code_for_status(status: StatusCode) -> ErrorCode {
-    match status.as_u16() {
-        400 => ErrorCode::BadRequest,
-        401 | 403 => ErrorCode::Unauthorized,
-        404 => ErrorCode::NotFound,
-        413 => ErrorCode::TooLarge,
-        429 => ErrorCode::OverQuota,
-        502 => ErrorCode::BundleIntegrity,
-        503 => ErrorCode::Unavailable,
-        504 => ErrorCode::Timeout,
-        _ => ErrorCode::Internal,
     }
 }
 
@@ -110,19 +263,132 @@ mod tests {
         assert_eq!(response.headers()[WWW_AUTHENTICATE], "Bearer");
     }
 
+    /// Every reason a call is answered by the gateway, with the status and code it gets.
     #[test]
-    fn statuses_map_to_codes() {
+    fn each_call_error_has_one_answer() {
+        let runner = |status: u16, code| CallError::Runner {
+            status: StatusCode::from_u16(status).unwrap(),
+            code,
+            retry_after: None,
+        };
+        let cases: Vec<(CallError, u16, ErrorCode)> = vec![
+            (CallError::NoExtension, 404, ErrorCode::NotFound),
+            (AuthError::Missing.into(), 401, ErrorCode::Unauthorized),
+            (
+                CallError::RateLimited {
+                    scope: "install",
+                    retry_after: 3,
+                },
+                429,
+                ErrorCode::OverQuota,
+            ),
+            (
+                RegistryError::CorruptRow {
+                    table: "t",
+                    column: "c",
+                    key: "k".into(),
+                    reason: "r".into(),
+                }
+                .into(),
+                500,
+                ErrorCode::Internal,
+            ),
+            (
+                RegistryError::BundleMissing {
+                    hash: "h".into(),
+                    key: "k".into(),
+                }
+                .into(),
+                503,
+                ErrorCode::Unavailable,
+            ),
+            (CallError::NotInstalled, 404, ErrorCode::NotFound),
+            (
+                CallError::NoEndpoint {
+                    method: http::Method::GET,
+                    path: "/x".into(),
+                },
+                404,
+                ErrorCode::NotFound,
+            ),
+            (KeyError::Invalid.into(), 400, ErrorCode::BadRequest),
+            (
+                CallError::IdempotencyKeyReused,
+                422,
+                ErrorCode::IdempotencyKeyReused,
+            ),
+            (
+                BodyError::TooLarge { limit: 1 }.into(),
+                413,
+                ErrorCode::TooLarge,
+            ),
+            (BodyError::Timeout.into(), 408, ErrorCode::Timeout),
+            (TokenError::Key("k".into()).into(), 500, ErrorCode::Internal),
+            (
+                HopError::Missing("x".into()).into(),
+                400,
+                ErrorCode::BadRequest,
+            ),
+            (
+                ForwardError::Timeout {
+                    url: "u".into(),
+                    timeout: std::time::Duration::from_secs(1),
+                }
+                .into(),
+                504,
+                ErrorCode::Timeout,
+            ),
+            (
+                ForwardError::BodyConsumed.into(),
+                503,
+                ErrorCode::Unavailable,
+            ),
+            (
+                ForwardError::Request {
+                    url: "u".into(),
+                    reason: "r".into(),
+                }
+                .into(),
+                500,
+                ErrorCode::Internal,
+            ),
+            (
+                runner(401, ErrorCode::Unauthorized),
+                500,
+                ErrorCode::Internal,
+            ),
+            (runner(504, ErrorCode::Timeout), 504, ErrorCode::Timeout),
+            (runner(200, ErrorCode::TooLarge), 413, ErrorCode::TooLarge),
+            (
+                CallError::Informational(StatusCode::CONTINUE),
+                500,
+                ErrorCode::Internal,
+            ),
+            (
+                CallError::HeadCut(ErrorCode::Timeout),
+                504,
+                ErrorCode::Timeout,
+            ),
+        ];
+        for (error, status, code) in cases {
+            let text = error.to_string();
+            let answer = error.into_api_error("rid");
+            assert_eq!(
+                (answer.status.as_u16(), answer.code),
+                (status, code),
+                "{text}"
+            );
+        }
+        let rate = CallError::RateLimited {
+            scope: "install",
+            retry_after: 3,
+        };
+        assert_eq!(rate.into_api_error("rid").retry_after.unwrap(), "3");
+        let refused = CallError::from(AuthError::NotBearer).into_api_error("rid");
+        let response = refused.into_response();
         assert_eq!(
-            code_for_status(StatusCode::GATEWAY_TIMEOUT),
-            ErrorCode::Timeout
-        );
-        assert_eq!(
-            code_for_status(StatusCode::TOO_MANY_REQUESTS),
-            ErrorCode::OverQuota
-        );
-        assert_eq!(
-            code_for_status(StatusCode::IM_A_TEAPOT),
-            ErrorCode::Internal
+            response.headers()[WWW_AUTHENTICATE],
+            "Bearer error=\"invalid_request\""
         );
     }
 }

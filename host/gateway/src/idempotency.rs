@@ -22,11 +22,11 @@ use bytes::Bytes;
 use http::header::HeaderValue;
 use http::request::Parts;
 use http::{HeaderMap, Method, StatusCode};
-use palisade_protocol::ErrorCode;
+
 use sha2::{Digest, Sha256};
 use tokio::sync::watch;
 
-use crate::error::ApiError;
+use crate::error::{ApiError, CallError};
 
 /// The request header carrying the key.
 pub const IDEMPOTENCY_KEY: &str = "x-idempotency-key";
@@ -490,10 +490,7 @@ impl IdempotencyStore {
                 return (stored.template.clone(), Ok(stored.replay()));
             }
             Claim::Conflict => {
-                tracing::info!(
-                    "idempotency key reused for another method, path, query, body or user"
-                );
-                let error = ApiError::new(ErrorCode::IdempotencyKeyReused, request_id);
+                let error = CallError::IdempotencyKeyReused.into_api_error(request_id);
                 return (None, Err(error));
             }
             Claim::Lead(lease) => lease,
@@ -609,6 +606,7 @@ impl http_body::Body for Recording {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use palisade_protocol::ErrorCode;
 
     fn parts(method: &str, key: Option<&str>) -> Parts {
         let mut builder = http::Request::builder()

@@ -10,22 +10,22 @@ use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
+use http::Method;
 use http::header::{CONTENT_LENGTH, HeaderValue};
 use http::request::Parts;
-use http::{Method, StatusCode};
 use http_body::Body as _;
 use http_body_util::BodyExt;
 use palisade_bundle::manifest::EndpointCache;
 use palisade_protocol::hop;
-use palisade_protocol::{BodyOutcome, CallContext, ErrorCode, TokenScope};
-use palisade_registry::{ExecutionRecord, RegistryError, ResolvedInstall};
+use palisade_protocol::{BodyOutcome, CallContext, ErrorCode, TokenError, TokenScope};
+use palisade_registry::{ExecutionRecord, ResolvedInstall};
 use tracing::{Instrument, Span, field};
 
 use crate::app::{API_PREFIX, GatewayState};
 use crate::auth::Caller;
 use crate::body::{BodyError, LimitedBody, content_length, read_body};
 use crate::config::GatewayConfig;
-use crate::error::ApiError;
+use crate::error::{ApiError, CallError};
 use crate::execlog;
 use crate::headers::{self, REQUEST_ID};
 use crate::idempotency::{self, KeyedRequest};
@@ -33,7 +33,7 @@ use crate::installs::Resolution;
 use crate::ratelimit;
 use crate::relay::{RelayBody, SharedReport};
 use crate::routing::match_endpoint;
-use crate::runner::{ForwardError, HopBody, HopRequest, RunnerReply, SharedBody};
+use crate::runner::{HopBody, HopRequest, RunnerReply, SharedBody};
 
 /// Extra time given to a runner beyond the guest's deadline, so that the runner's own
 /// timeout answer (and its accounting) arrives before the gateway gives up.
@@ -71,31 +71,24 @@ async fn serve(
 ) -> Response {
     let (parts, body) = request.into_parts();
     let span = Span::current();
+    let fail = |error: CallError| error.into_api_error(request_id).into_response();
     let Some((extension_id, path)) = split_path(parts.uri.path()) else {
-        return ApiError::new(ErrorCode::NotFound, request_id).into_response();
+        return fail(CallError::NoExtension);
     };
     span.record("extension", extension_id);
 
     let caller = match state.auth.authenticate(&parts.headers) {
         Ok(caller) => caller,
-        Err(err) => {
-            tracing::info!(error = %err, "caller refused");
-            let mut response = ApiError::new(ErrorCode::Unauthorized, request_id).into_response();
-            response.headers_mut().insert(
-                http::header::WWW_AUTHENTICATE,
-                HeaderValue::from_static(err.challenge()),
-            );
-            return response;
-        }
+        Err(err) => return fail(err.into()),
     };
     span.record("tenant", caller.tenant_id.as_str());
 
     // Before resolution, so that calls naming unknown extensions are limited as well.
     if let Err(retry_after) = check_caller_limits(state, &caller) {
-        tracing::info!(retry_after, "caller or tenant over its rate limit");
-        let mut error = ApiError::new(ErrorCode::OverQuota, request_id);
-        error.retry_after = Some(HeaderValue::from(retry_after));
-        return error.into_response();
+        return fail(CallError::RateLimited {
+            scope: "caller or tenant",
+            retry_after,
+        });
     }
 
     let resolution = match state
@@ -104,22 +97,18 @@ async fn serve(
         .await
     {
         Ok(resolution) => resolution,
-        Err(err) => {
-            tracing::error!(error = %err, "resolving the install failed");
-            return ApiError::new(registry_error_code(&err), request_id).into_response();
-        }
+        Err(err) => return fail(err.into()),
     };
     let Some(mut install) = resolution.install else {
-        tracing::info!("no enabled install of this extension for the tenant");
-        return ApiError::new(ErrorCode::NotFound, request_id).into_response();
+        return fail(CallError::NotInstalled);
     };
     record_install(&span, &install);
 
     if let Err(retry_after) = state.rate_limiter.check(&install.install_id) {
-        tracing::info!(retry_after, "install over its rate limit");
-        let mut error = ApiError::new(ErrorCode::OverQuota, request_id);
-        error.retry_after = Some(HeaderValue::from(retry_after));
-        return error.into_response();
+        return fail(CallError::RateLimited {
+            scope: "install",
+            retry_after,
+        });
     }
 
     let call = Call {
@@ -278,13 +267,6 @@ fn request_limit(config: &GatewayConfig, install: &ResolvedInstall) -> usize {
         .min(config.max_request_bytes)
 }
 
-fn registry_error_code(err: &RegistryError) -> ErrorCode {
-    match err {
-        RegistryError::CorruptRow { .. } => ErrorCode::Internal,
-        _ => ErrorCode::Unavailable,
-    }
-}
-
 /// One call, from endpoint matching to the runner's answer.
 struct Call<'a> {
     state: &'a GatewayState,
@@ -394,8 +376,8 @@ impl CallBody {
 }
 
 impl Call<'_> {
-    fn error(&self, code: ErrorCode) -> ApiError {
-        ApiError::new(code, self.request_id)
+    fn fail(&self, error: impl Into<CallError>) -> ApiError {
+        error.into().into_api_error(self.request_id)
     }
 
     /// The request's idempotency key and fingerprint, when it carries a key. The body is
@@ -409,10 +391,7 @@ impl Call<'_> {
         let key = match idempotency::request_key(&parts.method, &parts.headers) {
             Ok(Some(key)) => key,
             Ok(None) => return Ok(None),
-            Err(err) => {
-                tracing::info!(error = %err, "idempotency key refused");
-                return Err(self.error(ErrorCode::BadRequest));
-            }
+            Err(err) => return Err(self.fail(err)),
         };
         let config = &self.state.config;
         let bytes = body
@@ -422,21 +401,8 @@ impl Call<'_> {
                 config.request_timeout,
             )
             .await
-            .map_err(|err| self.body_error(err))?;
+            .map_err(|err| self.fail(err))?;
         Ok(Some(KeyedRequest::new(key, parts, self.user, &bytes)))
-    }
-
-    fn body_error(&self, err: BodyError) -> ApiError {
-        tracing::info!(error = %err, "request body refused");
-        match err {
-            BodyError::TooLarge { .. } => self.error(ErrorCode::TooLarge),
-            BodyError::Timeout => ApiError::with_status(
-                StatusCode::REQUEST_TIMEOUT,
-                ErrorCode::Timeout,
-                self.request_id,
-            ),
-            BodyError::Read(_) => self.error(ErrorCode::BadRequest),
-        }
     }
 
     /// Everything after resolution, for `install`. When the runner finds a cached install
@@ -499,8 +465,11 @@ impl Call<'_> {
             .iter()
             .map(|e| (e.method.as_str(), e.path.as_str()));
         let Some(found) = match_endpoint(endpoints, &parts.method, self.path) else {
-            tracing::info!(method = %parts.method, path = self.path, "no declared endpoint matches");
-            return (None, Err(self.error(ErrorCode::NotFound).into()));
+            let error = CallError::NoEndpoint {
+                method: parts.method.clone(),
+                path: self.path.to_owned(),
+            };
+            return (None, Err(self.fail(error).into()));
         };
         // A HEAD served by a GET (or any-method) endpoint reaches the guest as GET; the
         // body is dropped here.
@@ -541,7 +510,7 @@ impl Call<'_> {
                 config.request_timeout,
             )
             .await
-            .map_err(|err| self.body_error(err))?;
+            .map_err(|err| self.fail(err))?;
 
         let budget = config
             .request_timeout
@@ -570,20 +539,22 @@ impl Call<'_> {
             path: path.clone(),
             request_id: context.request_id.clone(),
         };
-        let token = self.state.minter.token(&scope).map_err(|err| {
-            tracing::error!(error = %err, "minting the service token failed");
-            self.error(ErrorCode::Internal)
-        })?;
+        let token = self
+            .state
+            .minter
+            .token(&scope)
+            .map_err(|err| self.fail(err))?;
         let mut headers = headers::forward_request_headers(
             &self.parts.headers,
             self.request_id,
             &install.manifest.api.headers.request,
         );
-        context.write_to(&mut headers).map_err(|err| {
-            tracing::info!(error = %err, "call context refused");
-            self.error(ErrorCode::BadRequest)
-        })?;
-        let token = HeaderValue::from_str(&token).map_err(|_| self.error(ErrorCode::Internal))?;
+        context
+            .write_to(&mut headers)
+            .map_err(|err| self.fail(err))?;
+        // A token is base64url and dots, always a valid header value.
+        let token = HeaderValue::from_str(&token)
+            .map_err(|_| self.fail(TokenError::Key("minted token is not a header value".into())))?;
         headers.insert(hop::TOKEN, token);
         let request = HopRequest {
             method,
@@ -599,9 +570,10 @@ impl Call<'_> {
             .await;
         // A body past its limit is answered 413, whatever the runner made of it.
         if too_large.is_some_and(|flag| flag.load(Ordering::Relaxed)) {
-            return Err(self.error(ErrorCode::TooLarge).into());
+            let limit = request_limit(config, install);
+            return Err(self.fail(BodyError::TooLarge { limit }).into());
         }
-        match reply.map_err(|err| self.runner_error(&err))? {
+        match reply.map_err(|err| self.fail(err))? {
             RunnerReply::Guest(reply) => Ok(self
                 .guest_response(install, reply, head_as_get, cache)
                 .await?),
@@ -613,7 +585,11 @@ impl Call<'_> {
             } => {
                 let error = ApiError {
                     stats: stats.map(Box::new),
-                    ..self.platform_error(status, code, retry_after)
+                    ..self.fail(CallError::Runner {
+                        status,
+                        code,
+                        retry_after,
+                    })
                 };
                 // The runner checks the install named by the call against the registry
                 // before running anything, and answers `not_found` when it differs.
@@ -624,47 +600,6 @@ impl Call<'_> {
                 })
             }
         }
-    }
-
-    fn runner_error(&self, err: &ForwardError) -> ApiError {
-        match err {
-            ForwardError::Timeout { .. } => {
-                tracing::warn!(error = %err, "runner call timed out");
-                self.error(ErrorCode::Timeout)
-            }
-            ForwardError::Unreachable { .. }
-            | ForwardError::Transport { .. }
-            | ForwardError::BodyConsumed => {
-                tracing::error!(error = %err, "runner call failed");
-                self.error(ErrorCode::Unavailable)
-            }
-            ForwardError::Request { .. } => {
-                tracing::error!(error = %err, "runner request not built");
-                self.error(ErrorCode::Internal)
-            }
-        }
-    }
-
-    fn platform_error(
-        &self,
-        status: StatusCode,
-        code: ErrorCode,
-        retry_after: Option<HeaderValue>,
-    ) -> ApiError {
-        if code == ErrorCode::Unauthorized {
-            // The caller was authenticated; the runner refused the gateway's own token.
-            tracing::error!(%status, "runner refused the service token");
-            return self.error(ErrorCode::Internal);
-        }
-        tracing::info!(%status, %code, "runner answered with a platform error");
-        let status = if status.is_client_error() || status.is_server_error() {
-            status
-        } else {
-            StatusCode::from_u16(code.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
-        };
-        let mut error = ApiError::with_status(status, code, self.request_id);
-        error.retry_after = retry_after;
-        error
     }
 
     /// The caller's answer from the guest's: its status, the headers the policy lets
@@ -679,8 +614,7 @@ impl Call<'_> {
         let (parts, incoming) = reply.into_parts();
         let status = parts.status;
         if status.is_informational() {
-            tracing::error!(%status, "runner relayed an informational guest status");
-            return Err(self.error(ErrorCode::Internal));
+            return Err(self.fail(CallError::Informational(status)));
         }
         let declared = parts
             .headers
@@ -704,7 +638,7 @@ impl Call<'_> {
             let length = match relay.collect().await {
                 Ok(collected) => collected.to_bytes().len(),
                 Err(err) => {
-                    tracing::warn!(error = %err, "the guest's answer to a HEAD was cut");
+                    tracing::warn!(error = %err, "reading the guest's answer to a HEAD");
                     let code = report
                         .lock()
                         .unwrap_or_else(PoisonError::into_inner)
@@ -714,7 +648,7 @@ impl Call<'_> {
                             BodyOutcome::Complete => None,
                         })
                         .unwrap_or(ErrorCode::Internal);
-                    return Err(self.error(code));
+                    return Err(self.fail(CallError::HeadCut(code)));
                 }
             };
             let mut response = (status, Body::empty()).into_response();
@@ -747,21 +681,5 @@ mod tests {
         assert_eq!(split_path("/api/ext/"), None);
         assert_eq!(split_path("/api/ext//x"), None);
         assert_eq!(split_path("/other"), None);
-    }
-
-    #[test]
-    fn registry_errors_map_to_stable_codes() {
-        let corrupt = RegistryError::CorruptRow {
-            table: "t",
-            column: "c",
-            key: "k".into(),
-            reason: "r".into(),
-        };
-        assert_eq!(registry_error_code(&corrupt), ErrorCode::Internal);
-        let missing = RegistryError::BundleMissing {
-            hash: "h".into(),
-            key: "k".into(),
-        };
-        assert_eq!(registry_error_code(&missing), ErrorCode::Unavailable);
     }
 }

@@ -19,8 +19,6 @@ use hyper_util::rt::TokioExecutor;
 use palisade_protocol::hop::{self, EXECUTE_PREFIX};
 use palisade_protocol::{ErrorCode, ExecuteStats};
 
-use crate::error::code_for_status;
-
 /// How long to wait for a TCP connection to a runner.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -334,7 +332,7 @@ async fn classify(response: http::Response<Incoming>) -> RunnerReply {
         None if !response.headers().contains_key(http::header::TRAILER)
             && (status.is_client_error() || status.is_server_error()) =>
         {
-            code_for_status(status)
+            ErrorCode::for_status(status.as_u16())
         }
         None => return RunnerReply::Guest(response),
     };

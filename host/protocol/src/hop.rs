@@ -312,6 +312,23 @@ impl ErrorCode {
             ErrorCode::IdempotencyKeyReused => 422,
         }
     }
+
+    /// The code a status conventionally carries, for an error answer whose code is
+    /// unreadable: the inverse of [`ErrorCode::status`] where that is one to one.
+    pub fn for_status(status: u16) -> ErrorCode {
+        match status {
+            400 => ErrorCode::BadRequest,
+            401 | 403 => ErrorCode::Unauthorized,
+            404 => ErrorCode::NotFound,
+            413 => ErrorCode::TooLarge,
+            422 => ErrorCode::IdempotencyKeyReused,
+            429 => ErrorCode::OverQuota,
+            502 => ErrorCode::BundleIntegrity,
+            503 => ErrorCode::Unavailable,
+            504 => ErrorCode::Timeout,
+            _ => ErrorCode::Internal,
+        }
+    }
 }
 
 impl std::fmt::Display for ErrorCode {
@@ -378,6 +395,20 @@ impl ExecuteStats {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn statuses_lead_back_to_their_codes() {
+        for code in ErrorCode::ALL {
+            let back = ErrorCode::for_status(code.status());
+            // 500 and 502 carry several codes; each leads back to one of its own status.
+            assert_eq!(back.status(), code.status(), "{code}");
+            if !matches!(code.status(), 500 | 502) {
+                assert_eq!(back, code);
+            }
+        }
+        assert_eq!(ErrorCode::for_status(418), ErrorCode::Internal);
+        assert_eq!(ErrorCode::for_status(403), ErrorCode::Unauthorized);
+    }
 
     fn context() -> CallContext {
         CallContext {

@@ -71,8 +71,9 @@ pub(crate) struct InstallArgs {
     /// capability the manifest requests must be approved.
     #[arg(long, value_delimiter = ',')]
     pub approve: Vec<String>,
-    /// Non-secret configuration, `key=value`, repeatable.
-    #[arg(long = "config", value_name = "KEY=VALUE")]
+    /// Non-secret configuration of the install, `key=value`, repeatable. (`--config` is
+    /// the operator configuration file, as for every command.)
+    #[arg(long = "set", id = "set", value_name = "KEY=VALUE")]
     pub config: Vec<String>,
     /// Approve an upgrade to `--version` that grants more than the installed version (new
     /// storage namespaces, secret names or HTTP origins).
@@ -261,13 +262,13 @@ pub(crate) async fn install(data_dir: &DataDir, args: InstallArgs) -> Result<()>
         .filter(|s| !s.is_empty())
         .map(|s| {
             s.parse::<CapabilityKey>()
-                .map_err(|_| anyhow::anyhow!("--approve: unknown capability `{s}` (expected log, metrics, storage, secrets or http)"))
+                .map_err(|e| anyhow::anyhow!("--approve: {e}"))
         })
         .collect::<Result<Vec<_>>>()?;
     let mut config = BTreeMap::new();
     for pair in &args.config {
         let Some((k, v)) = pair.split_once('=') else {
-            bail!("--config `{pair}`: expected KEY=VALUE");
+            bail!("--set `{pair}`: expected KEY=VALUE");
         };
         config.insert(k.to_owned(), v.to_owned());
     }

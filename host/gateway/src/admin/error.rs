@@ -6,6 +6,7 @@ use axum::Json;
 use axum::response::{IntoResponse, Response};
 use http::StatusCode;
 use http::header::{CACHE_CONTROL, HeaderValue, WWW_AUTHENTICATE};
+use palisade_protocol::ErrorCode;
 use palisade_registry::{InstallError, PublishError, RegistryError, SecretError};
 use serde::Serialize;
 
@@ -26,7 +27,8 @@ pub enum AdminErrorCode {
     Conflict,
     /// 413: the body is over its limit.
     TooLarge,
-    /// 503: the gateway is not configured for this operation.
+    /// 503: the gateway is not configured for this operation, or the registry cannot be
+    /// reached.
     Unavailable,
     /// 500: an unexpected failure; the operator's log has the detail.
     Internal,
@@ -98,9 +100,16 @@ impl AdminError {
         Self::new(AdminErrorCode::Internal, request_id)
     }
 
-    /// The answer for a registry failure.
+    /// The answer for a registry failure: `unavailable` or `internal`, as on the call
+    /// path ([`crate::error::registry_code`]).
     pub fn registry(request_id: &str, err: &RegistryError) -> Self {
-        Self::internal(request_id, err)
+        match crate::error::registry_code(err) {
+            ErrorCode::Unavailable => {
+                tracing::warn!(request_id, error = %err, "registry unavailable");
+                Self::new(AdminErrorCode::Unavailable, request_id)
+            }
+            _ => Self::internal(request_id, err),
+        }
     }
 
     /// The answer for a refused publish.
