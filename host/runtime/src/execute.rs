@@ -5,9 +5,9 @@ use std::collections::BTreeMap;
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::task::Poll;
+use std::sync::{Arc, PoisonError};
+use std::task::{Poll, Wake, Waker};
 use std::time::{Duration, Instant};
 
 use futures::FutureExt;
@@ -285,17 +285,38 @@ impl Runtime {
         });
         let executor = self.executor.handle();
         if self.config.inline_calls || executor.is_none() {
+            // Once the head is known the call stays here while it only yields to itself
+            // (its body fits the buffer and nothing outside is awaited): a short answer
+            // then completes without a thread hand-off. As soon as it waits for something
+            // else (the reader, a timer, the network) or an epoch tick passes, the head is
+            // handed back and the rest of the call moves to the guest threads.
+            let woken = Arc::new(SelfWake::default());
+            let mut head: Option<Started> = None;
             let step = std::future::poll_fn(|cx| {
-                let done = call.as_mut().poll(cx).is_ready();
-                match started_rx.try_recv() {
-                    Ok(head) => return Poll::Ready(Some((head, done))),
-                    Err(oneshot::error::TryRecvError::Closed) => {
-                        let outcome = host_panic("call ended without a response".into(), started);
-                        return Poll::Ready(Some((Started::Failed(outcome), true)));
+                let waker = woken.waker_for(cx.waker());
+                let done = call
+                    .as_mut()
+                    .poll(&mut std::task::Context::from_waker(&waker))
+                    .is_ready();
+                if head.is_none() {
+                    match started_rx.try_recv() {
+                        Ok(started) => head = Some(started),
+                        Err(oneshot::error::TryRecvError::Closed) => {
+                            let outcome =
+                                host_panic("call ended without a response".into(), started);
+                            return Poll::Ready(Some((Started::Failed(outcome), true)));
+                        }
+                        Err(oneshot::error::TryRecvError::Empty) => {}
                     }
-                    Err(oneshot::error::TryRecvError::Empty) => {}
                 }
-                if executor.is_some() && ticked.load(Ordering::Relaxed) {
+                let ticked = executor.is_some() && ticked.load(Ordering::Relaxed);
+                if let Some(started) = head.take() {
+                    if done || ticked || !woken.take() {
+                        return Poll::Ready(Some((started, done)));
+                    }
+                    head = Some(started);
+                }
+                if ticked {
                     Poll::Ready(None)
                 } else {
                     Poll::Pending
@@ -617,6 +638,44 @@ impl Runtime {
                 self.services.storage.clone(),
                 invocation,
             ),
+        }
+    }
+}
+
+/// A waker that remembers whether it was woken, around the task's own: tells a call that
+/// yielded to itself (woken while being polled) from one waiting on something else.
+#[derive(Default)]
+struct SelfWake {
+    woken: AtomicBool,
+    inner: std::sync::Mutex<Option<Waker>>,
+}
+
+impl SelfWake {
+    /// A waker for one poll of the call, waking `task` too; clears the flag.
+    fn waker_for(self: &Arc<Self>, task: &Waker) -> Waker {
+        self.woken.store(false, Ordering::Relaxed);
+        let mut inner = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
+        if !inner.as_ref().is_some_and(|w| w.will_wake(task)) {
+            *inner = Some(task.clone());
+        }
+        Waker::from(Arc::clone(self))
+    }
+
+    /// Whether the call was woken since the last [`SelfWake::waker_for`].
+    fn take(&self) -> bool {
+        self.woken.swap(false, Ordering::Relaxed)
+    }
+}
+
+impl Wake for SelfWake {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.woken.store(true, Ordering::Relaxed);
+        if let Some(task) = &*self.inner.lock().unwrap_or_else(PoisonError::into_inner) {
+            task.wake_by_ref();
         }
     }
 }
