@@ -125,6 +125,18 @@ impl DataDir {
         self.ed25519_pair("service")
     }
 
+    /// The public half of the service key pair, which is all a runner needs: a data
+    /// directory given only `keys/service.pub.pem` (a runner's) uses it as it is; one with
+    /// neither half gets a new pair, as for [`DataDir::service_keys`].
+    pub(crate) fn service_public_key(&self) -> Result<String> {
+        let public = self.keys().join("service.pub.pem");
+        let private = self.keys().join("service.key.pem");
+        if public.exists() && !private.exists() {
+            return read_string(&public);
+        }
+        Ok(self.service_keys()?.public_pem)
+    }
+
     /// The Ed25519 key pair that signs development caller tokens (generated once).
     pub(crate) fn caller_issuer_keys(&self) -> Result<ServiceKeyPair> {
         self.ed25519_pair("caller-issuer")
@@ -226,11 +238,27 @@ impl DataDir {
     fn ed25519_pair(&self, name: &str) -> Result<ServiceKeyPair> {
         let private = self.keys().join(format!("{name}.key.pem"));
         let public = self.keys().join(format!("{name}.pub.pem"));
-        if private.exists() && public.exists() {
-            return Ok(ServiceKeyPair {
-                private_pem: read_string(&private)?,
-                public_pem: read_string(&public)?,
-            });
+        match (private.exists(), public.exists()) {
+            (true, true) => {
+                return Ok(ServiceKeyPair {
+                    private_pem: read_string(&private)?,
+                    public_pem: read_string(&public)?,
+                });
+            }
+            (false, false) => {}
+            // Never replace half a pair: the other half may be in use elsewhere.
+            (true, false) | (false, true) => {
+                let (there, missing) = if private.exists() {
+                    (&private, &public)
+                } else {
+                    (&public, &private)
+                };
+                anyhow::bail!(
+                    "{} exists but {} does not: restore it, or remove both to make a new pair",
+                    there.display(),
+                    missing.display()
+                );
+            }
         }
         let pair = ServiceKeyPair::generate().context("generating an Ed25519 key pair")?;
         write_private(&private, &pair.private_pem)?;
@@ -319,5 +347,35 @@ mod tests {
             .map(|e| e.unwrap().file_name())
             .collect();
         assert_eq!(leftovers, ["runner.key.pem"]);
+    }
+
+    /// A runner's data directory may hold the service public key alone; a directory with
+    /// half a pair is refused rather than given a new pair over the half it has.
+    #[test]
+    fn half_a_key_pair_is_never_replaced() {
+        let dir = tempfile::tempdir().unwrap();
+        let full = DataDir::new(dir.path().join("full"));
+        let pair = full.service_keys().unwrap();
+
+        let runner = DataDir::new(dir.path().join("runner"));
+        write_file(
+            &runner.keys().join("service.pub.pem"),
+            pair.public_pem.as_bytes(),
+        )
+        .unwrap();
+        assert_eq!(runner.service_public_key().unwrap(), pair.public_pem);
+        let err = runner.service_keys().unwrap_err().to_string();
+        assert!(err.contains("service.pub.pem exists but"), "{err}");
+        assert_eq!(
+            read_string(&runner.keys().join("service.pub.pem")).unwrap(),
+            pair.public_pem
+        );
+        assert!(!runner.keys().join("service.key.pem").exists());
+
+        // A fresh directory still gets a pair, and a full one keeps it.
+        let fresh = DataDir::new(dir.path().join("fresh"));
+        let made = fresh.service_public_key().unwrap();
+        assert_eq!(fresh.service_keys().unwrap().public_pem, made);
+        assert_eq!(full.service_public_key().unwrap(), pair.public_pem);
     }
 }

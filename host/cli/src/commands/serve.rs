@@ -21,7 +21,7 @@ pub(crate) async fn runner_state(data_dir: &DataDir, registry: &Registry) -> Res
             "the registry trusts no publisher key: nothing can run until one is added with `palisade trust add KEY.pub.pem` (or start with --demo)"
         );
     }
-    let service_keys = data_dir.service_keys()?;
+    let service_key = data_dir.service_public_key()?;
     let opener = crate::commands::secrets::load_opener(data_dir)?;
     let operator = data_dir.operator();
     let mut services = palisade_runner::host_services(registry, opener);
@@ -35,7 +35,7 @@ pub(crate) async fn runner_state(data_dir: &DataDir, registry: &Registry) -> Res
     Ok(RunnerState::new(
         registry.clone(),
         runtime,
-        TokenVerifier::from_pem(service_keys.public_pem.as_bytes())?,
+        TokenVerifier::from_pem(service_key.as_bytes())?,
         operator.runner.to_runner_config()?,
     ))
 }
