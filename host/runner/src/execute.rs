@@ -465,4 +465,157 @@ mod tests {
             )
         );
     }
+
+    /// The handler as the gateway calls it, through the router, without a socket.
+    mod hop {
+        use std::sync::Arc;
+
+        use axum::body::Body;
+        use http::{Request, StatusCode};
+        use palisade_protocol::hop;
+        use palisade_protocol::{CallContext, TokenMinter, TokenScope};
+        use tower::ServiceExt as _;
+
+        use crate::test_support::{registry_with_install, runner_on};
+
+        struct Hop {
+            app: axum::Router,
+            minter: TokenMinter,
+            context: CallContext,
+            _dir: tempfile::TempDir,
+        }
+
+        async fn hop() -> Hop {
+            let dir = tempfile::tempdir().unwrap();
+            let manifest = serde_json::json!({
+                "id": "com.example.oneshot",
+                "name": "oneshot",
+                "version": "1.0.0",
+                "publisher": "example",
+                "component": "ext.wasm",
+                "runtime": "wasi-http@0.2",
+                "api": {"endpoints": [{"method": "POST", "path": "/upload"}]},
+                "limits": {"max_request_bytes": 1024},
+            });
+            let (registry, install_id) = registry_with_install(&dir, &manifest).await;
+            let install = registry.load_install(&install_id).await.unwrap().unwrap();
+            let (state, minter) = runner_on(registry, crate::RunnerConfig::default());
+            let context = CallContext {
+                request_id: "r-1".into(),
+                tenant_id: install.tenant_id.clone(),
+                extension_id: install.extension_id.clone(),
+                install_id: install.install_id.clone(),
+                version_id: install.version_id.clone(),
+                content_hash: install.content_hash.to_string(),
+                user_id: None,
+                timeout_ms: None,
+                traceparent: None,
+            };
+            Hop {
+                app: crate::app(Arc::new(state)),
+                minter,
+                context,
+                _dir: dir,
+            }
+        }
+
+        impl Hop {
+            /// A hop request for `path`, its token minted for `token_path`.
+            fn request(&self, path: &str, token_path: &str, length: u64) -> Request<Body> {
+                let scope = TokenScope {
+                    tenant_id: self.context.tenant_id.clone(),
+                    extension_id: self.context.extension_id.clone(),
+                    install_id: self.context.install_id.clone(),
+                    content_hash: self.context.content_hash.clone(),
+                    method: "POST".into(),
+                    path: token_path.into(),
+                    request_id: self.context.request_id.clone(),
+                };
+                let mut request = Request::post(format!("/v1/execute{path}"))
+                    .header(http::header::CONTENT_LENGTH, length)
+                    .body(Body::from(vec![b'x'; length as usize]))
+                    .unwrap();
+                self.context.write_to(request.headers_mut()).unwrap();
+                let token = self.minter.token(&scope).unwrap();
+                request
+                    .headers_mut()
+                    .insert(hop::TOKEN, token.parse().unwrap());
+                request
+            }
+
+            async fn call(&self, request: Request<Body>) -> (StatusCode, String) {
+                let response = self.app.clone().oneshot(request).await.unwrap();
+                let code = response
+                    .headers()
+                    .get(hop::ERROR)
+                    .map(|v| v.to_str().unwrap().to_owned())
+                    .unwrap_or_default();
+                (response.status(), code)
+            }
+        }
+
+        #[tokio::test]
+        async fn refusals_answer_their_status_and_code_before_anything_runs() {
+            let hop = hop().await;
+            // No token.
+            let mut request = hop.request("/upload", "/upload", 1);
+            request.headers_mut().remove(hop::TOKEN);
+            assert_eq!(
+                hop.call(request).await,
+                (StatusCode::UNAUTHORIZED, "unauthorized".into())
+            );
+            // A token minted for another path.
+            let request = hop.request("/upload", "/other", 1);
+            assert_eq!(
+                hop.call(request).await,
+                (StatusCode::UNAUTHORIZED, "unauthorized".into())
+            );
+            // A missing context header.
+            let mut request = hop.request("/upload", "/upload", 1);
+            request.headers_mut().remove(hop::TENANT);
+            assert_eq!(
+                hop.call(request).await,
+                (StatusCode::BAD_REQUEST, "bad_request".into())
+            );
+            // A declared body over the manifest's limit: 413 before the bundle is loaded.
+            let request = hop.request("/upload", "/upload", 4096);
+            assert_eq!(
+                hop.call(request).await,
+                (StatusCode::PAYLOAD_TOO_LARGE, "too_large".into())
+            );
+        }
+
+        #[tokio::test]
+        async fn a_token_is_good_for_one_call_and_a_stale_context_is_not_found() {
+            let hop = hop().await;
+            let request = hop.request("/upload", "/upload", 4096);
+            let again = Request::from_parts(
+                {
+                    let (parts, _) = hop.request("/upload", "/upload", 1).into_parts();
+                    let mut parts = parts;
+                    parts.headers = request.headers().clone();
+                    parts.headers.insert(http::header::CONTENT_LENGTH, 1.into());
+                    parts
+                },
+                Body::from("x"),
+            );
+            // The first use passes the token check (and is refused for its size).
+            assert_eq!(hop.call(request).await.0, StatusCode::PAYLOAD_TOO_LARGE);
+            // The same token again is refused, whatever the body.
+            assert_eq!(
+                hop.call(again).await,
+                (StatusCode::UNAUTHORIZED, "unauthorized".into())
+            );
+
+            // A context naming another version of the install: not found.
+            let mut stale = hop.request("/upload", "/upload", 1);
+            stale
+                .headers_mut()
+                .insert(hop::VERSION, "another-version".parse().unwrap());
+            assert_eq!(
+                hop.call(stale).await,
+                (StatusCode::NOT_FOUND, "not_found".into())
+            );
+        }
+    }
 }

@@ -16,18 +16,28 @@ pub(crate) async fn empty_runner(
     })
     .await
     .unwrap();
+    runner_on(registry, config).0
+}
+
+/// A runner on `registry`, and the minter of the gateway it trusts.
+pub(crate) fn runner_on(
+    registry: Registry,
+    config: crate::RunnerConfig,
+) -> (crate::RunnerState, palisade_protocol::TokenMinter) {
     let service = palisade_protocol::ServiceKeyPair::generate().unwrap();
+    let minter = palisade_protocol::TokenMinter::from_pem(service.private_pem.as_bytes()).unwrap();
     let runtime = palisade_runtime::Runtime::new(
         palisade_runtime::RuntimeConfig::default(),
         palisade_runtime::HostServices::default(),
     )
     .unwrap();
-    crate::RunnerState::new(
+    let state = crate::RunnerState::new(
         registry,
         runtime,
         palisade_protocol::TokenVerifier::from_pem(service.public_pem.as_bytes()).unwrap(),
         config,
-    )
+    );
+    (state, minter)
 }
 
 /// A fresh registry on `dir` with the extension `manifest` (an empty component) published
