@@ -199,7 +199,7 @@ mod tests {
         component: &[u8],
     ) -> (RunnerState, ContentHash) {
         let registry = Registry::open(&RegistryConfig {
-            database_url: format!("sqlite://{}", dir.path().join("r.db").display()),
+            database_url: palisade_registry::testing::database_url(dir.path()),
             object_store_dir: dir.path().join("objects"),
         })
         .await

@@ -11,7 +11,7 @@ pub(crate) async fn empty_runner(
     config: crate::RunnerConfig,
 ) -> crate::RunnerState {
     let registry = Registry::open(&RegistryConfig {
-        database_url: format!("sqlite://{}", dir.path().join("r.db").display()),
+        database_url: palisade_registry::testing::database_url(dir.path()),
         object_store_dir: dir.path().join("objects"),
     })
     .await
@@ -47,7 +47,7 @@ pub(crate) async fn registry_with_install(
     manifest: &serde_json::Value,
 ) -> (Registry, String) {
     let registry = Registry::open(&RegistryConfig {
-        database_url: format!("sqlite://{}", dir.path().join("r.db").display()),
+        database_url: palisade_registry::testing::database_url(dir.path()),
         object_store_dir: dir.path().join("objects"),
     })
     .await

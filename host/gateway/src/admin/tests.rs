@@ -19,7 +19,7 @@ const TOKEN: &str = "admin-token-for-tests";
 async fn router(admin_token: Option<&str>) -> (TempDir, Router) {
     let dir = tempfile::tempdir().unwrap();
     let registry = Registry::open(&RegistryConfig {
-        database_url: format!("sqlite://{}", dir.path().join("registry.db").display()),
+        database_url: palisade_registry::testing::database_url(dir.path()),
         object_store_dir: dir.path().join("objects"),
     })
     .await
@@ -173,7 +173,7 @@ async fn an_oversized_bundle_is_a_413() {
     let dir = tempfile::tempdir().unwrap();
     // A gateway that can publish, so that the size check is what answers.
     let registry = Registry::open(&RegistryConfig {
-        database_url: format!("sqlite://{}", dir.path().join("registry.db").display()),
+        database_url: palisade_registry::testing::database_url(dir.path()),
         object_store_dir: dir.path().join("objects"),
     })
     .await

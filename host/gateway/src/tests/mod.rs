@@ -49,7 +49,7 @@ impl Harness {
     async fn with_config(runner_url: &str, tweak: impl FnOnce(&mut GatewayConfig)) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let registry = Registry::open(&RegistryConfig {
-            database_url: format!("sqlite://{}", dir.path().join("registry.db").display()),
+            database_url: palisade_registry::testing::database_url(dir.path()),
             object_store_dir: dir.path().join("objects"),
         })
         .await

@@ -28,7 +28,7 @@ const MANIFEST: &str = r#"{"id":"com.example.policy","name":"Policy","publisher"
 async fn setup(tweak: impl FnOnce(&mut GatewayConfig)) -> (Harness, FakeRunner) {
     let dir = tempfile::tempdir().unwrap();
     let registry = Registry::open(&RegistryConfig {
-        database_url: format!("sqlite://{}", dir.path().join("registry.db").display()),
+        database_url: palisade_registry::testing::database_url(dir.path()),
         object_store_dir: dir.path().join("objects"),
     })
     .await
@@ -138,7 +138,7 @@ async fn configured_hs256_and_jwks_keys_authenticate_callers() {
 async fn unusable_key_configuration_is_refused_at_startup() {
     let dir = tempfile::tempdir().unwrap();
     let registry = Registry::open(&RegistryConfig {
-        database_url: format!("sqlite://{}", dir.path().join("registry.db").display()),
+        database_url: palisade_registry::testing::database_url(dir.path()),
         object_store_dir: dir.path().join("objects"),
     })
     .await

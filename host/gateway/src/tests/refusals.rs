@@ -111,7 +111,7 @@ async fn healthz_answers() {
 async fn bad_configuration_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let registry = Registry::open(&RegistryConfig {
-        database_url: format!("sqlite://{}", dir.path().join("r.db").display()),
+        database_url: palisade_registry::testing::database_url(dir.path()),
         object_store_dir: dir.path().join("o"),
     })
     .await
