@@ -65,6 +65,32 @@ pub(crate) struct CallCapabilities {
     pub(crate) metrics: Option<metrics::MetricsState>,
 }
 
+/// What a capability's host functions see: the call's state of that capability. It is
+/// absent only when the linker and the call's grant disagree, a host bug; every capability
+/// answers that the same way, with a trap naming its interface (never a guest-visible
+/// error that would hide the bug).
+pub(crate) struct Linked<'a, S> {
+    state: Option<&'a mut S>,
+    interface: &'static str,
+}
+
+impl<'a, S> Linked<'a, S> {
+    /// The view of `state` for the host functions of `interface`.
+    pub(crate) fn new(state: Option<&'a mut S>, interface: &'static str) -> Self {
+        Linked { state, interface }
+    }
+
+    /// The call's state, or the trap for a call that has none.
+    pub(crate) fn state(&mut self) -> wasmtime::Result<&mut S> {
+        let interface = self.interface;
+        self.state.as_deref_mut().ok_or_else(|| {
+            wasmtime::Error::msg(format!(
+                "{interface} is linked but the call has no state for it"
+            ))
+        })
+    }
+}
+
 /// Builds the linker for one grant set: the baseline, `context`, and each granted capability.
 pub(crate) fn build_linker(
     engine: &Engine,

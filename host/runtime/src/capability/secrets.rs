@@ -17,6 +17,7 @@ use wasmtime::component::{HasData, Linker};
 use zeroize::Zeroizing;
 
 use crate::bindings::palisade::extension::secrets::{self, Error as WitError};
+use crate::capability::Linked;
 use crate::execute::Invocation;
 use crate::state::InstanceState;
 
@@ -141,20 +142,20 @@ impl std::fmt::Debug for SecretsState {
 struct SecretsCapability;
 
 impl HasData for SecretsCapability {
-    type Data<'a> = &'a mut SecretsState;
+    type Data<'a> = Linked<'a, SecretsState>;
 }
 
-/// Links `palisade:extension/secrets`. A call whose state was not prepared (no names
-/// granted) sees every name as `not-granted`.
+/// Links `palisade:extension/secrets`.
 pub fn link(linker: &mut Linker<InstanceState>) -> wasmtime::Result<()> {
     secrets::add_to_linker::<_, SecretsCapability>(linker, |s| {
-        s.caps.secrets.get_or_insert_with(SecretsState::default)
+        Linked::new(s.caps.secrets.as_mut(), "palisade:extension/secrets")
     })
 }
 
-impl secrets::Host for SecretsState {
+impl secrets::Host for Linked<'_, SecretsState> {
     async fn get(&mut self, name: String) -> wasmtime::Result<Result<String, WitError>> {
         Ok(self
+            .state()?
             .read(&name)
             .await
             .map(|value| value.expose().to_owned()))
@@ -216,7 +217,8 @@ mod tests {
 
     /// Calls `get` the way the guest does and names the outcome.
     async fn get(state: &mut SecretsState, name: &str) -> String {
-        match secrets::Host::get(state, name.into()).await.unwrap() {
+        let mut linked = Linked::new(Some(state), "palisade:extension/secrets");
+        match secrets::Host::get(&mut linked, name.into()).await.unwrap() {
             Ok(value) => format!("ok:{value}"),
             Err(WitError::NotGranted) => "not-granted".into(),
             Err(WitError::NotFound) => "not-found".into(),

@@ -39,6 +39,7 @@ use wasmtime::component::{HasData, Linker};
 use crate::bindings::palisade::extension::storage::{
     self, Condition as WitCondition, Entry as WitEntry, Error as WitError, Page as WitPage,
 };
+use crate::capability::Linked;
 use crate::execute::Invocation;
 use crate::state::InstanceState;
 
@@ -634,24 +635,23 @@ fn wit_entry(entry: StoredEntry) -> WitEntry {
 struct StorageCapability;
 
 impl HasData for StorageCapability {
-    type Data<'a> = &'a mut StorageState;
+    type Data<'a> = Linked<'a, StorageState>;
 }
 
-/// Links `palisade:extension/storage`. A call whose state was not prepared (no grant) sees
-/// every namespace as `access-denied`.
+/// Links `palisade:extension/storage`.
 pub fn link(linker: &mut Linker<InstanceState>) -> wasmtime::Result<()> {
     storage::add_to_linker::<_, StorageCapability>(linker, |s| {
-        s.caps.storage.get_or_insert_with(StorageState::default)
+        Linked::new(s.caps.storage.as_mut(), "palisade:extension/storage")
     })
 }
 
-impl storage::Host for StorageState {
+impl storage::Host for Linked<'_, StorageState> {
     async fn get(
         &mut self,
         namespace: String,
         key: String,
     ) -> wasmtime::Result<Result<Option<WitEntry>, WitError>> {
-        Ok(StorageState::get(self, &namespace, &key).await)
+        Ok(StorageState::get(self.state()?, &namespace, &key).await)
     }
 
     async fn set(
@@ -661,7 +661,7 @@ impl storage::Host for StorageState {
         value: Vec<u8>,
         condition: WitCondition,
     ) -> wasmtime::Result<Result<u64, WitError>> {
-        Ok(StorageState::set(self, &namespace, &key, &value, condition.into()).await)
+        Ok(StorageState::set(self.state()?, &namespace, &key, &value, condition.into()).await)
     }
 
     async fn delete(
@@ -670,7 +670,7 @@ impl storage::Host for StorageState {
         key: String,
         condition: WitCondition,
     ) -> wasmtime::Result<Result<bool, WitError>> {
-        Ok(StorageState::delete(self, &namespace, &key, condition.into()).await)
+        Ok(StorageState::delete(self.state()?, &namespace, &key, condition.into()).await)
     }
 
     async fn list_entries(
@@ -680,7 +680,7 @@ impl storage::Host for StorageState {
         cursor: Option<String>,
         limit: u32,
     ) -> wasmtime::Result<Result<WitPage, WitError>> {
-        Ok(StorageState::list(self, &namespace, &prefix, cursor.as_deref(), limit).await)
+        Ok(StorageState::list(self.state()?, &namespace, &prefix, cursor.as_deref(), limit).await)
     }
 }
 

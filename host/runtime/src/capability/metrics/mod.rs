@@ -16,6 +16,7 @@ mod tests;
 use wasmtime::component::{HasData, Linker};
 
 use crate::bindings::palisade::extension::metrics::{self, Error as WitError, Label};
+use crate::capability::Linked;
 use crate::state::InstanceState;
 
 pub use store::{
@@ -66,37 +67,24 @@ impl MetricsState {
     }
 }
 
-/// What the host functions see: the call's metrics state, absent only if the linker and
-/// the call's grants disagree (a host bug, answered with a trap).
-struct MetricsView<'a>(Option<&'a mut MetricsState>);
-
-impl MetricsView<'_> {
-    fn install(&self) -> wasmtime::Result<&InstallMetrics> {
-        match &self.0 {
-            Some(state) => Ok(&state.install),
-            None => Err(wasmtime::Error::msg(
-                "palisade:extension/metrics is linked but the call has no metrics state",
-            )),
-        }
-    }
-}
-
 struct MetricsCapability;
 
 impl HasData for MetricsCapability {
-    type Data<'a> = MetricsView<'a>;
+    type Data<'a> = Linked<'a, MetricsState>;
 }
 
 /// Links `palisade:extension/metrics`.
 pub fn link(linker: &mut Linker<InstanceState>) -> wasmtime::Result<()> {
-    metrics::add_to_linker::<_, MetricsCapability>(linker, |s| MetricsView(s.caps.metrics.as_mut()))
+    metrics::add_to_linker::<_, MetricsCapability>(linker, |s| {
+        Linked::new(s.caps.metrics.as_mut(), "palisade:extension/metrics")
+    })
 }
 
 fn pairs(labels: Vec<Label>) -> Vec<(String, String)> {
     labels.into_iter().map(|l| (l.name, l.value)).collect()
 }
 
-impl metrics::Host for MetricsView<'_> {
+impl metrics::Host for Linked<'_, MetricsState> {
     fn counter_add(
         &mut self,
         name: String,
@@ -104,7 +92,8 @@ impl metrics::Host for MetricsView<'_> {
         value: u64,
     ) -> wasmtime::Result<Result<(), WitError>> {
         Ok(self
-            .install()?
+            .state()?
+            .install
             .counter_add(&name, pairs(labels), value)
             .map_err(WitError::from))
     }
@@ -116,7 +105,8 @@ impl metrics::Host for MetricsView<'_> {
         value: f64,
     ) -> wasmtime::Result<Result<(), WitError>> {
         Ok(self
-            .install()?
+            .state()?
+            .install
             .gauge_set(&name, pairs(labels), value)
             .map_err(WitError::from))
     }
@@ -128,7 +118,8 @@ impl metrics::Host for MetricsView<'_> {
         value: f64,
     ) -> wasmtime::Result<Result<(), WitError>> {
         Ok(self
-            .install()?
+            .state()?
+            .install
             .histogram_observe(&name, pairs(labels), value)
             .map_err(WitError::from))
     }

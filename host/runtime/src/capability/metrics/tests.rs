@@ -355,13 +355,16 @@ fn errors_map_to_the_wit_variants() {
 
 #[test]
 fn a_missing_call_state_is_a_trap_not_a_guest_error() {
-    let mut view = MetricsView(None);
+    let mut view = Linked::<MetricsState>::new(None, "palisade:extension/metrics");
     let error = metrics::Host::counter_add(&mut view, "x".into(), vec![], 1).unwrap_err();
-    assert!(error.to_string().contains("no metrics state"), "{error}");
+    assert_eq!(
+        error.to_string(),
+        "palisade:extension/metrics is linked but the call has no state for it"
+    );
 
     let metrics = store(10);
     let mut state = MetricsState::prepare(metrics.install("acme", "ext.a"));
-    let mut view = MetricsView(Some(&mut state));
+    let mut view = Linked::new(Some(&mut state), "palisade:extension/metrics");
     let label = Label {
         name: "page".into(),
         value: "home".into(),
