@@ -139,15 +139,38 @@ impl CallError {
         (status_of(code), code, None)
     }
 
-    /// The answer for `request_id`, with the detail logged in the current span: at `error`
-    /// for what the operator must look at, at `info` for refusals and passing trouble.
+    /// How loud the operator's log line is: `error` for what the operator must look at
+    /// (the registry, a runner that cannot be reached, the platform's own token), `warn`
+    /// for a runner too slow or an answer cut, `info` for refusals of the caller's request
+    /// and for a runner's platform errors (the runner logs those itself).
+    fn level(&self) -> tracing::Level {
+        match self {
+            CallError::Registry(_)
+            | CallError::Token(_)
+            | CallError::Informational(_)
+            | CallError::Forward(
+                ForwardError::Unreachable { .. }
+                | ForwardError::Transport { .. }
+                | ForwardError::Request { .. },
+            )
+            | CallError::Runner {
+                code: ErrorCode::Unauthorized,
+                ..
+            } => tracing::Level::ERROR,
+            CallError::Forward(ForwardError::Timeout { .. } | ForwardError::BodyConsumed)
+            | CallError::HeadCut(_) => tracing::Level::WARN,
+            _ => tracing::Level::INFO,
+        }
+    }
+
+    /// The answer for `request_id`, with the detail logged in the current span at
+    /// [`CallError::level`].
     pub(crate) fn into_api_error(self, request_id: &str) -> ApiError {
         let (status, code, retry_after) = self.answer();
-        if status.is_server_error() && code != ErrorCode::Unavailable && code != ErrorCode::Timeout
-        {
-            tracing::error!(error = %self, %code, "call failed");
-        } else {
-            tracing::info!(error = %self, %code, "call refused");
+        match self.level() {
+            tracing::Level::ERROR => tracing::error!(error = %self, %code, "call failed"),
+            tracing::Level::WARN => tracing::warn!(error = %self, %code, "call failed"),
+            _ => tracing::info!(error = %self, %code, "call refused"),
         }
         let mut error = ApiError::with_status(status, code, request_id);
         error.retry_after = retry_after;

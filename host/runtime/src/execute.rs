@@ -11,6 +11,7 @@ use std::task::{Poll, Wake, Waker};
 use std::time::{Duration, Instant};
 
 use futures::FutureExt;
+use tracing::Instrument;
 
 use bytes::Bytes;
 use http_body_util::BodyExt;
@@ -272,11 +273,23 @@ impl Runtime {
         let flag = Arc::clone(&ticked);
         let (started_tx, mut started_rx) = oneshot::channel();
         let request = request.map(|body| body.boxed_unsync());
+        // The call's identity lives here, once: every log line of the call, the host's
+        // and the capabilities', is written inside this span, wherever the call runs.
+        let span = tracing::info_span!(
+            "invocation",
+            request_id = %invocation.request_id,
+            tenant = %invocation.tenant_id,
+            extension = %invocation.extension_id,
+            install = %invocation.install_id,
+            version = %invocation.version,
+            content_hash = %invocation.content_hash,
+        );
         let call = async move {
             runtime
                 .run_call(&prepared, invocation, request, limits, flag, started_tx)
                 .await;
-        };
+        }
+        .instrument(span);
         // A panic in host code ends this call alone; the reader sees it like a trap.
         let mut call: Pin<Box<dyn Future<Output = ()> + Send>> = Box::pin(async move {
             if let Err(panic) = AssertUnwindSafe(call).catch_unwind().await {
@@ -369,14 +382,8 @@ impl Runtime {
         started_tx: oneshot::Sender<Started>,
     ) {
         let started = Instant::now();
-        let span = tracing::info_span!(
-            "invocation",
-            request_id = %invocation.request_id,
-            tenant = %invocation.tenant_id,
-            extension = %invocation.extension_id,
-            version = %invocation.version,
-            content_hash = %invocation.content_hash,
-        );
+        // The invocation span `execute` runs this call in.
+        let span = tracing::Span::current();
         let timeout_ms = u64::try_from(limits.timeout.as_millis()).unwrap_or(u64::MAX);
         let config = invocation.config.clone();
         let invocation_for_caps = invocation.clone();

@@ -72,9 +72,7 @@ pub trait SecretsBackend: Send + Sync + 'static {
 pub struct SecretsState {
     granted: BTreeSet<String>,
     backend: Option<Arc<dyn SecretsBackend>>,
-    request_id: String,
-    tenant_id: String,
-    extension_id: String,
+    /// The install whose secrets these are (the call's other identifiers are in its span).
     install_id: String,
 }
 
@@ -90,9 +88,6 @@ impl SecretsState {
         Some(SecretsState {
             granted: invocation.grants.secrets.iter().cloned().collect(),
             backend,
-            request_id: invocation.request_id.clone(),
-            tenant_id: invocation.tenant_id.clone(),
-            extension_id: invocation.extension_id.clone(),
             install_id: invocation.install_id.clone(),
         })
     }
@@ -117,15 +112,7 @@ impl SecretsState {
     }
 
     fn warn(&self, name: &str, error: &str) {
-        tracing::warn!(
-            request_id = %self.request_id,
-            tenant = %self.tenant_id,
-            extension = %self.extension_id,
-            install_id = %self.install_id,
-            secret = name,
-            error,
-            "secret unavailable to the guest"
-        );
+        tracing::warn!(secret = name, error, "secret unavailable to the guest");
     }
 }
 

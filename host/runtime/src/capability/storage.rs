@@ -278,11 +278,7 @@ pub struct StorageState {
     backend: Option<Arc<dyn StorageBackend>>,
     limits: StorageLimits,
     requested_max_bytes: Option<u64>,
-    request_id: String,
-    tenant_id: String,
-    extension_id: String,
-    version: String,
-    content_hash: String,
+    /// The install whose storage this is (the call's other identifiers are in its span).
     install_id: String,
     /// Operations this call has made.
     ops: AtomicU32,
@@ -325,11 +321,6 @@ impl StorageState {
             requested_max_bytes: grant.max_bytes,
             backend,
             limits,
-            request_id: invocation.request_id.clone(),
-            tenant_id: invocation.tenant_id.clone(),
-            extension_id: invocation.extension_id.clone(),
-            version: invocation.version.clone(),
-            content_hash: invocation.content_hash.clone(),
             install_id: invocation.install_id.clone(),
             ops: AtomicU32::new(0),
             bytes: AtomicU64::new(0),
@@ -411,8 +402,6 @@ impl StorageState {
     fn log_budget(&self, op: &'static str, namespace: &str, budget: &'static str, detail: String) {
         if self.budget_logged.swap(true, Ordering::Relaxed) {
             tracing::debug!(
-                request_id = %self.request_id,
-                install_id = %self.install_id,
                 namespace,
                 op,
                 budget,
@@ -422,12 +411,6 @@ impl StorageState {
             return;
         }
         tracing::warn!(
-            request_id = %self.request_id,
-            tenant = %self.tenant_id,
-            extension = %self.extension_id,
-            version = %self.version,
-            content_hash = %self.content_hash,
-            install_id = %self.install_id,
             namespace,
             op,
             budget,
@@ -587,18 +570,7 @@ impl StorageState {
         match error {
             BackendError::Conflict { current } => WitError::Conflict(current),
             BackendError::QuotaExceeded(detail) => {
-                tracing::info!(
-                    request_id = %self.request_id,
-                    tenant = %self.tenant_id,
-                    extension = %self.extension_id,
-                    version = %self.version,
-                    content_hash = %self.content_hash,
-                    install_id = %self.install_id,
-                    namespace,
-                    op,
-                    detail,
-                    "storage quota exceeded"
-                );
+                tracing::info!(namespace, op, detail, "storage quota exceeded");
                 WitError::QuotaExceeded
             }
             BackendError::Unavailable(error) => {
@@ -610,12 +582,6 @@ impl StorageState {
 
     fn log_unavailable(&self, op: &'static str, namespace: &str, error: &str) {
         tracing::error!(
-            request_id = %self.request_id,
-            tenant = %self.tenant_id,
-            extension = %self.extension_id,
-            version = %self.version,
-            content_hash = %self.content_hash,
-            install_id = %self.install_id,
             namespace,
             op,
             error,
