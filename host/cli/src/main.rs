@@ -145,6 +145,15 @@ mod tests {
     }
 
     #[test]
+    fn up_takes_the_gateways_request_policy() {
+        let cli = Cli::try_parse_from(["palisade", "up", "--rate-per-second", "0"]).unwrap();
+        let Command::Up(args) = cli.command else {
+            panic!("parsed as another command");
+        };
+        assert_eq!(args.policy.rate_per_second, Some(0.0));
+    }
+
+    #[test]
     fn install_settings_and_the_operator_file_are_different_options() {
         let cli = Cli::try_parse_from([
             "palisade",

@@ -35,11 +35,19 @@ pub(crate) struct UpArgs {
     /// Stop after the demo's self-check instead of serving (for scripts).
     #[arg(long, requires = "demo")]
     pub check_only: bool,
+    /// The gateway's request policy, as `palisade gateway` takes it.
+    #[command(flatten)]
+    pub policy: crate::commands::policy::PolicyArgs,
 }
 
 const DEMO_TENANT: &str = "demo";
 
 pub(crate) async fn up(data_dir: &DataDir, args: UpArgs) -> Result<()> {
+    if args.demo && (!args.policy.caller_keys.is_empty() || args.policy.caller_jwks.is_some()) {
+        anyhow::bail!(
+            "--demo calls the samples with a development caller token, so it cannot be combined with --caller-key or --caller-jwks"
+        );
+    }
     let registry = data_dir.registry().await?;
     let demo = if args.demo {
         Some(install_demo(data_dir, &registry, &args.guests_dir).await?)
@@ -61,7 +69,7 @@ pub(crate) async fn up(data_dir: &DataDir, args: UpArgs) -> Result<()> {
             registry,
             vec![format!("http://{}", args.runner_addr)],
             DEFAULT_HEALTH_INTERVAL,
-            &crate::commands::policy::PolicyArgs::default(),
+            &args.policy,
         )?,
         data_dir,
     )?;
