@@ -88,7 +88,12 @@ pub(crate) async fn admit(
     next: Next,
 ) -> Response {
     let Some(guard) = drain.admit() else {
-        return RunnerError::Draining.into_reply("");
+        let request_id = request
+            .headers()
+            .get(palisade_protocol::hop::REQUEST_ID)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default();
+        return RunnerError::Draining.into_reply(request_id);
     };
     // The call is in flight until its body has been sent.
     next.run(request).await.map(|body| {
@@ -188,6 +193,7 @@ mod tests {
         let healthz = app.clone().oneshot(get("/healthz")).await.unwrap();
         assert_eq!(healthz.status(), StatusCode::SERVICE_UNAVAILABLE);
         let execute = http::Request::post("/v1/execute/anything")
+            .header(palisade_protocol::hop::REQUEST_ID, "r-7")
             .body(axum::body::Body::from("{}"))
             .unwrap();
         let refused = app.oneshot(execute).await.unwrap();
@@ -196,6 +202,7 @@ mod tests {
         let body = refused.into_body().collect().await.unwrap().to_bytes();
         let body: serde_json::Value = serde_json::from_slice(&body).unwrap();
         assert_eq!(body["error"], "unavailable");
+        assert_eq!(body["request_id"], "r-7");
         assert_eq!(drain.in_flight(), 0);
     }
 
