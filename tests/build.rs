@@ -9,20 +9,21 @@ use std::process::Command;
 /// exposed.
 const WORKSPACES: &[&str] = &["guests", "tests/guests"];
 
-/// The `members` of a workspace's `Cargo.toml` (a one-level list of quoted names).
+/// The `members` of a workspace's `Cargo.toml`.
 fn members(workspace: &Path) -> Vec<String> {
     let manifest = workspace.join("Cargo.toml");
     let text = std::fs::read_to_string(&manifest)
         .unwrap_or_else(|e| panic!("reading {}: {e}", manifest.display()));
-    let list = text
-        .split_once("members")
-        .and_then(|(_, rest)| rest.split_once('['))
-        .and_then(|(_, rest)| rest.split_once(']'))
-        .map(|(list, _)| list)
-        .unwrap_or_else(|| panic!("{} has no `members = [...]`", manifest.display()));
-    list.split(',')
-        .map(|item| item.trim().trim_matches('"').to_owned())
-        .filter(|name| !name.is_empty())
+    let parsed: toml::Table = text
+        .parse()
+        .unwrap_or_else(|e| panic!("parsing {}: {e}", manifest.display()));
+    parsed
+        .get("workspace")
+        .and_then(|w| w.get("members"))
+        .and_then(|m| m.as_array())
+        .unwrap_or_else(|| panic!("{} has no `workspace.members`", manifest.display()))
+        .iter()
+        .filter_map(|member| member.as_str().map(str::to_owned))
         .collect()
 }
 
