@@ -1,6 +1,8 @@
 //! Builds the guest components the end-to-end tests run (the sample extensions in
 //! `guests/` and the test guests in `tests/guests/`) for `wasm32-wasip2`, and exposes their
-//! paths to the tests as `PALISADE_GUEST_<NAME>` environment variables.
+//! paths to the tests as `PALISADE_GUEST_<NAME>` environment variables and as the table
+//! `GUESTS` in `$OUT_DIR/guests.rs` (crate name, component path), so that a new guest is
+//! one new member of its workspace and nothing else.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -50,14 +52,24 @@ fn main() {
         .map(|p| p.join("guests"))
         .unwrap_or_else(|| out_dir.join("guests"));
     ensure_wasm_target();
+    let mut built = Vec::new();
     for workspace in WORKSPACES {
         let dir = root.join(workspace);
-        build(
+        built.extend(build(
             &dir,
             &target_dir.join(workspace.replace('/', "-")),
             &members(&dir),
-        );
+        ));
     }
+    let table: String = built
+        .iter()
+        .map(|(name, path)| format!("    ({name:?}, {:?}),\n", path.display().to_string()))
+        .collect();
+    let source = format!(
+        "/// Every guest component build.rs built: (crate name, path).\n\
+         pub(crate) const GUESTS: &[(&str, &str)] = &[\n{table}];\n"
+    );
+    std::fs::write(out_dir.join("guests.rs"), source).expect("writing guests.rs");
 }
 
 /// Adds the `wasm32-wasip2` target with rustup when the toolchain lacks it: rustup adds
@@ -81,7 +93,8 @@ fn ensure_wasm_target() {
         .status();
 }
 
-fn build(workspace: &Path, target_dir: &Path, crates: &[String]) {
+/// Builds `crates` of `workspace`; returns each crate's name and component path.
+fn build(workspace: &Path, target_dir: &Path, crates: &[String]) -> Vec<(String, PathBuf)> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let mut cmd = Command::new(cargo);
     cmd.current_dir(workspace)
@@ -114,6 +127,7 @@ fn build(workspace: &Path, target_dir: &Path, crates: &[String]) {
          rust-toolchain.toml lists it)",
         workspace.display()
     );
+    let mut built = Vec::new();
     for name in crates.iter() {
         let file = name.replace('-', "_");
         let path = target_dir
@@ -129,7 +143,9 @@ fn build(workspace: &Path, target_dir: &Path, crates: &[String]) {
             file.to_uppercase(),
             path.display()
         );
+        built.push((name.clone(), path));
     }
+    built
 }
 
 fn env(name: &str) -> String {

@@ -8,6 +8,7 @@ mod admin;
 mod artifacts;
 mod auth;
 mod author;
+mod cache;
 mod egress;
 mod engine;
 mod gateway_policy;

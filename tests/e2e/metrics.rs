@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use palisade_bundle::CapabilityKey;
 
-use crate::support::{Platform, bundle, guest};
+use crate::support::{Platform, bundle, guest, ok_json};
 
 const COUNTER: &str = "com.example.counter";
 const PROBE: &str = "com.example.metrics-probe";
@@ -36,39 +36,22 @@ async fn install(
     component: &str,
     tenants: &[&str],
 ) {
-    platform.publish(&bundle(manifest, &guest(component))).await;
-    let id = manifest["id"].as_str().unwrap();
-    for tenant in tenants {
-        platform
-            .registry
-            .install(
-                tenant,
-                id,
-                None,
-                &[CapabilityKey::Log, CapabilityKey::Metrics],
-                Default::default(),
-            )
-            .await
-            .unwrap();
-    }
+    let approved = [CapabilityKey::Log, CapabilityKey::Metrics];
+    platform
+        .install_guest(manifest, component, tenants, &approved)
+        .await;
 }
 
 /// `POST /hit/{page}` on the counter extension for `tenant`.
 async fn hit(platform: &Platform, tenant: &str, page: &str, body: &str) -> serde_json::Value {
-    let response = platform
-        .client
-        .post(format!(
-            "http://{}/api/ext/{COUNTER}/hit/{page}",
-            platform.gateway
-        ))
-        .bearer_auth(platform.token(tenant))
-        .header("content-type", "text/plain")
-        .body(body.to_owned())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 200);
-    response.json().await.unwrap()
+    let path = format!("/hit/{page}");
+    let request = platform.request(tenant, reqwest::Method::POST, COUNTER, &path);
+    ok_json(
+        request
+            .header("content-type", "text/plain")
+            .body(body.to_owned()),
+    )
+    .await
 }
 
 /// `GET /probe?{query}` on the metrics probe for `tenant`.

@@ -21,25 +21,10 @@ fn manifest() -> Value {
 
 /// Publishes the probe and installs it for each tenant; returns the install ids.
 async fn installed(platform: &Platform, tenants: &[&str]) -> Vec<String> {
+    let approved = [CapabilityKey::Log, CapabilityKey::Secrets];
     platform
-        .publish(&bundle(&manifest(), &guest("secret-probe")))
-        .await;
-    let mut ids = Vec::new();
-    for tenant in tenants {
-        let install = platform
-            .registry
-            .install(
-                tenant,
-                EXT,
-                None,
-                &[CapabilityKey::Log, CapabilityKey::Secrets],
-                Default::default(),
-            )
-            .await
-            .unwrap();
-        ids.push(install.install_id);
-    }
-    ids
+        .install_guest(&manifest(), "secret-probe", tenants, &approved)
+        .await
 }
 
 async fn set(platform: &Platform, tenant: &str, name: &str, value: &str) {

@@ -8,7 +8,7 @@ use palisade_bundle::CapabilityKey;
 use reqwest::Method;
 use serde_json::{Value, json};
 
-use crate::support::{Platform, bundle, guest};
+use crate::support::Platform;
 
 const NOTES: &str = "com.example.notes";
 const PROBE: &str = "com.example.storage-probe";
@@ -19,27 +19,18 @@ fn manifest(path: &str) -> Value {
     serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap()
 }
 
-/// Publishes `manifest` with `component` and installs it for each tenant.
-async fn install(platform: &Platform, manifest: &Value, component: &str, tenants: &[&str]) {
-    platform.publish(&bundle(manifest, &guest(component))).await;
-    let id = manifest["id"].as_str().unwrap();
-    for tenant in tenants {
-        platform
-            .registry
-            .install(tenant, id, None, APPROVED, Default::default())
-            .await
-            .unwrap();
-    }
-}
-
 async fn install_notes(platform: &Platform, tenants: &[&str]) {
     let notes = manifest("../guests/notes/manifest.json");
-    install(platform, &notes, "notes", tenants).await;
+    platform
+        .install_guest(&notes, "notes", tenants, APPROVED)
+        .await;
 }
 
 async fn install_probe(platform: &Platform, tenants: &[&str]) {
     let probe = manifest("guests/storage-probe/manifest.json");
-    install(platform, &probe, "storage-probe", tenants).await;
+    platform
+        .install_guest(&probe, "storage-probe", tenants, APPROVED)
+        .await;
 }
 
 struct Reply {
@@ -455,7 +446,9 @@ async fn tenants_and_installs_never_see_each_others_data() {
     let mut twin = manifest("guests/storage-probe/manifest.json");
     twin["id"] = "com.example.storage-probe-twin".into();
     install_probe(&platform, &["acme"]).await;
-    install(&platform, &twin, "storage-probe", &["acme"]).await;
+    platform
+        .install_guest(&twin, "storage-probe", &["acme"], APPROVED)
+        .await;
     probe(&platform, Method::PUT, "/set?ns=probe&key=k").await;
     let other = probe_as(
         &platform,

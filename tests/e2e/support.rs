@@ -20,21 +20,12 @@ pub(crate) const AUDIENCE: &str = "palisade";
 /// The admin API token of every test platform's gateway.
 pub(crate) const ADMIN_TOKEN: &str = "e2e-admin-token";
 
-/// The component of a guest built by build.rs.
+include!(concat!(env!("OUT_DIR"), "/guests.rs"));
+
+/// The component of a guest built by build.rs (a member of `guests/` or `tests/guests/`).
 pub(crate) fn guest(name: &str) -> Vec<u8> {
-    let path = match name {
-        "hello" => env!("PALISADE_GUEST_HELLO"),
-        "storage-probe" => env!("PALISADE_GUEST_STORAGE_PROBE"),
-        "hostile" => env!("PALISADE_GUEST_HOSTILE"),
-        "raw-http" => env!("PALISADE_GUEST_RAW_HTTP"),
-        "counter" => env!("PALISADE_GUEST_COUNTER"),
-        "metrics-probe" => env!("PALISADE_GUEST_METRICS_PROBE"),
-        "secret-probe" => env!("PALISADE_GUEST_SECRET_PROBE"),
-        "github-proxy" => env!("PALISADE_GUEST_GITHUB_PROXY"),
-        "egress-probe" => env!("PALISADE_GUEST_EGRESS_PROBE"),
-        "notes" => env!("PALISADE_GUEST_NOTES"),
-        "noisy" => env!("PALISADE_GUEST_NOISY"),
-        other => panic!("unknown guest {other}"),
+    let Some((_, path)) = GUESTS.iter().find(|(guest, _)| *guest == name) else {
+        panic!("unknown guest {name}: build.rs builds the members of guests/ and tests/guests/");
     };
     std::fs::read(path).unwrap()
 }
@@ -174,6 +165,29 @@ impl Platform {
             .unwrap()
     }
 
+    /// Publishes the guest `component` under `manifest` and installs it for each of
+    /// `tenants`, approving `approved`; returns the install ids, in the order of `tenants`.
+    pub(crate) async fn install_guest(
+        &self,
+        manifest: &serde_json::Value,
+        component: &str,
+        tenants: &[&str],
+        approved: &[palisade_bundle::CapabilityKey],
+    ) -> Vec<String> {
+        self.publish(&bundle(manifest, &guest(component))).await;
+        let id = manifest["id"].as_str().unwrap();
+        let mut installs = Vec::new();
+        for tenant in tenants {
+            let install = self
+                .registry
+                .install(tenant, id, None, approved, Default::default())
+                .await
+                .unwrap();
+            installs.push(install.install_id);
+        }
+        installs
+    }
+
     /// Signs `bundle` with the trusted key and returns why publishing refused it.
     pub(crate) async fn publish_error(&self, bundle: &[u8]) -> String {
         let signature = self.publisher.sign(bundle).unwrap();
@@ -217,13 +231,34 @@ impl Platform {
 
     /// `GET {gateway}/api/ext/{ext}{path}` with a token for `tenant`.
     pub(crate) async fn call(&self, tenant: &str, ext: &str, path: &str) -> reqwest::Response {
-        self.client
-            .get(format!("http://{}/api/ext/{ext}{path}", self.gateway))
-            .bearer_auth(self.token(tenant))
+        self.request(tenant, reqwest::Method::GET, ext, path)
             .send()
             .await
             .unwrap()
     }
+
+    /// `{method} {gateway}/api/ext/{ext}{path}` with a token for `tenant`, to be sent.
+    pub(crate) fn request(
+        &self,
+        tenant: &str,
+        method: reqwest::Method,
+        ext: &str,
+        path: &str,
+    ) -> reqwest::RequestBuilder {
+        self.client
+            .request(
+                method,
+                format!("http://{}/api/ext/{ext}{path}", self.gateway),
+            )
+            .bearer_auth(self.token(tenant))
+    }
+}
+
+/// Sends `request` and returns its JSON answer, which must be a 200.
+pub(crate) async fn ok_json(request: reqwest::RequestBuilder) -> serde_json::Value {
+    let response = request.send().await.unwrap();
+    assert_eq!(response.status(), 200);
+    response.json().await.unwrap()
 }
 
 /// `config` with the rate limits (per install, tenant and caller) off: some suites call

@@ -137,7 +137,7 @@ fn requirement(import: &str) -> Result<Requirement, ImportError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::manifest::{HttpCapability, StorageCapability};
+    use crate::manifest::CAPABILITIES;
 
     fn names(list: &[&str]) -> Vec<String> {
         list.iter().map(|s| s.to_string()).collect()
@@ -171,26 +171,23 @@ mod tests {
 
     #[test]
     fn capability_imports_need_their_grant() {
-        let cases = [
-            ("palisade:extension/log@0.1.0", CapabilityKey::Log),
-            ("palisade:extension/storage@0.1.0", CapabilityKey::Storage),
-            ("palisade:extension/secrets@0.1.2", CapabilityKey::Secrets),
-            ("palisade:extension/metrics@0.1.0", CapabilityKey::Metrics),
-            ("wasi:http/outgoing-handler@0.2.12", CapabilityKey::Http),
-        ];
-        let all = Capabilities {
-            log: true,
-            metrics: true,
-            storage: Some(StorageCapability {
-                namespaces: vec!["n".into()],
-                max_bytes: None,
-            }),
-            secrets: vec!["S".into()],
-            http: Some(HttpCapability {
-                allow: vec!["https://example.com".into()],
-            }),
-        };
-        for (import, key) in cases {
+        // Every interface of the capability table, with a version.
+        let cases: Vec<(String, CapabilityKey)> = CAPABILITIES
+            .iter()
+            .flat_map(|spec| {
+                let version = if spec.interfaces[0].starts_with("wasi:") {
+                    "0.2.12"
+                } else {
+                    "0.1.3"
+                };
+                spec.interfaces
+                    .iter()
+                    .map(move |interface| (format!("{interface}@{version}"), spec.key))
+            })
+            .collect();
+        let all = crate::manifest::everything();
+        for (import, key) in &cases {
+            let (import, key) = (import.as_str(), *key);
             let imports = names(&[import]);
             check_imports(&imports, &all).unwrap();
             let without = all.restrict_to(

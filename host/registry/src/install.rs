@@ -463,41 +463,7 @@ pub(crate) fn widening(
                 continue;
             }
         }
-        match key {
-            CapabilityKey::Log | CapabilityKey::Metrics => {}
-            CapabilityKey::Storage => {
-                let (old, new) = (previous.storage.as_ref(), next.storage.as_ref());
-                for namespace in new.map(|s| s.namespaces.as_slice()).unwrap_or_default() {
-                    if !old.is_some_and(|s| s.namespaces.contains(namespace)) {
-                        out.push(format!("storage namespace `{namespace}`"));
-                    }
-                }
-                // No `max_bytes` means the operator's quota, the most there is.
-                let old_cap = old.map(|s| s.max_bytes.unwrap_or(u64::MAX));
-                let new_cap = new.and_then(|s| s.max_bytes).unwrap_or(u64::MAX);
-                if old_cap.is_some_and(|old_cap| new_cap > old_cap) {
-                    let text = new
-                        .and_then(|s| s.max_bytes)
-                        .map_or_else(|| "the operator's quota".to_owned(), |b| b.to_string());
-                    out.push(format!("storage max_bytes up to {text}"));
-                }
-            }
-            CapabilityKey::Secrets => {
-                for name in &next.secrets {
-                    if !previous.secrets.contains(name) {
-                        out.push(format!("secret `{name}`"));
-                    }
-                }
-            }
-            CapabilityKey::Http => {
-                let old: &[String] = previous.http.as_ref().map_or(&[], |h| h.allow.as_slice());
-                for origin in next.http.as_ref().map_or(&[][..], |h| h.allow.as_slice()) {
-                    if !old.contains(origin) {
-                        out.push(format!("http origin `{origin}`"));
-                    }
-                }
-            }
-        }
+        out.extend(next.widening(previous, key));
     }
     out
 }

@@ -8,7 +8,7 @@ const COMPONENT_DEFAULTS: palisade_bundle::ComponentLimits =
 
 /// Engine and instance settings. Every field has a documented default; operators override
 /// them in the runner's configuration.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct RuntimeConfig {
     /// Use the pooling instance allocator (recommended: a fresh instance per call).
@@ -67,6 +67,9 @@ pub struct RuntimeConfig {
     pub compile_cache_bytes: usize,
     /// Settings of the `metrics` capability (series bound per install).
     pub metrics: crate::capability::metrics::MetricsConfig,
+    /// Bounds of the `cache` capability (bytes in all, per install, per key and value; the
+    /// longest time to live).
+    pub cache: crate::capability::cache::CacheConfig,
     /// The operator's HTTP egress policy, applied on top of every install's allow-list.
     pub egress: crate::capability::egress::EgressPolicy,
     /// Total bytes of log lines kept per call (level, message, keys and values, captured
@@ -131,6 +134,7 @@ impl Default for RuntimeConfig {
             compile_cache_entries: 256,
             compile_cache_bytes: 1024 * 1024 * 1024,
             metrics: Default::default(),
+            cache: Default::default(),
             max_log_bytes: 256 * 1024,
             operator_log_lines_per_second: 10.0,
             operator_log_burst: 100,

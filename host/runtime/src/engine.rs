@@ -13,7 +13,7 @@ use wasmtime::{
 use wasmtime_wasi_http::p2::bindings::ProxyPre;
 
 use crate::capability::metrics::ExtensionMetrics;
-use crate::capability::{self, GrantSet, HostServices};
+use crate::capability::{self, Configure, Configured, GrantSet, HostServices};
 use crate::compile::{CompileCache, CompileCounters, engine_hash};
 use crate::config::RuntimeConfig;
 use crate::error::LoadError;
@@ -102,7 +102,8 @@ pub struct Runtime {
     pub(crate) engine: Engine,
     pub(crate) config: Arc<RuntimeConfig>,
     pub(crate) services: HostServices,
-    pub(crate) metrics: ExtensionMetrics,
+    /// Every capability's runtime-wide value.
+    pub(crate) capabilities: Arc<Configured>,
     linkers: Arc<Mutex<HashMap<GrantSet, Arc<Linker<InstanceState>>>>>,
     pub(crate) components: Arc<Mutex<CompileCache>>,
     pub(crate) engine_hash: String,
@@ -114,8 +115,6 @@ pub struct Runtime {
     prepared: Arc<RwLock<HashMap<String, HashMap<GrantSet, Prepared>>>>,
     pub(crate) executor: Arc<Executor>,
     _ticker: Arc<Ticker>,
-    /// Per-install rate limit on guest lines written to the operator's log.
-    pub(crate) operator_log: Arc<crate::capability::log::OperatorLogLimiter>,
 }
 
 impl Runtime {
@@ -147,16 +146,16 @@ impl Runtime {
         let executor = Executor::new(threads).map_err(LoadError::Threads)?;
         let components =
             CompileCache::new(config.compile_cache_entries, config.compile_cache_bytes);
-        let operator_log = Arc::new(crate::capability::log::OperatorLogLimiter::new(
-            config.operator_log_lines_per_second,
-            config.operator_log_burst,
-        ));
+        let capabilities = Arc::new(Configured::new(&Configure {
+            config: &config,
+            services: &services,
+        }));
         Ok(Runtime {
             engine_hash: engine_hash(&engine),
             counters: Arc::default(),
             compile_refused: Arc::default(),
             engine,
-            metrics: ExtensionMetrics::new(config.metrics.clone()),
+            capabilities,
             config: Arc::new(config),
             services,
             linkers: Arc::default(),
@@ -164,7 +163,6 @@ impl Runtime {
             prepared: Arc::default(),
             executor: Arc::new(executor),
             _ticker: Arc::new(Ticker { stop }),
-            operator_log,
         })
     }
 
@@ -175,7 +173,7 @@ impl Runtime {
 
     /// The series that extensions recorded through the `metrics` capability.
     pub fn metrics(&self) -> &ExtensionMetrics {
-        &self.metrics
+        self.capabilities.metrics.series()
     }
 
     /// A cached pre-instance for (content hash, grant set), if any.

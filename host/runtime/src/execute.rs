@@ -23,10 +23,10 @@ use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
 
 use palisade_bundle::manifest::Capabilities;
 
-use crate::capability::CallCapabilities;
+use crate::capability::Prepare;
 use crate::capability::context::ContextState;
-use crate::capability::http::EgressHooks;
-use crate::capability::log::{LogBounds, LogLine, LogState, OperatorSink, SharedLog};
+use crate::capability::http::{EgressCounters, EgressHooks};
+use crate::capability::log::{LogLine, SharedLog};
 use crate::capture::Capture;
 use crate::engine::{Prepared, Runtime};
 use crate::error::ExecuteError;
@@ -382,64 +382,10 @@ impl Runtime {
         started_tx: oneshot::Sender<Started>,
     ) {
         let started = Instant::now();
-        // The invocation span `execute` runs this call in.
-        let span = tracing::Span::current();
         let timeout_ms = u64::try_from(limits.timeout.as_millis()).unwrap_or(u64::MAX);
-        let config = invocation.config.clone();
-        let invocation_for_caps = invocation.clone();
-        let hooks = EgressHooks::for_call(
-            &self.config.egress,
-            &invocation.grants,
-            started + limits.timeout,
-        );
-        let egress = hooks.counters();
-        let log = SharedLog::new(LogState::prepare(
-            LogBounds {
-                max_lines: self.config.max_log_lines,
-                max_bytes: self.config.max_log_bytes,
-                max_message_bytes: self.config.max_log_message_bytes,
-            },
-            OperatorSink {
-                span: span.clone(),
-                limiter: &self.operator_log,
-                install_id: &invocation_for_caps.install_id,
-            },
-        ));
-        let state = InstanceState::new(
-            &self.config,
-            ContextState::prepare(invocation, config),
-            log.clone(),
-            self.call_capabilities(&invocation_for_caps),
-            MemoryLimiter::new(limits.memory_bytes),
-            hooks,
-        );
-        // Kept apart from the store, so that a call cut off while its instance is inside a
-        // host call still reports what it logged.
-        let (stdout, stderr) = (state.stdout.clone(), state.stderr.clone());
-        let mut store = Store::new(&self.engine, state);
-        store.limiter(|s| &mut s.limiter);
         let tick = self.config.epoch_tick_ms.max(1);
-        // Every epoch tick, running guest code yields (and, when it started inline, moves to
-        // the guest threads) so a spinning guest never holds a serving thread; once the
-        // call's deadline has passed, it traps.
-        let guest_deadline = started + limits.timeout;
-        store.set_epoch_deadline(1);
-        store.epoch_deadline_callback(move |_| {
-            if Instant::now() >= guest_deadline {
-                Err(Trap::Interrupt.into())
-            } else {
-                ticked.store(true, Ordering::Relaxed);
-                Ok(UpdateDeadline::Yield(1))
-            }
-        });
-        let fuel_granted = if self.config.fuel {
-            let fuel = limits.fuel.unwrap_or(self.config.fuel_per_call);
-            // Fuel is enabled in the engine, so setting it cannot fail.
-            let _ = store.set_fuel(fuel);
-            Some(fuel)
-        } else {
-            None
-        };
+        let (mut store, record, fuel_granted) =
+            self.new_store(invocation, &limits, ticked, started);
 
         let (tx, rx) = oneshot::channel();
         let setup = (|| {
@@ -454,7 +400,7 @@ impl Runtime {
         let (req, out) = match setup {
             Ok(pair) => pair,
             Err(e) => {
-                let mut outcome = finish(&store, started, fuel_granted);
+                let mut outcome = record.finish(&store, fuel_granted);
                 outcome.result = Err(ExecuteError::Instantiate(e));
                 let _ = started_tx.send(Started::Failed(outcome));
                 return;
@@ -462,6 +408,7 @@ impl Runtime {
         };
 
         let pre = prepared.pre.clone();
+        let finished = record.clone();
         // The guest runs inside this task, polled together with the forwarding of its
         // response: no hand-off between threads during the call. When it returns, what the
         // call consumed is read off its store, and the store is dropped, which ends a body
@@ -477,7 +424,7 @@ impl Runtime {
             };
             let refused = store.data().limiter.refused();
             let result = result.map_err(|(stage, e)| classify(stage, e, refused, timeout_ms));
-            (result, finish(&store, started, fuel_granted))
+            (result, finished.finish(&store, fuel_granted))
         };
         let mut guest = std::pin::pin!(guest);
 
@@ -489,20 +436,7 @@ impl Runtime {
             .max_response_bytes
             .min(self.config.max_response_bytes);
         // The outcome of a call cut off before its guest returned: no store to read.
-        let cut_off = |result: Result<(), ExecuteError>, response_bytes: u64| {
-            let (logs, dropped_log_lines) = drain_logs(&log, &stdout, &stderr);
-            Outcome {
-                result,
-                response_bytes,
-                logs,
-                dropped_log_lines,
-                duration: started.elapsed(),
-                peak_memory_bytes: 0,
-                fuel_consumed: None,
-                egress_bytes_out: egress.bytes_out(),
-                egress_bytes_in: egress.bytes_in(),
-            }
-        };
+        let cut_off = |result, response_bytes| record.outcome(result, response_bytes);
         let expired = tokio::time::sleep_until(deadline);
         let mut expired = std::pin::pin!(expired);
 
@@ -628,24 +562,104 @@ impl Runtime {
 }
 
 impl Runtime {
-    /// Prepares the per-call state of every granted capability that keeps one.
-    fn call_capabilities(&self, invocation: &Invocation) -> CallCapabilities {
-        CallCapabilities {
-            metrics: invocation.grants.metrics.then(|| {
-                crate::capability::metrics::MetricsState::prepare(
-                    self.metrics
-                        .install(&invocation.tenant_id, &invocation.extension_id),
-                )
-            }),
-            secrets: crate::capability::secrets::SecretsState::prepare(
-                self.services.secrets.clone(),
-                invocation,
-            ),
-            storage: crate::capability::storage::StorageState::prepare(
-                self.services.storage.clone(),
-                invocation,
-            ),
+    /// The store of one call: the capabilities its grant includes, prepared; its memory
+    /// limiter, epoch deadline and fuel set. Returns the store, the call's record, and
+    /// the fuel granted when fuel is counted.
+    fn new_store(
+        &self,
+        invocation: Invocation,
+        limits: &CallLimits,
+        ticked: Arc<AtomicBool>,
+        started: Instant,
+    ) -> (Store<InstanceState>, CallRecord, Option<u64>) {
+        // The invocation span `execute` runs this call in.
+        let span = tracing::Span::current();
+        let deadline = started + limits.timeout;
+        let log = self
+            .capabilities
+            .log
+            .call_log(&invocation.install_id, &span);
+        let caps = self.capabilities.prepare(&Prepare {
+            invocation: &invocation,
+            deadline,
+            log: &log,
+        });
+        let egress = caps
+            .http
+            .as_ref()
+            .map_or_else(Default::default, EgressHooks::counters);
+        let state = InstanceState::new(
+            &self.config,
+            ContextState::new(invocation),
+            caps,
+            MemoryLimiter::new(limits.memory_bytes),
+        );
+        let record = CallRecord {
+            log,
+            stdout: state.stdout.clone(),
+            stderr: state.stderr.clone(),
+            egress,
+            started,
+        };
+        let mut store = Store::new(&self.engine, state);
+        store.limiter(|s| &mut s.limiter);
+        // Every epoch tick, running guest code yields (and, when it started inline, moves to
+        // the guest threads) so a spinning guest never holds a serving thread; once the
+        // call's deadline has passed, it traps.
+        store.set_epoch_deadline(1);
+        store.epoch_deadline_callback(move |_| {
+            if Instant::now() >= deadline {
+                Err(Trap::Interrupt.into())
+            } else {
+                ticked.store(true, Ordering::Relaxed);
+                Ok(UpdateDeadline::Yield(1))
+            }
+        });
+        let fuel_granted = self.config.fuel.then(|| {
+            let fuel = limits.fuel.unwrap_or(self.config.fuel_per_call);
+            // Fuel is enabled in the engine, so setting it cannot fail.
+            let _ = store.set_fuel(fuel);
+            fuel
+        });
+        (store, record, fuel_granted)
+    }
+}
+
+/// What a call leaves outside its store: its log, captured output and egress counters,
+/// so that a call cut off while its instance is inside a host call still reports them.
+#[derive(Clone)]
+struct CallRecord {
+    log: SharedLog,
+    stdout: Capture,
+    stderr: Capture,
+    egress: Arc<EgressCounters>,
+    started: Instant,
+}
+
+impl CallRecord {
+    /// The outcome of the call so far, without what only its store knows.
+    fn outcome(&self, result: Result<(), ExecuteError>, response_bytes: u64) -> Outcome {
+        let (logs, dropped_log_lines) = drain_logs(&self.log, &self.stdout, &self.stderr);
+        Outcome {
+            result,
+            response_bytes,
+            logs,
+            dropped_log_lines,
+            duration: self.started.elapsed(),
+            peak_memory_bytes: 0,
+            fuel_consumed: None,
+            egress_bytes_out: self.egress.bytes_out(),
+            egress_bytes_in: self.egress.bytes_in(),
         }
+    }
+
+    /// The outcome of a call whose guest returned, with its peak memory and fuel.
+    fn finish(&self, store: &Store<InstanceState>, fuel_granted: Option<u64>) -> Outcome {
+        let mut outcome = self.outcome(Ok(()), 0);
+        outcome.peak_memory_bytes = store.data().limiter.peak() as u64;
+        outcome.fuel_consumed =
+            fuel_granted.and_then(|g| store.get_fuel().ok().map(|left| g - left.min(g)));
+        outcome
     }
 }
 
@@ -714,26 +728,6 @@ fn to_incoming(
 }
 
 /// What the call consumed, read off its store (`result` is set by the caller).
-fn finish(store: &Store<InstanceState>, started: Instant, fuel_granted: Option<u64>) -> Outcome {
-    let fuel_consumed =
-        fuel_granted.and_then(|g| store.get_fuel().ok().map(|left| g - left.min(g)));
-    let data = store.data();
-    let peak = data.limiter.peak() as u64;
-    let egress = data.hooks.counters();
-    let (logs, dropped_log_lines) = drain_logs(&data.log, &data.stdout, &data.stderr);
-    Outcome {
-        result: Ok(()),
-        response_bytes: 0,
-        logs,
-        dropped_log_lines,
-        duration: started.elapsed(),
-        peak_memory_bytes: peak,
-        fuel_consumed,
-        egress_bytes_out: egress.bytes_out(),
-        egress_bytes_in: egress.bytes_in(),
-    }
-}
-
 /// The call's log lines so far, with its captured stdout and stderr added line by line,
 /// and the number of lines dropped.
 fn drain_logs(log: &SharedLog, stdout: &Capture, stderr: &Capture) -> (Vec<LogLine>, u64) {

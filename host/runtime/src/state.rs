@@ -1,5 +1,6 @@
-//! The data of one call's `Store`: WASI contexts, the resource table, the memory limiter
-//! and each capability's per-call state.
+//! The data of one call's `Store`: WASI contexts, the resource table, the memory limiter,
+//! the always-linked `context`, and the granted capabilities' per-call state (all in
+//! [`CallCapabilities`]).
 
 use wasmtime::component::ResourceTable;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
@@ -8,7 +9,6 @@ use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 use crate::capability::CallCapabilities;
 use crate::capability::context::ContextState;
 use crate::capability::http::EgressHooks;
-use crate::capability::log::SharedLog;
 use crate::capture::Capture;
 use crate::config::RuntimeConfig;
 use crate::limits::MemoryLimiter;
@@ -18,10 +18,10 @@ pub struct InstanceState {
     pub(crate) table: ResourceTable,
     pub(crate) wasi: WasiCtx,
     pub(crate) http: WasiHttpCtx,
-    pub(crate) hooks: EgressHooks,
+    /// The hooks of an instance without `http`: every outgoing request refused.
+    pub(crate) no_egress: EgressHooks,
     pub(crate) limiter: MemoryLimiter,
     pub(crate) context: ContextState,
-    pub(crate) log: SharedLog,
     pub(crate) caps: CallCapabilities,
     pub(crate) stdout: Capture,
     pub(crate) stderr: Capture,
@@ -34,10 +34,8 @@ impl InstanceState {
     pub(crate) fn new(
         config: &RuntimeConfig,
         context: ContextState,
-        log: SharedLog,
         caps: CallCapabilities,
         limiter: MemoryLimiter,
-        hooks: EgressHooks,
     ) -> Self {
         let stdout = Capture::new(config.stdio_capture_bytes);
         let stderr = Capture::new(config.stdio_capture_bytes);
@@ -57,10 +55,9 @@ impl InstanceState {
             table,
             wasi,
             http,
-            hooks,
+            no_egress: EgressHooks::deny_all(),
             limiter,
             context,
-            log,
             caps,
             stdout,
             stderr,
@@ -82,7 +79,10 @@ impl WasiHttpView for InstanceState {
         WasiHttpCtxView {
             ctx: &mut self.http,
             table: &mut self.table,
-            hooks: &mut self.hooks,
+            hooks: match &mut self.caps.http {
+                Some(hooks) => hooks,
+                None => &mut self.no_egress,
+            },
         }
     }
 }

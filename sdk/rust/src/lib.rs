@@ -7,8 +7,8 @@
 //!
 //! A component imports only the interfaces its code calls, and publishing refuses a
 //! component that imports something its manifest does not grant. `context` and `log` are
-//! always compiled in; `storage`, `secrets`, `metrics` and `http-client` (the `fetch`
-//! module) are cargo features.
+//! always compiled in; `storage`, `secrets`, `metrics`, `cache` and `http-client` (the
+//! `fetch` module) are cargo features.
 //!
 //! | module | WIT interface | manifest capability | feature |
 //! |---|---|---|---|
@@ -20,6 +20,7 @@
 //! | `secrets` | `palisade:extension/secrets` | `secrets` | `secrets` |
 //! | `metrics` | `palisade:extension/metrics` | `metrics` | `metrics` |
 //! | `fetch` | `wasi:http/outgoing-handler` | `http` | `http-client` |
+//! | `cache` | `palisade:extension/cache` | `cache` | `cache` |
 //!
 //! ## A complete extension
 //!
@@ -98,6 +99,8 @@
 
 mod bindings;
 mod body;
+#[cfg(feature = "cache")]
+pub mod cache;
 pub mod context;
 mod export;
 #[cfg(feature = "http-client")]

@@ -22,6 +22,9 @@ pub struct Capabilities {
     /// Outgoing HTTP to the allow-listed origins (`wasi:http/outgoing-handler`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub http: Option<HttpCapability>,
+    /// A cache of values with a time to live, in the runner's memory
+    /// (`palisade:extension/cache`).
+    pub cache: bool,
 }
 
 impl Default for Capabilities {
@@ -32,6 +35,7 @@ impl Default for Capabilities {
             storage: None,
             secrets: Vec::new(),
             http: None,
+            cache: false,
         }
     }
 }
@@ -70,6 +74,8 @@ pub enum CapabilityKey {
     Secrets,
     /// `capabilities.http`.
     Http,
+    /// `capabilities.cache`.
+    Cache,
 }
 
 /// A string that names no capability.
@@ -99,7 +105,7 @@ pub struct CapabilitySpec {
 
 /// The capabilities, in manifest order. A new capability starts with a row here (see
 /// `docs/adding-a-capability.md`).
-pub const CAPABILITIES: [CapabilitySpec; 5] = [
+pub const CAPABILITIES: [CapabilitySpec; 6] = [
     CapabilitySpec {
         key: CapabilityKey::Log,
         name: "log",
@@ -130,6 +136,12 @@ pub const CAPABILITIES: [CapabilitySpec; 5] = [
         interfaces: &["wasi:http/outgoing-handler"],
         sdk_feature: Some("http-client"),
     },
+    CapabilitySpec {
+        key: CapabilityKey::Cache,
+        name: "cache",
+        interfaces: &["palisade:extension/cache"],
+        sdk_feature: Some("cache"),
+    },
 ];
 
 impl CapabilityKey {
@@ -150,7 +162,7 @@ impl CapabilityKey {
         &CAPABILITIES[self as usize]
     }
 
-    /// The manifest key: `log`, `metrics`, `storage`, `secrets` or `http`.
+    /// The manifest key (the table's `name`).
     pub fn as_str(self) -> &'static str {
         self.spec().name
     }
@@ -212,7 +224,52 @@ impl Capabilities {
             CapabilityKey::Storage => self.storage.is_some(),
             CapabilityKey::Secrets => !self.secrets.is_empty(),
             CapabilityKey::Http => self.http.is_some(),
+            CapabilityKey::Cache => self.cache,
         }
+    }
+
+    /// What this section grants of `key` beyond `previous`, one line per item: a new
+    /// storage namespace, a higher storage cap, a new secret name or a new HTTP origin
+    /// (compared as written: a new origin is listed even if an old wildcard covers it).
+    /// A capability that is on or off has no items.
+    pub fn widening(&self, previous: &Capabilities, key: CapabilityKey) -> Vec<String> {
+        let mut out = Vec::new();
+        match key {
+            CapabilityKey::Log | CapabilityKey::Metrics | CapabilityKey::Cache => {}
+            CapabilityKey::Storage => {
+                let (old, new) = (previous.storage.as_ref(), self.storage.as_ref());
+                for namespace in new.map(|s| s.namespaces.as_slice()).unwrap_or_default() {
+                    if !old.is_some_and(|s| s.namespaces.contains(namespace)) {
+                        out.push(format!("storage namespace `{namespace}`"));
+                    }
+                }
+                // No `max_bytes` means the operator's quota, the most there is.
+                let old_cap = old.map(|s| s.max_bytes.unwrap_or(u64::MAX));
+                let new_cap = new.and_then(|s| s.max_bytes).unwrap_or(u64::MAX);
+                if old_cap.is_some_and(|old_cap| new_cap > old_cap) {
+                    let text = new
+                        .and_then(|s| s.max_bytes)
+                        .map_or_else(|| "the operator's quota".to_owned(), |b| b.to_string());
+                    out.push(format!("storage max_bytes up to {text}"));
+                }
+            }
+            CapabilityKey::Secrets => {
+                for name in &self.secrets {
+                    if !previous.secrets.contains(name) {
+                        out.push(format!("secret `{name}`"));
+                    }
+                }
+            }
+            CapabilityKey::Http => {
+                let old: &[String] = previous.http.as_ref().map_or(&[], |h| h.allow.as_slice());
+                for origin in self.http.as_ref().map_or(&[][..], |h| h.allow.as_slice()) {
+                    if !old.contains(origin) {
+                        out.push(format!("http origin `{origin}`"));
+                    }
+                }
+            }
+        }
+        out
     }
 
     /// The part of this section that `approved` covers; everything else is dropped.
@@ -228,28 +285,32 @@ impl Capabilities {
                 Vec::new()
             },
             http: self.http.clone().filter(|_| ok(CapabilityKey::Http)),
+            cache: self.cache && ok(CapabilityKey::Cache),
         }
+    }
+}
+
+/// A section that requests every capability (for tests).
+#[cfg(test)]
+pub(crate) fn everything() -> Capabilities {
+    Capabilities {
+        log: true,
+        metrics: true,
+        storage: Some(StorageCapability {
+            namespaces: vec!["notes".into()],
+            max_bytes: None,
+        }),
+        secrets: vec!["TOKEN".into()],
+        http: Some(HttpCapability {
+            allow: vec!["https://example.com".into()],
+        }),
+        cache: true,
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn everything() -> Capabilities {
-        Capabilities {
-            log: true,
-            metrics: true,
-            storage: Some(StorageCapability {
-                namespaces: vec!["notes".into()],
-                max_bytes: None,
-            }),
-            secrets: vec!["TOKEN".into()],
-            http: Some(HttpCapability {
-                allow: vec!["https://example.com".into()],
-            }),
-        }
-    }
 
     #[test]
     fn the_table_follows_the_enum_and_the_manifest() {
@@ -309,7 +370,7 @@ mod tests {
         assert!(err.to_string().contains("`sockets`"));
         assert!(
             err.to_string()
-                .ends_with("log, metrics, storage, secrets, http")
+                .ends_with("log, metrics, storage, secrets, http, cache")
         );
     }
 

@@ -13,6 +13,8 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
+#[cfg(test)]
+pub(crate) use capabilities::everything;
 pub use capabilities::{
     CAPABILITIES, Capabilities, CapabilityKey, CapabilitySpec, HttpCapability, StorageCapability,
     UnknownCapability,

@@ -380,6 +380,38 @@ fn schema_file_is_json_and_lists_the_top_level_fields() {
 }
 
 #[test]
+fn the_manifest_page_names_every_capability_and_its_interfaces() {
+    let page = include_str!("../../../../docs/manifest.md");
+    for spec in &CAPABILITIES {
+        assert!(
+            page.contains(&format!("| `{}` |", spec.name)),
+            "docs/manifest.md has no row for `{}`",
+            spec.name
+        );
+        for interface in spec.interfaces {
+            assert!(
+                page.contains(&format!("`{interface}@")),
+                "docs/manifest.md does not list the import `{interface}`"
+            );
+        }
+    }
+}
+
+#[test]
+fn schema_lists_every_capability_of_the_table() {
+    let text = include_str!("../../../../docs/manifest.schema.json");
+    let schema: serde_json::Value = serde_json::from_str(text).unwrap();
+    let properties = schema["$defs"]["capabilities"]["properties"]
+        .as_object()
+        .unwrap();
+    let mut listed: Vec<&str> = properties.keys().map(String::as_str).collect();
+    let mut names: Vec<&str> = CAPABILITIES.iter().map(|spec| spec.name).collect();
+    listed.sort_unstable();
+    names.sort_unstable();
+    assert_eq!(listed, names, "docs/manifest.schema.json capabilities");
+}
+
+#[test]
 fn endpoints_are_private_unless_declared_public() {
     let mut value = full();
     value["api"]["endpoints"] = serde_json::json!([

@@ -1,25 +1,22 @@
 //! `palisade:extension/context`: the invocation's identifiers and the install's non-secret
 //! configuration. Always linked.
 
-use std::collections::BTreeMap;
-
 use wasmtime::component::{HasData, Linker};
 
 use crate::bindings::palisade::extension::context::{self, Invocation as WitInvocation};
 use crate::execute::Invocation;
 use crate::state::InstanceState;
 
-/// Per-call state of the context capability.
+/// Per-call state of the context interface: the invocation.
 #[derive(Debug, Clone)]
 pub struct ContextState {
     invocation: Invocation,
-    config: BTreeMap<String, String>,
 }
 
 impl ContextState {
-    /// Prepares the state for one call.
-    pub fn prepare(invocation: Invocation, config: BTreeMap<String, String>) -> Self {
-        ContextState { invocation, config }
+    /// The state of the call `invocation`.
+    pub fn new(invocation: Invocation) -> Self {
+        ContextState { invocation }
     }
 }
 
@@ -51,6 +48,7 @@ impl context::Host for ContextState {
 
     fn config(&mut self) -> wasmtime::Result<Vec<(String, String)>> {
         Ok(self
+            .invocation
             .config
             .iter()
             .map(|(k, v)| (k.clone(), v.clone()))
@@ -58,6 +56,6 @@ impl context::Host for ContextState {
     }
 
     fn config_get(&mut self, key: String) -> wasmtime::Result<Option<String>> {
-        Ok(self.config.get(&key).cloned())
+        Ok(self.invocation.config.get(&key).cloned())
     }
 }

@@ -22,6 +22,7 @@ use wasmtime_wasi_http::{
 
 use super::egress::{self, Exchange, IoFuture, Timeouts};
 pub use super::egress::{EgressCounters, EgressPolicy};
+use crate::capability::{Capability, CapabilityKey, Configure, Prepare};
 use crate::state::InstanceState;
 
 /// Headers a guest may never set on an outgoing request, beyond wasi-http's defaults.
@@ -60,6 +61,15 @@ impl EgressHooks {
         grants: &Capabilities,
         deadline: std::time::Instant,
     ) -> Self {
+        Self::with_policy(Arc::new(policy.clone()), grants, deadline)
+    }
+
+    /// As [`EgressHooks::for_call`], with the runtime's shared policy.
+    fn with_policy(
+        policy: Arc<EgressPolicy>,
+        grants: &Capabilities,
+        deadline: std::time::Instant,
+    ) -> Self {
         let Some(http) = &grants.http else {
             return EgressHooks::deny_all();
         };
@@ -77,7 +87,7 @@ impl EgressHooks {
         EgressHooks {
             call: Some(Arc::new(CallEgress {
                 allow,
-                policy: Arc::new(policy.clone()),
+                policy,
                 deadline: tokio::time::Instant::from_std(deadline),
             })),
             counters: Arc::default(),
@@ -155,12 +165,38 @@ impl WasiHttpHooks for EgressHooks {
     }
 }
 
-/// Links `wasi:http/outgoing-handler`.
-pub fn link(linker: &mut Linker<InstanceState>) -> wasmtime::Result<()> {
-    wasmtime_wasi_http::p2::bindings::http::outgoing_handler::add_to_linker::<_, WasiHttp>(
-        linker,
-        wasmtime_wasi_http::WasiHttpView::http,
-    )
+/// The `http` capability: the operator's egress policy. Its call state is the call's
+/// wasi-http hooks, which wasi-http reaches through [`InstanceState`]'s `WasiHttpView`
+/// (an instance without the grant gets [`EgressHooks::deny_all`] there, since the
+/// handler's own response body goes through the hooks too).
+pub(crate) struct Http {
+    policy: Arc<EgressPolicy>,
+}
+
+impl Capability for Http {
+    const KEY: CapabilityKey = CapabilityKey::Http;
+    type State = EgressHooks;
+
+    fn configure(runtime: &Configure<'_>) -> Self {
+        Http {
+            policy: Arc::new(runtime.config.egress.clone()),
+        }
+    }
+
+    fn prepare(&self, call: &Prepare<'_>) -> Option<EgressHooks> {
+        let grants = &call.invocation.grants;
+        grants
+            .http
+            .is_some()
+            .then(|| EgressHooks::with_policy(self.policy.clone(), grants, call.deadline))
+    }
+
+    fn link(linker: &mut Linker<InstanceState>) -> wasmtime::Result<()> {
+        wasmtime_wasi_http::p2::bindings::http::outgoing_handler::add_to_linker::<_, WasiHttp>(
+            linker,
+            wasmtime_wasi_http::WasiHttpView::http,
+        )
+    }
 }
 
 #[cfg(test)]

@@ -25,6 +25,7 @@ use serde::Serialize;
 use wasmtime::component::{HasData, Linker};
 
 use crate::bindings::palisade::extension::log::{self, Field, Level};
+use crate::capability::{Capability, CapabilityKey, Configure, Linked, Prepare};
 use crate::state::InstanceState;
 
 /// Bound on fields per line and on each key/value's length.
@@ -102,7 +103,7 @@ pub struct LogState {
 
 impl LogState {
     /// Prepares the state for one call.
-    pub fn prepare(bounds: LogBounds, sink: OperatorSink<'_>) -> Self {
+    pub fn new(bounds: LogBounds, sink: OperatorSink<'_>) -> Self {
         LogState {
             lines: Vec::new(),
             kept_bytes: 0,
@@ -404,18 +405,65 @@ impl OperatorLogLimiter {
     }
 }
 
-struct LogCapability;
-
-impl HasData for LogCapability {
-    type Data<'a> = &'a mut SharedLog;
+/// The `log` capability: the bounds of a call's log and the runtime's limiter of lines
+/// written to the operator's log. Every call has a log ([`Log::call_log`]); the
+/// capability links the interface through which the guest writes to it.
+#[derive(Debug)]
+pub(crate) struct Log {
+    bounds: LogBounds,
+    limiter: std::sync::Arc<OperatorLogLimiter>,
 }
 
-/// Links `palisade:extension/log`.
-pub fn link(linker: &mut Linker<InstanceState>) -> wasmtime::Result<()> {
-    log::add_to_linker::<_, LogCapability>(linker, |s| &mut s.log)
+impl Log {
+    /// The log of one call, kept for every call: its stdout and stderr are written to it
+    /// whether or not the guest may write lines of its own.
+    pub(crate) fn call_log(&self, install_id: &str, span: &tracing::Span) -> SharedLog {
+        SharedLog::new(LogState::new(
+            self.bounds,
+            OperatorSink {
+                span: span.clone(),
+                limiter: &self.limiter,
+                install_id,
+            },
+        ))
+    }
 }
 
-impl log::Host for SharedLog {
+impl Capability for Log {
+    const KEY: CapabilityKey = CapabilityKey::Log;
+    type State = SharedLog;
+
+    fn configure(runtime: &Configure<'_>) -> Self {
+        let config = runtime.config;
+        Log {
+            bounds: LogBounds {
+                max_lines: config.max_log_lines,
+                max_bytes: config.max_log_bytes,
+                max_message_bytes: config.max_log_message_bytes,
+            },
+            limiter: std::sync::Arc::new(OperatorLogLimiter::new(
+                config.operator_log_lines_per_second,
+                config.operator_log_burst,
+            )),
+        }
+    }
+
+    /// The call's log, which the guest writes to only when granted (its stdout and
+    /// stderr reach the log either way).
+    fn prepare(&self, call: &Prepare<'_>) -> Option<SharedLog> {
+        call.invocation.grants.log.then(|| call.log.clone())
+    }
+
+    fn link(linker: &mut Linker<InstanceState>) -> wasmtime::Result<()> {
+        log::add_to_linker::<_, Log>(linker, |s| s.caps.linked::<Log>())
+    }
+}
+
+impl HasData for Log {
+    type Data<'a> = Linked<'a, SharedLog>;
+}
+
+impl log::Host for Linked<'_, SharedLog> {
     fn write(&mut self, level: Level, message: String, fields: Vec<Field>) -> wasmtime::Result<()> {
         let level = match level {
             Level::Trace => "trace",
@@ -434,7 +482,7 @@ impl log::Host for SharedLog {
                 )
             })
             .collect();
-        self.push(level, &message, fields);
+        self.state()?.push(level, &message, fields);
         Ok(())
     }
 }
@@ -454,7 +502,7 @@ mod tests {
     };
 
     fn state(bounds: LogBounds, limiter: &Arc<OperatorLogLimiter>) -> LogState {
-        LogState::prepare(
+        LogState::new(
             bounds,
             OperatorSink {
                 span: tracing::Span::none(),
@@ -607,7 +655,7 @@ mod tests {
             for i in 0..500 {
                 noisy.push("info", &format!("noisy {i}"), vec![]);
             }
-            let mut quiet = LogState::prepare(
+            let mut quiet = LogState::new(
                 BOUNDS,
                 OperatorSink {
                     span: tracing::Span::none(),

@@ -17,7 +17,7 @@ use wasmtime::component::{HasData, Linker};
 use zeroize::Zeroizing;
 
 use crate::bindings::palisade::extension::secrets::{self, Error as WitError};
-use crate::capability::Linked;
+use crate::capability::{Capability, CapabilityKey, Configure, Linked, Prepare};
 use crate::execute::Invocation;
 use crate::state::InstanceState;
 
@@ -78,10 +78,7 @@ pub struct SecretsState {
 
 impl SecretsState {
     /// Prepares the state for one call, or `None` when the grant lists no secret names.
-    pub fn prepare(
-        backend: Option<Arc<dyn SecretsBackend>>,
-        invocation: &Invocation,
-    ) -> Option<Self> {
+    pub fn new(backend: Option<Arc<dyn SecretsBackend>>, invocation: &Invocation) -> Option<Self> {
         if invocation.grants.secrets.is_empty() {
             return None;
         }
@@ -126,17 +123,32 @@ impl std::fmt::Debug for SecretsState {
     }
 }
 
-struct SecretsCapability;
-
-impl HasData for SecretsCapability {
-    type Data<'a> = Linked<'a, SecretsState>;
+/// The `secrets` capability: the runner's backend.
+pub(crate) struct Secrets {
+    backend: Option<Arc<dyn SecretsBackend>>,
 }
 
-/// Links `palisade:extension/secrets`.
-pub fn link(linker: &mut Linker<InstanceState>) -> wasmtime::Result<()> {
-    secrets::add_to_linker::<_, SecretsCapability>(linker, |s| {
-        Linked::new(s.caps.secrets.as_mut(), "palisade:extension/secrets")
-    })
+impl Capability for Secrets {
+    const KEY: CapabilityKey = CapabilityKey::Secrets;
+    type State = SecretsState;
+
+    fn configure(runtime: &Configure<'_>) -> Self {
+        Secrets {
+            backend: runtime.services.secrets.clone(),
+        }
+    }
+
+    fn prepare(&self, call: &Prepare<'_>) -> Option<SecretsState> {
+        SecretsState::new(self.backend.clone(), call.invocation)
+    }
+
+    fn link(linker: &mut Linker<InstanceState>) -> wasmtime::Result<()> {
+        secrets::add_to_linker::<_, Secrets>(linker, |s| s.caps.linked::<Secrets>())
+    }
+}
+
+impl HasData for Secrets {
+    type Data<'a> = Linked<'a, SecretsState>;
 }
 
 impl secrets::Host for Linked<'_, SecretsState> {
@@ -216,7 +228,7 @@ mod tests {
     #[tokio::test]
     async fn granted_names_are_read_from_the_backend() {
         let names = ["TOKEN", "UNSET", "BROKEN"];
-        let mut state = SecretsState::prepare(Some(fake()), &invocation("i-1", &names)).unwrap();
+        let mut state = SecretsState::new(Some(fake()), &invocation("i-1", &names)).unwrap();
         assert_eq!(get(&mut state, "TOKEN").await, "ok:s3cr3t");
         assert_eq!(get(&mut state, "UNSET").await, "not-found");
         assert_eq!(get(&mut state, "BROKEN").await, "unavailable");
@@ -226,7 +238,7 @@ mod tests {
     async fn other_names_are_refused_without_asking_the_backend() {
         let backend = fake();
         let mut state =
-            SecretsState::prepare(Some(backend.clone()), &invocation("i-1", &["OTHER"])).unwrap();
+            SecretsState::new(Some(backend.clone()), &invocation("i-1", &["OTHER"])).unwrap();
         assert_eq!(get(&mut state, "TOKEN").await, "not-granted");
         assert!(backend.asked.lock().unwrap().is_empty());
 
@@ -236,20 +248,19 @@ mod tests {
 
     #[tokio::test]
     async fn values_are_read_for_the_callers_install_only() {
-        let mut state =
-            SecretsState::prepare(Some(fake()), &invocation("i-2", &["TOKEN"])).unwrap();
+        let mut state = SecretsState::new(Some(fake()), &invocation("i-2", &["TOKEN"])).unwrap();
         assert_eq!(get(&mut state, "TOKEN").await, "not-found");
     }
 
     #[tokio::test]
     async fn no_backend_is_unavailable() {
-        let mut state = SecretsState::prepare(None, &invocation("i-1", &["TOKEN"])).unwrap();
+        let mut state = SecretsState::new(None, &invocation("i-1", &["TOKEN"])).unwrap();
         assert_eq!(get(&mut state, "TOKEN").await, "unavailable");
     }
 
     #[test]
     fn nothing_is_prepared_without_granted_names() {
-        assert!(SecretsState::prepare(Some(fake()), &invocation("i-1", &[])).is_none());
+        assert!(SecretsState::new(Some(fake()), &invocation("i-1", &[])).is_none());
     }
 
     #[test]
@@ -257,7 +268,7 @@ mod tests {
         let value = SecretPlaintext::new("s3cr3t");
         assert_eq!(format!("{value:?}"), "SecretPlaintext(<redacted>)");
         assert_eq!(value.expose(), "s3cr3t");
-        let state = SecretsState::prepare(Some(fake()), &invocation("i-1", &["TOKEN"])).unwrap();
+        let state = SecretsState::new(Some(fake()), &invocation("i-1", &["TOKEN"])).unwrap();
         let printed = format!("{state:?}");
         assert!(
             printed.contains("TOKEN") && !printed.contains("s3cr3t"),

@@ -39,14 +39,14 @@ use wasmtime::component::{HasData, Linker};
 use crate::bindings::palisade::extension::storage::{
     self, Condition as WitCondition, Entry as WitEntry, Error as WitError, Page as WitPage,
 };
-use crate::capability::Linked;
+use crate::capability::{Capability, CapabilityKey, Configure, Linked, Prepare};
 use crate::execute::Invocation;
 use crate::state::InstanceState;
 
 pub use rate::WriteRate;
 
 /// The operator's bounds on storage. Every field has a documented default.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct StorageLimits {
     /// Longest key (and listing prefix), in UTF-8 bytes. Default 512.
@@ -310,10 +310,7 @@ impl std::fmt::Debug for StorageState {
 impl StorageState {
     /// Prepares the state for one call, or `None` when the install's grant has no
     /// `storage`. Without a backend every granted call is `unavailable`.
-    pub fn prepare(
-        backend: Option<Arc<dyn StorageBackend>>,
-        invocation: &Invocation,
-    ) -> Option<Self> {
+    pub fn new(backend: Option<Arc<dyn StorageBackend>>, invocation: &Invocation) -> Option<Self> {
         let grant = invocation.grants.storage.as_ref()?;
         let limits = backend.as_ref().map(|b| *b.limits()).unwrap_or_default();
         Some(StorageState {
@@ -598,17 +595,32 @@ fn wit_entry(entry: StoredEntry) -> WitEntry {
     }
 }
 
-struct StorageCapability;
-
-impl HasData for StorageCapability {
-    type Data<'a> = Linked<'a, StorageState>;
+/// The `storage` capability: the runner's backend.
+pub(crate) struct Storage {
+    backend: Option<Arc<dyn StorageBackend>>,
 }
 
-/// Links `palisade:extension/storage`.
-pub fn link(linker: &mut Linker<InstanceState>) -> wasmtime::Result<()> {
-    storage::add_to_linker::<_, StorageCapability>(linker, |s| {
-        Linked::new(s.caps.storage.as_mut(), "palisade:extension/storage")
-    })
+impl Capability for Storage {
+    const KEY: CapabilityKey = CapabilityKey::Storage;
+    type State = StorageState;
+
+    fn configure(runtime: &Configure<'_>) -> Self {
+        Storage {
+            backend: runtime.services.storage.clone(),
+        }
+    }
+
+    fn prepare(&self, call: &Prepare<'_>) -> Option<StorageState> {
+        StorageState::new(self.backend.clone(), call.invocation)
+    }
+
+    fn link(linker: &mut Linker<InstanceState>) -> wasmtime::Result<()> {
+        storage::add_to_linker::<_, Storage>(linker, |s| s.caps.linked::<Storage>())
+    }
+}
+
+impl HasData for Storage {
+    type Data<'a> = Linked<'a, StorageState>;
 }
 
 impl storage::Host for Linked<'_, StorageState> {

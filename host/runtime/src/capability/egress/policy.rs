@@ -10,18 +10,21 @@ use serde::{Deserialize, Serialize};
 
 /// Operator settings applied to the egress of every install, on top of each manifest's
 /// allow-list: the effective allow-list is the manifest's ∩ this policy.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct EgressPolicy {
     /// Refuse every outgoing request, whatever the manifests allow.
     pub deny_all: bool,
     /// Hosts no install may reach: `host` (exact) or `*.host` (every subdomain).
+    #[schemars(with = "Vec<String>")]
     pub deny_hosts: Vec<HostPattern>,
     /// Address ranges that are reachable although they are special-purpose (loopback,
     /// private, link-local...). A cloud metadata address is only unlocked by an entry that
     /// names exactly that address (`/32` or `/128`).
+    #[schemars(with = "Vec<String>")]
     pub allow_cidrs: Vec<IpNet>,
     /// Address ranges that are never reachable, even when public or in `allow_cidrs`.
+    #[schemars(with = "Vec<String>")]
     pub deny_cidrs: Vec<IpNet>,
     /// Largest request body sent, in bytes.
     pub max_request_bytes: u64,

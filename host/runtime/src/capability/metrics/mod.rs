@@ -16,7 +16,7 @@ mod tests;
 use wasmtime::component::{HasData, Linker};
 
 use crate::bindings::palisade::extension::metrics::{self, Error as WitError, Label};
-use crate::capability::Linked;
+use crate::capability::{Capability, CapabilityKey, Configure, Linked, Prepare};
 use crate::state::InstanceState;
 
 pub use store::{
@@ -62,22 +62,50 @@ pub struct MetricsState {
 
 impl MetricsState {
     /// Prepares the state for one call of the install behind `install`.
-    pub fn prepare(install: InstallMetrics) -> Self {
+    pub fn new(install: InstallMetrics) -> Self {
         MetricsState { install }
     }
 }
 
-struct MetricsCapability;
-
-impl HasData for MetricsCapability {
-    type Data<'a> = Linked<'a, MetricsState>;
+/// The `metrics` capability: the runtime's store of every extension's series.
+pub(crate) struct Metrics {
+    series: ExtensionMetrics,
 }
 
-/// Links `palisade:extension/metrics`.
-pub fn link(linker: &mut Linker<InstanceState>) -> wasmtime::Result<()> {
-    metrics::add_to_linker::<_, MetricsCapability>(linker, |s| {
-        Linked::new(s.caps.metrics.as_mut(), "palisade:extension/metrics")
-    })
+impl Metrics {
+    /// The series extensions recorded.
+    pub(crate) fn series(&self) -> &ExtensionMetrics {
+        &self.series
+    }
+}
+
+impl Capability for Metrics {
+    const KEY: CapabilityKey = CapabilityKey::Metrics;
+    type State = MetricsState;
+
+    fn configure(runtime: &Configure<'_>) -> Self {
+        Metrics {
+            series: ExtensionMetrics::new(runtime.config.metrics.clone()),
+        }
+    }
+
+    fn prepare(&self, call: &Prepare<'_>) -> Option<MetricsState> {
+        let invocation = call.invocation;
+        invocation.grants.metrics.then(|| {
+            MetricsState::new(
+                self.series
+                    .install(&invocation.tenant_id, &invocation.extension_id),
+            )
+        })
+    }
+
+    fn link(linker: &mut Linker<InstanceState>) -> wasmtime::Result<()> {
+        metrics::add_to_linker::<_, Metrics>(linker, |s| s.caps.linked::<Metrics>())
+    }
+}
+
+impl HasData for Metrics {
+    type Data<'a> = Linked<'a, MetricsState>;
 }
 
 fn pairs(labels: Vec<Label>) -> Vec<(String, String)> {

@@ -116,7 +116,7 @@ pub const HISTOGRAM_BUCKETS: [f64; 16] = [
 ];
 
 /// Operator settings of the `metrics` capability.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct MetricsConfig {
     /// Distinct series (metric name + label values) one install may create; samples that

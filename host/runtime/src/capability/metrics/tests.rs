@@ -363,7 +363,7 @@ fn a_missing_call_state_is_a_trap_not_a_guest_error() {
     );
 
     let metrics = store(10);
-    let mut state = MetricsState::prepare(metrics.install("acme", "ext.a"));
+    let mut state = MetricsState::new(metrics.install("acme", "ext.a"));
     let mut view = Linked::new(Some(&mut state), "palisade:extension/metrics");
     let label = Label {
         name: "page".into(),

@@ -210,7 +210,7 @@ fn invocation(install_id: &str, namespaces: &[&str], max_bytes: Option<u64>) -> 
 
 fn state(backend: &Arc<Fake>, install_id: &str, namespaces: &[&str]) -> StorageState {
     let backend: Arc<dyn StorageBackend> = backend.clone();
-    StorageState::prepare(Some(backend), &invocation(install_id, namespaces, None)).unwrap()
+    StorageState::new(Some(backend), &invocation(install_id, namespaces, None)).unwrap()
 }
 
 #[tokio::test]
@@ -258,7 +258,7 @@ async fn other_namespaces_are_denied_without_asking_the_backend() {
         Err(WitError::AccessDenied)
     );
     let none: Option<Arc<dyn StorageBackend>> = None;
-    assert!(StorageState::prepare(none, &Invocation::default()).is_none());
+    assert!(StorageState::new(none, &Invocation::default()).is_none());
 }
 
 #[tokio::test]
@@ -339,7 +339,7 @@ async fn the_quota_is_the_manifest_request_capped_by_the_operator() {
 
     let fake = Arc::new(Fake::with_limits(limits));
     let backend: Arc<dyn StorageBackend> = fake.clone();
-    let s = StorageState::prepare(Some(backend), &invocation("i", &["n"], Some(5))).unwrap();
+    let s = StorageState::new(Some(backend), &invocation("i", &["n"], Some(5))).unwrap();
     assert_same!(
         s.set("n", "k", b"123456", Condition::Any).await,
         Err(WitError::QuotaExceeded)
@@ -375,7 +375,7 @@ async fn backend_failures_are_unavailable() {
     );
 
     // No backend configured: granted calls are unavailable, ungranted still denied.
-    let s = StorageState::prepare(None, &invocation("i", &["notes"], None)).unwrap();
+    let s = StorageState::new(None, &invocation("i", &["notes"], None)).unwrap();
     assert_same!(s.get("notes", "k").await, Err(WitError::Unavailable));
     assert_same!(s.get("other", "k").await, Err(WitError::AccessDenied));
 }
