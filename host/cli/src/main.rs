@@ -33,8 +33,8 @@ struct Cli {
     /// `sqlite:///path/registry.db`. Runners and gateways of one platform share it.
     #[arg(long, global = true, env = "PALISADE_DATABASE_URL")]
     database_url: Option<String>,
-    /// Operator configuration file (TOML): `[runtime]`, `[runner]`, `[gateway]`, `[storage]`
-    /// sections.
+    /// Operator configuration file (TOML): `[runtime]`, `[storage]`, `[runner]`, `[gateway]`,
+    /// `[policy]`, `[registry]`; `palisade config default` prints every key.
     #[arg(long, global = true, env = "PALISADE_CONFIG")]
     config: Option<PathBuf>,
     /// Log as JSON lines instead of text.
@@ -76,12 +76,20 @@ enum Command {
     /// Manage the sealed secrets of tenants' installs.
     #[command(subcommand)]
     Secrets(commands::secrets::SecretsCommand),
+    /// Check an operator configuration file, or print the default one.
+    #[command(subcommand)]
+    Config(commands::config::ConfigCommand),
 }
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     init_tracing(cli.log_json);
+    // `config check` reads its own file, even when the global one is broken.
+    let command = match cli.command {
+        Command::Config(command) => return exit(commands::config::config(command)),
+        command => command,
+    };
     let operator = match config::load(cli.config.as_deref()) {
         Ok(operator) => operator,
         Err(err) => {
@@ -92,7 +100,7 @@ async fn main() -> std::process::ExitCode {
     let data_dir = datadir::DataDir::new(cli.data_dir)
         .with_operator_config(operator)
         .with_database_url(cli.database_url);
-    let result = match cli.command {
+    let result = match command {
         Command::Build(args) => commands::author::build(args),
         Command::Keygen(args) => commands::author::keygen(args),
         Command::Pack(args) => commands::author::pack(args),
@@ -107,7 +115,12 @@ async fn main() -> std::process::ExitCode {
         Command::Runner(args) => commands::runner::runner(&data_dir, args).await,
         Command::Gateway(args) => commands::gateway::gateway(&data_dir, args).await,
         Command::Secrets(cmd) => commands::secrets::secrets(&data_dir, cmd).await,
+        Command::Config(command) => commands::config::config(command),
     };
+    exit(result)
+}
+
+fn exit(result: anyhow::Result<()>) -> std::process::ExitCode {
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(err) => {

@@ -24,9 +24,10 @@ pub(crate) struct GatewayArgs {
     /// A file of runner base URLs, one per line (blank lines and `#` comments ignored).
     #[arg(long, value_name = "FILE")]
     pub runners_file: Option<PathBuf>,
-    /// Milliseconds between two health checks of each runner.
-    #[arg(long, default_value_t = 2000)]
-    pub health_interval_ms: u64,
+    /// Milliseconds between two health checks of each runner (default: `[gateway]
+    /// health_interval_ms` of the configuration file, 2000).
+    #[arg(long)]
+    pub health_interval_ms: Option<u64>,
     /// Request policy: caller keys, rate limit, CORS, idempotency.
     #[command(flatten)]
     pub policy: PolicyArgs,
@@ -45,13 +46,17 @@ pub(crate) async fn gateway(data_dir: &DataDir, args: GatewayArgs) -> Result<()>
     if runners.is_empty() {
         bail!("no runner given: pass --runner URL (repeatable) or --runners-file FILE");
     }
-    check_caller_keys(&args.policy, args.dev, data_dir)?;
+    let configured = args
+        .policy
+        .over(&data_dir.operator().policy)?
+        .has_caller_keys();
+    check_caller_keys(configured, args.dev, data_dir)?;
     let registry = data_dir.registry().await?;
     let state = gateway_state(
         data_dir,
         registry,
         runners.clone(),
-        Duration::from_millis(args.health_interval_ms),
+        args.health_interval_ms.map(Duration::from_millis),
         &args.policy,
     )?;
     let (state, _) = crate::commands::serve::with_admin(state, data_dir)?;
@@ -83,8 +88,7 @@ pub(crate) async fn gateway(data_dir: &DataDir, args: GatewayArgs) -> Result<()>
 /// Refuses to serve with nothing but the development caller key unless `dev`: whoever can
 /// read the data directory (or run `palisade token` on it) could mint tokens for any
 /// tenant. With `dev`, says so at start.
-fn check_caller_keys(policy: &PolicyArgs, dev: bool, data_dir: &DataDir) -> Result<()> {
-    let configured = !policy.caller_keys.is_empty() || policy.caller_jwks.is_some();
+fn check_caller_keys(configured: bool, dev: bool, data_dir: &DataDir) -> Result<()> {
     let dev_key = data_dir.root().join("keys").join("caller-issuer.pub.pem");
     match (configured, dev) {
         (true, _) => Ok(()),
@@ -99,7 +103,8 @@ fn check_caller_keys(policy: &PolicyArgs, dev: bool, data_dir: &DataDir) -> Resu
         }
         (false, false) => bail!(
             "no caller key is configured: pass --caller-key ALG:FILE or --caller-jwks FILE \
-             with your identity provider's keys (see docs/gateway.md), or --dev to accept \
+             with your identity provider's keys, or set `caller_keys` or `caller_jwks` in the \
+             configuration file's [policy] (see docs/gateway.md), or pass --dev to accept \
              the development key {} (for development only)",
             dev_key.display()
         ),
@@ -122,27 +127,29 @@ fn parse_runners(text: &str) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::PolicySection;
 
     #[test]
     fn only_the_development_key_needs_dev() {
         let data_dir = DataDir::new(PathBuf::from("/data"));
-        let err = check_caller_keys(&PolicyArgs::default(), false, &data_dir).unwrap_err();
+        let err = check_caller_keys(false, false, &data_dir).unwrap_err();
         let text = format!("{err:#}");
         assert!(
             text.contains("--dev") && text.contains("--caller-key") && text.contains("/data/keys"),
             "{text}"
         );
-        check_caller_keys(&PolicyArgs::default(), true, &data_dir).unwrap();
-        let configured = PolicyArgs {
+        check_caller_keys(false, true, &data_dir).unwrap();
+        check_caller_keys(true, false, &data_dir).unwrap();
+        let file = crate::config::parse("[policy]\ncaller_jwks = \"/keys/jwks.json\"\n")
+            .unwrap()
+            .policy;
+        assert!(PolicyArgs::default().over(&file).unwrap().has_caller_keys());
+        let flags = PolicyArgs {
             caller_keys: vec!["EdDSA:/keys/idp.pem".into()],
             ..PolicyArgs::default()
         };
-        check_caller_keys(&configured, false, &data_dir).unwrap();
-        let jwks = PolicyArgs {
-            caller_jwks: Some(PathBuf::from("/keys/jwks.json")),
-            ..PolicyArgs::default()
-        };
-        check_caller_keys(&jwks, false, &data_dir).unwrap();
+        let policy = flags.over(&PolicySection::default()).unwrap();
+        assert!(policy.has_caller_keys());
     }
 
     #[test]

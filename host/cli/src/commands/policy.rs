@@ -1,15 +1,13 @@
 //! The gateway's request-policy flags: caller keys, per-install, per-tenant and per-caller
-//! rate limits, CORS origins and the idempotency window.
+//! rate limits, CORS origins and the idempotency window. Each overrides the key of the same
+//! name in the configuration file's `[policy]`.
 
 use std::path::PathBuf;
-use std::time::Duration;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Result, bail};
 use clap::Args;
-use palisade_gateway::ratelimit::RateLimitConfig;
-use palisade_gateway::{CallerKey, CallerKeyAlgorithm, GatewayConfig};
 
-use crate::datadir::read_string;
+use crate::config::PolicySection;
 
 /// Request-policy settings of a gateway; without any, the defaults and the data
 /// directory's development caller key apply.
@@ -70,124 +68,96 @@ pub(crate) struct PolicyArgs {
 }
 
 impl PolicyArgs {
-    /// Applies the settings given to `config`.
-    pub(crate) fn apply(&self, config: &mut GatewayConfig) -> Result<()> {
-        let auth = &mut config.caller_auth;
-        if let Some(issuer) = &self.caller_issuer {
-            auth.issuer.clone_from(issuer);
+    /// The file's `[policy]` with the flags given here replacing its keys (repeatable flags
+    /// replace the whole list).
+    pub(crate) fn over(&self, file: &PolicySection) -> Result<PolicySection> {
+        let mut policy = file.clone();
+        if self.caller_issuer.is_some() {
+            policy.caller_issuer.clone_from(&self.caller_issuer);
         }
-        if let Some(audience) = &self.caller_audience {
-            auth.audience.clone_from(audience);
+        if self.caller_audience.is_some() {
+            policy.caller_audience.clone_from(&self.caller_audience);
         }
         if !self.caller_keys.is_empty() || self.caller_jwks.is_some() {
-            auth.keys = self
-                .caller_keys
-                .iter()
-                .map(|spec| caller_key(spec))
-                .collect::<Result<_>>()?;
-            auth.jwks_path.clone_from(&self.caller_jwks);
+            policy.caller_keys.clone_from(&self.caller_keys);
+            policy.caller_jwks.clone_from(&self.caller_jwks);
         }
         if let Some(claim) = &self.tenant_claim {
-            auth.tenant_claim.clone_from(claim);
+            policy.tenant_claim.clone_from(claim);
         }
         if let Some(claim) = &self.user_claim {
-            auth.user_claim.clone_from(claim);
+            policy.user_claim.clone_from(claim);
         }
-        set_limit(
-            &mut config.rate_limit,
-            "rate",
-            self.rate_per_second,
-            self.rate_burst,
-        )?;
-        set_limit(
-            &mut config.tenant_rate_limit,
-            "tenant-rate",
-            self.tenant_rate_per_second,
-            self.tenant_rate_burst,
-        )?;
-        set_limit(
-            &mut config.caller_rate_limit,
-            "caller-rate",
-            self.caller_rate_per_second,
-            self.caller_rate_burst,
-        )?;
-        config
-            .cors_allowed_origins
-            .extend(self.cors_origins.iter().cloned());
+        for (limit, flag, per_second, burst) in [
+            (
+                &mut policy.rate_limit,
+                "rate",
+                self.rate_per_second,
+                self.rate_burst,
+            ),
+            (
+                &mut policy.tenant_rate_limit,
+                "tenant-rate",
+                self.tenant_rate_per_second,
+                self.tenant_rate_burst,
+            ),
+            (
+                &mut policy.caller_rate_limit,
+                "caller-rate",
+                self.caller_rate_per_second,
+                self.caller_rate_burst,
+            ),
+        ] {
+            if let Some(rate) = per_second {
+                limit.per_second = rate;
+            }
+            if let Some(burst) = burst {
+                limit.burst = burst;
+            }
+            if let Some((key, problem)) = limit.problems().into_iter().next() {
+                let key = key.replace('_', "-");
+                bail!("--{flag}-{key} {problem}");
+            }
+        }
+        if !self.cors_origins.is_empty() {
+            policy.cors_origins.clone_from(&self.cors_origins);
+        }
+        let idempotency = &mut policy.idempotency;
         if let Some(secs) = self.idempotency_window_secs {
-            config.idempotency.window = Duration::from_secs(secs);
+            idempotency.window_secs = secs;
         }
         if let Some(entries) = self.idempotency_tenant_entries {
-            config.idempotency.max_entries_per_tenant = entries;
+            idempotency.max_entries_per_tenant = entries;
         }
         if let Some(bytes) = self.idempotency_tenant_bytes {
-            config.idempotency.max_bytes_per_tenant = bytes;
+            idempotency.max_bytes_per_tenant = bytes;
         }
-        Ok(())
+        Ok(policy)
     }
-}
-
-/// Applies `--{flag}-per-second` and `--{flag}-burst` to `limit`.
-fn set_limit(
-    limit: &mut RateLimitConfig,
-    flag: &str,
-    per_second: Option<f64>,
-    burst: Option<u32>,
-) -> Result<()> {
-    if let Some(rate) = per_second {
-        if !rate.is_finite() || rate < 0.0 {
-            bail!("--{flag}-per-second must be a non-negative number, got {rate}");
-        }
-        limit.per_second = rate;
-    }
-    if let Some(burst) = burst {
-        if burst == 0 {
-            bail!("--{flag}-burst must be at least 1");
-        }
-        limit.burst = burst;
-    }
-    Ok(())
-}
-
-/// Reads `ALG:FILE[:KID]`.
-fn caller_key(spec: &str) -> Result<CallerKey> {
-    let mut parts = spec.splitn(3, ':');
-    let (Some(alg), Some(file)) = (parts.next(), parts.next()) else {
-        bail!("--caller-key {spec}: expected ALG:FILE or ALG:FILE:KID");
-    };
-    let algorithm: CallerKeyAlgorithm = alg
-        .parse()
-        .with_context(|| format!("--caller-key {spec}"))?;
-    let path = PathBuf::from(file);
-    let key = if algorithm == CallerKeyAlgorithm::Hs256 {
-        let secret = std::fs::read(&path)
-            .with_context(|| format!("--caller-key {spec}: reading {}", path.display()))?;
-        CallerKey::hs256_secret(secret.trim_ascii().to_vec())
-    } else {
-        CallerKey::pem(
-            algorithm,
-            read_string(&path).with_context(|| format!("--caller-key {spec}"))?,
-        )
-    };
-    Ok(match parts.next() {
-        Some(kid) if !kid.is_empty() => key.with_kid(kid),
-        _ => key,
-    })
 }
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
+    use palisade_gateway::{CallerAuthConfig, CallerKeyAlgorithm, GatewayConfig};
+
     use super::*;
-    use palisade_gateway::CallerAuthConfig;
 
     fn config() -> GatewayConfig {
         GatewayConfig::new("http://127.0.0.1:1", CallerAuthConfig::new("i", "a", "pem"))
     }
 
+    /// The gateway configuration for `flags` over the default file.
+    fn applied(flags: &PolicyArgs) -> Result<GatewayConfig> {
+        let mut config = config();
+        flags.over(&PolicySection::default())?.apply(&mut config)?;
+        Ok(config)
+    }
+
     #[test]
     fn no_flags_keep_the_defaults() {
-        let mut config = config();
-        PolicyArgs::default().apply(&mut config).unwrap();
+        let config = applied(&PolicyArgs::default()).unwrap();
         assert_eq!(config.caller_auth.keys.len(), 1);
         assert!(config.cors_allowed_origins.is_empty());
         assert_eq!(config.rate_limit.per_second, 50.0);
@@ -211,8 +181,7 @@ mod tests {
             idempotency_tenant_entries: Some(5),
             ..PolicyArgs::default()
         };
-        let mut config = config();
-        args.apply(&mut config).unwrap();
+        let config = applied(&args).unwrap();
         let keys = &config.caller_auth.keys;
         assert_eq!(keys.len(), 1);
         assert_eq!(keys[0].algorithm, CallerKeyAlgorithm::Hs256);
@@ -232,13 +201,31 @@ mod tests {
     }
 
     #[test]
+    fn flags_override_the_file_and_the_file_fills_the_rest() {
+        let file = crate::config::parse(
+            "[policy]\ncors_origins = [\"https://file.example\"]\n\
+             [policy.rate_limit]\nper_second = 3.0\nburst = 4\n",
+        )
+        .unwrap()
+        .policy;
+        let flags = PolicyArgs {
+            rate_per_second: Some(9.0),
+            ..PolicyArgs::default()
+        };
+        let policy = flags.over(&file).unwrap();
+        assert_eq!(policy.rate_limit.per_second, 9.0);
+        assert_eq!(policy.rate_limit.burst, 4);
+        assert_eq!(policy.cors_origins, ["https://file.example"]);
+    }
+
+    #[test]
     fn bad_flags_name_the_flag() {
         for spec in ["HS256", "PS512:/x", "ES256:/nonexistent/key.pem"] {
             let args = PolicyArgs {
                 caller_keys: vec![spec.into()],
                 ..PolicyArgs::default()
             };
-            let err = args.apply(&mut config()).unwrap_err();
+            let err = applied(&args).unwrap_err();
             assert!(
                 format!("{err:#}").contains(spec.split(':').next().unwrap()),
                 "{err:#}"
@@ -248,12 +235,13 @@ mod tests {
             rate_per_second: Some(-1.0),
             ..PolicyArgs::default()
         };
-        assert!(args.apply(&mut config()).is_err());
+        let err = applied(&args).unwrap_err();
+        assert!(format!("{err}").contains("--rate-per-second"), "{err}");
         let args = PolicyArgs {
             tenant_rate_burst: Some(0),
             ..PolicyArgs::default()
         };
-        let err = args.apply(&mut config()).unwrap_err();
+        let err = applied(&args).unwrap_err();
         assert!(format!("{err}").contains("--tenant-rate-burst"), "{err}");
     }
 }

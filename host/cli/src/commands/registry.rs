@@ -240,9 +240,8 @@ pub(crate) async fn publish(data_dir: &DataDir, args: PublishArgs) -> Result<()>
             artifacts: Some(data_dir.signing_artifacts(&registry)?),
             ..Default::default()
         };
-        let runtime =
-            palisade_runtime::Runtime::new(palisade_runtime::RuntimeConfig::default(), services)
-                .context("starting the wasm engine")?;
+        let runtime = palisade_runtime::Runtime::new(data_dir.operator().runtime.clone(), services)
+            .context("starting the wasm engine")?;
         runtime
             .precompile(&published.content_hash.to_string(), component)
             .await

@@ -16,9 +16,10 @@ pub(crate) struct RunnerArgs {
     /// Address to serve the execute protocol on (called by gateways only).
     #[arg(long, default_value = "127.0.0.1:8081")]
     pub listen: SocketAddr,
-    /// Longest wait, in seconds, for running calls to finish once a drain began.
-    #[arg(long, default_value_t = 60)]
-    pub drain_timeout: u64,
+    /// Longest wait, in seconds, for running calls to finish once a drain began (default:
+    /// `[runner] drain_timeout_secs` of the configuration file, 60).
+    #[arg(long)]
+    pub drain_timeout: Option<u64>,
 }
 
 pub(crate) async fn runner(data_dir: &DataDir, args: RunnerArgs) -> Result<()> {
@@ -33,7 +34,10 @@ pub(crate) async fn runner(data_dir: &DataDir, args: RunnerArgs) -> Result<()> {
         .context("reading the runner's address")?;
     tracing::info!(%addr, data_dir = %data_dir.root().display(), "runner is up");
     println!("runner on http://{addr} (SIGTERM or Ctrl-C drains and stops)");
-    let drain_timeout = Duration::from_secs(args.drain_timeout);
+    let drain_timeout = Duration::from_secs(
+        args.drain_timeout
+            .unwrap_or(data_dir.operator().runner.drain_timeout_secs),
+    );
     axum::serve(
         crate::commands::no_delay(listener),
         palisade_runner::app(Arc::new(state)),

@@ -40,13 +40,15 @@ pub(crate) async fn runner_state(data_dir: &DataDir, registry: &Registry) -> Res
     ))
 }
 
-/// A gateway on `registry` in front of `runner_urls`, accepting the data directory's
-/// development caller tokens and signing service tokens with its service key.
+/// A gateway on `registry` in front of `runner_urls`, with the configuration file's
+/// `[gateway]` and its `[policy]` under the policy flags (without caller keys there, it
+/// accepts the data directory's development caller tokens), signing service tokens with
+/// the data directory's service key.
 pub(crate) fn gateway_state(
     data_dir: &DataDir,
     registry: Registry,
     runner_urls: Vec<String>,
-    health_interval: Duration,
+    health_interval: Option<Duration>,
     policy: &PolicyArgs,
 ) -> Result<GatewayState> {
     let service_keys = data_dir.service_keys()?;
@@ -55,9 +57,12 @@ pub(crate) fn gateway_state(
         runner_urls,
         CallerAuthConfig::new(DEV_ISSUER, DEV_AUDIENCE, caller_keys.public_pem.clone()),
     );
-    config.health_interval = health_interval;
-    data_dir.operator().gateway.apply(&mut config);
-    policy.apply(&mut config)?;
+    let operator = data_dir.operator();
+    operator.gateway.apply(&mut config);
+    if let Some(interval) = health_interval {
+        config.health_interval = interval;
+    }
+    policy.over(&operator.policy)?.apply(&mut config)?;
     Ok(GatewayState::new(
         config,
         registry,

@@ -10,7 +10,6 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use clap::Args;
 use palisade_bundle::{Manifest, SigningKey, pack_dir};
-use palisade_gateway::config::DEFAULT_HEALTH_INTERVAL;
 use palisade_registry::Registry;
 
 use crate::commands::author::build_components;
@@ -43,9 +42,13 @@ pub(crate) struct UpArgs {
 const DEMO_TENANT: &str = "demo";
 
 pub(crate) async fn up(data_dir: &DataDir, args: UpArgs) -> Result<()> {
-    if args.demo && (!args.policy.caller_keys.is_empty() || args.policy.caller_jwks.is_some()) {
+    let caller_keys = args
+        .policy
+        .over(&data_dir.operator().policy)?
+        .has_caller_keys();
+    if args.demo && caller_keys {
         anyhow::bail!(
-            "--demo calls the samples with a development caller token, so it cannot be combined with --caller-key or --caller-jwks"
+            "--demo calls the samples with a development caller token, so it cannot be combined with caller keys (--caller-key, --caller-jwks, or [policy] caller_keys or caller_jwks in the configuration file)"
         );
     }
     let registry = data_dir.registry().await?;
@@ -68,7 +71,7 @@ pub(crate) async fn up(data_dir: &DataDir, args: UpArgs) -> Result<()> {
             data_dir,
             registry,
             vec![format!("http://{}", args.runner_addr)],
-            DEFAULT_HEALTH_INTERVAL,
+            None,
             &args.policy,
         )?,
         data_dir,

@@ -1,34 +1,41 @@
-//! The operator's configuration file (`--config FILE`, TOML): engine and instance settings,
-//! runner admission caps, gateway caches and execution-log writer, and storage limits. Every key is optional and has a documented
-//! default; an unknown key is an error naming it.
+//! The sections of the operator's configuration file. Each type is the file's schema:
+//! its doc comments are the comments of `palisade config default`, its `Default` the
+//! values printed there, so the file, the defaults and the documentation cannot drift.
 
-use std::path::Path;
+use std::path::PathBuf;
+use std::time::Duration;
 
 use anyhow::{Context, Result};
+use palisade_gateway::ratelimit::RateLimitConfig;
 use palisade_gateway::{ExecLogConfig, GatewayConfig};
 use palisade_runner::{MetricsToken, RunnerConfig};
 use palisade_runtime::RuntimeConfig;
 use palisade_runtime::capability::storage::StorageLimits;
-use serde::Deserialize;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
 
 /// The whole file.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(default, deny_unknown_fields)]
 pub(crate) struct OperatorConfig {
-    /// `[runtime]`: engine, pool, limits, egress policy, metrics bounds.
+    /// The wasm engine, the instance pool, the limits of one call, and the operator
+    /// settings of the capabilities (`egress`, `metrics`, `cache`).
     pub runtime: RuntimeConfig,
-    /// `[runner]`: request size and in-flight caps.
-    pub runner: RunnerSection,
-    /// `[gateway]`: caches and the execution-log writer.
-    pub gateway: GatewaySection,
-    /// `[storage]`: the storage capability's limits.
+    /// Limits of the `storage` capability.
     pub storage: StorageLimits,
-    /// `[registry]`: how the registry's trust set is cached.
+    /// The runner: request size, admission caps, install cache, `/metrics` token.
+    pub runner: RunnerSection,
+    /// The gateway: request limits, caches, the execution-log writer, runner health checks.
+    pub gateway: GatewaySection,
+    /// The gateway's request policy: caller tokens, rate limits, CORS and idempotency.
+    /// The flags of `palisade gateway` and `palisade up` of the same names override it.
+    pub policy: PolicySection,
+    /// The registry's cache of trusted publisher keys.
     pub registry: RegistrySection,
 }
 
 /// `[registry]`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, JsonSchema)]
 #[serde(default, deny_unknown_fields)]
 pub(crate) struct RegistrySection {
     /// How long the trusted publisher keys read from the registry are reused, in ms: the
@@ -45,7 +52,7 @@ impl Default for RegistrySection {
 }
 
 /// `[runner]`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, JsonSchema)]
 #[serde(default, deny_unknown_fields)]
 pub(crate) struct RunnerSection {
     /// Largest guest request body, in bytes.
@@ -58,8 +65,12 @@ pub(crate) struct RunnerSection {
     pub install_cache_ttl_ms: u64,
     /// Most installs kept in the runner's install cache.
     pub install_cache_entries: usize,
-    /// A file holding the bearer token `GET /metrics` requires (none: open).
-    pub metrics_token_file: Option<std::path::PathBuf>,
+    /// A file holding the bearer token `GET /metrics` requires (unset: open to anyone who
+    /// can reach the runner).
+    pub metrics_token_file: Option<PathBuf>,
+    /// Longest wait, in seconds, for running calls to finish once a drain began (SIGTERM
+    /// or Ctrl-C).
+    pub drain_timeout_secs: u64,
 }
 
 impl Default for RunnerSection {
@@ -69,10 +80,10 @@ impl Default for RunnerSection {
             max_request_bytes: d.max_request_bytes,
             max_in_flight_per_install: d.max_in_flight_per_install,
             max_in_flight_per_tenant: d.max_in_flight_per_tenant,
-            install_cache_ttl_ms: u64::try_from(d.install_cache_ttl.as_millis())
-                .unwrap_or(u64::MAX),
+            install_cache_ttl_ms: millis(d.install_cache_ttl),
             install_cache_entries: d.install_cache_entries,
             metrics_token_file: None,
+            drain_timeout_secs: 60,
         }
     }
 }
@@ -96,21 +107,24 @@ impl RunnerSection {
             max_request_bytes: self.max_request_bytes,
             max_in_flight_per_install: self.max_in_flight_per_install,
             max_in_flight_per_tenant: self.max_in_flight_per_tenant,
-            install_cache_ttl: std::time::Duration::from_millis(self.install_cache_ttl_ms),
+            install_cache_ttl: Duration::from_millis(self.install_cache_ttl_ms),
             install_cache_entries: self.install_cache_entries,
             metrics_token,
         })
     }
 }
 
-/// `[gateway]`. Policy (caller keys, rate limit, CORS, idempotency) stays on the command
-/// line of `palisade gateway`.
-#[derive(Debug, Deserialize)]
+/// `[gateway]`.
+#[derive(Debug, Serialize, Deserialize, JsonSchema)]
 #[serde(default, deny_unknown_fields)]
 pub(crate) struct GatewaySection {
     /// Largest request body a caller may send, in bytes (a manifest's
     /// `limits.max_request_bytes` lowers it per extension).
     pub max_request_bytes: usize,
+    /// Longest a call may take, in ms (a manifest's `limits.timeout_ms` lowers it).
+    pub request_timeout_ms: u64,
+    /// Interval between two health checks of each runner, in ms.
+    pub health_interval_ms: u64,
     /// How long a resolved install is reused before the registry is read again, in ms: the
     /// longest a disable, uninstall or config change takes to reach this gateway.
     pub install_cache_ttl_ms: u64,
@@ -133,18 +147,25 @@ pub(crate) struct GatewaySection {
     pub unknown_extension_entries: usize,
 }
 
-fn millis(duration: std::time::Duration) -> u64 {
+/// The gateway's own defaults.
+fn gateway_defaults() -> GatewayConfig {
+    GatewayConfig::with_runners(
+        Vec::new(),
+        palisade_gateway::CallerAuthConfig::new("", "", ""),
+    )
+}
+
+fn millis(duration: Duration) -> u64 {
     u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
 }
 
 impl Default for GatewaySection {
     fn default() -> Self {
-        let d = GatewayConfig::with_runners(
-            Vec::new(),
-            palisade_gateway::CallerAuthConfig::new("", "", ""),
-        );
+        let d = gateway_defaults();
         GatewaySection {
             max_request_bytes: d.max_request_bytes,
+            request_timeout_ms: millis(d.request_timeout),
+            health_interval_ms: millis(d.health_interval),
             install_cache_ttl_ms: millis(d.install_cache_ttl),
             install_cache_entries: d.install_cache_capacity,
             caller_token_cache_ttl_ms: millis(d.caller_auth.cache_ttl),
@@ -161,8 +182,9 @@ impl Default for GatewaySection {
 impl GatewaySection {
     /// Sets these values on `config`.
     pub(crate) fn apply(&self, config: &mut GatewayConfig) {
-        use std::time::Duration;
         config.max_request_bytes = self.max_request_bytes;
+        config.request_timeout = Duration::from_millis(self.request_timeout_ms);
+        config.health_interval = Duration::from_millis(self.health_interval_ms);
         config.install_cache_ttl = Duration::from_millis(self.install_cache_ttl_ms);
         config.install_cache_capacity = self.install_cache_entries;
         config.caller_auth.cache_ttl = Duration::from_millis(self.caller_token_cache_ttl_ms);
@@ -177,14 +199,182 @@ impl GatewaySection {
     }
 }
 
-/// Reads `path`, or the defaults when none is given.
-pub(crate) fn load(path: Option<&Path>) -> Result<OperatorConfig> {
-    let Some(path) = path else {
-        return Ok(OperatorConfig::default());
+/// `[policy]`: the gateway's request policy.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(default, deny_unknown_fields)]
+pub(crate) struct PolicySection {
+    /// Expected `iss` of caller tokens (unset: the development issuer of the data
+    /// directory).
+    pub caller_issuer: Option<String>,
+    /// Expected `aud` of caller tokens (unset: the development audience).
+    pub caller_audience: Option<String>,
+    /// Caller-token keys, each `ALG:FILE` or `ALG:FILE:KID`, ALG one of EdDSA, ES256,
+    /// RS256 (FILE: a public key PEM) or HS256 (FILE: the shared secret); they replace the
+    /// development key.
+    pub caller_keys: Vec<String>,
+    /// A JWK set file of caller-token keys; replaces the development key.
+    pub caller_jwks: Option<PathBuf>,
+    /// Claim carrying the caller's tenant.
+    pub tenant_claim: String,
+    /// Claim carrying the caller's user.
+    pub user_claim: String,
+    /// Calls per install: a token bucket applied before a runner is called.
+    pub rate_limit: RateSection,
+    /// Calls per tenant over all its installs, checked before the install is resolved.
+    pub tenant_rate_limit: RateSection,
+    /// Calls per caller (a tenant's user), checked before the install is resolved.
+    pub caller_rate_limit: RateSection,
+    /// Browser origins allowed to call the API, e.g. `https://app.example`; empty: no CORS
+    /// headers are sent.
+    pub cors_origins: Vec<String>,
+    /// Replay of non-GET calls that carry `x-idempotency-key`.
+    pub idempotency: IdempotencySection,
+}
+
+impl Default for PolicySection {
+    fn default() -> Self {
+        let d = gateway_defaults();
+        PolicySection {
+            caller_issuer: None,
+            caller_audience: None,
+            caller_keys: Vec::new(),
+            caller_jwks: None,
+            tenant_claim: d.caller_auth.tenant_claim,
+            user_claim: d.caller_auth.user_claim,
+            rate_limit: RateSection::from(&d.rate_limit),
+            tenant_rate_limit: RateSection::from(&d.tenant_rate_limit),
+            caller_rate_limit: RateSection::from(&d.caller_rate_limit),
+            cors_origins: Vec::new(),
+            idempotency: IdempotencySection {
+                window_secs: d.idempotency.window.as_secs(),
+                max_entries_per_tenant: d.idempotency.max_entries_per_tenant,
+                max_bytes_per_tenant: d.idempotency.max_bytes_per_tenant,
+            },
+        }
+    }
+}
+
+/// A token bucket.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RateSection {
+    /// Calls a second on average; 0 turns the limit off.
+    pub per_second: f64,
+    /// Largest burst after a quiet period (at least 1).
+    pub burst: u32,
+}
+
+impl From<&RateLimitConfig> for RateSection {
+    fn from(config: &RateLimitConfig) -> Self {
+        RateSection {
+            per_second: config.per_second,
+            burst: config.burst,
+        }
+    }
+}
+
+impl RateSection {
+    fn apply(self, config: &mut RateLimitConfig) {
+        config.per_second = self.per_second;
+        config.burst = self.burst;
+    }
+
+    /// What is wrong with this bucket, if anything.
+    pub(crate) fn problems(&self) -> Vec<(&'static str, String)> {
+        let mut problems = Vec::new();
+        if !self.per_second.is_finite() || self.per_second < 0.0 {
+            problems.push((
+                "per_second",
+                format!("must be a non-negative number, got {}", self.per_second),
+            ));
+        }
+        if self.burst == 0 {
+            problems.push(("burst", "must be at least 1".to_owned()));
+        }
+        problems
+    }
+}
+
+/// `[policy.idempotency]`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(default, deny_unknown_fields)]
+pub(crate) struct IdempotencySection {
+    /// Seconds an idempotent answer is replayed.
+    pub window_secs: u64,
+    /// Most idempotent answers kept for one tenant.
+    pub max_entries_per_tenant: usize,
+    /// Most bytes of idempotent answers kept for one tenant.
+    pub max_bytes_per_tenant: usize,
+}
+
+impl Default for IdempotencySection {
+    fn default() -> Self {
+        PolicySection::default().idempotency
+    }
+}
+
+impl PolicySection {
+    /// Sets this policy on `config`, reading the caller keys' files.
+    pub(crate) fn apply(&self, config: &mut GatewayConfig) -> Result<()> {
+        let auth = &mut config.caller_auth;
+        if let Some(issuer) = &self.caller_issuer {
+            auth.issuer.clone_from(issuer);
+        }
+        if let Some(audience) = &self.caller_audience {
+            auth.audience.clone_from(audience);
+        }
+        if self.has_caller_keys() {
+            auth.keys = self
+                .caller_keys
+                .iter()
+                .map(|spec| caller_key(spec))
+                .collect::<Result<_>>()?;
+            auth.jwks_path.clone_from(&self.caller_jwks);
+        }
+        auth.tenant_claim.clone_from(&self.tenant_claim);
+        auth.user_claim.clone_from(&self.user_claim);
+        self.rate_limit.apply(&mut config.rate_limit);
+        self.tenant_rate_limit.apply(&mut config.tenant_rate_limit);
+        self.caller_rate_limit.apply(&mut config.caller_rate_limit);
+        config
+            .cors_allowed_origins
+            .extend(self.cors_origins.iter().cloned());
+        config.idempotency.window = Duration::from_secs(self.idempotency.window_secs);
+        config.idempotency.max_entries_per_tenant = self.idempotency.max_entries_per_tenant;
+        config.idempotency.max_bytes_per_tenant = self.idempotency.max_bytes_per_tenant;
+        Ok(())
+    }
+
+    /// Whether caller keys are configured (else the development key applies).
+    pub(crate) fn has_caller_keys(&self) -> bool {
+        !self.caller_keys.is_empty() || self.caller_jwks.is_some()
+    }
+}
+
+/// Reads `ALG:FILE[:KID]`.
+fn caller_key(spec: &str) -> Result<palisade_gateway::CallerKey> {
+    use palisade_gateway::{CallerKey, CallerKeyAlgorithm};
+    let mut parts = spec.splitn(3, ':');
+    let (Some(alg), Some(file)) = (parts.next(), parts.next()) else {
+        anyhow::bail!("caller key {spec}: expected ALG:FILE or ALG:FILE:KID");
     };
-    let text = std::fs::read_to_string(path)
-        .with_context(|| format!("reading the configuration file {}", path.display()))?;
-    toml::from_str(&text).with_context(|| format!("configuration file {}", path.display()))
+    let algorithm: CallerKeyAlgorithm =
+        alg.parse().with_context(|| format!("caller key {spec}"))?;
+    let path = PathBuf::from(file);
+    let key = if algorithm == CallerKeyAlgorithm::Hs256 {
+        let secret = std::fs::read(&path)
+            .with_context(|| format!("caller key {spec}: reading {}", path.display()))?;
+        CallerKey::hs256_secret(secret.trim_ascii().to_vec())
+    } else {
+        CallerKey::pem(
+            algorithm,
+            crate::datadir::read_string(&path).with_context(|| format!("caller key {spec}"))?,
+        )
+    };
+    Ok(match parts.next() {
+        Some(kid) if !kid.is_empty() => key.with_kid(kid),
+        _ => key,
+    })
 }
 
 #[cfg(test)]
@@ -294,11 +484,5 @@ unknown_extension_ttl_ms = 5000
         std::fs::remove_file(&token).unwrap();
         let err = format!("{:#}", config.runner.to_runner_config().unwrap_err());
         assert!(err.contains("metrics.token"), "{err}");
-    }
-
-    #[test]
-    fn a_missing_file_is_named() {
-        let err = load(Some(Path::new("/nonexistent/palisade.toml"))).unwrap_err();
-        assert!(format!("{err:#}").contains("/nonexistent/palisade.toml"));
     }
 }
