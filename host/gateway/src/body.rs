@@ -64,68 +64,6 @@ pub fn content_length(headers: &HeaderMap) -> Option<u64> {
         .and_then(|v| v.parse().ok())
 }
 
-/// The caller's body as it streams to a runner: at most `limit` bytes. Past that the
-/// stream fails (the runner sees an aborted body) and `tripped` is set, so the caller is
-/// answered 413 if nothing has been sent yet.
-pub struct LimitedBody {
-    inner: Body,
-    remaining: u64,
-    tripped: std::sync::Arc<std::sync::atomic::AtomicBool>,
-}
-
-impl LimitedBody {
-    /// Limits `inner` to `limit` bytes; `tripped` is set when it goes over.
-    pub fn new(
-        inner: Body,
-        limit: usize,
-        tripped: std::sync::Arc<std::sync::atomic::AtomicBool>,
-    ) -> Self {
-        LimitedBody {
-            inner,
-            remaining: limit as u64,
-            tripped,
-        }
-    }
-}
-
-impl http_body::Body for LimitedBody {
-    type Data = Bytes;
-    type Error = axum::Error;
-
-    fn poll_frame(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, axum::Error>>> {
-        use std::task::Poll;
-        let this = &mut *self;
-        match std::pin::Pin::new(&mut this.inner).poll_frame(cx) {
-            Poll::Ready(Some(Ok(frame))) => {
-                if let Some(data) = frame.data_ref() {
-                    let len = data.len() as u64;
-                    if len > this.remaining {
-                        this.tripped
-                            .store(true, std::sync::atomic::Ordering::Relaxed);
-                        return Poll::Ready(Some(Err(axum::Error::new(
-                            "request body over its limit",
-                        ))));
-                    }
-                    this.remaining -= len;
-                }
-                Poll::Ready(Some(Ok(frame)))
-            }
-            other => other,
-        }
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> http_body::SizeHint {
-        self.inner.size_hint()
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -347,6 +347,7 @@ mod tests {
             ),
             (BodyError::Timeout.into(), 408, ErrorCode::Timeout),
             (TokenError::Key("k".into()).into(), 500, ErrorCode::Internal),
+            (TokenError::Encode("x").into(), 500, ErrorCode::Internal),
             (
                 HopError::Missing("x".into()).into(),
                 400,

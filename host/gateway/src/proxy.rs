@@ -16,14 +16,15 @@ use http::request::Parts;
 use http_body::Body as _;
 use http_body_util::BodyExt;
 use palisade_bundle::manifest::EndpointCache;
+use palisade_protocol::body::{Capped, Guarded};
 use palisade_protocol::hop;
-use palisade_protocol::{BodyOutcome, CallContext, ErrorCode, TokenError, TokenScope};
+use palisade_protocol::{BodyOutcome, CallContext, ErrorCode, TokenScope};
 use palisade_registry::{ExecutionRecord, ResolvedInstall};
 use tracing::{Instrument, Span, field};
 
 use crate::app::{API_PREFIX, GatewayState};
 use crate::auth::Caller;
-use crate::body::{BodyError, LimitedBody, content_length, read_body};
+use crate::body::{BodyError, content_length, read_body};
 use crate::config::GatewayConfig;
 use crate::error::{ApiError, CallError};
 use crate::execlog;
@@ -70,47 +71,17 @@ async fn serve(
     started: Instant,
 ) -> Response {
     let (parts, body) = request.into_parts();
-    let span = Span::current();
-    let fail = |error: CallError| error.into_api_error(request_id).into_response();
-    let Some((extension_id, path)) = split_path(parts.uri.path()) else {
-        return fail(CallError::NoExtension);
+    let admitted = match admit(state, &parts).await {
+        Ok(admitted) => admitted,
+        Err(error) => return error.into_api_error(request_id).into_response(),
     };
-    span.record("extension", extension_id);
-
-    let caller = match state.auth.authenticate(&parts.headers) {
-        Ok(caller) => caller,
-        Err(err) => return fail(err.into()),
-    };
-    span.record("tenant", caller.tenant_id.as_str());
-
-    // Before resolution, so that calls naming unknown extensions are limited as well.
-    if let Err(retry_after) = check_caller_limits(state, &caller) {
-        return fail(CallError::RateLimited {
-            scope: "caller or tenant",
-            retry_after,
-        });
-    }
-
-    let resolution = match state
-        .installs
-        .resolve(&state.registry, &caller.tenant_id, extension_id)
-        .await
-    {
-        Ok(resolution) => resolution,
-        Err(err) => return fail(err.into()),
-    };
-    let Some(mut install) = resolution.install else {
-        return fail(CallError::NotInstalled);
-    };
-    record_install(&span, &install);
-
-    if let Err(retry_after) = state.rate_limiter.check(&install.install_id) {
-        return fail(CallError::RateLimited {
-            scope: "install",
-            retry_after,
-        });
-    }
-
+    let Admitted {
+        extension_id,
+        path,
+        caller,
+        mut install,
+        cached,
+    } = admitted;
     let call = Call {
         state,
         parts: &parts,
@@ -129,11 +100,83 @@ async fn serve(
                     extension_id,
                     keyed,
                     request_id,
-                    call.forward(&mut install, resolution.cached, body),
+                    call.forward(&mut install, cached, body),
                 )
                 .await
         }
     };
+    logged(
+        state,
+        request_id,
+        &install,
+        &parts.method,
+        template,
+        result,
+        started,
+    )
+}
+
+/// A call that may go to a runner: who calls, and the enabled install it names.
+struct Admitted<'p> {
+    extension_id: &'p str,
+    /// The path inside the extension.
+    path: &'p str,
+    caller: Caller,
+    install: Arc<ResolvedInstall>,
+    /// Whether the install was answered from the cache.
+    cached: bool,
+}
+
+/// The checks before a call is forwarded, in order: the path names an extension, the
+/// caller is authenticated, within the caller's and the tenant's rate limits, has an
+/// enabled install of the extension, and the install is within its rate limit. Each
+/// finding is recorded on the call's span.
+async fn admit<'p>(state: &GatewayState, parts: &'p Parts) -> Result<Admitted<'p>, CallError> {
+    let span = Span::current();
+    let (extension_id, path) = split_path(parts.uri.path()).ok_or(CallError::NoExtension)?;
+    span.record("extension", extension_id);
+    let caller = state.auth.authenticate(&parts.headers)?;
+    span.record("tenant", caller.tenant_id.as_str());
+    // Before resolution, so that calls naming unknown extensions are limited as well.
+    check_caller_limits(state, &caller).map_err(|retry_after| CallError::RateLimited {
+        scope: "caller or tenant",
+        retry_after,
+    })?;
+    let resolution = state
+        .installs
+        .resolve(&state.registry, &caller.tenant_id, extension_id)
+        .await?;
+    let install = resolution.install.ok_or(CallError::NotInstalled)?;
+    record_install(&span, &install);
+    state
+        .rate_limiter
+        .check(&install.install_id)
+        .map_err(|retry_after| CallError::RateLimited {
+            scope: "install",
+            retry_after,
+        })?;
+    Ok(Admitted {
+        extension_id,
+        path,
+        caller,
+        install,
+        cached: resolution.cached,
+    })
+}
+
+/// The answer of a forwarded call (or the refusal of its request), with its
+/// execution-log row attached: the row is written when the answer has been sent (or the
+/// caller went away), since a streamed guest answer ends with what the runner reports of
+/// the call.
+fn logged(
+    state: &Arc<GatewayState>,
+    request_id: &str,
+    install: &ResolvedInstall,
+    method: &Method,
+    template: Option<String>,
+    result: Result<Response, ApiError>,
+    started: Instant,
+) -> Response {
     let (mut response, error, stats) = match result {
         Ok(response) => (response, None, None),
         Err(mut error) => {
@@ -142,14 +185,11 @@ async fn serve(
             (error.into_response(), Some(code), stats)
         }
     };
-
-    let mut record = execlog::record(request_id, &install, &parts.method, template);
+    let mut record = execlog::record(request_id, install, method, template);
     execlog::finish(&mut record, response.status(), error, Duration::ZERO);
     if let Some(stats) = stats {
         execlog::add_stats(&mut record, *stats);
     }
-    // The row is written when the answer has been sent (or the caller went away): a
-    // streamed guest answer ends with what the runner reports of the call.
     let report = response.extensions_mut().remove::<SharedReport>();
     let row = PendingRow {
         state: Arc::clone(state),
@@ -157,7 +197,7 @@ async fn serve(
         report,
         started,
     };
-    response.map(|body| Body::new(Logged { body, _row: row }))
+    response.map(|body| Body::new(Guarded::new(body, row)))
 }
 
 /// A call's execution-log row, submitted when the answer's body is dropped: after its end
@@ -202,32 +242,6 @@ impl Drop for PendingRow {
             }
         }
         self.state.execution_log.submit(record);
-    }
-}
-
-/// An answer's body, holding its execution-log row until it is dropped.
-struct Logged {
-    body: Body,
-    _row: PendingRow,
-}
-
-impl http_body::Body for Logged {
-    type Data = Bytes;
-    type Error = axum::Error;
-
-    fn poll_frame(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, axum::Error>>> {
-        std::pin::Pin::new(&mut self.body).poll_frame(cx)
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.body.is_end_stream()
-    }
-
-    fn size_hint(&self) -> http_body::SizeHint {
-        self.body.size_hint()
     }
 }
 
@@ -339,7 +353,7 @@ impl CallBody {
                 CallBody::Read(read_body(headers, body, limit, timeout).await?)
             } else {
                 let too_large = Arc::new(AtomicBool::new(false));
-                let limited = LimitedBody::new(body, limit, Arc::clone(&too_large));
+                let limited = Capped::new(body, limit as u64, Arc::clone(&too_large));
                 CallBody::Streaming {
                     body: SharedBody::new(Body::new(limited)),
                     too_large,
@@ -515,58 +529,14 @@ impl Call<'_> {
         let budget = config
             .request_timeout
             .min(Duration::from_millis(limits.timeout_ms));
-        let path = match self.parts.uri.query() {
-            Some(query) => format!("{}?{query}", self.path),
-            None => self.path.to_owned(),
-        };
-        let context = CallContext {
-            request_id: self.request_id.to_owned(),
-            tenant_id: install.tenant_id.clone(),
-            extension_id: install.extension_id.clone(),
-            install_id: install.install_id.clone(),
-            version_id: install.version_id.clone(),
-            content_hash: install.content_hash.to_string(),
-            user_id: self.user.map(str::to_owned),
-            timeout_ms: Some(u64::try_from(budget.as_millis()).unwrap_or(u64::MAX)),
-            traceparent: None,
-        };
-        let scope = TokenScope {
-            tenant_id: context.tenant_id.clone(),
-            extension_id: context.extension_id.clone(),
-            install_id: context.install_id.clone(),
-            content_hash: context.content_hash.clone(),
-            method: method.as_str().to_owned(),
-            path: path.clone(),
-            request_id: context.request_id.clone(),
-        };
-        let token = self
-            .state
-            .minter
-            .token(&scope)
+        let request = self
+            .hop_request(install, method, body, budget)
             .map_err(|err| self.fail(err))?;
-        let mut headers = headers::forward_request_headers(
-            &self.parts.headers,
-            self.request_id,
-            &install.manifest.api.headers.request,
-        );
-        context
-            .write_to(&mut headers)
-            .map_err(|err| self.fail(err))?;
-        // A token is base64url and dots, always a valid header value.
-        let token = HeaderValue::from_str(&token)
-            .map_err(|_| self.fail(TokenError::Key("minted token is not a header value".into())))?;
-        headers.insert(hop::TOKEN, token);
-        let request = HopRequest {
-            method,
-            path,
-            headers,
-            body,
-        };
-
+        let content_hash = install.content_hash.to_string();
         let reply = self
             .state
             .runner
-            .execute(&context.content_hash, &request, budget + RUNNER_GRACE)
+            .execute(&content_hash, &request, budget + RUNNER_GRACE)
             .await;
         // A body past its limit is answered 413, whatever the runner made of it.
         if too_large.is_some_and(|flag| flag.load(Ordering::Relaxed)) {
@@ -600,6 +570,55 @@ impl Call<'_> {
                 })
             }
         }
+    }
+
+    /// The request to the runner: the caller's path and query, the headers the policy
+    /// lets through, the call's context, and a service token scoped to exactly this call.
+    fn hop_request(
+        &self,
+        install: &ResolvedInstall,
+        method: Method,
+        body: HopBody,
+        budget: Duration,
+    ) -> Result<HopRequest, CallError> {
+        let path = match self.parts.uri.query() {
+            Some(query) => format!("{}?{query}", self.path),
+            None => self.path.to_owned(),
+        };
+        let context = CallContext {
+            request_id: self.request_id.to_owned(),
+            tenant_id: install.tenant_id.clone(),
+            extension_id: install.extension_id.clone(),
+            install_id: install.install_id.clone(),
+            version_id: install.version_id.clone(),
+            content_hash: install.content_hash.to_string(),
+            user_id: self.user.map(str::to_owned),
+            timeout_ms: Some(u64::try_from(budget.as_millis()).unwrap_or(u64::MAX)),
+            traceparent: None,
+        };
+        let scope = TokenScope {
+            tenant_id: context.tenant_id.clone(),
+            extension_id: context.extension_id.clone(),
+            install_id: context.install_id.clone(),
+            content_hash: context.content_hash.clone(),
+            method: method.as_str().to_owned(),
+            path: path.clone(),
+            request_id: context.request_id.clone(),
+        };
+        let token = self.state.minter.header(&scope)?;
+        let mut headers = headers::forward_request_headers(
+            &self.parts.headers,
+            self.request_id,
+            &install.manifest.api.headers.request,
+        );
+        context.write_to(&mut headers)?;
+        headers.insert(hop::TOKEN, token);
+        Ok(HopRequest {
+            method,
+            path,
+            headers,
+            body,
+        })
     }
 
     /// The caller's answer from the guest's: its status, the headers the policy lets

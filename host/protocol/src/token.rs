@@ -86,6 +86,10 @@ pub enum TokenError {
     /// A key could not be read or written.
     #[error("service key: {0}")]
     Key(String),
+    /// A token could not be put together (its claims as JSON, or the token as a header
+    /// value); says which.
+    #[error("service token could not be encoded: {0}")]
+    Encode(&'static str),
 }
 
 /// What is wrong with a token that is not a valid service token.
@@ -179,6 +183,13 @@ impl TokenMinter {
         self.mint(scope, now, now + TOKEN_LIFETIME.as_secs())
     }
 
+    /// [`TokenMinter::token`], as the value of the hop's token header.
+    pub fn header(&self, scope: &TokenScope) -> Result<http::HeaderValue, TokenError> {
+        // Base64url and dots: always a valid header value.
+        http::HeaderValue::try_from(self.token(scope)?)
+            .map_err(|_| TokenError::Encode("the token is not a header value"))
+    }
+
     /// Mints a token with explicit issue and expiry times (seconds since the epoch).
     pub fn mint(&self, scope: &TokenScope, iat: u64, exp: u64) -> Result<String, TokenError> {
         let mut id = [0u8; 16];
@@ -192,7 +203,7 @@ impl TokenMinter {
             scope: scope.clone(),
         };
         let claims = serde_json::to_vec(&claims)
-            .map_err(|_| TokenError::Key("token claims could not be encoded".into()))?;
+            .map_err(|_| TokenError::Encode("the claims are not JSON"))?;
         let mut token = String::with_capacity(64 + claims.len() * 4 / 3 + 88);
         URL_SAFE_NO_PAD.encode_string(HEADER_JSON, &mut token);
         token.push('.');

@@ -66,6 +66,74 @@ struct Candidate {
     imports: Vec<String>,
 }
 
+impl Candidate {
+    /// Refuses a version whose manifest requests a capability the tenant did not approve.
+    fn check_approved(
+        &self,
+        extension_id: &str,
+        approved: &[CapabilityKey],
+    ) -> Result<(), InstallError> {
+        let missing: Vec<String> = self
+            .manifest
+            .capabilities
+            .keys()
+            .iter()
+            .filter(|key| !approved.contains(key))
+            .map(|key| key.as_str().to_owned())
+            .collect();
+        if missing.is_empty() {
+            return Ok(());
+        }
+        Err(InstallError::NotApproved {
+            extension_id: extension_id.to_owned(),
+            version: self.version.clone(),
+            missing,
+        })
+    }
+
+    /// The grant the tenant's approval makes of this version's manifest. The imports were
+    /// checked at publish; they are checked again against this grant, under this build's
+    /// rules.
+    fn grant(
+        &self,
+        extension_id: &str,
+        approved: &[CapabilityKey],
+    ) -> Result<Capabilities, InstallError> {
+        let grants = self.manifest.capabilities.restrict_to(approved);
+        check_imports(&self.imports, &grants).map_err(|source| InstallError::Imports {
+            extension_id: extension_id.to_owned(),
+            version: self.version.clone(),
+            source,
+        })?;
+        Ok(grants)
+    }
+}
+
+/// Replaces the event subscriptions of `install_id` with those of `manifest`.
+async fn replace_subscriptions(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    install_id: &str,
+    manifest: &Manifest,
+) -> Result<(), RegistryError> {
+    sqlx::query("DELETE FROM extension_event_subscription WHERE install_id = $1")
+        .bind(install_id)
+        .execute(&mut **tx)
+        .await?;
+    for event in &manifest.events {
+        sqlx::query(
+            "INSERT INTO extension_event_subscription (id, install_id, topic, path) \
+             VALUES ($1, $2, $3, $4) ON CONFLICT (install_id, topic, path) DO NOTHING",
+        )
+        .bind(uuid::Uuid::new_v4().to_string())
+        .bind(install_id)
+        .bind(&event.topic)
+        .bind(&event.path)
+        .execute(&mut **tx)
+        .await?;
+    }
+    Ok(())
+}
+
 impl Registry {
     /// Installs `extension_id` for `tenant_id`, or moves an existing install of it to
     /// another version (keeping the install id, its enabled flag and its data).
@@ -109,50 +177,61 @@ impl Registry {
             });
         }
         let candidate = self.pick_version(extension_id, version).await?;
-
-        let requested = candidate.manifest.capabilities.keys();
-        let missing: Vec<String> = requested
-            .iter()
-            .filter(|key| !approved.contains(key))
-            .map(|key| key.as_str().to_owned())
-            .collect();
-        if !missing.is_empty() {
-            return Err(InstallError::NotApproved {
-                extension_id: extension_id.to_owned(),
-                version: candidate.version,
-                missing,
-            });
-        }
-
+        candidate.check_approved(extension_id, approved)?;
         self.verify_stored_bundle(extension_id, &candidate).await?;
-
-        // The imports were checked at publish; check them again against what this tenant
-        // grants, under this build's rules.
-        let grants = candidate.manifest.capabilities.restrict_to(approved);
-        check_imports(&candidate.imports, &grants).map_err(|source| InstallError::Imports {
-            extension_id: extension_id.to_owned(),
-            version: candidate.version.clone(),
-            source,
-        })?;
-
-        if let Some(current) = self.current_install(tenant_id, extension_id).await?
-            && current.version_id != candidate.version_id
-        {
-            let widened = widening(&current.grant, &current.approved, &grants, approved);
-            if !widened.is_empty() && !approve_widened_grant {
-                return Err(InstallError::GrantWidened {
-                    extension_id: extension_id.to_owned(),
-                    installed: current.version,
-                    version: candidate.version,
-                    widened,
-                });
-            }
+        let grants = candidate.grant(extension_id, approved)?;
+        if !approve_widened_grant {
+            self.check_widening(tenant_id, extension_id, &candidate, &grants, approved)
+                .await?;
         }
-
+        // In the table's order, whatever order they were given in.
         let approved: Vec<CapabilityKey> = CapabilityKey::ALL
             .into_iter()
             .filter(|key| approved.contains(key))
             .collect();
+        self.write_install(tenant_id, extension_id, candidate, approved, grants, config)
+            .await
+    }
+
+    /// Refuses an upgrade of the tenant's install to `candidate` that grants more than the
+    /// tenant approved for the installed version ([`InstallError::GrantWidened`]).
+    async fn check_widening(
+        &self,
+        tenant_id: &str,
+        extension_id: &str,
+        candidate: &Candidate,
+        grants: &Capabilities,
+        approved: &[CapabilityKey],
+    ) -> Result<(), InstallError> {
+        let Some(current) = self.current_install(tenant_id, extension_id).await? else {
+            return Ok(());
+        };
+        if current.version_id == candidate.version_id {
+            return Ok(());
+        }
+        let widened = widening(&current.grant, &current.approved, grants, approved);
+        if widened.is_empty() {
+            return Ok(());
+        }
+        Err(InstallError::GrantWidened {
+            extension_id: extension_id.to_owned(),
+            installed: current.version,
+            version: candidate.version.clone(),
+            widened,
+        })
+    }
+
+    /// Writes the install (a new one, or the tenant's existing one moved to `candidate`)
+    /// and its event subscriptions, in one transaction.
+    async fn write_install(
+        &self,
+        tenant_id: &str,
+        extension_id: &str,
+        candidate: Candidate,
+        approved: Vec<CapabilityKey>,
+        grants: Capabilities,
+        config: BTreeMap<String, String>,
+    ) -> Result<Install, InstallError> {
         let approved_json = to_json(&approved, "approved capabilities")?;
         let grant_json = to_json(&grants, "approved grant")?;
         let config_json = to_json(&config, "install config")?;
@@ -186,23 +265,7 @@ impl Registry {
         .fetch_one(&mut *tx)
         .await?;
         let install_id: String = row.try_get("id")?;
-
-        sqlx::query("DELETE FROM extension_event_subscription WHERE install_id = $1")
-            .bind(&install_id)
-            .execute(&mut *tx)
-            .await?;
-        for event in &candidate.manifest.events {
-            sqlx::query(
-                "INSERT INTO extension_event_subscription (id, install_id, topic, path) \
-                 VALUES ($1, $2, $3, $4) ON CONFLICT (install_id, topic, path) DO NOTHING",
-            )
-            .bind(uuid::Uuid::new_v4().to_string())
-            .bind(&install_id)
-            .bind(&event.topic)
-            .bind(&event.path)
-            .execute(&mut *tx)
-            .await?;
-        }
+        replace_subscriptions(&mut tx, &install_id, &candidate.manifest).await?;
         tx.commit().await?;
 
         tracing::info!(

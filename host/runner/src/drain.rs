@@ -9,6 +9,7 @@ use axum::extract::{Request, State};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use http::StatusCode;
+use palisade_protocol::body::Guarded;
 use tokio::sync::Notify;
 
 use crate::error::RunnerError;
@@ -96,38 +97,9 @@ pub(crate) async fn admit(
         return RunnerError::Draining.into_reply(request_id);
     };
     // The call is in flight until its body has been sent.
-    next.run(request).await.map(|body| {
-        axum::body::Body::new(Holding {
-            body,
-            _guard: guard,
-        })
-    })
-}
-
-/// A body that holds `G` until it is dropped.
-struct Holding<G> {
-    body: axum::body::Body,
-    _guard: G,
-}
-
-impl<G: Unpin> http_body::Body for Holding<G> {
-    type Data = bytes::Bytes;
-    type Error = axum::Error;
-
-    fn poll_frame(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
-        std::pin::Pin::new(&mut self.body).poll_frame(cx)
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.body.is_end_stream()
-    }
-
-    fn size_hint(&self) -> http_body::SizeHint {
-        self.body.size_hint()
-    }
+    next.run(request)
+        .await
+        .map(|body| axum::body::Body::new(Guarded::new(body, guard)))
 }
 
 /// `GET /healthz`: 200 `ok`, or 503 `draining`.

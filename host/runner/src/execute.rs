@@ -16,7 +16,9 @@ use axum::response::Response;
 use bytes::Bytes;
 use http::header::{CONTENT_LENGTH, TE, TRAILER, TRANSFER_ENCODING};
 use http_body::Frame;
+use http_body_util::BodyExt;
 use palisade_bundle::hash::ContentHash;
+use palisade_protocol::body::{Capped, CappedError};
 use palisade_protocol::hop::{self, EXECUTE_PREFIX};
 use palisade_protocol::{BodyOutcome, CallContext, ExecuteStats, HopError, TokenScope};
 use palisade_registry::ResolvedInstall;
@@ -137,51 +139,8 @@ fn inner_path(uri: &http::Uri) -> Result<String, RunnerError> {
 
 async fn run(state: &RunnerState, request: Request) -> Result<Response, Failure> {
     let (mut parts, body) = request.into_parts();
-    // Authenticate before looking at anything else, so an anonymous caller learns nothing.
-    let token = parts
-        .headers
-        .get(hop::TOKEN)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default()
-        .to_owned();
-    if token.is_empty() {
-        return Err(RunnerError::NoToken.into());
-    }
-    let ctx = CallContext::read_from(&parts.headers).map_err(RunnerError::from)?;
-    let path = inner_path(&parts.uri)?;
-    let scope = TokenScope {
-        tenant_id: ctx.tenant_id.clone(),
-        extension_id: ctx.extension_id.clone(),
-        install_id: ctx.install_id.clone(),
-        content_hash: ctx.content_hash.clone(),
-        method: parts.method.as_str().to_owned(),
-        path: path.clone(),
-        request_id: ctx.request_id.clone(),
-    };
-    state
-        .verifier
-        .verify(&token, &scope)
-        .map_err(RunnerError::from)?;
-
-    let install = state
-        .installs
-        .get(&state.registry, &ctx.install_id, |install| {
-            check_context(install, &ctx).is_ok()
-        })
-        .await
-        .map_err(RunnerError::from)?
-        .ok_or_else(|| RunnerError::UnknownInstall(ctx.install_id.clone()))?;
-    check_context(&install, &ctx)?;
-    let permit = state
-        .admission
-        .try_admit(&install.tenant_id, &install.install_id)
-        .map_err(|refused| {
-            RunnerError::OverQuota(match refused {
-                Refused::Install => "install",
-                Refused::Tenant => "tenant",
-            })
-        })?;
-
+    let (ctx, path) = authenticate(state, &parts)?;
+    let (install, permit) = admit(state, &ctx).await?;
     let manifest_limits = &install.manifest.limits;
     let max_request =
         (state.config.max_request_bytes as u64).min(manifest_limits.max_request_bytes);
@@ -197,28 +156,126 @@ async fn run(state: &RunnerState, request: Request) -> Result<Response, Failure>
         v.to_str()
             .is_ok_and(|v| v.split(',').any(|t| t.trim() == "trailers"))
     });
+    let prepared = state
+        .prepared(&install.content_hash, GrantSet::of(&install.grants))
+        .await?;
+    let limits = call_limits(state, &install, &ctx);
 
-    let grants = GrantSet::of(&install.grants);
-    let prepared = state.prepared(&install.content_hash, grants).await?;
+    // The guest sees the caller's request: no hop header, no framing of the hop.
+    hop::strip_hop_headers(&mut parts.headers);
+    parts.headers.remove(TE);
+    parts.headers.remove(TRANSFER_ENCODING);
+    parts.uri = path
+        .parse()
+        .map_err(|_| RunnerError::NotACall(path.clone()))?;
+    let too_large = Arc::new(AtomicBool::new(false));
+    // Past its cap the guest's read fails and `too_large` is set, so the call is answered
+    // 413.
+    let body = Capped::new(body, max_request, Arc::clone(&too_large)).map_err(request_body_error);
+    let request = http::Request::from_parts(parts, body);
 
-    let runtime_config = state.runtime.config();
-    let mut timeout_ms = manifest_limits
-        .timeout_ms
-        .min(runtime_config.max_timeout_ms);
+    let started = state
+        .runtime
+        .execute(&prepared, invocation(&ctx, &install), request, limits)
+        .await;
+    // A body past its limit is answered 413 whatever the guest made of it, as long as
+    // nothing has been sent yet.
+    if too_large.load(Ordering::Relaxed) {
+        return Err(RunnerError::TooLarge(max_request).into());
+    }
+    match started {
+        Started::Responded(guest) => Ok(respond(guest, wants_trailers, ctx.request_id, permit)),
+        Started::Failed(outcome) => {
+            let stats = stats(&outcome);
+            let error = match outcome.result {
+                Err(err) => err.into(),
+                Ok(()) => RunnerError::FailedWithoutError,
+            };
+            Err(Failure {
+                error,
+                stats: Some(stats),
+            })
+        }
+    }
+}
+
+/// Checks the hop's service token against the call it claims, before anything else is
+/// looked at, so an anonymous caller learns nothing. Returns the call's context and its
+/// path inside the extension.
+fn authenticate(
+    state: &RunnerState,
+    parts: &http::request::Parts,
+) -> Result<(CallContext, String), RunnerError> {
+    let token = parts
+        .headers
+        .get(hop::TOKEN)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    if token.is_empty() {
+        return Err(RunnerError::NoToken);
+    }
+    let ctx = CallContext::read_from(&parts.headers)?;
+    let path = inner_path(&parts.uri)?;
+    let scope = TokenScope {
+        tenant_id: ctx.tenant_id.clone(),
+        extension_id: ctx.extension_id.clone(),
+        install_id: ctx.install_id.clone(),
+        content_hash: ctx.content_hash.clone(),
+        method: parts.method.as_str().to_owned(),
+        path: path.clone(),
+        request_id: ctx.request_id.clone(),
+    };
+    state.verifier.verify(token, &scope)?;
+    Ok((ctx, path))
+}
+
+/// The install the call names, checked against the call's context, and the call's place
+/// under the install's and the tenant's in-flight caps.
+async fn admit(
+    state: &RunnerState,
+    ctx: &CallContext,
+) -> Result<(Arc<ResolvedInstall>, Permit), RunnerError> {
+    let install = state
+        .installs
+        .get(&state.registry, &ctx.install_id, |install| {
+            check_context(install, ctx).is_ok()
+        })
+        .await?
+        .ok_or_else(|| RunnerError::UnknownInstall(ctx.install_id.clone()))?;
+    check_context(&install, ctx)?;
+    let permit = state
+        .admission
+        .try_admit(&install.tenant_id, &install.install_id)
+        .map_err(|refused| {
+            RunnerError::OverQuota(match refused {
+                Refused::Install => "install",
+                Refused::Tenant => "tenant",
+            })
+        })?;
+    Ok((install, permit))
+}
+
+/// The call's limits: the manifest's, within the operator's, within what the gateway
+/// asked for.
+fn call_limits(state: &RunnerState, install: &ResolvedInstall, ctx: &CallContext) -> CallLimits {
+    let manifest = &install.manifest.limits;
+    let operator = state.runtime.config();
+    let mut timeout_ms = manifest.timeout_ms.min(operator.max_timeout_ms);
     if let Some(requested) = ctx.timeout_ms {
         timeout_ms = timeout_ms.min(requested);
     }
-    let memory_mb = manifest_limits.memory_mb.min(runtime_config.max_memory_mb);
-    let limits = CallLimits {
+    let memory_mb = manifest.memory_mb.min(operator.max_memory_mb);
+    CallLimits {
         timeout: Duration::from_millis(timeout_ms),
         memory_bytes: usize::try_from(memory_mb * 1024 * 1024).unwrap_or(usize::MAX),
-        fuel: manifest_limits
-            .fuel
-            .map(|fuel| fuel.min(runtime_config.fuel_per_call)),
-        max_response_bytes: usize::try_from(manifest_limits.max_response_bytes)
-            .unwrap_or(usize::MAX),
-    };
-    let invocation = Invocation {
+        fuel: manifest.fuel.map(|fuel| fuel.min(operator.fuel_per_call)),
+        max_response_bytes: usize::try_from(manifest.max_response_bytes).unwrap_or(usize::MAX),
+    }
+}
+
+/// What the runtime and the guest know of the call.
+fn invocation(ctx: &CallContext, install: &ResolvedInstall) -> Invocation {
+    Invocation {
         request_id: ctx.request_id.clone(),
         tenant_id: install.tenant_id.clone(),
         extension_id: install.extension_id.clone(),
@@ -229,52 +286,21 @@ async fn run(state: &RunnerState, request: Request) -> Result<Response, Failure>
         trigger: "http".into(),
         config: install.config.clone(),
         grants: install.grants.clone(),
-    };
-
-    // The guest sees the caller's request: no hop header, no framing of the hop.
-    hop::strip_hop_headers(&mut parts.headers);
-    parts.headers.remove(TE);
-    parts.headers.remove(TRANSFER_ENCODING);
-    parts.uri = path
-        .parse()
-        .map_err(|_| RunnerError::NotACall(path.clone()))?;
-    let too_large = Arc::new(AtomicBool::new(false));
-    let body = LimitedBody {
-        inner: body,
-        remaining: max_request,
-        limit: max_request,
-        tripped: Arc::clone(&too_large),
-    };
-    let request = http::Request::from_parts(parts, body);
-
-    let started = state
-        .runtime
-        .execute(&prepared, invocation, request, limits)
-        .await;
-    // A body past its limit is answered 413 whatever the guest made of it, as long as
-    // nothing has been sent yet.
-    if too_large.load(Ordering::Relaxed) {
-        return Err(RunnerError::TooLarge(max_request).into());
     }
-    let guest = match started {
-        Started::Responded(guest) => guest,
-        Started::Failed(outcome) => {
-            let stats = stats(&outcome);
-            let error = match outcome.result {
-                Err(err) => err.into(),
-                Ok(()) => RunnerError::FailedWithoutError,
-            };
-            return Err(Failure {
-                error,
-                stats: Some(stats),
-            });
-        }
-    };
+}
 
+/// The hop's answer to a guest that set its head: the guest's status and headers (less
+/// what it may not say on the hop), its body streamed, the outcome and stats in trailers.
+fn respond(
+    guest: palisade_runtime::GuestResponse,
+    wants_trailers: bool,
+    request_id: String,
+    permit: Permit,
+) -> Response {
     let mut response = Response::new(Body::new(StreamedBody {
         body: guest.body,
         wants_trailers,
-        request_id: ctx.request_id,
+        request_id,
         _permit: permit,
     }));
     *response.status_mut() = guest.status;
@@ -285,7 +311,7 @@ async fn run(state: &RunnerState, request: Request) -> Result<Response, Failure>
         TRAILER,
         HeaderValue::from_static("x-palisade-outcome, x-palisade-stats"),
     );
-    Ok(response)
+    response
 }
 
 /// Removes what a guest may not say on the hop: `x-palisade-*` and framing headers. Its
@@ -301,50 +327,12 @@ fn sanitize_guest_headers(headers: &mut HeaderMap) {
     }
 }
 
-/// The caller's request body as the guest reads it: at most `limit` bytes. Past that the
-/// guest's read fails and `tripped` is set, so the call is answered 413.
-struct LimitedBody {
-    inner: Body,
-    remaining: u64,
-    limit: u64,
-    tripped: Arc<AtomicBool>,
-}
-
-impl http_body::Body for LimitedBody {
-    type Data = Bytes;
-    type Error = RequestBodyError;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, RequestBodyError>>> {
-        let this = &mut *self;
-        match Pin::new(&mut this.inner).poll_frame(cx) {
-            Poll::Ready(Some(Ok(frame))) => {
-                if let Some(data) = frame.data_ref() {
-                    let len = data.len() as u64;
-                    if len > this.remaining {
-                        this.tripped.store(true, Ordering::Relaxed);
-                        return Poll::Ready(Some(Err(RequestBodyError::TooLarge(this.limit))));
-                    }
-                    this.remaining -= len;
-                }
-                Poll::Ready(Some(Ok(frame)))
-            }
-            Poll::Ready(Some(Err(e))) => {
-                Poll::Ready(Some(Err(RequestBodyError::Aborted(e.to_string()))))
-            }
-            Poll::Ready(None) => Poll::Ready(None),
-            Poll::Pending => Poll::Pending,
-        }
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> http_body::SizeHint {
-        self.inner.size_hint()
+/// The caller's request body as the guest reads it: what its cap refuses, and a broken
+/// connection, in the runtime's terms.
+fn request_body_error(error: CappedError<axum::Error>) -> RequestBodyError {
+    match error {
+        CappedError::Over(limit) => RequestBodyError::TooLarge(limit),
+        CappedError::Inner(e) => RequestBodyError::Aborted(e.to_string()),
     }
 }
 

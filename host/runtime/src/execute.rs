@@ -17,9 +17,12 @@ use bytes::Bytes;
 use http_body_util::BodyExt;
 use http_body_util::combinators::UnsyncBoxBody;
 use tokio::sync::{mpsc, oneshot};
+use wasmtime::component::Resource;
 use wasmtime::{Store, Trap, UpdateDeadline};
 use wasmtime_wasi_http::WasiHttpView;
-use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
+use wasmtime_wasi_http::p2::bindings::http::types::{ErrorCode, Scheme};
+use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
+use wasmtime_wasi_http::p2::types::{HostIncomingRequest, HostResponseOutparam};
 
 use palisade_bundle::manifest::Capabilities;
 
@@ -383,22 +386,10 @@ impl Runtime {
     ) {
         let started = Instant::now();
         let timeout_ms = u64::try_from(limits.timeout.as_millis()).unwrap_or(u64::MAX);
-        let tick = self.config.epoch_tick_ms.max(1);
         let (mut store, record, fuel_granted) =
             self.new_store(invocation, &limits, ticked, started);
-
-        let (tx, rx) = oneshot::channel();
-        let setup = (|| {
-            let request = to_incoming(request, GUEST_AUTHORITY)?;
-            let req = store
-                .data_mut()
-                .http()
-                .new_incoming_request(Scheme::Http, request)?;
-            let out = store.data_mut().http().new_response_outparam(tx)?;
-            wasmtime::Result::Ok((req, out))
-        })();
-        let (req, out) = match setup {
-            Ok(pair) => pair,
+        let (req, out, head) = match incoming(&mut store, request) {
+            Ok(parts) => parts,
             Err(e) => {
                 let mut outcome = record.finish(&store, fuel_granted);
                 outcome.result = Err(ExecuteError::Instantiate(e));
@@ -406,7 +397,6 @@ impl Runtime {
                 return;
             }
         };
-
         let pre = prepared.pre.clone();
         let finished = record.clone();
         // The guest runs inside this task, polled together with the forwarding of its
@@ -426,66 +416,31 @@ impl Runtime {
             let result = result.map_err(|(stage, e)| classify(stage, e, refused, timeout_ms));
             (result, finished.finish(&store, fuel_granted))
         };
-        let mut guest = std::pin::pin!(guest);
-
         // The epoch deadline traps guest code; this later bound also covers host calls
         // that block and guests that never finish their body.
-        let grace = Duration::from_millis(tick * 3 + 50);
-        let deadline = tokio::time::Instant::now() + limits.timeout + grace;
-        let max_response = limits
-            .max_response_bytes
-            .min(self.config.max_response_bytes);
-        // The outcome of a call cut off before its guest returned: no store to read.
-        let cut_off = |result, response_bytes| record.outcome(result, response_bytes);
-        let expired = tokio::time::sleep_until(deadline);
-        let mut expired = std::pin::pin!(expired);
+        let grace = Duration::from_millis(self.config.epoch_tick_ms.max(1) * 3 + 50);
+        let expired =
+            tokio::time::sleep_until(tokio::time::Instant::now() + limits.timeout + grace);
+        let (guest, expired) = (std::pin::pin!(guest), std::pin::pin!(expired));
+        let mut run = CallRun {
+            guest,
+            expired,
+            returned: None,
+            record: &record,
+            timeout_ms,
+        };
 
         // 1. Run the guest until it sets the response head, or ends without one.
         // (Returning early drops the guest future, which ends the instance.)
-        let mut rx = rx;
-        let (head, mut returned) = tokio::select! {
-            biased;
-            head = &mut rx => (head.ok(), None),
-            joined = &mut guest => (rx.try_recv().ok(), Some(joined)),
-            () = &mut expired => {
-                let outcome = cut_off(Err(ExecuteError::Timeout(timeout_ms)), 0);
+        let response = match run.head(head).await {
+            Ok(response) => response,
+            Err(outcome) => {
                 let _ = started_tx.send(Started::Failed(outcome));
                 return;
             }
         };
-        let response = match head {
-            Some(Ok(response)) => response,
-            failed => {
-                let error = match failed {
-                    Some(Err(code)) => {
-                        ExecuteError::NoResponse(format!("guest set an error response: {code:?}"))
-                    }
-                    _ => {
-                        ExecuteError::NoResponse("guest returned without setting a response".into())
-                    }
-                };
-                // Let the guest return; its trap, if any, explains the missing response.
-                let joined = match returned {
-                    Some(joined) => joined,
-                    None => tokio::select! {
-                        biased;
-                        joined = &mut guest => joined,
-                        () = &mut expired => {
-                            let outcome = cut_off(Err(ExecuteError::Timeout(timeout_ms)), 0);
-                            let _ = started_tx.send(Started::Failed(outcome));
-                            return;
-                        }
-                    },
-                };
-                let (result, mut outcome) = joined;
-                outcome.result = Err(result.err().unwrap_or(error));
-                let _ = started_tx.send(Started::Failed(outcome));
-                return;
-            }
-        };
-
         // 2. Hand the head on, then the body while the guest goes on writing it.
-        let (parts, mut body) = response.into_parts();
+        let (parts, body) = response.into_parts();
         let (events, events_rx) = mpsc::channel(BODY_EVENTS);
         let head = GuestResponse {
             status: parts.status,
@@ -495,6 +450,111 @@ impl Runtime {
         if started_tx.send(Started::Responded(head)).is_err() {
             return; // The caller went away.
         }
+        let max_response = limits
+            .max_response_bytes
+            .min(self.config.max_response_bytes);
+        let Some((result, sent)) = run.forward(body, &events, max_response).await else {
+            return; // The reader went away: the call ends here.
+        };
+        // 3. Let the guest return; its trap, if any, is the call's outcome.
+        let outcome = run.finish(result, sent).await;
+        let _ = events.send(BodyEvent::End(Box::new(outcome))).await;
+    }
+}
+
+/// The head the guest sets: its response, or the error code it gave instead.
+type Head = Result<hyper::Response<HyperOutgoingBody>, ErrorCode>;
+
+/// What the guest future gives when the guest returns: how it ended, and the call's
+/// outcome read off its store.
+type Joined = (Result<(), ExecuteError>, Outcome);
+
+/// The guest's incoming request and response outparam for `request`, and where its
+/// response head will arrive.
+fn incoming(
+    store: &mut Store<InstanceState>,
+    request: http::Request<RequestBody>,
+) -> wasmtime::Result<(
+    Resource<HostIncomingRequest>,
+    Resource<HostResponseOutparam>,
+    oneshot::Receiver<Head>,
+)> {
+    let (tx, rx) = oneshot::channel();
+    let request = to_incoming(request, GUEST_AUTHORITY)?;
+    let mut http = store.data_mut().http();
+    let req = http.new_incoming_request(Scheme::Http, request)?;
+    let out = http.new_response_outparam(tx)?;
+    Ok((req, out, rx))
+}
+
+/// A call in progress after its setup: the guest (polled only from here) and the call's
+/// last deadline. Each phase of [`Runtime::run_call`] is one method.
+struct CallRun<'a, G> {
+    guest: Pin<&'a mut G>,
+    expired: Pin<&'a mut tokio::time::Sleep>,
+    /// The guest's result, once it has returned.
+    returned: Option<Joined>,
+    record: &'a CallRecord,
+    timeout_ms: u64,
+}
+
+impl<G: Future<Output = Joined>> CallRun<'_, G> {
+    /// The outcome of a call cut off at its deadline before its guest returned.
+    fn timed_out(&self, response_bytes: u64) -> Outcome {
+        self.record
+            .outcome(Err(ExecuteError::Timeout(self.timeout_ms)), response_bytes)
+    }
+
+    /// Waits for the guest to return, unless it has; `Err` with the outcome when the
+    /// deadline passes first.
+    async fn join(&mut self, response_bytes: u64) -> Result<Joined, Outcome> {
+        if let Some(joined) = self.returned.take() {
+            return Ok(joined);
+        }
+        tokio::select! {
+            biased;
+            joined = self.guest.as_mut() => Ok(joined),
+            () = self.expired.as_mut() => Err(self.timed_out(response_bytes)),
+        }
+    }
+
+    /// Phase 1: runs the guest until it sets its response head. Without one (the guest
+    /// returned, set an error, trapped, or the deadline passed), the failed outcome.
+    async fn head(
+        &mut self,
+        mut head: oneshot::Receiver<Head>,
+    ) -> Result<hyper::Response<HyperOutgoingBody>, Outcome> {
+        let set = tokio::select! {
+            biased;
+            set = &mut head => set.ok(),
+            joined = self.guest.as_mut() => {
+                self.returned = Some(joined);
+                head.try_recv().ok()
+            }
+            () = self.expired.as_mut() => return Err(self.timed_out(0)),
+        };
+        let error = match set {
+            Some(Ok(response)) => return Ok(response),
+            Some(Err(code)) => {
+                ExecuteError::NoResponse(format!("guest set an error response: {code:?}"))
+            }
+            None => ExecuteError::NoResponse("guest returned without setting a response".into()),
+        };
+        // Let the guest return; its trap, if any, explains the missing response.
+        let (result, mut outcome) = self.join(0).await?;
+        outcome.result = Err(result.err().unwrap_or(error));
+        Err(outcome)
+    }
+
+    /// Phase 2: forwards the body to `events` while the guest goes on writing it, at most
+    /// `max_response` bytes. Returns how the body ended (`Ok` when whole, else why it was
+    /// cut) and the bytes sent; `None` when the reader went away.
+    async fn forward(
+        &mut self,
+        mut body: HyperOutgoingBody,
+        events: &mpsc::Sender<BodyEvent>,
+        max_response: usize,
+    ) -> Option<(Result<(), ExecuteError>, u64)> {
         let mut sent: u64 = 0;
         let mut pending: Option<Bytes> = None;
         // Set when the body is over: `Ok` when whole, else why it was cut.
@@ -507,10 +567,10 @@ impl Runtime {
             }
             tokio::select! {
                 biased;
-                () = &mut expired => break Err(ExecuteError::Timeout(timeout_ms)),
+                () = self.expired.as_mut() => break Err(ExecuteError::Timeout(self.timeout_ms)),
                 permit = events.reserve(), if pending.is_some() => match permit {
                     Ok(permit) => permit.send(BodyEvent::Data(pending.take().unwrap_or_default())),
-                    Err(_) => return, // The reader went away: the call ends here.
+                    Err(_) => return None,
                 },
                 frame = body.frame(), if pending.is_none() && ended.is_none() => match frame {
                     None => ended = Some(Ok(())),
@@ -526,9 +586,9 @@ impl Runtime {
                         pending = (!data.is_empty()).then_some(data);
                     }
                 },
-                joined = &mut guest, if returned.is_none() => {
+                joined = self.guest.as_mut(), if self.returned.is_none() => {
                     let failed = joined.0.is_err();
-                    returned = Some(joined);
+                    self.returned = Some(joined);
                     // A guest that failed while writing its body cuts it here.
                     if failed {
                         break Ok(());
@@ -536,28 +596,23 @@ impl Runtime {
                 }
             }
         };
+        Some((result, sent))
+    }
 
-        // 3. Let the guest return; its trap, if any, is the call's outcome.
-        let (guest_result, mut outcome) = match returned {
-            Some(joined) => joined,
-            None if result.is_err() => {
-                let outcome = cut_off(result, sent);
-                let _ = events.send(BodyEvent::End(Box::new(outcome))).await;
-                return;
+    /// Phase 3: the call's outcome once the guest has returned (its trap, if any, is the
+    /// outcome); a body cut short ends the call without waiting for the guest.
+    async fn finish(mut self, result: Result<(), ExecuteError>, sent: u64) -> Outcome {
+        if self.returned.is_none() && result.is_err() {
+            return self.record.outcome(result, sent);
+        }
+        match self.join(sent).await {
+            Ok((guest_result, mut outcome)) => {
+                outcome.result = guest_result.and(result);
+                outcome.response_bytes = sent;
+                outcome
             }
-            None => tokio::select! {
-                biased;
-                joined = &mut guest => joined,
-                () = &mut expired => {
-                    let outcome = cut_off(Err(ExecuteError::Timeout(timeout_ms)), sent);
-                    let _ = events.send(BodyEvent::End(Box::new(outcome))).await;
-                    return;
-                }
-            },
-        };
-        outcome.result = guest_result.and(result);
-        outcome.response_bytes = sent;
-        let _ = events.send(BodyEvent::End(Box::new(outcome))).await;
+            Err(timed_out) => timed_out,
+        }
     }
 }
 
