@@ -42,10 +42,7 @@ async fn expect_error(platform: &Platform, ext: &str, path: &str, status: u16, c
 }
 
 async fn hello_still_works(platform: &Platform) {
-    let response = platform
-        .call(TENANT, "com.example.hello", "/hello/ada")
-        .await;
-    assert_eq!(response.status(), 200);
+    platform.assert_hello_answers(TENANT).await;
 }
 
 #[tokio::test]
@@ -228,33 +225,22 @@ async fn thousand_hostile_calls_leak_nothing() {
     );
 }
 
-const RAW: &str = "com.example.raw-http";
+const RAW: &str = crate::streaming::RAW;
 
+/// A platform with the raw-http guest, as the streaming tests install it, also routing
+/// `/huge-headers` and with a shorter deadline.
 async fn raw_platform() -> Platform {
     let platform = Platform::start().await;
     platform.install_hello(TENANT).await;
-    let manifest = serde_json::json!({
-        "id": RAW,
-        "name": "Raw HTTP",
-        "publisher": "Palisade tests",
-        "version": "0.1.0",
-        "runtime": "wasi-http@0.2",
-        "component": "raw_http.wasm",
-        "capabilities": { "log": false },
-        "api": { "endpoints": [
-            { "method": "GET", "path": "/endless" },
-            { "method": "GET", "path": "/huge-headers" }
-        ] },
-        "limits": { "timeout_ms": 3000, "memory_mb": 16, "max_response_bytes": 1048576 }
-    });
+    let mut manifest = crate::streaming::manifest(1 << 20);
+    manifest["api"]["endpoints"]
+        .as_array_mut()
+        .unwrap()
+        .push(serde_json::json!({ "method": "GET", "path": "/huge-headers" }));
+    manifest["limits"]["timeout_ms"] = 3000.into();
     platform
-        .publish(&bundle(&manifest, &guest("raw-http")))
+        .install_guest(&manifest, "raw-http", &[TENANT], &[])
         .await;
-    platform
-        .registry
-        .install(TENANT, RAW, None, &[], Default::default())
-        .await
-        .unwrap();
     platform
 }
 

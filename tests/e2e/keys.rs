@@ -6,15 +6,14 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use palisade_bundle::{CapabilityKey, SigningKey};
+use palisade_bundle::CapabilityKey;
 use palisade_protocol::ServiceKeyPair;
-use palisade_registry::{Registry, RegistryConfig};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
 use crate::process::{Server, free_addr};
-use crate::support::{bundle, guest, hello_manifest};
+use crate::support::{Seeder, hello_manifest};
 
 const TENANT: &str = "acme";
 const ISSUER: &str = "palisade-dev";
@@ -46,32 +45,11 @@ async fn seed(
     component: &str,
     approved: &[CapabilityKey],
 ) {
-    let publisher = SigningKey::generate().unwrap();
-    let trust_pem = publisher.public_key_pem().unwrap();
+    let seeder = Seeder::open(database_url, data_dir.join("objects")).await;
     std::fs::create_dir_all(data_dir).unwrap();
-    std::fs::write(data_dir.join("trust.pem"), &trust_pem).unwrap();
-    let trust = palisade_bundle::TrustBundle::from_pem(trust_pem.as_bytes()).unwrap();
-    let registry = Registry::open(&RegistryConfig {
-        database_url: database_url.to_owned(),
-        object_store_dir: data_dir.join("objects"),
-    })
-    .await
-    .unwrap();
-    registry.trust_key(publisher.public_key()).await.unwrap();
-    let bytes = bundle(manifest, &guest(component));
-    let signature = publisher.sign(&bytes).unwrap();
-    let published = registry.publish(&bytes, &signature, &trust).await.unwrap();
-    registry
-        .install(
-            TENANT,
-            &published.extension_id,
-            None,
-            approved,
-            Default::default(),
-        )
-        .await
-        .unwrap();
-    registry.pool().close().await;
+    std::fs::write(data_dir.join("trust.pem"), &seeder.trust_pem).unwrap();
+    seeder.install(TENANT, manifest, component, approved).await;
+    seeder.registry.pool().close().await;
 }
 
 fn probe_manifest() -> Value {

@@ -10,14 +10,13 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use palisade_bundle::{CapabilityKey, SigningKey};
+use palisade_bundle::CapabilityKey;
 use palisade_gateway::pool::rendezvous_order;
-use palisade_registry::{Registry, RegistryConfig};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
 use crate::process::{Server, free_addr};
-use crate::support::{bundle, guest, hello_manifest};
+use crate::support::{Seeder, hello_manifest};
 
 const TENANT: &str = "acme";
 const DEV_ISSUER: &str = "palisade-dev";
@@ -57,25 +56,16 @@ fn runner_addrs(keys: &[String]) -> (String, String) {
     panic!("no pair of ports prefers one runner for every key");
 }
 
-/// Opens the data directory's registry with a new publisher key in its trust set.
-async fn publishing(data_dir: &Path) -> (Registry, SigningKey, palisade_bundle::TrustBundle) {
-    let publisher = SigningKey::generate().unwrap();
-    let trust_pem = publisher.public_key_pem().unwrap();
-    let trust = palisade_bundle::TrustBundle::from_pem(trust_pem.as_bytes()).unwrap();
-    let registry = Registry::open(&RegistryConfig {
-        database_url: palisade_registry::testing::database_url(data_dir),
-        object_store_dir: data_dir.join("objects"),
-    })
-    .await
-    .unwrap();
-    registry.trust_key(publisher.public_key()).await.unwrap();
-    (registry, publisher, trust)
+/// The data directory's registry, with a new publisher key in its trust set.
+async fn publishing(data_dir: &Path) -> Seeder {
+    let database_url = palisade_registry::testing::database_url(data_dir);
+    Seeder::open(&database_url, data_dir.join("objects")).await
 }
 
 /// Publishes hello and notes into the data directory's registry and installs both for
 /// [`TENANT`]; returns their content hashes.
 async fn seed(data_dir: &Path) -> Vec<String> {
-    let (registry, publisher, trust) = publishing(data_dir).await;
+    let seeder = publishing(data_dir).await;
     let notes_manifest: Value = serde_json::from_slice(
         &std::fs::read(format!(
             "{}/../guests/notes/manifest.json",
@@ -93,19 +83,7 @@ async fn seed(data_dir: &Path) -> Vec<String> {
             &[CapabilityKey::Log, CapabilityKey::Storage][..],
         ),
     ] {
-        let bytes = bundle(&manifest, &guest(component));
-        let signature = publisher.sign(&bytes).unwrap();
-        let published = registry.publish(&bytes, &signature, &trust).await.unwrap();
-        registry
-            .install(
-                TENANT,
-                &published.extension_id,
-                None,
-                approved,
-                Default::default(),
-            )
-            .await
-            .unwrap();
+        let published = seeder.install(TENANT, &manifest, component, approved).await;
         hashes.push(published.content_hash.to_string());
     }
     hashes
@@ -352,14 +330,10 @@ async fn a_100_mib_upload_streams_through_with_bounded_memory() {
     const BODY: usize = 100 << 20;
     let dir = tempfile::tempdir().unwrap();
     let data_dir = dir.path();
-    let (registry, publisher, trust) = publishing(data_dir).await;
-    let bytes = bundle(&crate::streaming::manifest(LIMIT), &guest("raw-http"));
-    let signature = publisher.sign(&bytes).unwrap();
-    registry.publish(&bytes, &signature, &trust).await.unwrap();
-    registry
-        .install(TENANT, crate::streaming::RAW, None, &[], Default::default())
+    publishing(data_dir)
         .await
-        .unwrap();
+        .install(TENANT, &crate::streaming::manifest(LIMIT), "raw-http", &[])
+        .await;
     let config = data_dir.join("palisade.toml");
     std::fs::write(
         &config,

@@ -127,10 +127,7 @@ async fn an_endless_body_is_cut_at_its_limit_after_the_head() {
     // Cut at the limit, not at the deadline.
     assert!(started.elapsed() < Duration::from_secs(8));
 
-    let hello = platform
-        .call(TENANT, "com.example.hello", "/hello/ada")
-        .await;
-    assert_eq!(hello.status(), 200);
+    platform.assert_hello_answers(TENANT).await;
     let lines = platform.call(TENANT, RAW, "/lines?n=2&ms=0").await;
     assert_eq!(lines.text().await.unwrap(), "line 0\nline 1\n");
 
@@ -222,10 +219,7 @@ async fn an_upload_streams_to_the_guest_and_its_limit_holds() {
         .await
         .unwrap();
     assert_eq!(response.status(), 413);
-    let hello = platform
-        .call(TENANT, "com.example.hello", "/hello/ada")
-        .await;
-    assert_eq!(hello.status(), 200);
+    platform.assert_hello_answers(TENANT).await;
 }
 
 /// Headers the manifest declares reach the guest and the caller; undeclared ones do not;

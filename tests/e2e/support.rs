@@ -10,7 +10,7 @@ use palisade_bundle::{SigningKey, TrustBundle};
 use palisade_gateway::{CallerAuthConfig, GatewayConfig, GatewayState};
 use palisade_protocol::{ServiceKeyPair, TokenMinter, TokenScope, TokenVerifier};
 use palisade_registry::secrets::SecretKey;
-use palisade_registry::{PublishedVersion, Registry, RegistryConfig, SecretOpener, SecretSealer};
+use palisade_registry::{PublishedVersion, Registry, SecretOpener, SecretSealer};
 use palisade_runner::{RunnerConfig, RunnerState};
 use palisade_runtime::{Runtime, RuntimeConfig};
 use tempfile::TempDir;
@@ -95,13 +95,9 @@ impl Platform {
 
     pub(crate) async fn start_with(options: Options) -> Platform {
         let dir = tempfile::tempdir().unwrap();
-        let registry = Registry::open(&RegistryConfig {
-            database_url: palisade_registry::testing::database_url(dir.path()),
-            object_store_dir: dir.path().join("objects"),
-        })
-        .await
-        .unwrap()
-        .with_component_limits(options.runtime.component_limits());
+        let registry = palisade_registry::testing::open(dir.path())
+            .await
+            .with_component_limits(options.runtime.component_limits());
         let publisher = SigningKey::generate().unwrap();
         let trust = TrustBundle::from_pem(publisher.public_key_pem().unwrap().as_bytes()).unwrap();
         registry.trust_key(publisher.public_key()).await.unwrap();
@@ -237,6 +233,13 @@ impl Platform {
             .unwrap()
     }
 
+    /// Checks that the hello sample still answers `tenant`: what one extension does never
+    /// takes the platform down for the others.
+    pub(crate) async fn assert_hello_answers(&self, tenant: &str) {
+        let response = self.call(tenant, "com.example.hello", "/hello/ada").await;
+        assert_eq!(response.status(), 200, "hello no longer answers");
+    }
+
     /// `{method} {gateway}/api/ext/{ext}{path}` with a token for `tenant`, to be sent.
     pub(crate) fn request(
         &self,
@@ -251,6 +254,67 @@ impl Platform {
                 format!("http://{}/api/ext/{ext}{path}", self.gateway),
             )
             .bearer_auth(self.token(tenant))
+    }
+}
+
+/// A registry with a publisher key of its own in its trust set, to seed a platform whose
+/// runners and gateways run in other processes on the same database and objects.
+pub(crate) struct Seeder {
+    pub(crate) registry: Registry,
+    publisher: palisade_bundle::SigningKey,
+    trust: palisade_bundle::TrustBundle,
+    /// The publisher's public key, PEM, for a trust file.
+    pub(crate) trust_pem: String,
+}
+
+impl Seeder {
+    /// Opens the registry at `database_url` with its objects in `object_store_dir`.
+    pub(crate) async fn open(database_url: &str, object_store_dir: PathBuf) -> Seeder {
+        let publisher = palisade_bundle::SigningKey::generate().unwrap();
+        let trust_pem = publisher.public_key_pem().unwrap();
+        let trust = palisade_bundle::TrustBundle::from_pem(trust_pem.as_bytes()).unwrap();
+        let registry = Registry::open(&palisade_registry::RegistryConfig {
+            database_url: database_url.to_owned(),
+            object_store_dir,
+        })
+        .await
+        .unwrap();
+        registry.trust_key(publisher.public_key()).await.unwrap();
+        Seeder {
+            registry,
+            publisher,
+            trust,
+            trust_pem,
+        }
+    }
+
+    /// Publishes the guest `component` under `manifest` and installs it for `tenant`,
+    /// approving `approved`.
+    pub(crate) async fn install(
+        &self,
+        tenant: &str,
+        manifest: &serde_json::Value,
+        component: &str,
+        approved: &[palisade_bundle::CapabilityKey],
+    ) -> PublishedVersion {
+        let bytes = bundle(manifest, &guest(component));
+        let signature = self.publisher.sign(&bytes).unwrap();
+        let published = self
+            .registry
+            .publish(&bytes, &signature, &self.trust)
+            .await
+            .unwrap();
+        self.registry
+            .install(
+                tenant,
+                &published.extension_id,
+                None,
+                approved,
+                Default::default(),
+            )
+            .await
+            .unwrap();
+        published
     }
 }
 

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use palisade_bundle::SigningKey;
-use palisade_registry::{Registry, RegistryConfig};
+use palisade_registry::Registry;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
@@ -20,12 +20,7 @@ const TENANT: &str = "acme";
 /// A second handle on the platform's registry, as another process (e.g. `palisade trust`)
 /// would open it: it shares the database, not the platform's trust cache.
 async fn other_process(platform: &Platform) -> Registry {
-    Registry::open(&RegistryConfig {
-        database_url: palisade_registry::testing::database_url(platform.dir.path()),
-        object_store_dir: platform.dir.path().join("objects"),
-    })
-    .await
-    .unwrap()
+    palisade_registry::testing::open(platform.dir.path()).await
 }
 
 fn hello_bundle(version: &str, capabilities: Value) -> Vec<u8> {

@@ -1,5 +1,5 @@
 //! Test support shared with other crates' tests (feature `testing`): where a test's
-//! registry lives.
+//! registry lives, and opening it.
 //!
 //! Tests run on a SQLite file in their temporary directory. With
 //! `PALISADE_TEST_POSTGRES_URL` set (e.g. `postgres://postgres@127.0.0.1:5432/palisade_ci`),
@@ -9,6 +9,8 @@
 use std::path::Path;
 
 use sha2::{Digest, Sha256};
+
+use crate::{Registry, RegistryConfig};
 
 /// The variable naming the PostgreSQL server tests run against.
 pub const POSTGRES_URL_VAR: &str = "PALISADE_TEST_POSTGRES_URL";
@@ -27,6 +29,27 @@ pub fn postgres_url_or_skip() -> Option<String> {
         eprintln!("skipped: {POSTGRES_URL_VAR} is not set");
     }
     url
+}
+
+/// The configuration of the registry kept in `dir` (its objects in `dir/objects`).
+pub fn config(dir: &Path) -> RegistryConfig {
+    RegistryConfig {
+        database_url: database_url(dir),
+        object_store_dir: dir.join("objects"),
+    }
+}
+
+/// Opens (creating it the first time) the registry kept in `dir`, on SQLite or on the
+/// PostgreSQL server of [`POSTGRES_URL_VAR`].
+///
+/// # Panics
+///
+/// When the registry cannot be opened: a test cannot go on without it.
+pub async fn open(dir: &Path) -> Registry {
+    match Registry::open(&config(dir)).await {
+        Ok(registry) => registry,
+        Err(e) => panic!("opening the test registry in {}: {e}", dir.display()),
+    }
 }
 
 /// The database URL of the registry kept for `dir`: the same URL for the same directory,

@@ -170,7 +170,7 @@ fn load_error(hash: &ContentHash, e: LoadError) -> RunnerError {
 mod tests {
     use super::*;
     use palisade_protocol::{ErrorCode, ServiceKeyPair, TokenVerifier};
-    use palisade_registry::{Registry, RegistryConfig};
+
     use palisade_runtime::{HostServices, Runtime, RuntimeConfig};
 
     /// A component of `instances` core instances, with thousands of functions (slow enough
@@ -198,12 +198,7 @@ mod tests {
         runtime: RuntimeConfig,
         component: &[u8],
     ) -> (RunnerState, ContentHash) {
-        let registry = Registry::open(&RegistryConfig {
-            database_url: palisade_registry::testing::database_url(dir.path()),
-            object_store_dir: dir.path().join("objects"),
-        })
-        .await
-        .unwrap();
+        let registry = palisade_registry::testing::open(dir.path()).await;
         let manifest = serde_json::json!({
             "id": "com.example.loaded",
             "name": "Loaded",

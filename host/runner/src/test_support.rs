@@ -1,6 +1,6 @@
 //! Helpers shared by the runner's unit tests.
 
-use palisade_registry::{Registry, RegistryConfig};
+use palisade_registry::Registry;
 
 /// A component importing nothing: the 8-byte header of an empty component.
 const EMPTY_COMPONENT: [u8; 8] = [0x00, 0x61, 0x73, 0x6d, 0x0d, 0x00, 0x01, 0x00];
@@ -10,12 +10,7 @@ pub(crate) async fn empty_runner(
     dir: &tempfile::TempDir,
     config: crate::RunnerConfig,
 ) -> crate::RunnerState {
-    let registry = Registry::open(&RegistryConfig {
-        database_url: palisade_registry::testing::database_url(dir.path()),
-        object_store_dir: dir.path().join("objects"),
-    })
-    .await
-    .unwrap();
+    let registry = palisade_registry::testing::open(dir.path()).await;
     runner_on(registry, config).0
 }
 
@@ -46,12 +41,7 @@ pub(crate) async fn registry_with_install(
     dir: &tempfile::TempDir,
     manifest: &serde_json::Value,
 ) -> (Registry, String) {
-    let registry = Registry::open(&RegistryConfig {
-        database_url: palisade_registry::testing::database_url(dir.path()),
-        object_store_dir: dir.path().join("objects"),
-    })
-    .await
-    .unwrap();
+    let registry = palisade_registry::testing::open(dir.path()).await;
     let component = manifest["component"].as_str().unwrap();
     let bundle = palisade_bundle::pack(
         manifest.to_string().as_bytes(),

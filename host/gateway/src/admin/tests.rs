@@ -1,38 +1,25 @@
 //! Router-level tests of the admin API's gatekeeping; the operations themselves are
 //! exercised end to end in the workspace's e2e tests.
 
-use std::sync::Arc;
-
 use axum::Router;
 use axum::body::Body;
 use http::{Request, StatusCode};
-use palisade_protocol::{ServiceKeyPair, TokenMinter};
-use palisade_registry::{Registry, RegistryConfig};
-use tempfile::TempDir;
 use tower::ServiceExt;
 
 use super::admin_route_list;
-use crate::{CallerAuthConfig, GatewayConfig, GatewayState, app};
+use crate::tests::{Harness, NO_RUNNER};
 
 const TOKEN: &str = "admin-token-for-tests";
 
-async fn router(admin_token: Option<&str>) -> (TempDir, Router) {
-    let dir = tempfile::tempdir().unwrap();
-    let registry = Registry::open(&RegistryConfig {
-        database_url: palisade_registry::testing::database_url(dir.path()),
-        object_store_dir: dir.path().join("objects"),
+/// A gateway's router with the admin API behind `admin_token` (off without one), and the
+/// test harness that keeps its registry.
+async fn router(admin_token: Option<&str>) -> (Harness, Router) {
+    let h = Harness::with_config(NO_RUNNER, |config| {
+        config.admin_token = admin_token.map(str::to_owned);
     })
-    .await
-    .unwrap();
-    let keys = ServiceKeyPair::generate().unwrap();
-    let mut config = GatewayConfig::new(
-        "http://127.0.0.1:9",
-        CallerAuthConfig::new("iss", "aud", keys.public_pem.clone()),
-    );
-    config.admin_token = admin_token.map(str::to_owned);
-    let minter = TokenMinter::from_pem(keys.private_pem.as_bytes()).unwrap();
-    let state = GatewayState::new(config, registry, minter).unwrap();
-    (dir, app(Arc::new(state)))
+    .await;
+    let app = h.app.clone();
+    (h, app)
 }
 
 /// A concrete URI for a route template.
@@ -170,28 +157,10 @@ async fn bad_json_is_a_400_naming_the_field() {
 
 #[tokio::test]
 async fn an_oversized_bundle_is_a_413() {
-    let dir = tempfile::tempdir().unwrap();
+    let (h, app) = router(Some(TOKEN)).await;
     // A gateway that can publish, so that the size check is what answers.
-    let registry = Registry::open(&RegistryConfig {
-        database_url: palisade_registry::testing::database_url(dir.path()),
-        object_store_dir: dir.path().join("objects"),
-    })
-    .await
-    .unwrap();
-    let keys = ServiceKeyPair::generate().unwrap();
     let publisher = palisade_bundle::SigningKey::generate().unwrap();
-    registry.trust_key(publisher.public_key()).await.unwrap();
-    let state = GatewayState::new(
-        GatewayConfig::new(
-            "http://127.0.0.1:9",
-            CallerAuthConfig::new("iss", "aud", keys.public_pem.clone()),
-        ),
-        registry,
-        TokenMinter::from_pem(keys.private_pem.as_bytes()).unwrap(),
-    )
-    .unwrap()
-    .with_admin_token(TOKEN);
-    let app = app(Arc::new(state));
+    h.registry.trust_key(publisher.public_key()).await.unwrap();
     let request = Request::post("/admin/v1/extensions")
         .header("authorization", format!("Bearer {TOKEN}"))
         .header("x-palisade-signature", "c2ln")

@@ -19,26 +19,26 @@ use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use palisade_bundle::manifest::CapabilityKey;
 use palisade_bundle::signing::{SigningKey, TrustBundle};
 use palisade_protocol::{ServiceKeyPair, TokenMinter};
-use palisade_registry::{Install, Registry, RegistryConfig};
+use palisade_registry::{Install, Registry};
 use tempfile::TempDir;
 use tower::ServiceExt;
 
 use crate::{CallerAuthConfig, GatewayConfig, GatewayState, app, mint_dev_token};
 
 /// Where no runner listens.
-const NO_RUNNER: &str = "http://127.0.0.1:9";
+pub(crate) const NO_RUNNER: &str = "http://127.0.0.1:9";
 
 const ISS: &str = "https://idp.example";
 const AUD: &str = "palisade-gateway";
 const TENANT: &str = "acme";
 
-struct Harness {
+pub(crate) struct Harness {
     _dir: TempDir,
-    registry: Registry,
+    pub(crate) registry: Registry,
     caller_keys: ServiceKeyPair,
     service_keys: ServiceKeyPair,
     state: Arc<GatewayState>,
-    app: Router,
+    pub(crate) app: Router,
 }
 
 impl Harness {
@@ -46,14 +46,12 @@ impl Harness {
         Self::with_config(runner_url, |_| {}).await
     }
 
-    async fn with_config(runner_url: &str, tweak: impl FnOnce(&mut GatewayConfig)) -> Self {
+    pub(crate) async fn with_config(
+        runner_url: &str,
+        tweak: impl FnOnce(&mut GatewayConfig),
+    ) -> Self {
         let dir = tempfile::tempdir().unwrap();
-        let registry = Registry::open(&RegistryConfig {
-            database_url: palisade_registry::testing::database_url(dir.path()),
-            object_store_dir: dir.path().join("objects"),
-        })
-        .await
-        .unwrap();
+        let registry = palisade_registry::testing::open(dir.path()).await;
         let caller_keys = ServiceKeyPair::generate().unwrap();
         let service_keys = ServiceKeyPair::generate().unwrap();
         let mut config = GatewayConfig::new(
@@ -71,6 +69,17 @@ impl Harness {
             app: app(state.clone()),
             state,
         }
+    }
+
+    /// A gateway configured by `tweak` in front of a fake runner that checks this
+    /// gateway's service tokens.
+    async fn with_fake_runner(
+        tweak: impl FnOnce(&mut GatewayConfig),
+    ) -> (Harness, fake_runner::FakeRunner) {
+        let h = Harness::new(NO_RUNNER).await;
+        let runner = fake_runner::FakeRunner::start(&h.service_keys.public_pem).await;
+        // Rebuild the router against the runner, keeping registry and keys.
+        (h.rebind(&runner.url, tweak), runner)
     }
 
     /// The same registry and keys behind a new gateway in front of `runner_url`.

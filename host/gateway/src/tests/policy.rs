@@ -26,31 +26,7 @@ const MANIFEST: &str = r#"{"id":"com.example.policy","name":"Policy","publisher"
 /// A gateway configured by `tweak` in front of a fake runner, with [`EXT`] installed for
 /// [`TENANT`].
 async fn setup(tweak: impl FnOnce(&mut GatewayConfig)) -> (Harness, FakeRunner) {
-    let dir = tempfile::tempdir().unwrap();
-    let registry = Registry::open(&RegistryConfig {
-        database_url: palisade_registry::testing::database_url(dir.path()),
-        object_store_dir: dir.path().join("objects"),
-    })
-    .await
-    .unwrap();
-    let caller_keys = ServiceKeyPair::generate().unwrap();
-    let service_keys = ServiceKeyPair::generate().unwrap();
-    let runner = FakeRunner::start(&service_keys.public_pem).await;
-    let mut config = GatewayConfig::new(
-        &runner.url,
-        CallerAuthConfig::new(ISS, AUD, caller_keys.public_pem.clone()),
-    );
-    tweak(&mut config);
-    let minter = TokenMinter::from_pem(service_keys.private_pem.as_bytes()).unwrap();
-    let state = Arc::new(GatewayState::new(config, registry.clone(), minter).unwrap());
-    let h = Harness {
-        _dir: dir,
-        registry,
-        caller_keys,
-        service_keys,
-        app: app(state.clone()),
-        state,
-    };
+    let (h, runner) = Harness::with_fake_runner(tweak).await;
     h.install(TENANT, MANIFEST).await;
     (h, runner)
 }
@@ -137,12 +113,7 @@ async fn configured_hs256_and_jwks_keys_authenticate_callers() {
 #[tokio::test]
 async fn unusable_key_configuration_is_refused_at_startup() {
     let dir = tempfile::tempdir().unwrap();
-    let registry = Registry::open(&RegistryConfig {
-        database_url: palisade_registry::testing::database_url(dir.path()),
-        object_store_dir: dir.path().join("objects"),
-    })
-    .await
-    .unwrap();
+    let registry = palisade_registry::testing::open(dir.path()).await;
     let service_keys = ServiceKeyPair::generate().unwrap();
     let minter = TokenMinter::from_pem(service_keys.private_pem.as_bytes()).unwrap();
     let mut auth = CallerAuthConfig::new(ISS, AUD, "unused");

@@ -33,10 +33,7 @@ async fn setup_with(
     tweak: impl FnOnce(&mut GatewayConfig),
     limits: &str,
 ) -> (Harness, FakeRunner, Install) {
-    let mut h = Harness::with_config(NO_RUNNER, |_| {}).await;
-    let runner = FakeRunner::start(&h.service_keys.public_pem).await;
-    // Rebuild the router against the runner, keeping registry and keys.
-    h = Harness::rebind(h, &runner.url, tweak);
+    let (h, runner) = Harness::with_fake_runner(tweak).await;
     let install = h.install(TENANT, &manifest(limits)).await;
     (h, runner, install)
 }

@@ -110,12 +110,7 @@ async fn healthz_answers() {
 #[tokio::test]
 async fn bad_configuration_is_refused() {
     let dir = tempfile::tempdir().unwrap();
-    let registry = Registry::open(&RegistryConfig {
-        database_url: palisade_registry::testing::database_url(dir.path()),
-        object_store_dir: dir.path().join("o"),
-    })
-    .await
-    .unwrap();
+    let registry = palisade_registry::testing::open(dir.path()).await;
     let keys = ServiceKeyPair::generate().unwrap();
     let minter = || TokenMinter::from_pem(keys.private_pem.as_bytes()).unwrap();
     let config = GatewayConfig::new(NO_RUNNER, CallerAuthConfig::new(ISS, AUD, "junk"));

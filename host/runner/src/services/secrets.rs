@@ -37,18 +37,12 @@ impl SecretsBackend for RegistrySecrets {
 
 #[cfg(test)]
 mod tests {
-    use palisade_registry::RegistryConfig;
     use palisade_registry::secrets::SecretKey;
 
     use super::*;
 
     async fn backend(dir: &tempfile::TempDir) -> (Registry, RegistrySecrets) {
-        let registry = Registry::open(&RegistryConfig {
-            database_url: palisade_registry::testing::database_url(dir.path()),
-            object_store_dir: dir.path().join("objects"),
-        })
-        .await
-        .unwrap();
+        let registry = palisade_registry::testing::open(dir.path()).await;
         let opener = SecretOpener::new(SecretKey::generate(), []).unwrap();
         (registry.clone(), RegistrySecrets::new(registry, opener))
     }
