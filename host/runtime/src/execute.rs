@@ -307,9 +307,11 @@ impl Runtime {
             // else (the reader, a timer, the network) or an epoch tick passes, the head is
             // handed back and the rest of the call moves to the guest threads.
             let woken = Arc::new(SelfWake::default());
+            // One waker for the whole call; each poll only points it at the task's own.
+            let waker = Waker::from(Arc::clone(&woken));
             let mut head: Option<Started> = None;
             let step = std::future::poll_fn(|cx| {
-                let waker = woken.waker_for(cx.waker());
+                woken.arm(cx.waker());
                 let done = call
                     .as_mut()
                     .poll(&mut std::task::Context::from_waker(&waker))
@@ -727,17 +729,16 @@ struct SelfWake {
 }
 
 impl SelfWake {
-    /// A waker for one poll of the call, waking `task` too; clears the flag.
-    fn waker_for(self: &Arc<Self>, task: &Waker) -> Waker {
+    /// Readies the waker for one poll of the call: it wakes `task` too; clears the flag.
+    fn arm(&self, task: &Waker) {
         self.woken.store(false, Ordering::Relaxed);
         let mut inner = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
         if !inner.as_ref().is_some_and(|w| w.will_wake(task)) {
             *inner = Some(task.clone());
         }
-        Waker::from(Arc::clone(self))
     }
 
-    /// Whether the call was woken since the last [`SelfWake::waker_for`].
+    /// Whether the call was woken since the last [`SelfWake::arm`].
     fn take(&self) -> bool {
         self.woken.swap(false, Ordering::Relaxed)
     }
