@@ -420,6 +420,32 @@ impl Registry {
         }))
     }
 
+    /// The manifest of `extension_id`'s version whose bundle is `hash`, if it has one:
+    /// what the runner checks before serving the version's UI.
+    pub async fn version_manifest(
+        &self,
+        extension_id: &str,
+        hash: &ContentHash,
+    ) -> Result<Option<Manifest>, RegistryError> {
+        let row = sqlx::query(
+            "SELECT id, manifest_json FROM extension_version \
+             WHERE extension_id = $1 AND content_hash = $2",
+        )
+        .bind(extension_id)
+        .bind(hash.to_string())
+        .fetch_optional(&self.pool)
+        .await?;
+        let Some(row) = row else {
+            return Ok(None);
+        };
+        let version_id: String = row.try_get("id")?;
+        let manifest_json: String = row.try_get("manifest_json")?;
+        let manifest = Manifest::from_json(manifest_json.as_bytes()).map_err(|e| {
+            RegistryError::corrupt("extension_version", "manifest_json", &version_id, e)
+        })?;
+        Ok(Some(manifest))
+    }
+
     /// Every published extension, by id.
     pub async fn list_extensions(&self) -> Result<Vec<ExtensionSummary>, RegistryError> {
         let rows = sqlx::query(

@@ -4,7 +4,8 @@
 //!
 //! Routes: `{any method} /v1/execute/{path}` (the execute hop, see
 //! `palisade_protocol::hop`), `GET /healthz`, `GET /metrics` (extension metrics; behind a
-//! bearer token when [`RunnerConfig::metrics_token`] is set). On
+//! bearer token when [`RunnerConfig::metrics_token`] is set), and `GET`/`HEAD
+//! /ext-ui/{extension_id}/{content_hash}/{path}` (extension UIs, see `ui`). On
 //! [`Drain::begin`] the runner refuses new calls with 503 and finishes the running ones.
 
 mod admission;
@@ -18,6 +19,7 @@ mod metrics;
 mod services;
 #[cfg(test)]
 mod test_support;
+mod ui;
 
 use std::sync::Arc;
 
@@ -33,6 +35,7 @@ pub use drain::Drain;
 pub use error::RunnerError;
 pub use metrics::{MetricsToken, MetricsTokenError};
 pub use services::storage::RegistryStorage;
+pub use ui::UiConfig;
 
 /// Operator settings of the runner's HTTP side.
 #[derive(Debug, Clone)]
@@ -53,6 +56,8 @@ pub struct RunnerConfig {
     /// The bearer token `GET /metrics` requires; `None`: the exposition is open to anyone
     /// who reaches the runner's address.
     pub metrics_token: Option<MetricsToken>,
+    /// Serving extension UIs.
+    pub ui: UiConfig,
 }
 
 impl Default for RunnerConfig {
@@ -64,6 +69,7 @@ impl Default for RunnerConfig {
             install_cache_ttl: std::time::Duration::from_secs(1),
             install_cache_entries: 100_000,
             metrics_token: None,
+            ui: UiConfig::default(),
         }
     }
 }
@@ -80,6 +86,8 @@ pub struct RunnerState {
     pub(crate) drain: Arc<Drain>,
     /// Bundle loads in progress (one per content hash).
     pub(crate) loads: loader::Loads,
+    /// The unpacked UI trees.
+    pub(crate) ui: ui::UiTrees,
 }
 
 impl RunnerState {
@@ -104,6 +112,7 @@ impl RunnerState {
             runtime,
             verifier,
             verified: loader::VerifiedSigners::default(),
+            ui: ui::UiTrees::new(config.ui.clone()),
             config,
             drain: Drain::new(),
             loads: loader::Loads::default(),
@@ -144,6 +153,7 @@ pub fn app(state: Arc<RunnerState>) -> Router {
         .route(&format!("{prefix}/{{*path}}"), execute)
         .route("/healthz", get(drain::healthz).with_state(state.drain()))
         .route("/metrics", get(metrics::metrics))
+        .route(&format!("{}/{{*path}}", ui::UI_PREFIX), get(ui::serve))
         // The execute hop enforces its own limit while the body streams.
         .layer(DefaultBodyLimit::disable())
         .with_state(state)

@@ -125,6 +125,28 @@ impl RunnerState {
         key: &str,
         trust: &TrustBundle,
     ) -> Result<Compiled, RunnerError> {
+        let bytes = self.verified_bundle(hash, trust).await?;
+        if let Some(compiled) = self.runtime.compiled_in_memory(key) {
+            return Ok(compiled);
+        }
+        let bundle =
+            unpack(&bytes, &UnpackLimits::default()).map_err(|e| RunnerError::BundleIntegrity {
+                hash: *hash,
+                problem: Integrity::Unpack(Arc::new(e)),
+            })?;
+        self.runtime
+            .compiled(key, bundle.component)
+            .await
+            .map_err(|e| load_error(hash, e))
+    }
+
+    /// The bundle `hash` from the object store, re-hashed and its stored signature
+    /// verified against `trust`; the verifying key is remembered.
+    pub(crate) async fn verified_bundle(
+        &self,
+        hash: &ContentHash,
+        trust: &TrustBundle,
+    ) -> Result<Vec<u8>, RunnerError> {
         let integrity = |problem| RunnerError::BundleIntegrity {
             hash: *hash,
             problem,
@@ -145,15 +167,7 @@ impl RunnerState {
             .verify(&bytes, &decode_signature(&signature))
             .map_err(|e| integrity(Integrity::Signature(Arc::new(e))))?;
         self.verified.record(*hash, signer);
-        if let Some(compiled) = self.runtime.compiled_in_memory(key) {
-            return Ok(compiled);
-        }
-        let bundle = unpack(&bytes, &UnpackLimits::default())
-            .map_err(|e| integrity(Integrity::Unpack(Arc::new(e))))?;
-        self.runtime
-            .compiled(key, bundle.component)
-            .await
-            .map_err(|e| load_error(hash, e))
+        Ok(bytes)
     }
 }
 

@@ -120,6 +120,14 @@ pub struct Ui {
     /// Places in the host application where the UI may be shown (e.g. `settings`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub hooks: Vec<String>,
+    /// A path that names a directory of `ui/` serves that directory's `index.html`;
+    /// without it such a path is not found.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub directory_index: bool,
+    /// A path that names no file serves the entry document (a single-page application
+    /// that routes in the browser); without it such a path is not found.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub spa_fallback: bool,
 }
 
 /// One event subscription: events on `topic` are delivered as `POST path`.

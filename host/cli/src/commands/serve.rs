@@ -36,7 +36,10 @@ pub(crate) async fn runner_state(data_dir: &DataDir, registry: &Registry) -> Res
         registry.clone(),
         runtime,
         TokenVerifier::from_pem(service_key.as_bytes())?,
-        operator.runner.to_runner_config()?,
+        palisade_runner::RunnerConfig {
+            ui: operator.ui.to_ui_config(data_dir.root().join("ui-cache")),
+            ..operator.runner.to_runner_config()?
+        },
     ))
 }
 

@@ -256,6 +256,14 @@ impl OperatorConfig {
                 ),
             });
         }
+        for (i, origin) in self.ui.frame_ancestors.iter().enumerate() {
+            if let Err(e) = palisade_bundle::manifest::AllowedOrigin::parse(origin) {
+                problems.push(Problem {
+                    key: format!("ui.frame_ancestors[{i}]"),
+                    message: e.to_string(),
+                });
+            }
+        }
         if self.storage.install_write_burst == 0 {
             problems.push(Problem {
                 key: "storage.install_write_burst".into(),
@@ -322,7 +330,8 @@ x = 1
     #[test]
     fn values_out_of_range_are_reported_once_the_types_are_right() {
         let text = "[policy.rate_limit]\nper_second = -2.0\nburst = 0\n\
-                    [runtime.cache]\nmax_bytes = 10\nmax_bytes_per_install = 20\n";
+                    [runtime.cache]\nmax_bytes = 10\nmax_bytes_per_install = 20\n\
+                    [ui]\nframe_ancestors = [\"https://app.example\", \"https://x; script-src *\"]\n";
         let problems = parse(text).unwrap_err();
         assert_eq!(
             keys(&problems),
@@ -330,6 +339,7 @@ x = 1
                 "policy.rate_limit.per_second",
                 "policy.rate_limit.burst",
                 "runtime.cache.max_bytes_per_install",
+                "ui.frame_ancestors[1]",
             ]
         );
     }

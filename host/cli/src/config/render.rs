@@ -168,6 +168,7 @@ mod tests {
             "[policy.rate_limit]",
             "[policy.idempotency]",
             "[registry]",
+            "[ui]",
         ] {
             assert!(lines.contains(&table), "no {table}");
         }

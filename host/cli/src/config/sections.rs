@@ -32,6 +32,46 @@ pub(crate) struct OperatorConfig {
     pub policy: PolicySection,
     /// The registry's cache of trusted publisher keys.
     pub registry: RegistrySection,
+    /// Serving extension UIs (the runner's `/ext-ui`).
+    pub ui: UiSection,
+}
+
+/// `[ui]`.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(default, deny_unknown_fields)]
+pub(crate) struct UiSection {
+    /// Origins of the host application allowed to show extension UIs in a frame (the
+    /// `frame-ancestors` of their content security policy), e.g. `https://app.example`;
+    /// empty: no page may frame them.
+    pub frame_ancestors: Vec<String>,
+    /// Bytes of unpacked UI trees a runner keeps in its data directory (`ui-cache/`); the
+    /// least recently used trees go first.
+    pub cache_bytes: u64,
+    /// Largest single UI file served, in bytes; a larger one is not found.
+    pub max_file_bytes: u64,
+}
+
+impl Default for UiSection {
+    fn default() -> Self {
+        let d = palisade_runner::UiConfig::default();
+        UiSection {
+            frame_ancestors: d.frame_ancestors,
+            cache_bytes: d.cache_bytes,
+            max_file_bytes: d.max_file_bytes,
+        }
+    }
+}
+
+impl UiSection {
+    /// The runner's UI settings, its trees kept in `cache_dir`.
+    pub(crate) fn to_ui_config(&self, cache_dir: PathBuf) -> palisade_runner::UiConfig {
+        palisade_runner::UiConfig {
+            cache_dir,
+            cache_bytes: self.cache_bytes,
+            max_file_bytes: self.max_file_bytes,
+            frame_ancestors: self.frame_ancestors.clone(),
+        }
+    }
 }
 
 /// `[registry]`.
@@ -110,6 +150,7 @@ impl RunnerSection {
             install_cache_ttl: Duration::from_millis(self.install_cache_ttl_ms),
             install_cache_entries: self.install_cache_entries,
             metrics_token,
+            ui: palisade_runner::UiConfig::default(),
         })
     }
 }
