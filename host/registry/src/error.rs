@@ -114,6 +114,15 @@ impl RegistryError {
     }
 }
 
+/// The stored manifest of version `version_id`, or the corrupt-row error naming it.
+pub(crate) fn stored_manifest(
+    version_id: &str,
+    manifest_json: &str,
+) -> Result<palisade_bundle::manifest::Manifest, RegistryError> {
+    palisade_bundle::manifest::Manifest::from_json(manifest_json.as_bytes())
+        .map_err(|e| RegistryError::corrupt("extension_version", "manifest_json", version_id, e))
+}
+
 /// Why a tenant id was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error(

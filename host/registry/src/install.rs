@@ -458,9 +458,7 @@ impl Registry {
         };
         let version_id: String = row.try_get("id")?;
         let manifest_json: String = row.try_get("manifest_json")?;
-        let manifest = Manifest::from_json(manifest_json.as_bytes()).map_err(|e| {
-            RegistryError::corrupt("extension_version", "manifest_json", &version_id, e)
-        })?;
+        let manifest = crate::error::stored_manifest(&version_id, &manifest_json)?;
         let imports_json: String = row.try_get("component_imports_json")?;
         let imports: Vec<String> = serde_json::from_str(&imports_json).map_err(|e| {
             RegistryError::corrupt(

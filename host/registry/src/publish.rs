@@ -440,9 +440,7 @@ impl Registry {
         };
         let version_id: String = row.try_get("id")?;
         let manifest_json: String = row.try_get("manifest_json")?;
-        let manifest = Manifest::from_json(manifest_json.as_bytes()).map_err(|e| {
-            RegistryError::corrupt("extension_version", "manifest_json", &version_id, e)
-        })?;
+        let manifest = crate::error::stored_manifest(&version_id, &manifest_json)?;
         Ok(Some(manifest))
     }
 

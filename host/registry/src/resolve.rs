@@ -83,9 +83,7 @@ fn resolved_from_row(row: &DbRow) -> Result<ResolvedInstall, RegistryError> {
         .map_err(|e| RegistryError::corrupt("extension_version", "content_hash", &version_id, e))?;
 
     let manifest_json: String = row.try_get("manifest_json")?;
-    let manifest = Manifest::from_json(manifest_json.as_bytes()).map_err(|e| {
-        RegistryError::corrupt("extension_version", "manifest_json", &version_id, e)
-    })?;
+    let manifest = crate::error::stored_manifest(&version_id, &manifest_json)?;
 
     let approved = approved_keys(
         &install_id,

@@ -12,7 +12,6 @@ mod value;
 
 use std::collections::BTreeMap;
 
-use palisade_bundle::manifest::Manifest;
 use sqlx::Row;
 
 use crate::Registry;
@@ -448,9 +447,7 @@ impl Registry {
         })?;
         let version_id: String = row.try_get("version_id")?;
         let manifest_json: String = row.try_get("manifest_json")?;
-        let manifest = Manifest::from_json(manifest_json.as_bytes()).map_err(|e| {
-            RegistryError::corrupt("extension_version", "manifest_json", &version_id, e)
-        })?;
+        let manifest = crate::error::stored_manifest(&version_id, &manifest_json)?;
         Ok(InstallSecrets {
             install_id: row.try_get("install_id")?,
             version: row.try_get("version")?,
