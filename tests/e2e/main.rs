@@ -26,4 +26,5 @@ mod storage;
 mod streaming;
 mod support;
 mod trust;
+mod ui;
 mod walking_skeleton;

@@ -74,6 +74,10 @@ pub struct GatewayConfig {
     pub unknown_extension_ttl: Duration,
     /// Most pairs without an install remembered.
     pub unknown_extension_capacity: usize,
+    /// The public base URL of the runners' extension UIs (e.g.
+    /// `https://ui.example.com`), from which the admin API builds each version's and
+    /// install's `ui_url`; `None`: no `ui_url` is given.
+    pub ui_public_base: Option<String>,
 }
 
 impl GatewayConfig {
@@ -101,6 +105,7 @@ impl GatewayConfig {
             caller_rate_limit: RateLimitConfig::caller_default(),
             unknown_extension_ttl: DEFAULT_UNKNOWN_EXTENSION_TTL,
             unknown_extension_capacity: DEFAULT_UNKNOWN_EXTENSION_CAPACITY,
+            ui_public_base: None,
         }
     }
 }
@@ -131,6 +136,7 @@ impl std::fmt::Debug for GatewayConfig {
                 "unknown_extension_capacity",
                 &self.unknown_extension_capacity,
             )
+            .field("ui_public_base", &self.ui_public_base)
             .finish_non_exhaustive()
     }
 }

@@ -28,6 +28,10 @@ pub struct Install {
     pub version_id: String,
     /// The installed version (semver text).
     pub version: String,
+    /// The installed version's bundle.
+    pub content_hash: ContentHash,
+    /// The installed version's UI entry document (below `ui/`), if it has a UI.
+    pub ui_entry: Option<String>,
     /// The capability keys the tenant approved.
     pub approved: Vec<CapabilityKey>,
     /// The grant the tenant approved in detail: the version's `capabilities` restricted to
@@ -203,7 +207,7 @@ impl Registry {
         grants: &Capabilities,
         approved: &[CapabilityKey],
     ) -> Result<(), InstallError> {
-        let Some(current) = self.current_install(tenant_id, extension_id).await? else {
+        let Some(current) = self.get_install(tenant_id, extension_id).await? else {
             return Ok(());
         };
         if current.version_id == candidate.version_id {
@@ -282,6 +286,8 @@ impl Registry {
             extension_id: extension_id.to_owned(),
             version_id: candidate.version_id,
             version: candidate.version,
+            content_hash: candidate.content_hash,
+            ui_entry: candidate.manifest.ui.map(|ui| ui.entry),
             approved,
             grant: grants,
             config,
@@ -381,14 +387,16 @@ impl Registry {
     }
 
     /// The tenant's install of `extension_id` as approved: its version and grant.
-    async fn current_install(
+    /// The tenant's install of `extension_id`, if there is one.
+    pub async fn get_install(
         &self,
         tenant_id: &str,
         extension_id: &str,
-    ) -> Result<Option<CurrentInstall>, RegistryError> {
+    ) -> Result<Option<Install>, RegistryError> {
         let row = sqlx::query(
             "SELECT i.id, i.version_id, i.approved_capabilities_json, i.approved_grant_json, \
-             v.version, v.capabilities_json FROM tenant_extension_install i \
+             i.config_json, CAST(i.enabled AS INTEGER) AS enabled, i.created_at, i.updated_at, \
+             v.version, v.content_hash, v.manifest_json FROM tenant_extension_install i \
              JOIN extension_version v ON v.id = i.version_id \
              WHERE i.tenant_id = $1 AND i.extension_id = $2",
         )
@@ -398,28 +406,46 @@ impl Registry {
         .await?;
         let Some(row) = row else { return Ok(None) };
         let install_id: String = row.try_get("id")?;
-        let corrupt = |column, e: serde_json::Error| {
+        let version_id: String = row.try_get("version_id")?;
+        let corrupt = |column, e: &dyn std::fmt::Display| {
             RegistryError::corrupt("tenant_extension_install", column, &install_id, e)
         };
+        let manifest = crate::error::stored_manifest(
+            &version_id,
+            &row.try_get::<String, _>("manifest_json")?,
+        )?;
         let approved: Vec<CapabilityKey> =
             serde_json::from_str(&row.try_get::<String, _>("approved_capabilities_json")?)
-                .map_err(|e| corrupt("approved_capabilities_json", e))?;
+                .map_err(|e| corrupt("approved_capabilities_json", &e))?;
         let grant = match row.try_get::<Option<String>, _>("approved_grant_json")? {
             Some(json) => {
-                serde_json::from_str(&json).map_err(|e| corrupt("approved_grant_json", e))?
+                serde_json::from_str(&json).map_err(|e| corrupt("approved_grant_json", &e))?
             }
             // Not recorded: the installed version's request, restricted to the approval.
-            None => serde_json::from_str::<Capabilities>(
-                &row.try_get::<String, _>("capabilities_json")?,
-            )
-            .map_err(|e| corrupt("approved_grant_json", e))?
-            .restrict_to(&approved),
+            None => manifest.capabilities.restrict_to(&approved),
         };
-        Ok(Some(CurrentInstall {
-            version_id: row.try_get("version_id")?,
+        let config = serde_json::from_str(&row.try_get::<String, _>("config_json")?)
+            .map_err(|e| corrupt("config_json", &e))?;
+        let content_hash: ContentHash =
+            row.try_get::<String, _>("content_hash")?
+                .parse()
+                .map_err(|e| {
+                    RegistryError::corrupt("extension_version", "content_hash", &version_id, e)
+                })?;
+        Ok(Some(Install {
+            tenant_id: tenant_id.to_owned(),
+            extension_id: extension_id.to_owned(),
             version: row.try_get("version")?,
+            content_hash,
+            ui_entry: manifest.ui.map(|ui| ui.entry),
             approved,
             grant,
+            config,
+            enabled: row.try_get::<i64, _>("enabled")? != 0,
+            created_at_ms: row.try_get("created_at")?,
+            updated_at_ms: row.try_get("updated_at")?,
+            version_id,
+            install_id,
         }))
     }
 
@@ -489,14 +515,6 @@ impl Registry {
         let versions = self.list_versions(extension_id).await?;
         Ok(versions.into_iter().next().map(|v| v.version_id))
     }
-}
-
-/// An existing install, as [`Registry::install`] compares it with the version asked for.
-struct CurrentInstall {
-    version_id: String,
-    version: String,
-    approved: Vec<CapabilityKey>,
-    grant: Capabilities,
 }
 
 /// What `next` (the grant of the version asked for, approved with `approved_now`) grants

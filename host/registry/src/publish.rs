@@ -59,6 +59,8 @@ pub struct VersionSummary {
     pub requested: Vec<CapabilityKey>,
     /// Fingerprint of the key that signed the bundle.
     pub signer_fingerprint: String,
+    /// The UI entry document (below `ui/`), if the version has a UI.
+    pub ui_entry: Option<String>,
     /// When it was published, unix epoch milliseconds.
     pub published_at_ms: i64,
 }
@@ -491,7 +493,7 @@ impl Registry {
     ) -> Result<Vec<VersionSummary>, RegistryError> {
         let rows = sqlx::query(
             "SELECT id, version, content_hash, capabilities_json, signer_fingerprint, \
-             published_at FROM extension_version WHERE extension_id = $1",
+             published_at, manifest_json FROM extension_version WHERE extension_id = $1",
         )
         .bind(extension_id)
         .fetch_all(&self.pool)
@@ -514,6 +516,12 @@ impl Registry {
                 requested: capabilities.keys(),
                 signer_fingerprint: row.try_get("signer_fingerprint")?,
                 published_at_ms: row.try_get("published_at")?,
+                ui_entry: crate::error::stored_manifest(
+                    &version_id,
+                    &row.try_get::<String, _>("manifest_json")?,
+                )?
+                .ui
+                .map(|ui| ui.entry),
                 version_id,
             };
             out.push(((parsed.pre.is_empty(), parsed), summary));

@@ -58,6 +58,7 @@ pub(crate) async fn gateway(data_dir: &DataDir, args: GatewayArgs) -> Result<()>
         runners.clone(),
         args.health_interval_ms.map(Duration::from_millis),
         &args.policy,
+        None,
     )?;
     let (state, _) = crate::commands::serve::with_admin(state, data_dir)?;
     let listener = tokio::net::TcpListener::bind(args.listen)

@@ -46,13 +46,15 @@ pub(crate) async fn runner_state(data_dir: &DataDir, registry: &Registry) -> Res
 /// A gateway on `registry` in front of `runner_urls`, with the configuration file's
 /// `[gateway]` and its `[policy]` under the policy flags (without caller keys there, it
 /// accepts the data directory's development caller tokens), signing service tokens with
-/// the data directory's service key.
+/// the data directory's service key. `ui_public_base` is the UI's public base when the
+/// file sets none.
 pub(crate) fn gateway_state(
     data_dir: &DataDir,
     registry: Registry,
     runner_urls: Vec<String>,
     health_interval: Option<Duration>,
     policy: &PolicyArgs,
+    ui_public_base: Option<String>,
 ) -> Result<GatewayState> {
     let service_keys = data_dir.service_keys()?;
     let caller_keys = data_dir.caller_issuer_keys()?;
@@ -66,6 +68,7 @@ pub(crate) fn gateway_state(
         config.health_interval = interval;
     }
     policy.over(&operator.policy)?.apply(&mut config)?;
+    config.ui_public_base = operator.ui.public_base.clone().or(ui_public_base);
     Ok(GatewayState::new(
         config,
         registry,

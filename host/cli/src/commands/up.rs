@@ -73,6 +73,7 @@ pub(crate) async fn up(data_dir: &DataDir, args: UpArgs) -> Result<()> {
             vec![format!("http://{}", args.runner_addr)],
             None,
             &args.policy,
+            Some(format!("http://{}", args.runner_addr)),
         )?,
         data_dir,
     )?;

@@ -153,6 +153,24 @@ fn distance(a: &str, b: &str) -> usize {
     row[b.len()]
 }
 
+/// Checks a base URL: `http` or `https`, a host, no query or fragment.
+fn check_base_url(base: &str) -> Result<(), String> {
+    let uri: http::Uri = base
+        .parse()
+        .map_err(|e| format!("`{base}` is not a URL: {e}"))?;
+    match uri.scheme_str() {
+        Some("http" | "https") => {}
+        _ => return Err(format!("`{base}` must start with http:// or https://")),
+    }
+    if uri.host().is_none_or(str::is_empty) {
+        return Err(format!("`{base}` names no host"));
+    }
+    if uri.query().is_some() || base.contains('#') {
+        return Err(format!("`{base}` must have no query or fragment"));
+    }
+    Ok(())
+}
+
 /// The key named by serde's "unknown field `x`, expected ..." message.
 fn unknown_field(message: &str) -> Option<String> {
     let rest = message.strip_prefix("unknown field `")?;
@@ -256,6 +274,14 @@ impl OperatorConfig {
                 ),
             });
         }
+        if let Some(base) = &self.ui.public_base
+            && let Err(message) = check_base_url(base)
+        {
+            problems.push(Problem {
+                key: "ui.public_base".into(),
+                message,
+            });
+        }
         for (i, origin) in self.ui.frame_ancestors.iter().enumerate() {
             if let Err(e) = palisade_bundle::manifest::AllowedOrigin::parse(origin) {
                 problems.push(Problem {
@@ -331,7 +357,8 @@ x = 1
     fn values_out_of_range_are_reported_once_the_types_are_right() {
         let text = "[policy.rate_limit]\nper_second = -2.0\nburst = 0\n\
                     [runtime.cache]\nmax_bytes = 10\nmax_bytes_per_install = 20\n\
-                    [ui]\nframe_ancestors = [\"https://app.example\", \"https://x; script-src *\"]\n";
+                    [ui]\npublic_base = \"ftp://ui.example\"\n\
+                    frame_ancestors = [\"https://app.example\", \"https://x; script-src *\"]\n";
         let problems = parse(text).unwrap_err();
         assert_eq!(
             keys(&problems),
@@ -339,6 +366,7 @@ x = 1
                 "policy.rate_limit.per_second",
                 "policy.rate_limit.burst",
                 "runtime.cache.max_bytes_per_install",
+                "ui.public_base",
                 "ui.frame_ancestors[1]",
             ]
         );

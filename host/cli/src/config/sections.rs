@@ -40,6 +40,11 @@ pub(crate) struct OperatorConfig {
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(default, deny_unknown_fields)]
 pub(crate) struct UiSection {
+    /// The public base URL under which the runners' `/ext-ui/...` are reached (e.g.
+    /// `https://ui.example.com`, a load balancer in front of the runners); the admin API
+    /// answers each version's and install's `ui_url` under it. Unset: no `ui_url`, except
+    /// with `palisade up`, which uses its runner's address.
+    pub public_base: Option<String>,
     /// Origins of the host application allowed to show extension UIs in a frame (the
     /// `frame-ancestors` of their content security policy), e.g. `https://app.example`;
     /// empty: no page may frame them.
@@ -55,6 +60,7 @@ impl Default for UiSection {
     fn default() -> Self {
         let d = palisade_runner::UiConfig::default();
         UiSection {
+            public_base: None,
             frame_ancestors: d.frame_ancestors,
             cache_bytes: d.cache_bytes,
             max_file_bytes: d.max_file_bytes,

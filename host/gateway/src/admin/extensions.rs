@@ -76,11 +76,35 @@ pub(super) struct VersionJson {
     requested: Vec<String>,
     signer_fingerprint: String,
     published_at_ms: i64,
+    /// Where the version's UI entry document is served, when it has a UI and the
+    /// operator set the UI's public base.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    ui_url: Option<String>,
 }
 
-impl From<VersionSummary> for VersionJson {
-    fn from(v: VersionSummary) -> Self {
+/// The URL of `entry` in the UI of `extension_id`'s version `hash`, under `base`.
+pub(super) fn ui_url(
+    base: Option<&str>,
+    extension_id: &str,
+    hash: &impl std::fmt::Display,
+    entry: Option<&str>,
+) -> Option<String> {
+    let (base, entry) = (base?, entry?);
+    let base = base.trim_end_matches('/');
+    Some(format!("{base}/ext-ui/{extension_id}/{hash}/{entry}"))
+}
+
+impl VersionJson {
+    /// `v`, with its UI's URL under `ui_base`.
+    pub(super) fn new(v: VersionSummary, ui_base: Option<&str>) -> Self {
+        let ui_url = ui_url(
+            ui_base,
+            &v.extension_id,
+            &v.content_hash,
+            v.ui_entry.as_deref(),
+        );
         VersionJson {
+            ui_url,
             version_id: v.version_id,
             extension_id: v.extension_id,
             version: v.version,
@@ -173,7 +197,13 @@ pub(super) async fn get_one(
         .await
         .map_err(|err| AdminError::registry(&request_id, &err))?;
     let mut json = ExtensionJson::from(summary);
-    json.versions = Some(versions.into_iter().map(Into::into).collect());
+    let base = state.config.ui_public_base.as_deref();
+    json.versions = Some(
+        versions
+            .into_iter()
+            .map(|v| VersionJson::new(v, base))
+            .collect(),
+    );
     Ok(Json(json))
 }
 
@@ -192,7 +222,13 @@ pub(super) async fn versions(
     if versions.is_empty() {
         return Err(unknown_extension(&request_id, &extension_id));
     }
-    Ok(Json(versions.into_iter().map(Into::into).collect()))
+    let base = state.config.ui_public_base.as_deref();
+    Ok(Json(
+        versions
+            .into_iter()
+            .map(|v| VersionJson::new(v, base))
+            .collect(),
+    ))
 }
 
 fn unknown_extension(request_id: &str, extension_id: &str) -> AdminError {

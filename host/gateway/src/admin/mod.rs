@@ -64,6 +64,11 @@ fn table() -> Vec<Route> {
             get(extensions::versions),
         ),
         (
+            Method::GET,
+            "/admin/v1/tenants/{tenant_id}/installs/{extension_id}",
+            get(tenants::get_install),
+        ),
+        (
             Method::PUT,
             "/admin/v1/tenants/{tenant_id}/installs/{extension_id}",
             put(tenants::install),

@@ -50,17 +50,31 @@ pub(super) struct InstallJson {
     extension_id: String,
     version_id: String,
     version: String,
+    content_hash: String,
     approved: Vec<CapabilityKey>,
     grant: Capabilities,
     config: BTreeMap<String, String>,
     enabled: bool,
     created_at_ms: i64,
     updated_at_ms: i64,
+    /// Where the installed version's UI entry document is served, when it has a UI and
+    /// the operator set the UI's public base.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    ui_url: Option<String>,
 }
 
-impl From<Install> for InstallJson {
-    fn from(i: Install) -> Self {
+impl InstallJson {
+    /// `i`, with its UI's URL under `ui_base`.
+    fn new(i: Install, ui_base: Option<&str>) -> Self {
+        let ui_url = super::extensions::ui_url(
+            ui_base,
+            &i.extension_id,
+            &i.content_hash,
+            i.ui_entry.as_deref(),
+        );
         InstallJson {
+            ui_url,
+            content_hash: i.content_hash.to_string(),
             install_id: i.install_id,
             tenant_id: i.tenant_id,
             extension_id: i.extension_id,
@@ -115,7 +129,25 @@ pub(super) async fn install(
     // resolution is only a copy, and reading it again is cheap).
     state.installs.invalidate(&tenant_id, &extension_id);
     let install = install.map_err(|err| AdminError::install(&request_id, err))?;
-    Ok(Json(install.into()))
+    let base = state.config.ui_public_base.as_deref();
+    Ok(Json(InstallJson::new(install, base)))
+}
+
+/// `GET /admin/v1/tenants/{tenant_id}/installs/{extension_id}`: the install.
+pub(super) async fn get_install(
+    State(state): State<Arc<GatewayState>>,
+    Path((tenant_id, extension_id)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Result<Json<InstallJson>, AdminError> {
+    let request_id = headers::request_id(&headers);
+    let install = state
+        .registry
+        .get_install(&tenant_id, &extension_id)
+        .await
+        .map_err(|err| AdminError::registry(&request_id, &err))?
+        .ok_or_else(|| no_install(&request_id, &tenant_id, &extension_id))?;
+    let base = state.config.ui_public_base.as_deref();
+    Ok(Json(InstallJson::new(install, base)))
 }
 
 /// `DELETE /admin/v1/tenants/{tenant_id}/installs/{extension_id}`: removes the install
