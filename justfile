@@ -4,11 +4,13 @@
 build-guests:
     cd guests && cargo build --release --target wasm32-wasip2
 
-# Run every test on the embedded defaults: the SDK and the sample extensions natively,
-# then the workspace (host crates and end-to-end; the README's command). `.ci/run` runs this.
+# Run every test on the embedded defaults: the SDK and the sample extensions natively, the
+# UI bridge (`sdk/ui`, with Node's test runner), then the workspace (host crates and
+# end-to-end; the README's command). `.ci/run` runs this.
 test:
     cd sdk/rust && cargo test --all-features
     cd guests && cargo test
+    cd sdk/ui && npm ci --no-audit --no-fund && npm test
     cargo test --workspace
 
 # The tests again with the registry and end-to-end suites on PostgreSQL (default: the

@@ -128,6 +128,44 @@ pub struct Ui {
     /// that routes in the browser); without it such a path is not found.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub spa_fallback: bool,
+    /// Sandbox permissions the UI's iframe gets beyond `allow-scripts`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub sandbox: Vec<SandboxPermission>,
+}
+
+/// A permission of the UI's iframe sandbox a manifest may ask for, beyond `allow-scripts`
+/// (never `allow-same-origin` or a top-level navigation).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SandboxPermission {
+    /// `allow-forms`: the UI may submit forms.
+    AllowForms,
+    /// `allow-modals`: the UI may open `alert`, `confirm` and `prompt`.
+    AllowModals,
+    /// `allow-popups`: the UI may open new windows.
+    AllowPopups,
+    /// `allow-downloads`: the UI may start downloads.
+    AllowDownloads,
+}
+
+impl SandboxPermission {
+    /// Every permission, as the bridge (`sdk/ui`) lists them too.
+    pub const ALL: [SandboxPermission; 4] = [
+        SandboxPermission::AllowForms,
+        SandboxPermission::AllowModals,
+        SandboxPermission::AllowPopups,
+        SandboxPermission::AllowDownloads,
+    ];
+
+    /// The attribute token, e.g. `allow-forms`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SandboxPermission::AllowForms => "allow-forms",
+            SandboxPermission::AllowModals => "allow-modals",
+            SandboxPermission::AllowPopups => "allow-popups",
+            SandboxPermission::AllowDownloads => "allow-downloads",
+        }
+    }
 }
 
 /// One event subscription: events on `topic` are delivered as `POST path`.

@@ -398,6 +398,28 @@ fn the_manifest_page_names_every_capability_and_its_interfaces() {
 }
 
 #[test]
+fn sandbox_permissions_agree_with_the_schema_and_the_bridge() {
+    let schema: serde_json::Value =
+        serde_json::from_str(include_str!("../../../../docs/manifest.schema.json")).unwrap();
+    let listed = &schema["properties"]["ui"]["properties"]["sandbox"]["items"]["enum"];
+    let bridge = include_str!("../../../../sdk/ui/src/protocol.ts");
+    for permission in SandboxPermission::ALL {
+        let name = permission.as_str();
+        assert_eq!(serde_json::to_value(permission).unwrap(), name);
+        assert!(
+            listed.as_array().unwrap().iter().any(|v| v == name),
+            "schema lacks {name}"
+        );
+        assert!(bridge.contains(&format!("\"{name}\"")), "sdk/ui lacks {name}");
+    }
+    assert_eq!(listed.as_array().unwrap().len(), SandboxPermission::ALL.len());
+    let mut value = full();
+    value["ui"]["sandbox"] = serde_json::json!(["allow-same-origin"]);
+    let err = Manifest::from_json(value.to_string().as_bytes()).unwrap_err();
+    assert!(err.to_string().contains("ui.sandbox"), "{err}");
+}
+
+#[test]
 fn schema_lists_every_capability_of_the_table() {
     let text = include_str!("../../../../docs/manifest.schema.json");
     let schema: serde_json::Value = serde_json::from_str(text).unwrap();
