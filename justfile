@@ -20,6 +20,13 @@ test-pg server="postgres://postgres@127.0.0.1:5432" database="palisade_test_pg":
     psql "{{server}}/postgres" -v ON_ERROR_STOP=1 -q -c 'DROP DATABASE IF EXISTS {{database}} WITH (FORCE)' -c 'CREATE DATABASE {{database}}'
     PALISADE_TEST_POSTGRES_URL="{{server}}/{{database}}" cargo test --workspace
 
+# The browser suite: `palisade up --demo` and Debian's Chromium (/usr/bin/chromium, never a
+# downloaded browser) driven by playwright-core through the demo host page of the ticket
+# widget. Screenshots go to `output` (default tests/browser/output). `.ci/run` runs this.
+test-browser output="output":
+    cargo build -p palisade-cli
+    cd tests/browser && npm ci --no-audit --no-fund && PALISADE_BROWSER_OUTPUT="{{output}}" PALISADE_BIN="$(cargo metadata --format-version 1 --no-deps | sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')/debug/palisade" npm test
+
 # Formatting of every cargo workspace and clippy with warnings as errors. `.ci/run` runs this.
 lint:
     cargo fmt --all -- --check

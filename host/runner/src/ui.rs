@@ -13,7 +13,9 @@
 //! * **Headers.** `content-type` from the file extension; a strong `ETag` (the file's
 //!   SHA-256) with `304` for `if-none-match`; `cache-control: public, max-age=31536000,
 //!   immutable` (every URL names its content hash), `no-cache` on an SPA fallback;
-//!   `x-content-type-options: nosniff`, `referrer-policy: no-referrer`; on HTML a
+//!   `x-content-type-options: nosniff`, `referrer-policy: no-referrer`,
+//!   `access-control-allow-origin: *` (module scripts of an opaque-origin document are
+//!   fetched in CORS mode); on HTML a
 //!   `content-security-policy` whose `frame-ancestors` are the operator's host origins and
 //!   whose `connect-src` is `'none'` (the UI talks to its API only through the bridge).
 //!   Single byte ranges are served (`206`, `416` when unsatisfiable).
@@ -458,6 +460,9 @@ fn respond(
     set(headers, header::X_CONTENT_TYPE_OPTIONS, "nosniff");
     set(headers, header::REFERRER_POLICY, "no-referrer");
     set(headers, header::ACCEPT_RANGES, "bytes");
+    // The UI's iframe has an opaque origin (no `allow-same-origin`), and browsers fetch its
+    // module scripts in CORS mode: public, immutable assets may be read from any origin.
+    set(headers, header::ACCESS_CONTROL_ALLOW_ORIGIN, "*");
     if html {
         set(
             headers,

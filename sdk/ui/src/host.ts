@@ -47,9 +47,12 @@ export function sandboxAttribute(extra: readonly string[] = []): string {
 
 /** What the host does for the iframe; the parts a test can replace. */
 export interface HostBridgeOptions {
-  /** The iframe's window: messages from any other window are ignored. */
+  /** The iframe's window: messages from any other window are ignored, and messages are
+   * posted to this window only. */
   frame: { postMessage(message: unknown, targetOrigin: string): void };
-  /** The iframe's origin (the runners' public base): the only origin listened to and posted to. */
+  /** The runners' origin, where the iframe's document comes from. A UI's iframe has no
+   * `allow-same-origin`, so its messages come from the opaque origin `null`; those and
+   * this origin's are accepted, any other is ignored. */
   frameOrigin: string;
   /** The gateway's base URL, e.g. `https://api.example.com`. */
   gateway: string;
@@ -83,7 +86,9 @@ export interface BridgeEvent {
  */
 export function createHostBridge(options: HostBridgeOptions): { handle(event: BridgeEvent): void } {
   const doFetch = options.fetch ?? globalThis.fetch.bind(globalThis);
-  const send = (message: HostMessage) => options.frame.postMessage(message, options.frameOrigin);
+  // The sandboxed document's origin is opaque, which no target origin but `*` matches:
+  // the message goes to the iframe's own window and nowhere else.
+  const send = (message: HostMessage) => options.frame.postMessage(message, "*");
   const gateway = options.gateway.replace(/\/+$/, "");
 
   async function call(request: Extract<FrameMessage, { type: "request" }>): Promise<ApiResponse> {
@@ -116,7 +121,10 @@ export function createHostBridge(options: HostBridgeOptions): { handle(event: Br
 
   return {
     handle(event: BridgeEvent) {
-      if (event.source !== options.frame || event.origin !== options.frameOrigin) {
+      if (
+        event.source !== options.frame ||
+        (event.origin !== "null" && event.origin !== options.frameOrigin)
+      ) {
         return;
       }
       const message = parseFrameMessage(event.data);

@@ -410,9 +410,15 @@ fn sandbox_permissions_agree_with_the_schema_and_the_bridge() {
             listed.as_array().unwrap().iter().any(|v| v == name),
             "schema lacks {name}"
         );
-        assert!(bridge.contains(&format!("\"{name}\"")), "sdk/ui lacks {name}");
+        assert!(
+            bridge.contains(&format!("\"{name}\"")),
+            "sdk/ui lacks {name}"
+        );
     }
-    assert_eq!(listed.as_array().unwrap().len(), SandboxPermission::ALL.len());
+    assert_eq!(
+        listed.as_array().unwrap().len(),
+        SandboxPermission::ALL.len()
+    );
     let mut value = full();
     value["ui"]["sandbox"] = serde_json::json!(["allow-same-origin"]);
     let err = Manifest::from_json(value.to_string().as_bytes()).unwrap_err();

@@ -3,6 +3,7 @@
 pub(crate) mod admin_client;
 pub(crate) mod author;
 pub(crate) mod config;
+pub(crate) mod demo;
 pub(crate) mod gateway;
 pub(crate) mod policy;
 pub(crate) mod registry;

@@ -24,7 +24,7 @@ pub(crate) struct RunnerArgs {
 
 pub(crate) async fn runner(data_dir: &DataDir, args: RunnerArgs) -> Result<()> {
     let registry = data_dir.registry().await?;
-    let state = runner_state(data_dir, &registry).await?;
+    let state = runner_state(data_dir, &registry, None).await?;
     let drain = state.drain();
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await

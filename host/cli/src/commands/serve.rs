@@ -14,8 +14,13 @@ use crate::commands::policy::PolicyArgs;
 use crate::datadir::{DEV_AUDIENCE, DEV_ISSUER, DataDir};
 
 /// A runner on `registry`, trusting the registry's publisher keys and the data
-/// directory's service key, with its secrets keyring and artifact cache.
-pub(crate) async fn runner_state(data_dir: &DataDir, registry: &Registry) -> Result<RunnerState> {
+/// directory's service key, with its secrets keyring and artifact cache. `frame_ancestor`
+/// may frame its UIs when the configuration file names none.
+pub(crate) async fn runner_state(
+    data_dir: &DataDir,
+    registry: &Registry,
+    frame_ancestor: Option<String>,
+) -> Result<RunnerState> {
     if registry.trusted_keys().await?.is_empty() {
         tracing::warn!(
             "the registry trusts no publisher key: nothing can run until one is added with `palisade trust add KEY.pub.pem` (or start with --demo)"
@@ -37,7 +42,13 @@ pub(crate) async fn runner_state(data_dir: &DataDir, registry: &Registry) -> Res
         runtime,
         TokenVerifier::from_pem(service_key.as_bytes())?,
         palisade_runner::RunnerConfig {
-            ui: operator.ui.to_ui_config(data_dir.root().join("ui-cache")),
+            ui: {
+                let mut ui = operator.ui.to_ui_config(data_dir.root().join("ui-cache"));
+                if ui.frame_ancestors.is_empty() {
+                    ui.frame_ancestors.extend(frame_ancestor);
+                }
+                ui
+            },
             ..operator.runner.to_runner_config()?
         },
     ))

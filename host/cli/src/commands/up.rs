@@ -57,7 +57,9 @@ pub(crate) async fn up(data_dir: &DataDir, args: UpArgs) -> Result<()> {
     } else {
         None
     };
-    let runner = Arc::new(runner_state(data_dir, &registry).await?);
+    // The demo host page is on the gateway's origin: it may frame the UIs.
+    let gateway_origin = format!("http://{}", args.gateway_addr);
+    let runner = Arc::new(runner_state(data_dir, &registry, Some(gateway_origin.clone())).await?);
     // Bind both listeners before the gateway exists: its first health check of the runner
     // then finds the runner's socket instead of marking it unhealthy.
     let runner_listener = tokio::net::TcpListener::bind(args.runner_addr)
@@ -87,13 +89,25 @@ pub(crate) async fn up(data_dir: &DataDir, args: UpArgs) -> Result<()> {
         .with_graceful_shutdown(shutdown())
         .into_future(),
     );
+    let mut gateway_app = palisade_gateway::app(Arc::clone(&gateway));
+    if let Some(demo) = &demo {
+        let token = demo_token(data_dir)?;
+        let uis = demo
+            .uis
+            .iter()
+            .map(|ui| crate::commands::demo::MountedUi {
+                public_base: format!("http://{}", args.runner_addr),
+                gateway: gateway_origin.clone(),
+                token: token.clone(),
+                ..ui.clone()
+            })
+            .collect();
+        gateway_app = gateway_app.merge(crate::commands::demo::router(uis));
+    }
     let gateway_server = tokio::spawn(
-        axum::serve(
-            crate::commands::no_delay(gateway_listener),
-            palisade_gateway::app(Arc::clone(&gateway)),
-        )
-        .with_graceful_shutdown(shutdown())
-        .into_future(),
+        axum::serve(crate::commands::no_delay(gateway_listener), gateway_app)
+            .with_graceful_shutdown(shutdown())
+            .into_future(),
     );
     tracing::info!(gateway = %args.gateway_addr, runner = %args.runner_addr, data_dir = %data_dir.root().display(), "palisade is up");
 
@@ -104,6 +118,14 @@ pub(crate) async fn up(data_dir: &DataDir, args: UpArgs) -> Result<()> {
     );
     if let Some(demo) = demo {
         show_demo(data_dir, &demo, args.gateway_addr).await?;
+        for ui in &demo.uis {
+            println!(
+                "open the demo host page of {} in a browser: http://{}{}",
+                ui.extension_id,
+                args.gateway_addr,
+                crate::commands::demo::page_path(&ui.extension_id)
+            );
+        }
         if args.check_only {
             gateway.flush_execution_log().await;
             return Ok(());
@@ -131,6 +153,9 @@ async fn shutdown() {
 /// (extensions that reach out to the internet are only shown, not called).
 struct Demo {
     calls: Vec<DemoCall>,
+    /// The installed extensions with a UI (their public base, gateway and token are set
+    /// when the page is served).
+    uis: Vec<crate::commands::demo::MountedUi>,
 }
 
 struct DemoCall {
@@ -153,6 +178,7 @@ async fn install_demo(data_dir: &DataDir, registry: &Registry, guests: &Path) ->
     let trust = registry.trust_set().await?;
 
     let mut calls = Vec::new();
+    let mut uis = Vec::new();
     let mut dirs: Vec<PathBuf> = std::fs::read_dir(guests)
         .with_context(|| format!("listing {}", guests.display()))?
         .filter_map(|e| e.ok().map(|e| e.path()))
@@ -193,6 +219,17 @@ async fn install_demo(data_dir: &DataDir, registry: &Registry, guests: &Path) ->
             "published and installed {}@{} ({}) for tenant `{DEMO_TENANT}`",
             published.extension_id, published.version, published.content_hash
         );
+        if let Some(ui) = &manifest.ui {
+            uis.push(crate::commands::demo::MountedUi {
+                public_base: String::new(),
+                gateway: String::new(),
+                extension_id: published.extension_id.clone(),
+                content_hash: published.content_hash.to_string(),
+                entry: ui.entry.clone(),
+                sandbox: ui.sandbox.iter().map(|p| p.as_str().to_owned()).collect(),
+                token: String::new(),
+            });
+        }
         if let Some(endpoint) = manifest.api.endpoints.iter().find(|e| e.method == "GET") {
             calls.push(DemoCall {
                 extension: published.extension_id.clone(),
@@ -201,7 +238,7 @@ async fn install_demo(data_dir: &DataDir, registry: &Registry, guests: &Path) ->
             });
         }
     }
-    Ok(Demo { calls })
+    Ok(Demo { calls, uis })
 }
 
 /// `/hello/:name` → `/hello/world`.
@@ -228,13 +265,18 @@ fn demo_publisher_key(data_dir: &DataDir) -> Result<SigningKey> {
     Ok(key)
 }
 
-async fn show_demo(data_dir: &DataDir, demo: &Demo, gateway: SocketAddr) -> Result<()> {
-    let token = dev_token(
+/// A caller token of the demo tenant, valid for a day.
+fn demo_token(data_dir: &DataDir) -> Result<String> {
+    dev_token(
         data_dir,
         DEMO_TENANT,
         "demo-user",
         Duration::from_secs(24 * 3600),
-    )?;
+    )
+}
+
+async fn show_demo(data_dir: &DataDir, demo: &Demo, gateway: SocketAddr) -> Result<()> {
+    let token = demo_token(data_dir)?;
     let client = reqwest::Client::new();
     let mut curls = Vec::new();
     for call in &demo.calls {
