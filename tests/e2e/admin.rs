@@ -479,3 +479,87 @@ async fn the_cli_publishes_and_installs_through_the_admin_api() {
         "--server never opens the data directory"
     );
 }
+
+/// `palisade installs`, `versions`, `disable`, `enable` and `uninstall`, through the admin
+/// API (`--server`) and on the registry directly (`--data-dir`, `--database-url`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_lists_and_changes_installs_both_ways() {
+    let platform = Platform::start().await;
+    let published = platform.install_hello(TENANT).await;
+    let server = format!("http://{}", platform.gateway);
+    let remote = ["--server", server.as_str()];
+    let database_url = palisade_registry::testing::database_url(platform.dir.path());
+    let local = ["--database-url", database_url.as_str()];
+    let run = |args: Vec<&str>| {
+        let output =
+            tokio::task::block_in_place(|| palisade(platform.dir.path(), &args, Some(ADMIN_TOKEN)));
+        let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+        let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+        (output.status.success(), stdout, stderr)
+    };
+    let hash = published.content_hash.to_string();
+
+    for mode in [&remote[..], &local[..]] {
+        let (ok, stdout, stderr) = run(with(&["installs", "--tenant", TENANT], mode));
+        assert!(ok, "{stderr}");
+        assert!(
+            stdout.contains(HELLO) && stdout.contains("enabled"),
+            "{stdout}"
+        );
+        assert!(stdout.contains(&hash), "{stdout}");
+        let (ok, stdout, stderr) = run(with(&["versions", HELLO], mode));
+        assert!(ok, "{stderr}");
+        assert!(
+            stdout.contains("0.1.0") && stdout.contains(&hash),
+            "{stdout}"
+        );
+    }
+
+    let (ok, _, stderr) = run(with(&["disable", "--tenant", TENANT, HELLO], &remote));
+    assert!(ok, "{stderr}");
+    assert_eq!(
+        platform.call(TENANT, HELLO, "/hello/ada").await.status(),
+        404
+    );
+    let (ok, _, stderr) = run(with(&["enable", "--tenant", TENANT, HELLO], &local));
+    assert!(ok, "{stderr}");
+    let (_, stdout, _) = run(with(&["installs", "--tenant", TENANT], &remote));
+    assert!(
+        stdout.contains("enabled") && !stdout.contains("disabled"),
+        "{stdout}"
+    );
+
+    let (ok, stdout, stderr) = run(with(&["uninstall", "--tenant", TENANT, HELLO], &remote));
+    assert!(ok, "{stderr}");
+    assert!(stdout.contains("uninstalled"), "{stdout}");
+    let (_, stdout, _) = run(with(&["installs", "--tenant", TENANT], &local));
+    assert!(stdout.contains("has no installs"), "{stdout}");
+    for mode in [&remote[..], &local[..]] {
+        let (ok, _, stderr) = run(with(&["uninstall", "--tenant", TENANT, HELLO], mode));
+        assert!(!ok);
+        assert!(
+            stderr.contains("no install") || stderr.contains("404"),
+            "{stderr}"
+        );
+    }
+    let (ok, _, stderr) = run(with(&["versions", "com.example.absent"], &local));
+    assert!(!ok && stderr.contains("not published"), "{stderr}");
+}
+
+/// `command` followed by the arguments of `mode`.
+fn with<'a>(command: &[&'a str], mode: &[&'a str]) -> Vec<&'a str> {
+    command.iter().chain(mode).copied().collect()
+}
+
+#[test]
+fn shell_completions_are_printed() {
+    for shell in ["bash", "zsh", "fish"] {
+        let output = palisade(Path::new("/nonexistent"), &["completions", shell], None);
+        assert!(output.status.success(), "{shell}: {output:?}");
+        let script = String::from_utf8_lossy(&output.stdout);
+        assert!(
+            script.contains("uninstall") && script.contains("installs"),
+            "{shell}"
+        );
+    }
+}

@@ -63,6 +63,16 @@ enum Command {
     Publish(commands::registry::PublishArgs),
     /// Install an extension for a tenant, approving the capabilities it requests.
     Install(commands::registry::InstallArgs),
+    /// Uninstall an extension for a tenant (its storage, secrets and counters go with it).
+    Uninstall(commands::installs::InstallRef),
+    /// Serve calls of a tenant's install again.
+    Enable(commands::installs::InstallRef),
+    /// Stop serving calls of a tenant's install (its data is kept).
+    Disable(commands::installs::InstallRef),
+    /// List a tenant's installs.
+    Installs(commands::installs::InstallsArgs),
+    /// List the published versions of an extension, newest first.
+    Versions(commands::installs::VersionsArgs),
     /// Mint a development caller token (JWT) for a tenant.
     Token(commands::registry::TokenArgs),
     /// Call an installed extension through the gateway.
@@ -79,6 +89,11 @@ enum Command {
     /// Check an operator configuration file, or print the default one.
     #[command(subcommand)]
     Config(commands::config::ConfigCommand),
+    /// Print a shell completion script (e.g. `palisade completions bash > /etc/bash_completion.d/palisade`).
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
 }
 
 #[tokio::main]
@@ -88,6 +103,16 @@ async fn main() -> std::process::ExitCode {
     // `config check` reads its own file, even when the global one is broken.
     let command = match cli.command {
         Command::Config(command) => return exit(commands::config::config(command)),
+        Command::Completions { shell } => {
+            use clap::CommandFactory;
+            clap_complete::generate(
+                shell,
+                &mut Cli::command(),
+                "palisade",
+                &mut std::io::stdout(),
+            );
+            return std::process::ExitCode::SUCCESS;
+        }
         command => command,
     };
     let operator = match config::load(cli.config.as_deref()) {
@@ -109,6 +134,11 @@ async fn main() -> std::process::ExitCode {
         Command::Trust(cmd) => commands::registry::trust(&data_dir, cmd).await,
         Command::Publish(args) => commands::registry::publish(&data_dir, args).await,
         Command::Install(args) => commands::registry::install(&data_dir, args).await,
+        Command::Uninstall(args) => commands::installs::uninstall(&data_dir, args).await,
+        Command::Enable(args) => commands::installs::set_enabled(&data_dir, args, true).await,
+        Command::Disable(args) => commands::installs::set_enabled(&data_dir, args, false).await,
+        Command::Installs(args) => commands::installs::installs(&data_dir, args).await,
+        Command::Versions(args) => commands::installs::versions(&data_dir, args).await,
         Command::Token(args) => commands::registry::token(&data_dir, args),
         Command::Call(args) => commands::registry::call(&data_dir, args).await,
         Command::Up(args) => commands::up::up(&data_dir, args).await,
@@ -116,6 +146,7 @@ async fn main() -> std::process::ExitCode {
         Command::Gateway(args) => commands::gateway::gateway(&data_dir, args).await,
         Command::Secrets(cmd) => commands::secrets::secrets(&data_dir, cmd).await,
         Command::Config(command) => commands::config::config(command),
+        Command::Completions { .. } => Ok(()),
     };
     exit(result)
 }

@@ -393,60 +393,25 @@ impl Registry {
         tenant_id: &str,
         extension_id: &str,
     ) -> Result<Option<Install>, RegistryError> {
-        let row = sqlx::query(
-            "SELECT i.id, i.version_id, i.approved_capabilities_json, i.approved_grant_json, \
-             i.config_json, CAST(i.enabled AS INTEGER) AS enabled, i.created_at, i.updated_at, \
-             v.version, v.content_hash, v.manifest_json FROM tenant_extension_install i \
-             JOIN extension_version v ON v.id = i.version_id \
-             WHERE i.tenant_id = $1 AND i.extension_id = $2",
-        )
+        let row = sqlx::query(&format!(
+            "{INSTALL_SELECT} WHERE i.tenant_id = $1 AND i.extension_id = $2"
+        ))
         .bind(tenant_id)
         .bind(extension_id)
         .fetch_optional(&self.pool)
         .await?;
-        let Some(row) = row else { return Ok(None) };
-        let install_id: String = row.try_get("id")?;
-        let version_id: String = row.try_get("version_id")?;
-        let corrupt = |column, e: &dyn std::fmt::Display| {
-            RegistryError::corrupt("tenant_extension_install", column, &install_id, e)
-        };
-        let manifest = crate::error::stored_manifest(
-            &version_id,
-            &row.try_get::<String, _>("manifest_json")?,
-        )?;
-        let approved: Vec<CapabilityKey> =
-            serde_json::from_str(&row.try_get::<String, _>("approved_capabilities_json")?)
-                .map_err(|e| corrupt("approved_capabilities_json", &e))?;
-        let grant = match row.try_get::<Option<String>, _>("approved_grant_json")? {
-            Some(json) => {
-                serde_json::from_str(&json).map_err(|e| corrupt("approved_grant_json", &e))?
-            }
-            // Not recorded: the installed version's request, restricted to the approval.
-            None => manifest.capabilities.restrict_to(&approved),
-        };
-        let config = serde_json::from_str(&row.try_get::<String, _>("config_json")?)
-            .map_err(|e| corrupt("config_json", &e))?;
-        let content_hash: ContentHash =
-            row.try_get::<String, _>("content_hash")?
-                .parse()
-                .map_err(|e| {
-                    RegistryError::corrupt("extension_version", "content_hash", &version_id, e)
-                })?;
-        Ok(Some(Install {
-            tenant_id: tenant_id.to_owned(),
-            extension_id: extension_id.to_owned(),
-            version: row.try_get("version")?,
-            content_hash,
-            ui_entry: manifest.ui.map(|ui| ui.entry),
-            approved,
-            grant,
-            config,
-            enabled: row.try_get::<i64, _>("enabled")? != 0,
-            created_at_ms: row.try_get("created_at")?,
-            updated_at_ms: row.try_get("updated_at")?,
-            version_id,
-            install_id,
-        }))
+        row.map(|row| install_from_row(&row)).transpose()
+    }
+
+    /// The tenant's installs, by extension id.
+    pub async fn list_installs(&self, tenant_id: &str) -> Result<Vec<Install>, RegistryError> {
+        let rows = sqlx::query(&format!(
+            "{INSTALL_SELECT} WHERE i.tenant_id = $1 ORDER BY i.extension_id"
+        ))
+        .bind(tenant_id)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(install_from_row).collect()
     }
 
     /// The version to install: the one asked for, or the newest.
@@ -545,6 +510,55 @@ pub(crate) fn widening(
         out.extend(next.widening(previous, key));
     }
     out
+}
+
+/// The columns [`install_from_row`] reads: an install joined with its version.
+const INSTALL_SELECT: &str = "SELECT i.id, i.tenant_id, i.extension_id, i.version_id, \
+     i.approved_capabilities_json, i.approved_grant_json, i.config_json, \
+     CAST(i.enabled AS INTEGER) AS enabled, i.created_at, i.updated_at, v.version, \
+     v.content_hash, v.manifest_json FROM tenant_extension_install i \
+     JOIN extension_version v ON v.id = i.version_id";
+
+/// An install from a row of [`INSTALL_SELECT`].
+fn install_from_row(row: &sqlx::any::AnyRow) -> Result<Install, RegistryError> {
+    let install_id: String = row.try_get("id")?;
+    let version_id: String = row.try_get("version_id")?;
+    let corrupt = |column, e: &dyn std::fmt::Display| {
+        RegistryError::corrupt("tenant_extension_install", column, &install_id, e)
+    };
+    let manifest =
+        crate::error::stored_manifest(&version_id, &row.try_get::<String, _>("manifest_json")?)?;
+    let approved: Vec<CapabilityKey> =
+        serde_json::from_str(&row.try_get::<String, _>("approved_capabilities_json")?)
+            .map_err(|e| corrupt("approved_capabilities_json", &e))?;
+    let grant = match row.try_get::<Option<String>, _>("approved_grant_json")? {
+        Some(json) => {
+            serde_json::from_str(&json).map_err(|e| corrupt("approved_grant_json", &e))?
+        }
+        // Not recorded: the installed version's request, restricted to the approval.
+        None => manifest.capabilities.restrict_to(&approved),
+    };
+    let config = serde_json::from_str(&row.try_get::<String, _>("config_json")?)
+        .map_err(|e| corrupt("config_json", &e))?;
+    let content_hash: ContentHash = row
+        .try_get::<String, _>("content_hash")?
+        .parse()
+        .map_err(|e| RegistryError::corrupt("extension_version", "content_hash", &version_id, e))?;
+    Ok(Install {
+        tenant_id: row.try_get("tenant_id")?,
+        extension_id: row.try_get("extension_id")?,
+        version: row.try_get("version")?,
+        content_hash,
+        ui_entry: manifest.ui.map(|ui| ui.entry),
+        approved,
+        grant,
+        config,
+        enabled: row.try_get::<i64, _>("enabled")? != 0,
+        created_at_ms: row.try_get("created_at")?,
+        updated_at_ms: row.try_get("updated_at")?,
+        version_id,
+        install_id,
+    })
 }
 
 fn to_json<T: serde::Serialize>(value: &T, what: &'static str) -> Result<String, RegistryError> {

@@ -111,6 +111,32 @@ pub(crate) struct InstallReply {
     pub extension_id: String,
     /// The installed version.
     pub version: String,
+    /// The installed version's bundle.
+    #[serde(default)]
+    pub content_hash: String,
+    /// Whether calls are served.
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    /// The approved capabilities.
+    #[serde(default)]
+    pub approved: Vec<String>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// A version, as the admin API lists it.
+#[derive(Debug, Deserialize)]
+pub(crate) struct VersionReply {
+    /// The version.
+    pub version: String,
+    /// The bundle's content hash.
+    pub content_hash: String,
+    /// The capabilities its manifest requests.
+    pub requested: Vec<String>,
+    /// When it was published, unix epoch milliseconds.
+    pub published_at_ms: i64,
 }
 
 /// A secret's name, as the admin API lists it.
@@ -163,6 +189,36 @@ impl AdminClient {
             .put(self.install_url(tenant, extension))
             .json(&body);
         self.json(request).await
+    }
+
+    /// Uninstalls `extension` for `tenant`.
+    pub(crate) async fn uninstall(&self, tenant: &str, extension: &str) -> Result<()> {
+        self.empty(self.http.delete(self.install_url(tenant, extension)))
+            .await
+    }
+
+    /// Enables or disables the install.
+    pub(crate) async fn set_enabled(
+        &self,
+        tenant: &str,
+        extension: &str,
+        enabled: bool,
+    ) -> Result<()> {
+        let action = if enabled { "enable" } else { "disable" };
+        let url = format!("{}/{action}", self.install_url(tenant, extension));
+        self.empty(self.http.post(url)).await
+    }
+
+    /// The tenant's installs.
+    pub(crate) async fn installs(&self, tenant: &str) -> Result<Vec<InstallReply>> {
+        let url = format!("{}/tenants/{}/installs", self.base, seg(tenant));
+        self.json(self.http.get(url)).await
+    }
+
+    /// The versions of `extension`, newest first.
+    pub(crate) async fn versions(&self, extension: &str) -> Result<Vec<VersionReply>> {
+        let url = format!("{}/extensions/{}/versions", self.base, seg(extension));
+        self.json(self.http.get(url)).await
     }
 
     /// Seals and stores a secret.

@@ -5,6 +5,7 @@ pub(crate) mod author;
 pub(crate) mod config;
 pub(crate) mod demo;
 pub(crate) mod gateway;
+pub(crate) mod installs;
 pub(crate) mod policy;
 pub(crate) mod registry;
 pub(crate) mod runner;

@@ -65,6 +65,11 @@ fn table() -> Vec<Route> {
         ),
         (
             Method::GET,
+            "/admin/v1/tenants/{tenant_id}/installs",
+            get(tenants::list_installs),
+        ),
+        (
+            Method::GET,
             "/admin/v1/tenants/{tenant_id}/installs/{extension_id}",
             get(tenants::get_install),
         ),

@@ -133,6 +133,27 @@ pub(super) async fn install(
     Ok(Json(InstallJson::new(install, base)))
 }
 
+/// `GET /admin/v1/tenants/{tenant_id}/installs`: the tenant's installs, by extension id.
+pub(super) async fn list_installs(
+    State(state): State<Arc<GatewayState>>,
+    Path(tenant_id): Path<String>,
+    headers: HeaderMap,
+) -> Result<Json<Vec<InstallJson>>, AdminError> {
+    let request_id = headers::request_id(&headers);
+    let installs = state
+        .registry
+        .list_installs(&tenant_id)
+        .await
+        .map_err(|err| AdminError::registry(&request_id, &err))?;
+    let base = state.config.ui_public_base.as_deref();
+    Ok(Json(
+        installs
+            .into_iter()
+            .map(|install| InstallJson::new(install, base))
+            .collect(),
+    ))
+}
+
 /// `GET /admin/v1/tenants/{tenant_id}/installs/{extension_id}`: the install.
 pub(super) async fn get_install(
     State(state): State<Arc<GatewayState>>,
