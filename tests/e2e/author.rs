@@ -110,3 +110,31 @@ fn build_without_rustup_says_in_one_line_what_to_run() {
         toolchain.calls()
     );
 }
+
+/// `palisade build` of an extension crate checks its manifest and imports, packs the
+/// bundle, and prints the content hash and size; the bundle is what `pack` would make.
+#[test]
+fn build_packs_an_extension_crate_and_prints_its_hash() {
+    let out_dir = tempfile::tempdir().unwrap();
+    let out = out_dir.path().join("hello.tar.zst");
+    let crate_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../guests/hello");
+    let output = Command::new(palisade_binary())
+        .arg("build")
+        .arg(&crate_dir)
+        .arg("--out")
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{output:?}");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let bundle = std::fs::read(&out).unwrap();
+    let hash = palisade_bundle::ContentHash::of(&bundle).to_string();
+    assert!(
+        stdout.contains("packed com.example.hello@0.1.0") && stdout.contains(&hash),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains(&format!("{} bytes", bundle.len())),
+        "{stdout}"
+    );
+}

@@ -14,6 +14,10 @@ pub(crate) struct BuildArgs {
     /// The extension crate (or a workspace of them).
     #[arg(default_value = ".")]
     pub dir: PathBuf,
+    /// Where to write the bundle of an extension crate (one with a `manifest.json`);
+    /// default `target/palisade/bundle.tar.zst` in the crate.
+    #[arg(short, long)]
+    pub out: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -70,11 +74,75 @@ pub(crate) fn default_signature_path(bundle: &Path) -> PathBuf {
     PathBuf::from(name)
 }
 
+/// `palisade build`: builds the crate; for an extension crate (a `manifest.json` beside
+/// its `Cargo.toml`) also checks the manifest and the component's imports, packs the
+/// bundle and prints its content hash and size.
 pub(crate) fn build(args: BuildArgs) -> Result<()> {
-    for component in build_components(&args.dir)? {
-        println!("{}", component.display());
+    let components = build_components(&args.dir)?;
+    let manifest_path = args.dir.join("manifest.json");
+    if !manifest_path.exists() {
+        for component in components {
+            println!("{}", component.display());
+        }
+        return Ok(());
     }
+    let manifest = palisade_bundle::Manifest::from_json(&read_bytes(&manifest_path)?)
+        .with_context(|| format!("{} is not a valid manifest", manifest_path.display()))?;
+    let component = components
+        .iter()
+        .find(|path| {
+            path.file_name()
+                .is_some_and(|name| name == manifest.component.as_str())
+        })
+        .or_else(|| (components.len() == 1).then(|| &components[0]))
+        .with_context(|| {
+            format!(
+                "the build made no `{}` (the manifest's `component`)",
+                manifest.component
+            )
+        })?;
+    println!("built {}", component.display());
+    let wasm = read_bytes(component)?;
+    let missing = missing_grants(&wasm, &manifest.capabilities)?;
+    if !missing.is_empty() {
+        bail!(
+            "the component imports what its manifest does not ask for:\n  {}",
+            missing.join("\n  ")
+        );
+    }
+    let bundle = pack_dir(&args.dir, component)
+        .with_context(|| format!("packing {}", args.dir.display()))?;
+    let out = args
+        .out
+        .unwrap_or_else(|| args.dir.join("target/palisade/bundle.tar.zst"));
+    write_file(&out, &bundle)?;
+    println!(
+        "packed {}@{} into {}: {}, {} bytes",
+        manifest.id,
+        manifest.version,
+        out.display(),
+        ContentHash::of(&bundle),
+        bundle.len()
+    );
     Ok(())
+}
+
+/// Each import of `component` that `capabilities` does not grant, as a line naming the
+/// manifest key to add (every one, not just the first).
+fn missing_grants(
+    component: &[u8],
+    capabilities: &palisade_bundle::manifest::Capabilities,
+) -> Result<Vec<String>> {
+    let imports = palisade_bundle::imports::component_imports(component)
+        .context("reading the component's imports")?;
+    Ok(imports
+        .iter()
+        .filter_map(|import| {
+            palisade_bundle::imports::check_imports(std::slice::from_ref(import), capabilities)
+                .err()
+                .map(|e| e.to_string())
+        })
+        .collect())
 }
 
 /// The target extensions are built for.
@@ -236,4 +304,42 @@ pub(crate) async fn verify(data_dir: &DataDir, args: VerifyArgs) -> Result<()> {
         key.as_str()
     );
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use palisade_bundle::manifest::Capabilities;
+
+    use super::*;
+
+    /// A component that imports the interfaces `names` (as empty instances).
+    fn importing(names: &[&str]) -> Vec<u8> {
+        let imports: String = names
+            .iter()
+            .map(|name| format!("(import \"{name}\" (instance))"))
+            .collect();
+        wat::parse_str(format!("(component {imports})")).unwrap()
+    }
+
+    #[test]
+    fn every_ungranted_import_names_the_manifest_key_to_add() {
+        let component = importing(&[
+            "palisade:extension/storage@0.1.0",
+            "palisade:extension/cache@0.1.0",
+            "palisade:extension/log@0.1.0",
+        ]);
+        let missing = missing_grants(&component, &Capabilities::default()).unwrap();
+        assert_eq!(missing.len(), 2, "{missing:?}");
+        assert!(missing[0].contains("capabilities.storage"), "{missing:?}");
+        assert!(missing[1].contains("capabilities.cache"), "{missing:?}");
+        let granted = Capabilities {
+            cache: true,
+            storage: Some(palisade_bundle::manifest::StorageCapability {
+                namespaces: vec!["n".into()],
+                max_bytes: None,
+            }),
+            ..Capabilities::default()
+        };
+        assert!(missing_grants(&component, &granted).unwrap().is_empty());
+    }
 }
