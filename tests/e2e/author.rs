@@ -138,3 +138,62 @@ fn build_packs_an_extension_crate_and_prints_its_hash() {
         "{stdout}"
     );
 }
+
+/// `palisade new` then `palisade build`, for each template: the crate's own tests pass
+/// natively, and the build checks, packs and prints the bundle's hash. The crates share one
+/// target directory beside the workspace's, so later runs are quick.
+#[test]
+fn new_then_build_works_for_every_template() {
+    let parent = tempfile::tempdir().unwrap();
+    let exe = std::env::current_exe().unwrap();
+    let target = exe.ancestors().nth(3).unwrap().join("scaffolds");
+    for (name, template) in [
+        ("web-hello", "http"),
+        ("page-counter", "storage"),
+        ("with-ui", "ui"),
+    ] {
+        let output = Command::new(palisade_binary())
+            .args(["new", name, "--template", template, "--parent"])
+            .arg(parent.path())
+            .output()
+            .unwrap();
+        assert!(output.status.success(), "{template}: {output:?}");
+        let dir = parent.path().join(name);
+        assert!(dir.join("manifest.json").exists() && dir.join("rust-toolchain.toml").exists());
+        assert_eq!(dir.join("ui/vendor/frame.js").exists(), template == "ui");
+
+        let test = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+            .arg("test")
+            .current_dir(&dir)
+            .env("CARGO_TARGET_DIR", &target)
+            .output()
+            .unwrap();
+        assert!(test.status.success(), "{template}: {test:?}");
+
+        let out = parent.path().join(format!("{name}.tar.zst"));
+        let build = Command::new(palisade_binary())
+            .arg("build")
+            .arg(&dir)
+            .arg("--out")
+            .arg(&out)
+            .env("CARGO_TARGET_DIR", &target)
+            .output()
+            .unwrap();
+        assert!(build.status.success(), "{template}: {build:?}");
+        let stdout = String::from_utf8_lossy(&build.stdout);
+        assert!(
+            stdout.contains(&format!("packed com.example.{name}@0.1.0")),
+            "{stdout}"
+        );
+        let bundle = std::fs::read(&out).unwrap();
+        assert!(stdout.contains(&palisade_bundle::ContentHash::of(&bundle).to_string()));
+    }
+    // A directory that exists is never overwritten.
+    let again = Command::new(palisade_binary())
+        .args(["new", "web-hello", "--parent"])
+        .arg(parent.path())
+        .output()
+        .unwrap();
+    assert!(!again.status.success());
+    assert!(String::from_utf8_lossy(&again.stderr).contains("exists already"));
+}

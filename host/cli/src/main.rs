@@ -46,6 +46,8 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Create an extension crate from a template (http, storage, ui).
+    New(commands::new::NewArgs),
     /// Build an extension crate for wasm32-wasip2 and print the component's path.
     Build(commands::author::BuildArgs),
     /// Generate a publisher signing key pair (ECDSA P-256, PEM).
@@ -126,6 +128,7 @@ async fn main() -> std::process::ExitCode {
         .with_operator_config(operator)
         .with_database_url(cli.database_url);
     let result = match command {
+        Command::New(args) => commands::new::new(args),
         Command::Build(args) => commands::author::build(args),
         Command::Keygen(args) => commands::author::keygen(args),
         Command::Pack(args) => commands::author::pack(args),

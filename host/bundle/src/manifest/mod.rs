@@ -32,6 +32,9 @@ pub const RUNTIME_WASI_HTTP: &str = "wasi-http@0.2";
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Manifest {
+    /// The JSON Schema the file names for editors (`$schema`); not otherwise used.
+    #[serde(rename = "$schema", default, skip_serializing_if = "Option::is_none")]
+    pub schema: Option<String>,
     /// Reverse-domain, lowercase id, e.g. `com.example.hello`.
     pub id: String,
     /// Human-readable name.

@@ -6,6 +6,7 @@ pub(crate) mod config;
 pub(crate) mod demo;
 pub(crate) mod gateway;
 pub(crate) mod installs;
+pub(crate) mod new;
 pub(crate) mod policy;
 pub(crate) mod registry;
 pub(crate) mod runner;
