@@ -11,6 +11,7 @@ mod author;
 mod cache;
 mod egress;
 mod engine;
+mod events;
 mod gateway_policy;
 mod guest_output;
 mod hostile;

@@ -27,6 +27,7 @@ fn concrete(template: &str) -> String {
         .replace("{extension_id}", "com.example.absent")
         .replace("{tenant_id}", "acme")
         .replace("{name}", "api_key")
+        .replace("{delivery_id}", "absent-delivery")
         .replace("{path}", "hello")
 }
 

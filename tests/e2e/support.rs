@@ -62,6 +62,8 @@ pub(crate) struct Platform {
     pub sealer: SecretSealer,
     /// The keyring the runner opens secrets with.
     pub opener: SecretOpener,
+    /// The runner's state, for dispatchers delivering through it.
+    pub runner_state: Arc<RunnerState>,
 }
 
 /// Operator settings a test may change; `Default` is what most tests use.
@@ -120,7 +122,7 @@ impl Platform {
             TokenVerifier::from_pem(service_keys.public_pem.as_bytes()).unwrap(),
             options.runner,
         ));
-        let runner = serve(palisade_runner::app(runner_state)).await;
+        let runner = serve(palisade_runner::app(Arc::clone(&runner_state))).await;
         let mut gateway_config = without_rate_limit(GatewayConfig::new(
             format!("http://{runner}"),
             CallerAuthConfig::new(ISSUER, AUDIENCE, caller_keys.public_pem.clone()),
@@ -149,6 +151,7 @@ impl Platform {
             client: reqwest::Client::new(),
             sealer,
             opener,
+            runner_state,
         }
     }
 

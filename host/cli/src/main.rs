@@ -83,6 +83,11 @@ enum Command {
     Up(commands::up::UpArgs),
     /// Run one runner (the execute protocol); drains gracefully on SIGTERM or Ctrl-C.
     Runner(commands::runner::RunnerArgs),
+    /// Deliver events only (no HTTP server); any number may run beside runners.
+    Dispatcher,
+    /// Publish events and follow their deliveries.
+    #[command(subcommand)]
+    Events(commands::events::EventsCommand),
     /// Run one gateway (the public API) in front of one or more runners.
     Gateway(commands::gateway::GatewayArgs),
     /// Manage the sealed secrets of tenants' installs.
@@ -146,6 +151,8 @@ async fn main() -> std::process::ExitCode {
         Command::Call(args) => commands::registry::call(&data_dir, args).await,
         Command::Up(args) => commands::up::up(&data_dir, args).await,
         Command::Runner(args) => commands::runner::runner(&data_dir, args).await,
+        Command::Dispatcher => commands::runner::dispatcher(&data_dir).await,
+        Command::Events(command) => commands::events::events(&data_dir, command).await,
         Command::Gateway(args) => commands::gateway::gateway(&data_dir, args).await,
         Command::Secrets(cmd) => commands::secrets::secrets(&data_dir, cmd).await,
         Command::Config(command) => commands::config::config(command),

@@ -78,7 +78,12 @@ pub struct GatewayConfig {
     /// `https://ui.example.com`), from which the admin API builds each version's and
     /// install's `ui_url`; `None`: no `ui_url` is given.
     pub ui_public_base: Option<String>,
+    /// Largest event payload `POST /admin/v1/events` accepts, in bytes.
+    pub max_event_payload_bytes: usize,
 }
+
+/// Default of [`GatewayConfig::max_event_payload_bytes`]: 256 KiB.
+pub const DEFAULT_MAX_EVENT_PAYLOAD_BYTES: usize = 256 * 1024;
 
 impl GatewayConfig {
     /// A configuration with one runner and the default limits.
@@ -106,6 +111,7 @@ impl GatewayConfig {
             unknown_extension_ttl: DEFAULT_UNKNOWN_EXTENSION_TTL,
             unknown_extension_capacity: DEFAULT_UNKNOWN_EXTENSION_CAPACITY,
             ui_public_base: None,
+            max_event_payload_bytes: DEFAULT_MAX_EVENT_PAYLOAD_BYTES,
         }
     }
 }
@@ -137,6 +143,7 @@ impl std::fmt::Debug for GatewayConfig {
                 &self.unknown_extension_capacity,
             )
             .field("ui_public_base", &self.ui_public_base)
+            .field("max_event_payload_bytes", &self.max_event_payload_bytes)
             .finish_non_exhaustive()
     }
 }

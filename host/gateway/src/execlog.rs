@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use http::{Method, StatusCode};
 use palisade_protocol::{ErrorCode, ExecuteStats};
-use palisade_registry::quota::{self, UsageTally};
+use palisade_registry::quota::UsageTally;
 use palisade_registry::{ExecutionRecord, Registry, ResolvedInstall};
 use tokio::sync::{Notify, mpsc, oneshot};
 
@@ -264,7 +264,7 @@ impl ExecLogWriter {
         let count = u64::try_from(rows.len()).unwrap_or(u64::MAX);
         match self
             .registry
-            .record_execution_batch(rows, &usage_of(rows))
+            .record_execution_batch(rows, &UsageTally::of_executions(rows))
             .await
         {
             Ok(()) => {
@@ -291,7 +291,7 @@ impl ExecLogWriter {
             let one = std::slice::from_ref(row);
             match self
                 .registry
-                .record_execution_batch(one, &usage_of(one))
+                .record_execution_batch(one, &UsageTally::of_executions(one))
                 .await
             {
                 Ok(()) => {
@@ -318,7 +318,7 @@ impl ExecLogWriter {
             extension = %row.extension_id,
             "the database refused an execution-log row; it is lost"
         );
-        let usage = usage_of(std::slice::from_ref(row));
+        let usage = UsageTally::of_executions(std::slice::from_ref(row));
         if let Err(err) = self.registry.record_execution_batch(&[], &usage).await {
             tracing::warn!(error = %err, request_id = %row.request_id, "adding a lost row's call to the usage counters failed");
         }
@@ -342,25 +342,6 @@ fn take(message: Message, rows: &mut Vec<ExecutionRecord>, flushes: &mut Vec<one
         Message::Row(row) => rows.push(*row),
         Message::Flush(ack) => flushes.push(ack),
     }
-}
-
-/// The usage the calls of `rows` add: one call each, and their egress bytes.
-fn usage_of(rows: &[ExecutionRecord]) -> UsageTally {
-    let mut usage = UsageTally::new();
-    for row in rows {
-        if let Some(install_id) = &row.install_id {
-            usage.add(install_id, quota::METRIC_CALLS, row.created_at_ms, 1);
-            if row.egress_bytes > 0 {
-                usage.add(
-                    install_id,
-                    quota::METRIC_EGRESS_BYTES,
-                    row.created_at_ms,
-                    row.egress_bytes,
-                );
-            }
-        }
-    }
-    usage
 }
 
 /// A row for a call of `install`; `template` is the matched endpoint (empty when none
@@ -410,30 +391,13 @@ pub fn add_stats(row: &mut ExecutionRecord, stats: ExecuteStats) {
 
 /// The short outcome word for a call that ended with `error` (none: the guest answered).
 pub fn outcome(error: Option<ErrorCode>) -> &'static str {
-    match error {
-        None => "ok",
-        Some(
-            ErrorCode::NotFound
-            | ErrorCode::TooLarge
-            | ErrorCode::BadRequest
-            | ErrorCode::Unauthorized
-            | ErrorCode::OverQuota
-            | ErrorCode::IdempotencyKeyReused,
-        ) => "rejected",
-        Some(ErrorCode::Timeout) => "timeout",
-        Some(ErrorCode::Trap | ErrorCode::OutOfMemory) => "trap",
-        Some(
-            ErrorCode::BundleIntegrity
-            | ErrorCode::Unavailable
-            | ErrorCode::Internal
-            | ErrorCode::LoadFailed,
-        ) => "error",
-    }
+    error.map_or("ok", ErrorCode::outcome)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use palisade_registry::quota;
 
     #[test]
     fn outcomes() {
@@ -452,7 +416,7 @@ mod tests {
         let mut b = a.clone();
         b.egress_bytes = 0;
         let unresolved = ExecutionRecord::new("r2", "t", "e", TRIGGER_HTTP);
-        let usage = usage_of(&[a.clone(), b, unresolved]);
+        let usage = UsageTally::of_executions(&[a.clone(), b, unresolved]);
         let mut expected = UsageTally::new();
         expected.add("i1", quota::METRIC_CALLS, a.created_at_ms, 2);
         expected.add("i1", quota::METRIC_EGRESS_BYTES, a.created_at_ms, 10);

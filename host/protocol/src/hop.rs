@@ -255,6 +255,25 @@ pub enum ErrorCode {
 }
 
 impl ErrorCode {
+    /// The execution log's short outcome word for a call that ended with this error:
+    /// `rejected`, `timeout`, `trap` or `error` (a call the guest answered is `ok`).
+    pub fn outcome(self) -> &'static str {
+        match self {
+            ErrorCode::NotFound
+            | ErrorCode::TooLarge
+            | ErrorCode::BadRequest
+            | ErrorCode::Unauthorized
+            | ErrorCode::OverQuota
+            | ErrorCode::IdempotencyKeyReused => "rejected",
+            ErrorCode::Timeout => "timeout",
+            ErrorCode::Trap | ErrorCode::OutOfMemory => "trap",
+            ErrorCode::BundleIntegrity
+            | ErrorCode::Unavailable
+            | ErrorCode::Internal
+            | ErrorCode::LoadFailed => "error",
+        }
+    }
+
     const ALL: [ErrorCode; 13] = [
         ErrorCode::Unauthorized,
         ErrorCode::NotFound,

@@ -116,6 +116,11 @@ const SQLITE_MIGRATIONS: &[EmbeddedMigration] = &[
         description: "execution_response_bytes",
         sql: include_str!("../migrations/sqlite/0004_execution_response_bytes.sql"),
     },
+    EmbeddedMigration {
+        version: 5,
+        description: "events",
+        sql: include_str!("../migrations/sqlite/0005_events.sql"),
+    },
 ];
 
 /// The PostgreSQL schema: the same versions as [`SQLITE_MIGRATIONS`].
@@ -139,6 +144,11 @@ const POSTGRES_MIGRATIONS: &[EmbeddedMigration] = &[
         version: 4,
         description: "execution_response_bytes",
         sql: include_str!("../migrations/postgres/0004_execution_response_bytes.sql"),
+    },
+    EmbeddedMigration {
+        version: 5,
+        description: "events",
+        sql: include_str!("../migrations/postgres/0005_events.sql"),
     },
 ];
 
@@ -307,9 +317,11 @@ mod tests {
     use super::*;
 
     /// The registry's tables, on either backend.
-    const TABLES: [&str; 14] = [
+    const TABLES: [&str; 16] = [
         "bundle_signature_history",
         "extension_bundle",
+        "extension_event",
+        "extension_event_delivery",
         "extension_event_subscription",
         "extension_execution_log",
         "extension_quota_usage",

@@ -60,6 +60,10 @@ pub struct ExecutionRecord {
     /// Bytes of the guest's answer body sent to the caller (an answer cut after its status
     /// went out keeps the status, the reason in `error_code`, and how far it got here).
     pub response_bytes: Option<u64>,
+    /// The event a call with trigger `event` delivered.
+    pub event_id: Option<String>,
+    /// Which attempt at delivering that event the call was (from 1).
+    pub attempt: Option<u32>,
     /// When the call happened, unix epoch milliseconds.
     pub created_at_ms: i64,
 }
@@ -95,6 +99,8 @@ impl ExecutionRecord {
             egress_bytes: 0,
             log_excerpt: None,
             response_bytes: None,
+            event_id: None,
+            attempt: None,
             created_at_ms: now_millis(),
         }
     }
@@ -127,6 +133,10 @@ impl ExecutionRecord {
             egress_bytes: to_u64(row.try_get("egress_bytes")?),
             log_excerpt: row.try_get("log_excerpt")?,
             response_bytes: row.try_get::<Option<i64>, _>("response_bytes")?.map(to_u64),
+            event_id: row.try_get("event_id")?,
+            attempt: row
+                .try_get::<Option<i64>, _>("attempt")?
+                .map(|a| u32::try_from(a).unwrap_or(u32::MAX)),
             created_at_ms: row.try_get("created_at")?,
             id,
         })
@@ -144,7 +154,7 @@ fn to_i64(value: u64) -> i64 {
 }
 
 /// `text` cut to at most `max` bytes on a character boundary.
-fn truncate(text: &str, max: usize) -> &str {
+pub(crate) fn truncate(text: &str, max: usize) -> &str {
     if text.len() <= max {
         return text;
     }
@@ -178,6 +188,7 @@ fn storable(row: &ExecutionRecord) -> Cow<'_, ExecutionRecord> {
         Some(&row.outcome),
         row.error_code.as_ref(),
         row.log_excerpt.as_ref(),
+        row.event_id.as_ref(),
     ];
     if !texts.into_iter().flatten().any(|t| t.contains('\0')) {
         return Cow::Borrowed(row);
@@ -201,6 +212,7 @@ fn storable(row: &ExecutionRecord) -> Cow<'_, ExecutionRecord> {
         &mut row.content_hash,
         &mut row.error_code,
         &mut row.log_excerpt,
+        &mut row.event_id,
     ]
     .into_iter()
     .flatten()
@@ -214,15 +226,15 @@ fn storable(row: &ExecutionRecord) -> Cow<'_, ExecutionRecord> {
 const COLUMNS: &str = "id, request_id, tenant_id, extension_id, install_id, version_id, \
                        content_hash, trigger, method, path, status, outcome, error_code, \
                        duration_ms, fuel_consumed, peak_memory_bytes, egress_bytes, \
-                       log_excerpt, response_bytes, created_at";
+                       log_excerpt, response_bytes, event_id, attempt, created_at";
 
 /// Values bound per row (the entries of [`COLUMNS`]).
-const COLUMN_COUNT: usize = 20;
+const COLUMN_COUNT: usize = 22;
 
 /// Rows per `INSERT` statement: each statement is one round trip to the database (or to
 /// SQLite's worker thread), so a batch goes in few of them. 49 rows bind 980 values, under
 /// the smallest limit SQLite builds have (999).
-const ROWS_PER_STATEMENT: usize = 49;
+const ROWS_PER_STATEMENT: usize = 45;
 
 /// `INSERT INTO extension_execution_log (...) VALUES (...), (...), ...` for `rows` rows.
 ///
@@ -285,6 +297,8 @@ async fn insert(
                 .bind(to_i64(row.egress_bytes))
                 .bind(excerpt)
                 .bind(row.response_bytes.map(to_i64))
+                .bind(&row.event_id)
+                .bind(row.attempt.map(i64::from))
                 .bind(row.created_at_ms);
         }
         query.execute(&mut *conn).await?;
@@ -489,8 +503,8 @@ mod tests {
     fn statements_number_their_values_row_after_row() {
         let sql = insert_statement(2, Backend::Postgres);
         assert!(sql.contains("VALUES ($1, $2, "), "{sql}");
-        assert!(sql.contains("$20), ($21, "), "{sql}");
-        assert!(sql.ends_with("$40)"), "{sql}");
+        assert!(sql.contains("$22), ($23, "), "{sql}");
+        assert!(sql.ends_with("$44)"), "{sql}");
         let sql = insert_statement(2, Backend::Sqlite);
         assert_eq!(sql.matches('?').count(), 2 * COLUMN_COUNT, "{sql}");
         assert!(!sql.contains('$'), "{sql}");

@@ -113,16 +113,32 @@ impl Candidate {
     }
 }
 
-/// Replaces the event subscriptions of `install_id` with those of `manifest`.
+/// Replaces the event subscriptions of `install_id` with those of `manifest`. A
+/// subscription the manifest keeps (same topic and path) keeps its row, and so its pending
+/// deliveries; one it drops is removed with them.
 async fn replace_subscriptions(
     tx: &mut sqlx::Transaction<'_, sqlx::Any>,
     install_id: &str,
     manifest: &Manifest,
 ) -> Result<(), RegistryError> {
-    sqlx::query("DELETE FROM extension_event_subscription WHERE install_id = $1")
-        .bind(install_id)
-        .execute(&mut **tx)
-        .await?;
+    let existing: Vec<(String, String, String)> = sqlx::query_as(
+        "SELECT id, topic, path FROM extension_event_subscription WHERE install_id = $1",
+    )
+    .bind(install_id)
+    .fetch_all(&mut **tx)
+    .await?;
+    for (id, topic, path) in existing {
+        let kept = manifest
+            .events
+            .iter()
+            .any(|event| event.topic == topic && event.path == path);
+        if !kept {
+            sqlx::query("DELETE FROM extension_event_subscription WHERE id = $1")
+                .bind(id)
+                .execute(&mut **tx)
+                .await?;
+        }
+    }
     for event in &manifest.events {
         sqlx::query(
             "INSERT INTO extension_event_subscription (id, install_id, topic, path) \
@@ -299,7 +315,7 @@ impl Registry {
     }
 
     /// Removes the tenant's install of `extension_id` together with its storage, secrets,
-    /// quota counters and event subscriptions. Returns whether there was one.
+    /// quota counters, event subscriptions and their deliveries. Returns whether there was one.
     pub async fn uninstall(
         &self,
         tenant_id: &str,

@@ -1,6 +1,6 @@
 //! The Palisade registry: the SQL database (schema, migrations, queries) holding extensions,
-//! versions, bundles, tenant installs, grants, config and the execution log, and the object
-//! store holding bundle blobs and their signatures.
+//! versions, bundles, tenant installs, grants, config, events and their deliveries and the
+//! execution log, and the object store holding bundle blobs and their signatures.
 //!
 //! [`Registry`] is the single handle to both; it is cheap to clone.
 
@@ -10,6 +10,7 @@ use std::path::PathBuf;
 
 pub mod db;
 pub mod error;
+pub mod events;
 pub mod executions;
 pub mod install;
 pub mod objects;
@@ -23,6 +24,9 @@ pub mod testing;
 pub mod trust;
 
 pub use error::{InstallError, InvalidTenantId, PublishError, RegistryError, TrustError};
+pub use events::{
+    AttemptEnd, ClaimedDelivery, Delivery, DeliveryState, EventError, NewEvent, PublishedEvent,
+};
 pub use executions::ExecutionRecord;
 pub use install::Install;
 pub use objects::BundleStore;

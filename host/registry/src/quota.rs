@@ -57,6 +57,25 @@ impl UsageTally {
         *total = total.saturating_add(amount);
     }
 
+    /// The usage the calls of `rows` add: one call each, and their egress bytes.
+    pub fn of_executions(rows: &[crate::ExecutionRecord]) -> Self {
+        let mut usage = UsageTally::new();
+        for row in rows {
+            if let Some(install_id) = &row.install_id {
+                usage.add(install_id, METRIC_CALLS, row.created_at_ms, 1);
+                if row.egress_bytes > 0 {
+                    usage.add(
+                        install_id,
+                        METRIC_EGRESS_BYTES,
+                        row.created_at_ms,
+                        row.egress_bytes,
+                    );
+                }
+            }
+        }
+        usage
+    }
+
     /// How many counters the tally adds to.
     pub fn len(&self) -> usize {
         self.amounts.len()

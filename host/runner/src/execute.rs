@@ -111,7 +111,7 @@ fn excerpt(lines: &[LogLine], dropped: u64) -> String {
     excerpt
 }
 
-fn stats(outcome: &Outcome) -> ExecuteStats {
+pub(crate) fn stats(outcome: &Outcome) -> ExecuteStats {
     ExecuteStats {
         duration_ms: u64::try_from(outcome.duration.as_millis()).unwrap_or(u64::MAX),
         fuel_consumed: outcome.fuel_consumed,
@@ -159,7 +159,7 @@ async fn run(state: &RunnerState, request: Request) -> Result<Response, Failure>
     let prepared = state
         .prepared(&install.content_hash, GrantSet::of(&install.grants))
         .await?;
-    let limits = call_limits(state, &install, &ctx);
+    let limits = call_limits(state, &install, ctx.timeout_ms);
 
     // The guest sees the caller's request: no hop header, no framing of the hop.
     hop::strip_hop_headers(&mut parts.headers);
@@ -176,7 +176,12 @@ async fn run(state: &RunnerState, request: Request) -> Result<Response, Failure>
 
     let started = state
         .runtime
-        .execute(&prepared, invocation(&ctx, &install), request, limits)
+        .execute(
+            &prepared,
+            invocation(ctx.request_id.clone(), &install, TRIGGER_HTTP),
+            request,
+            limits,
+        )
         .await;
     // A body past its limit is answered 413 whatever the guest made of it, as long as
     // nothing has been sent yet.
@@ -243,7 +248,16 @@ async fn admit(
         .await?
         .ok_or_else(|| RunnerError::UnknownInstall(ctx.install_id.clone()))?;
     check_context(&install, ctx)?;
-    let permit = state
+    let permit = permit(state, &install)?;
+    Ok((install, permit))
+}
+
+/// The call's place under the install's and the tenant's in-flight caps.
+pub(crate) fn permit(
+    state: &RunnerState,
+    install: &ResolvedInstall,
+) -> Result<Permit, RunnerError> {
+    state
         .admission
         .try_admit(&install.tenant_id, &install.install_id)
         .map_err(|refused| {
@@ -251,17 +265,20 @@ async fn admit(
                 Refused::Install => "install",
                 Refused::Tenant => "tenant",
             })
-        })?;
-    Ok((install, permit))
+        })
 }
 
-/// The call's limits: the manifest's, within the operator's, within what the gateway
-/// asked for.
-fn call_limits(state: &RunnerState, install: &ResolvedInstall, ctx: &CallContext) -> CallLimits {
+/// The call's limits: the manifest's, within the operator's, within what the caller (the
+/// gateway) asked for.
+pub(crate) fn call_limits(
+    state: &RunnerState,
+    install: &ResolvedInstall,
+    requested_timeout_ms: Option<u64>,
+) -> CallLimits {
     let manifest = &install.manifest.limits;
     let operator = state.runtime.config();
     let mut timeout_ms = manifest.timeout_ms.min(operator.max_timeout_ms);
-    if let Some(requested) = ctx.timeout_ms {
+    if let Some(requested) = requested_timeout_ms {
         timeout_ms = timeout_ms.min(requested);
     }
     let memory_mb = manifest.memory_mb.min(operator.max_memory_mb);
@@ -273,17 +290,24 @@ fn call_limits(state: &RunnerState, install: &ResolvedInstall, ctx: &CallContext
     }
 }
 
+/// Trigger of a call that came over the execute hop.
+const TRIGGER_HTTP: &str = "http";
+
 /// What the runtime and the guest know of the call.
-fn invocation(ctx: &CallContext, install: &ResolvedInstall) -> Invocation {
+pub(crate) fn invocation(
+    request_id: String,
+    install: &ResolvedInstall,
+    trigger: &str,
+) -> Invocation {
     Invocation {
-        request_id: ctx.request_id.clone(),
+        request_id,
         tenant_id: install.tenant_id.clone(),
         extension_id: install.extension_id.clone(),
         install_id: install.install_id.clone(),
         version_id: install.version_id.clone(),
         version: install.version.clone(),
         content_hash: install.content_hash.to_string(),
-        trigger: "http".into(),
+        trigger: trigger.to_owned(),
         config: install.config.clone(),
         grants: install.grants.clone(),
     }

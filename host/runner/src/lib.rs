@@ -7,11 +7,14 @@
 //! bearer token when [`RunnerConfig::metrics_token`] is set), and `GET`/`HEAD
 //! /ext-ui/{extension_id}/{content_hash}/{path}` (extension UIs, see `ui`). On
 //! [`Drain::begin`] the runner refuses new calls with 503 and finishes the running ones.
+//!
+//! [`events::Dispatcher`] delivers published events to extensions through the same state.
 
 mod admission;
 mod artifacts;
 mod drain;
 mod error;
+pub mod events;
 mod execute;
 mod installs;
 mod loader;

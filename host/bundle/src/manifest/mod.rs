@@ -7,6 +7,7 @@ mod capabilities;
 mod cron;
 mod headers;
 mod origin;
+mod topic;
 mod validate;
 
 use std::fmt;
@@ -24,6 +25,7 @@ pub use headers::{
     PALISADE_HEADER_PREFIX, is_header_token, reserved_header,
 };
 pub use origin::{AllowedOrigin, OriginError};
+pub use topic::{MAX_TOPIC_LEN, TopicError, TopicPattern, check_topic};
 
 /// The only runtime this platform runs: a `wasi:http/incoming-handler` component.
 pub const RUNTIME_WASI_HTTP: &str = "wasi-http@0.2";

@@ -19,7 +19,6 @@ static NAMESPACE: LazyLock<Regex> = LazyLock::new(|| regex(r"^[a-z0-9][a-z0-9_.-
 static SECRET: LazyLock<Regex> = LazyLock::new(|| regex(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$"));
 static PARAM: LazyLock<Regex> = LazyLock::new(|| regex(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$"));
 static HOOK: LazyLock<Regex> = LazyLock::new(|| regex(r"^[a-z][a-z0-9_.-]{0,63}$"));
-static TOPIC: LazyLock<Regex> = LazyLock::new(|| regex(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$"));
 
 const MAX_ID_LEN: usize = 128;
 const MAX_TEXT_LEN: usize = 256;
@@ -311,10 +310,13 @@ fn check_declared_headers(path: &str, names: &[String]) -> Check {
 fn check_events(manifest: &Manifest) -> Check {
     let mut topics = BTreeSet::new();
     for (i, event) in manifest.events.iter().enumerate() {
-        if !TOPIC.is_match(&event.topic) {
+        if let Err(error) = super::TopicPattern::parse(&event.topic) {
             return fail(
                 format!("events[{i}].topic"),
-                format!("`{}` is not a topic name like `order.created`", event.topic),
+                format!(
+                    "`{}` {error}; a topic pattern looks like `ticket.created`, `ticket.*` or `billing.#`",
+                    event.topic
+                ),
             );
         }
         if !topics.insert(event.topic.as_str()) {

@@ -266,6 +266,36 @@ impl AdminClient {
         self.json(self.http.get(url)).await
     }
 
+    /// Publishes an event.
+    pub(crate) async fn publish_event(&self, event: &serde_json::Value) -> Result<EventReply> {
+        let url = format!("{}/events", self.base);
+        self.json(self.http.post(url).json(event)).await
+    }
+
+    /// The tenant's deliveries, optionally in one state.
+    pub(crate) async fn deliveries(
+        &self,
+        tenant: &str,
+        state: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<DeliveryReply>> {
+        let url = format!("{}/tenants/{}/deliveries", self.base, seg(tenant));
+        let mut query = vec![("limit", limit.to_string())];
+        query.extend(state.map(|s| ("state", s.to_owned())));
+        self.json(self.http.get(url).query(&query)).await
+    }
+
+    /// Retries one of the tenant's deliveries now.
+    pub(crate) async fn retry_delivery(&self, tenant: &str, id: &str) -> Result<DeliveryReply> {
+        let url = format!(
+            "{}/tenants/{}/deliveries/{}/retry",
+            self.base,
+            seg(tenant),
+            seg(id)
+        );
+        self.json(self.http.post(url)).await
+    }
+
     fn install_url(&self, tenant: &str, extension: &str) -> String {
         format!(
             "{}/tenants/{}/installs/{}",
@@ -314,6 +344,28 @@ impl AdminClient {
     async fn empty(&self, request: reqwest::RequestBuilder) -> Result<()> {
         self.send(request).await.map(|_| ())
     }
+}
+
+/// The answer of `POST /admin/v1/events`.
+#[derive(Debug, Deserialize)]
+pub(crate) struct EventReply {
+    pub event_id: String,
+    pub deliveries: u32,
+    pub duplicate: bool,
+}
+
+/// A delivery as the admin API answers it.
+#[derive(Debug, Deserialize)]
+pub(crate) struct DeliveryReply {
+    pub id: String,
+    pub event_key: String,
+    pub topic: String,
+    pub extension_id: String,
+    pub path: String,
+    pub state: String,
+    pub attempts: u32,
+    pub last_status: Option<u16>,
+    pub last_error: Option<String>,
 }
 
 /// Percent-encodes a path segment (everything but unreserved characters).

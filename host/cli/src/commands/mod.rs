@@ -4,6 +4,7 @@ pub(crate) mod admin_client;
 pub(crate) mod author;
 pub(crate) mod config;
 pub(crate) mod demo;
+pub(crate) mod events;
 pub(crate) mod gateway;
 pub(crate) mod installs;
 pub(crate) mod new;

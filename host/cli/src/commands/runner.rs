@@ -1,5 +1,7 @@
-//! `palisade runner`: one runner on the data directory, draining gracefully on SIGTERM or
-//! Ctrl-C (new calls get 503 `unavailable`, running calls finish, then the process exits).
+//! `palisade runner`: one runner on the data directory, with an event dispatcher unless
+//! `[events] dispatch` is off, draining gracefully on SIGTERM or Ctrl-C (new calls get 503
+//! `unavailable`, running calls and deliveries finish, then the process exits).
+//! `palisade dispatcher`: the dispatcher alone, serving nothing.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -8,7 +10,7 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use clap::Args;
 
-use crate::commands::serve::{runner_state, stop_signal};
+use crate::commands::serve::{runner_state, spawn_dispatcher, stop_signal};
 use crate::datadir::DataDir;
 
 #[derive(Debug, Args)]
@@ -24,7 +26,8 @@ pub(crate) struct RunnerArgs {
 
 pub(crate) async fn runner(data_dir: &DataDir, args: RunnerArgs) -> Result<()> {
     let registry = data_dir.registry().await?;
-    let state = runner_state(data_dir, &registry, None).await?;
+    let state = Arc::new(runner_state(data_dir, &registry, None).await?);
+    let dispatcher = spawn_dispatcher(data_dir, &state, false, stop_signal());
     let drain = state.drain();
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
@@ -40,7 +43,7 @@ pub(crate) async fn runner(data_dir: &DataDir, args: RunnerArgs) -> Result<()> {
     );
     axum::serve(
         crate::commands::no_delay(listener),
-        palisade_runner::app(Arc::new(state)),
+        palisade_runner::app(state),
     )
     .with_graceful_shutdown(async move {
         stop_signal().await;
@@ -57,6 +60,24 @@ pub(crate) async fn runner(data_dir: &DataDir, args: RunnerArgs) -> Result<()> {
     })
     .await
     .context("runner server")?;
+    if let Some(dispatcher) = dispatcher {
+        dispatcher.await.context("event dispatcher task")?;
+    }
     tracing::info!("runner stopped");
+    Ok(())
+}
+
+/// `palisade dispatcher`: delivers events (and nothing else) until SIGTERM or Ctrl-C; the
+/// deliveries in progress finish first.
+pub(crate) async fn dispatcher(data_dir: &DataDir) -> Result<()> {
+    let registry = data_dir.registry().await?;
+    let state = Arc::new(runner_state(data_dir, &registry, None).await?);
+    println!(
+        "event dispatcher on {} (SIGTERM or Ctrl-C stops)",
+        data_dir.root().display()
+    );
+    if let Some(dispatcher) = spawn_dispatcher(data_dir, &state, true, stop_signal()) {
+        dispatcher.await.context("event dispatcher task")?;
+    }
     Ok(())
 }

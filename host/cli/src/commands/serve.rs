@@ -1,6 +1,8 @@
 //! The wiring `up`, `runner` and `gateway` share: a runner or a gateway assembled from the
-//! data directory's registry and keys, and the signals that stop a server.
+//! data directory's registry and keys, the event dispatcher, and the signals that stop a
+//! server.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
@@ -80,11 +82,30 @@ pub(crate) fn gateway_state(
     }
     policy.over(&operator.policy)?.apply(&mut config)?;
     config.ui_public_base = operator.ui.public_base.clone().or(ui_public_base);
+    config.max_event_payload_bytes = operator.events.max_payload_bytes;
     Ok(GatewayState::new(
         config,
         registry,
         TokenMinter::from_pem(service_keys.private_pem.as_bytes())?,
     )?)
+}
+
+/// Starts an event dispatcher on `state` when `[events] dispatch` is on (`always`: in any
+/// case), stopping when `stop` resolves. Returns its task.
+pub(crate) fn spawn_dispatcher(
+    data_dir: &DataDir,
+    state: &Arc<RunnerState>,
+    always: bool,
+    stop: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Option<tokio::task::JoinHandle<()>> {
+    let events = &data_dir.operator().events;
+    if !(always || events.dispatch) {
+        tracing::info!("event dispatch is off in this process ([events] dispatch = false)");
+        return None;
+    }
+    let dispatcher =
+        palisade_runner::events::Dispatcher::new(Arc::clone(state), events.to_dispatch_config());
+    Some(tokio::spawn(dispatcher.run(stop)))
 }
 
 /// Resolves on Ctrl-C (SIGINT) or, on Unix, SIGTERM.

@@ -81,6 +81,7 @@ pub(crate) async fn up(data_dir: &DataDir, args: UpArgs) -> Result<()> {
     )?;
     let gateway = Arc::new(gateway);
 
+    let dispatcher = crate::commands::serve::spawn_dispatcher(data_dir, &runner, false, shutdown());
     let runner_server = tokio::spawn(
         axum::serve(
             crate::commands::no_delay(runner_listener),
@@ -139,6 +140,9 @@ pub(crate) async fn up(data_dir: &DataDir, args: UpArgs) -> Result<()> {
     // Execution-log rows are written in the background: write what is queued before exiting.
     gateway.flush_execution_log().await;
     runner.context("runner task")?.context("runner server")?;
+    if let Some(dispatcher) = dispatcher {
+        dispatcher.await.context("event dispatcher task")?;
+    }
     gateway_served
         .context("gateway task")?
         .context("gateway server")?;

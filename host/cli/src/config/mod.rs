@@ -290,6 +290,39 @@ impl OperatorConfig {
                 });
             }
         }
+        let events = &self.events;
+        for (key, value) in [
+            ("events.poll_interval_ms", events.poll_interval_ms),
+            ("events.batch", u64::from(events.batch)),
+            ("events.max_attempts", u64::from(events.max_attempts)),
+            ("events.backoff_base_ms", events.backoff_base_ms),
+        ] {
+            if value == 0 {
+                problems.push(Problem {
+                    key: key.into(),
+                    message: "must be at least 1".into(),
+                });
+            }
+        }
+        if events.backoff_max_ms < events.backoff_base_ms {
+            problems.push(Problem {
+                key: "events.backoff_max_ms".into(),
+                message: format!(
+                    "is shorter than events.backoff_base_ms ({})",
+                    events.backoff_base_ms
+                ),
+            });
+        }
+        if events.lease_ms <= runtime.max_timeout_ms {
+            problems.push(Problem {
+                key: "events.lease_ms".into(),
+                message: format!(
+                    "must be longer than runtime.max_timeout_ms ({}), so that a delivery \
+                     is not taken by another dispatcher while it runs",
+                    runtime.max_timeout_ms
+                ),
+            });
+        }
         if self.storage.install_write_burst == 0 {
             problems.push(Problem {
                 key: "storage.install_write_burst".into(),

@@ -34,6 +34,63 @@ pub(crate) struct OperatorConfig {
     pub registry: RegistrySection,
     /// Serving extension UIs (the runner's `/ext-ui`).
     pub ui: UiSection,
+    /// Publishing events, and the dispatchers that deliver them.
+    pub events: EventsSection,
+}
+
+/// `[events]`.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(default, deny_unknown_fields)]
+pub(crate) struct EventsSection {
+    /// Run an event dispatcher in `palisade runner` and `palisade up` (`palisade
+    /// dispatcher` always runs one). Any number of processes may dispatch at once.
+    pub dispatch: bool,
+    /// How long an idle dispatcher waits before looking for due deliveries again, in ms.
+    pub poll_interval_ms: u64,
+    /// Most deliveries a dispatcher claims, and delivers concurrently, at once.
+    pub batch: u32,
+    /// Attempts before a delivery is dead (kept, and retried only by hand).
+    pub max_attempts: u32,
+    /// Wait before the second attempt, in ms; doubled for each further one, with up to a
+    /// half taken off at random.
+    pub backoff_base_ms: u64,
+    /// Longest wait between two attempts, in ms.
+    pub backoff_max_ms: u64,
+    /// How long a claimed delivery is held by its dispatcher, in ms: a dispatcher that dies
+    /// mid-delivery delays it by this much. Must be longer than `runtime.max_timeout_ms`.
+    pub lease_ms: u64,
+    /// Largest event payload accepted by `POST /admin/v1/events`, in bytes.
+    pub max_payload_bytes: usize,
+}
+
+impl Default for EventsSection {
+    fn default() -> Self {
+        let d = palisade_runner::events::DispatchConfig::default();
+        EventsSection {
+            dispatch: true,
+            poll_interval_ms: millis(d.poll_interval),
+            batch: d.batch,
+            max_attempts: d.max_attempts,
+            backoff_base_ms: millis(d.backoff_base),
+            backoff_max_ms: millis(d.backoff_max),
+            lease_ms: millis(d.lease),
+            max_payload_bytes: gateway_defaults().max_event_payload_bytes,
+        }
+    }
+}
+
+impl EventsSection {
+    /// The dispatchers' settings.
+    pub(crate) fn to_dispatch_config(&self) -> palisade_runner::events::DispatchConfig {
+        palisade_runner::events::DispatchConfig {
+            poll_interval: Duration::from_millis(self.poll_interval_ms),
+            batch: self.batch,
+            max_attempts: self.max_attempts,
+            backoff_base: Duration::from_millis(self.backoff_base_ms),
+            backoff_max: Duration::from_millis(self.backoff_max_ms),
+            lease: Duration::from_millis(self.lease_ms),
+        }
+    }
 }
 
 /// `[ui]`.

@@ -7,7 +7,7 @@ use axum::response::{IntoResponse, Response};
 use http::StatusCode;
 use http::header::{CACHE_CONTROL, HeaderValue, WWW_AUTHENTICATE};
 use palisade_protocol::ErrorCode;
-use palisade_registry::{InstallError, PublishError, RegistryError, SecretError};
+use palisade_registry::{EventError, InstallError, PublishError, RegistryError, SecretError};
 use serde::Serialize;
 
 use crate::headers::REQUEST_ID;
@@ -144,6 +144,20 @@ impl AdminError {
             | InstallError::Signature { .. } => AdminErrorCode::Conflict,
             InstallError::Integrity { .. } => return Self::internal(request_id, &err),
             InstallError::Registry(inner) => return Self::registry(request_id, inner),
+        };
+        Self::new(code, request_id).message(err.to_string())
+    }
+
+    /// The answer for a refused event or delivery operation.
+    pub fn event(request_id: &str, err: EventError) -> Self {
+        let code = match &err {
+            EventError::InvalidTenantId(_)
+            | EventError::InvalidTopic { .. }
+            | EventError::InvalidKey
+            | EventError::InvalidPayload(_) => AdminErrorCode::BadRequest,
+            EventError::DeliveryNotFound(_) => AdminErrorCode::NotFound,
+            EventError::NotRetryable { .. } => AdminErrorCode::Conflict,
+            EventError::Registry(inner) => return Self::registry(request_id, inner),
         };
         Self::new(code, request_id).message(err.to_string())
     }

@@ -1,6 +1,7 @@
 //! The admin API under `/admin/v1`: publish bundles, list extensions and versions, manage
 //! tenants' installs (install, upgrade with capability approval, enable, disable,
-//! uninstall), set and delete sealed secrets (write only), and read the execution log.
+//! uninstall), set and delete sealed secrets (write only), read the execution log, publish
+//! events and see and retry their deliveries.
 //!
 //! Every route requires `authorization: Bearer <admin token>` (the operator's
 //! [`GatewayConfig::admin_token`](crate::GatewayConfig::admin_token)); without a configured
@@ -9,6 +10,7 @@
 
 mod auth;
 mod error;
+mod events;
 mod extensions;
 mod tenants;
 
@@ -112,6 +114,17 @@ fn table() -> Vec<Route> {
             Method::GET,
             "/admin/v1/tenants/{tenant_id}/executions",
             get(tenants::executions),
+        ),
+        (Method::POST, "/admin/v1/events", post(events::publish)),
+        (
+            Method::GET,
+            "/admin/v1/tenants/{tenant_id}/deliveries",
+            get(events::list),
+        ),
+        (
+            Method::POST,
+            "/admin/v1/tenants/{tenant_id}/deliveries/{delivery_id}/retry",
+            post(events::retry),
         ),
     ]
 }

@@ -342,6 +342,10 @@ pub(super) struct ExecutionJson {
     egress_bytes: u64,
     log_excerpt: Option<String>,
     response_bytes: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    event_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    attempt: Option<u32>,
     created_at_ms: i64,
 }
 
@@ -367,6 +371,8 @@ impl From<ExecutionRecord> for ExecutionJson {
             egress_bytes: r.egress_bytes,
             log_excerpt: r.log_excerpt,
             response_bytes: r.response_bytes,
+            event_id: r.event_id,
+            attempt: r.attempt,
             created_at_ms: r.created_at_ms,
         }
     }

@@ -1,0 +1,352 @@
+//! The event dispatcher: claims due deliveries from the registry and delivers each as
+//! `POST {path}` to its extension, in this runner's runtime, with the same admission,
+//! limits and bundle checks as a call over the execute hop.
+//!
+//! Any number of dispatchers (in runners, `palisade up` and `palisade dispatcher`) drain
+//! one registry: a delivery is claimed by one of them under a lease (see
+//! `palisade_registry::events`), so a dispatcher that dies mid-delivery leaves its lease to
+//! run out and another one delivers. A 2xx answer ends the delivery; anything else, a
+//! trap or a timeout, is tried again after an exponential backoff with jitter, until
+//! [`DispatchConfig::max_attempts`]; then the delivery is dead. Each attempt is an
+//! execution-log row with trigger `event`, the event id and the attempt number.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use http::{HeaderValue, Method, StatusCode};
+use http_body_util::{BodyExt, Full};
+use palisade_registry::quota::UsageTally;
+use palisade_registry::{AttemptEnd, ClaimedDelivery, DeliveryState, ExecutionRecord};
+use palisade_runtime::{GrantSet, RequestBodyError, Started};
+use rand::Rng;
+
+use crate::RunnerState;
+use crate::error::RunnerError;
+use crate::execute::{call_limits, invocation, permit, stats};
+
+/// Trigger of a call that delivers an event.
+pub const TRIGGER_EVENT: &str = "event";
+
+/// Headers the guest receives with an event (the gateway strips `x-palisade-*` from
+/// callers, so a guest can trust them).
+pub mod headers {
+    /// The event's topic, e.g. `ticket.created`.
+    pub const TOPIC: &str = "x-palisade-event-topic";
+    /// The platform's id of the event (the `event_id` that publishing answered).
+    pub const ID: &str = "x-palisade-event-id";
+    /// The publisher's own id of the event.
+    pub const KEY: &str = "x-palisade-event-key";
+    /// Which attempt this is, from 1.
+    pub const ATTEMPT: &str = "x-palisade-event-attempt";
+    /// When the event was published, RFC 3339 in UTC with milliseconds.
+    pub const PUBLISHED_AT: &str = "x-palisade-event-published-at";
+}
+
+/// How a dispatcher works.
+#[derive(Debug, Clone)]
+pub struct DispatchConfig {
+    /// How long an idle dispatcher waits before looking for due deliveries again.
+    pub poll_interval: Duration,
+    /// Most deliveries claimed (and delivered concurrently) at once.
+    pub batch: u32,
+    /// Attempts before a delivery is dead.
+    pub max_attempts: u32,
+    /// Wait before the second attempt; doubled for each further one.
+    pub backoff_base: Duration,
+    /// Longest wait between attempts.
+    pub backoff_max: Duration,
+    /// How long a claim holds a delivery. Must outlast the longest call (the operator's
+    /// largest timeout), so that nobody else takes it while it runs.
+    pub lease: Duration,
+}
+
+impl Default for DispatchConfig {
+    fn default() -> Self {
+        DispatchConfig {
+            poll_interval: Duration::from_millis(500),
+            batch: 16,
+            max_attempts: 8,
+            backoff_base: Duration::from_secs(1),
+            backoff_max: Duration::from_secs(300),
+            lease: Duration::from_secs(90),
+        }
+    }
+}
+
+impl DispatchConfig {
+    /// The wait after failed attempt number `attempt` (from 1): `backoff_base`
+    /// doubled for each earlier attempt, at most `backoff_max`, then a random part of up
+    /// to a half taken off (jitter), so that failures at one moment do not retry together.
+    pub fn backoff(&self, attempt: u32) -> Duration {
+        let doublings = attempt.saturating_sub(1).min(30);
+        let full = self
+            .backoff_base
+            .saturating_mul(1 << doublings)
+            .min(self.backoff_max);
+        let jitter = rand::thread_rng().gen_range(0.0..0.5);
+        full.mul_f64(1.0 - jitter)
+    }
+}
+
+/// A dispatcher over one runner's state.
+pub struct Dispatcher {
+    state: Arc<RunnerState>,
+    config: DispatchConfig,
+    /// This dispatcher's name in leases.
+    owner: String,
+}
+
+impl Dispatcher {
+    /// A dispatcher delivering through `state`'s runtime.
+    pub fn new(state: Arc<RunnerState>, config: DispatchConfig) -> Self {
+        Dispatcher {
+            state,
+            config,
+            owner: format!("dispatcher-{}", uuid::Uuid::new_v4()),
+        }
+    }
+
+    /// Delivers until `shutdown` completes; a round in progress is finished first.
+    pub async fn run(self, shutdown: impl Future<Output = ()>) {
+        tracing::info!(owner = %self.owner, "event dispatcher started");
+        tokio::pin!(shutdown);
+        loop {
+            let delivered = self.run_once().await;
+            if delivered >= self.config.batch as usize {
+                continue;
+            }
+            tokio::select! {
+                () = &mut shutdown => break,
+                () = tokio::time::sleep(self.config.poll_interval) => {}
+            }
+        }
+        tracing::info!(owner = %self.owner, "event dispatcher stopped");
+    }
+
+    /// One round: claims up to a batch of due deliveries and delivers them concurrently.
+    /// Returns how many it claimed.
+    pub async fn run_once(&self) -> usize {
+        let lease_ms = i64::try_from(self.config.lease.as_millis()).unwrap_or(i64::MAX);
+        let claimed = match self
+            .state
+            .registry
+            .claim_deliveries(&self.owner, lease_ms, self.config.batch)
+            .await
+        {
+            Ok(claimed) => claimed,
+            Err(error) => {
+                tracing::warn!(%error, "claiming event deliveries failed");
+                return 0;
+            }
+        };
+        let count = claimed.len();
+        futures::future::join_all(claimed.into_iter().map(|claim| self.deliver(claim))).await;
+        count
+    }
+
+    /// Makes one attempt and records it: the execution-log row, then the delivery's end.
+    async fn deliver(&self, claim: ClaimedDelivery) {
+        let started = Instant::now();
+        let mut row = ExecutionRecord::new(
+            uuid::Uuid::now_v7().to_string(),
+            claim.tenant_id.as_str(),
+            claim.extension_id.as_str(),
+            TRIGGER_EVENT,
+        );
+        row.install_id = Some(claim.install_id.clone());
+        row.method = Method::POST.to_string();
+        row.path = claim.path.clone();
+        row.event_id = Some(claim.event_id.clone());
+        row.attempt = Some(claim.attempt);
+
+        let result = self.attempt(&claim, &mut row).await;
+        row.duration_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+        let end = match result {
+            Ok(status) if status.is_success() => AttemptEnd::Delivered {
+                status: status.as_u16(),
+            },
+            Ok(status) => self.failed(&claim, Some(status.as_u16()), format!("answered {status}")),
+            Err(error) => {
+                let code = error.code();
+                row.outcome = code.outcome().to_owned();
+                row.error_code = Some(code.as_str().to_owned());
+                tracing::warn!(
+                    delivery_id = %claim.id,
+                    event_id = %claim.event_id,
+                    attempt = claim.attempt,
+                    %error,
+                    "event delivery failed"
+                );
+                self.failed(&claim, None, code.as_str().to_owned())
+            }
+        };
+        let usage = UsageTally::of_executions(std::slice::from_ref(&row));
+        if let Err(error) = self
+            .state
+            .registry
+            .record_execution_batch(std::slice::from_ref(&row), &usage)
+            .await
+        {
+            tracing::warn!(%error, request_id = %row.request_id, "execution-log row lost");
+        }
+        match self.state.registry.finish_attempt(&claim, &end).await {
+            Ok(Some(DeliveryState::Dead)) => tracing::warn!(
+                delivery_id = %claim.id,
+                event_id = %claim.event_id,
+                attempts = claim.attempt,
+                "event delivery is dead"
+            ),
+            Ok(Some(_)) => {}
+            Ok(None) => tracing::warn!(
+                delivery_id = %claim.id,
+                "event delivery lease lost before the attempt ended; its result is not recorded"
+            ),
+            Err(error) => tracing::warn!(
+                delivery_id = %claim.id,
+                %error,
+                "recording an event delivery attempt failed; it is tried again when its lease runs out"
+            ),
+        }
+    }
+
+    /// The end of a failed attempt: another one after the backoff, or dead.
+    fn failed(&self, claim: &ClaimedDelivery, status: Option<u16>, error: String) -> AttemptEnd {
+        let retry_at_ms = (claim.attempt < self.config.max_attempts).then(|| {
+            let wait = self.config.backoff(claim.attempt);
+            now_millis().saturating_add(i64::try_from(wait.as_millis()).unwrap_or(i64::MAX))
+        });
+        AttemptEnd::Failed {
+            status,
+            error,
+            retry_at_ms,
+        }
+    }
+
+    /// Runs the delivery's call; the guest's status, or why there is none. Fills in the
+    /// row's install details, status and consumption.
+    async fn attempt(
+        &self,
+        claim: &ClaimedDelivery,
+        row: &mut ExecutionRecord,
+    ) -> Result<StatusCode, RunnerError> {
+        let state = &self.state;
+        let install = state
+            .installs
+            .get(&state.registry, &claim.install_id, |_| true)
+            .await?
+            .filter(|install| install.tenant_id == claim.tenant_id)
+            .ok_or_else(|| RunnerError::UnknownInstall(claim.install_id.clone()))?;
+        row.version_id = Some(install.version_id.clone());
+        row.content_hash = Some(install.content_hash.to_string());
+        let _permit = permit(state, &install)?;
+        let prepared = state
+            .prepared(&install.content_hash, GrantSet::of(&install.grants))
+            .await?;
+        let limits = call_limits(state, &install, None);
+        let request = event_request(claim)?;
+        let started = state
+            .runtime
+            .execute(
+                &prepared,
+                invocation(row.request_id.clone(), &install, TRIGGER_EVENT),
+                request,
+                limits,
+            )
+            .await;
+        let collected = Started::collect(started).await;
+        let stats = stats(&collected.outcome);
+        row.fuel_consumed = stats.fuel_consumed;
+        row.peak_memory_bytes = Some(stats.peak_memory_bytes);
+        row.egress_bytes = stats.egress_bytes;
+        row.response_bytes = Some(stats.response_bytes);
+        row.log_excerpt = (!stats.log_excerpt.is_empty()).then_some(stats.log_excerpt);
+        row.status = collected.status.map(|s| s.as_u16());
+        collected.outcome.result?;
+        collected.status.ok_or(RunnerError::FailedWithoutError)
+    }
+}
+
+/// The guest's request for `claim`: `POST {path}`, the payload as a JSON body, and the
+/// event's headers.
+fn event_request(
+    claim: &ClaimedDelivery,
+) -> Result<
+    http::Request<impl http_body::Body<Data = Bytes, Error = RequestBodyError> + Send + 'static>,
+    RunnerError,
+> {
+    let header = |value: String| {
+        HeaderValue::try_from(value).map_err(|_| RunnerError::NotACall(claim.path.clone()))
+    };
+    let body =
+        Full::new(Bytes::from(claim.payload.clone())).map_err(|never: Infallible| match never {});
+    http::Request::builder()
+        .method(Method::POST)
+        .uri(claim.path.as_str())
+        .header(http::header::CONTENT_TYPE, "application/json")
+        .header(headers::TOPIC, header(claim.topic.clone())?)
+        .header(headers::ID, header(claim.event_id.clone())?)
+        .header(headers::KEY, header(claim.event_key.clone())?)
+        .header(headers::ATTEMPT, claim.attempt)
+        .header(
+            headers::PUBLISHED_AT,
+            header(rfc3339_millis(claim.published_at_ms))?,
+        )
+        .body(body)
+        .map_err(|_| RunnerError::NotACall(claim.path.clone()))
+}
+
+/// `ms` since the Unix epoch as RFC 3339 in UTC with milliseconds.
+fn rfc3339_millis(ms: i64) -> String {
+    let at = time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
+        .unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
+    format!(
+        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z",
+        at.year(),
+        u8::from(at.month()),
+        at.day(),
+        at.hour(),
+        at.minute(),
+        at.second(),
+        at.millisecond()
+    )
+}
+
+fn now_millis() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_up_to_its_cap_with_at_most_half_taken_off() {
+        let config = DispatchConfig {
+            backoff_base: Duration::from_secs(1),
+            backoff_max: Duration::from_secs(10),
+            ..DispatchConfig::default()
+        };
+        for (attempt, full) in [(1, 1), (2, 2), (3, 4), (4, 8), (5, 10), (40, 10)] {
+            for _ in 0..20 {
+                let wait = config.backoff(attempt);
+                let full = Duration::from_secs(full);
+                assert!(wait <= full && wait > full / 2, "{attempt}: {wait:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn publish_times_are_rfc3339_utc_with_milliseconds() {
+        assert_eq!(rfc3339_millis(0), "1970-01-01T00:00:00.000Z");
+        assert_eq!(
+            rfc3339_millis(1_765_000_000_123),
+            "2025-12-06T05:46:40.123Z"
+        );
+    }
+}

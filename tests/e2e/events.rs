@@ -1,0 +1,375 @@
+//! Events end to end: published through the admin API, delivered by dispatchers through
+//! the runner to the `event-probe` guest, which records what it received; retries,
+//! dead deliveries, retry by hand, paused installs, and two dispatchers sharing the work.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use palisade_bundle::CapabilityKey;
+use palisade_runner::events::{DispatchConfig, Dispatcher};
+use serde_json::{Value, json};
+
+use crate::support::{ADMIN_TOKEN, Platform, ok_json};
+
+const PROBE: &str = "com.example.event-probe";
+const APPROVED: &[CapabilityKey] = &[CapabilityKey::Log, CapabilityKey::Storage];
+
+async fn install_probe(platform: &Platform, tenants: &[&str]) {
+    let path = format!(
+        "{}/guests/event-probe/manifest.json",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    let manifest: Value = serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap();
+    platform
+        .install_guest(&manifest, "event-probe", tenants, APPROVED)
+        .await;
+}
+
+/// A dispatcher on the platform's runner; failed attempts are due again at once.
+fn dispatcher(platform: &Platform, max_attempts: u32) -> Dispatcher {
+    Dispatcher::new(
+        Arc::clone(&platform.runner_state),
+        DispatchConfig {
+            max_attempts,
+            backoff_base: Duration::from_millis(1),
+            backoff_max: Duration::from_millis(1),
+            ..DispatchConfig::default()
+        },
+    )
+}
+
+/// `POST /admin/v1/events`; the status and the answer.
+async fn publish(
+    platform: &Platform,
+    tenant: &str,
+    topic: &str,
+    id: &str,
+    payload: Value,
+) -> (u16, Value) {
+    let response = platform
+        .client
+        .post(format!("http://{}/admin/v1/events", platform.gateway))
+        .bearer_auth(ADMIN_TOKEN)
+        .json(&json!({"tenant_id": tenant, "topic": topic, "id": id, "payload": payload}))
+        .send()
+        .await
+        .unwrap();
+    (response.status().as_u16(), response.json().await.unwrap())
+}
+
+fn admin(platform: &Platform, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+    platform
+        .client
+        .request(
+            method,
+            format!("http://{}/admin/v1{path}", platform.gateway),
+        )
+        .bearer_auth(ADMIN_TOKEN)
+}
+
+/// What the probe of `tenant` recorded.
+async fn seen(platform: &Platform, tenant: &str) -> Vec<Value> {
+    let seen = ok_json(platform.request(tenant, reqwest::Method::GET, PROBE, "/seen")).await;
+    seen.as_array().unwrap().clone()
+}
+
+/// Rounds of `dispatcher` until one claims nothing (a failed attempt is due again within
+/// the 1 ms backoff, so each round waits that out first).
+async fn drain(dispatcher: &Dispatcher) -> usize {
+    let mut total = 0;
+    loop {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        match dispatcher.run_once().await {
+            0 => return total,
+            n => total += n,
+        }
+    }
+}
+
+#[tokio::test]
+async fn an_event_is_delivered_once_with_its_headers_and_logged() {
+    let platform = Platform::start().await;
+    install_probe(&platform, &["acme", "globex"]).await;
+
+    let (status, first) = publish(
+        &platform,
+        "acme",
+        "ticket.created",
+        "t-1",
+        json!({"ticket": 7}),
+    )
+    .await;
+    assert_eq!(status, 202, "{first}");
+    assert_eq!(first["deliveries"], 1);
+    assert_eq!(first["duplicate"], false);
+    let (status, again) = publish(
+        &platform,
+        "acme",
+        "ticket.created",
+        "t-1",
+        json!({"other": 1}),
+    )
+    .await;
+    assert_eq!(status, 202);
+    assert_eq!(again["event_id"], first["event_id"]);
+    assert_eq!(again["duplicate"], true);
+    let (_, unheard) = publish(&platform, "acme", "order.created", "o-1", json!(null)).await;
+    assert_eq!(unheard["deliveries"], 0);
+
+    let dispatcher = dispatcher(&platform, 3);
+    assert_eq!(drain(&dispatcher).await, 1);
+
+    let seen_by_acme = seen(&platform, "acme").await;
+    assert_eq!(seen_by_acme.len(), 1, "{seen_by_acme:?}");
+    let record = &seen_by_acme[0];
+    assert_eq!(record["path"], "/on/ticket");
+    assert_eq!(record["topic"], "ticket.created");
+    assert_eq!(record["id"], first["event_id"]);
+    assert_eq!(record["key"], "t-1");
+    assert_eq!(record["attempt"], 1);
+    assert_eq!(record["content_type"], "application/json");
+    assert_eq!(record["payload"], json!({"ticket": 7}));
+    let published_at = record["published_at"].as_str().unwrap();
+    assert!(
+        published_at.ends_with('Z') && published_at.len() == 24,
+        "{published_at}"
+    );
+    assert!(seen(&platform, "globex").await.is_empty());
+
+    let delivered = ok_json(admin(
+        &platform,
+        reqwest::Method::GET,
+        "/tenants/acme/deliveries?state=delivered",
+    ))
+    .await;
+    assert_eq!(delivered.as_array().unwrap().len(), 1, "{delivered}");
+    assert_eq!(delivered[0]["last_status"], 204);
+
+    let log = ok_json(admin(
+        &platform,
+        reqwest::Method::GET,
+        "/tenants/acme/executions",
+    ))
+    .await;
+    let event_rows: Vec<&Value> = log
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|row| row["trigger"] == "event")
+        .collect();
+    assert_eq!(event_rows.len(), 1, "{log}");
+    assert_eq!(event_rows[0]["event_id"], first["event_id"]);
+    assert_eq!(event_rows[0]["attempt"], 1);
+    assert_eq!(event_rows[0]["status"], 204);
+    assert_eq!(event_rows[0]["path"], "/on/ticket");
+    assert_eq!(event_rows[0]["outcome"], "ok");
+}
+
+#[tokio::test]
+async fn failures_are_retried_then_dead_and_a_dead_delivery_is_retried_by_hand() {
+    let platform = Platform::start().await;
+    install_probe(&platform, &["acme"]).await;
+    let dispatcher = dispatcher(&platform, 2);
+
+    // Fails once, then succeeds on the second attempt.
+    publish(
+        &platform,
+        "acme",
+        "ticket.updated",
+        "t-1",
+        json!({"fail_attempts": 1}),
+    )
+    .await;
+    assert_eq!(drain(&dispatcher).await, 2);
+    let attempts: Vec<Value> = seen(&platform, "acme")
+        .await
+        .iter()
+        .map(|r| r["attempt"].clone())
+        .collect();
+    assert_eq!(attempts, [json!(1), json!(2)]);
+
+    // Always fails: dead after two attempts, with its last status.
+    let (_, broken) = publish(&platform, "acme", "broken.very.much", "b-1", json!({})).await;
+    assert_eq!(broken["deliveries"], 1);
+    assert_eq!(drain(&dispatcher).await, 2);
+    let dead = ok_json(admin(
+        &platform,
+        reqwest::Method::GET,
+        "/tenants/acme/deliveries?state=dead",
+    ))
+    .await;
+    let dead = dead.as_array().unwrap();
+    assert_eq!(dead.len(), 1);
+    assert_eq!(dead[0]["event_key"], "b-1");
+    assert_eq!(dead[0]["attempts"], 2);
+    assert_eq!(dead[0]["last_status"], 500);
+    assert_eq!(dead[0]["path"], "/on/broken");
+
+    // Retried by hand: two more attempts, numbered from 1 again.
+    let id = dead[0]["id"].as_str().unwrap();
+    let retried = ok_json(admin(
+        &platform,
+        reqwest::Method::POST,
+        &format!("/tenants/acme/deliveries/{id}/retry"),
+    ))
+    .await;
+    assert_eq!(retried["state"], "pending");
+    assert_eq!(drain(&dispatcher).await, 2);
+    let broken_attempts = seen(&platform, "acme")
+        .await
+        .iter()
+        .filter(|r| r["key"] == "b-1")
+        .count();
+    // Records are keyed by attempt number, so the second round overwrote the first two.
+    assert_eq!(broken_attempts, 2);
+    let log = ok_json(admin(
+        &platform,
+        reqwest::Method::GET,
+        "/tenants/acme/executions",
+    ))
+    .await;
+    let failed = log
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|row| row["trigger"] == "event" && row["status"] == 500)
+        .count();
+    assert_eq!(failed, 4, "{log}");
+
+    // A delivered one cannot be retried; an unknown one is not found.
+    let delivered = ok_json(admin(
+        &platform,
+        reqwest::Method::GET,
+        "/tenants/acme/deliveries?state=delivered",
+    ))
+    .await;
+    let id = delivered[0]["id"].as_str().unwrap();
+    let response = admin(
+        &platform,
+        reqwest::Method::POST,
+        &format!("/tenants/acme/deliveries/{id}/retry"),
+    )
+    .send()
+    .await
+    .unwrap();
+    assert_eq!(response.status(), 409);
+    let response = admin(
+        &platform,
+        reqwest::Method::POST,
+        "/tenants/acme/deliveries/nope/retry",
+    )
+    .send()
+    .await
+    .unwrap();
+    assert_eq!(response.status(), 404);
+}
+
+#[tokio::test]
+async fn bad_events_are_refused_with_what_is_wrong() {
+    let platform = Platform::start_with(crate::support::Options {
+        gateway: |config| config.max_event_payload_bytes = 64,
+        ..Default::default()
+    })
+    .await;
+    for (event, status, needle) in [
+        (
+            json!({"tenant_id": "acme", "topic": "a.*", "id": "1", "payload": {}}),
+            400,
+            "topic `a.*`",
+        ),
+        (
+            json!({"tenant_id": "acme", "topic": "a", "id": "", "payload": {}}),
+            400,
+            "event id",
+        ),
+        (
+            json!({"tenant_id": "acme", "topic": "a", "payload": {}}),
+            400,
+            "missing field `id`",
+        ),
+        (
+            json!({"tenant_id": "acme", "topic": "a", "id": "1", "payload": "x".repeat(100)}),
+            413,
+            "over the limit of 64",
+        ),
+    ] {
+        let response = admin(&platform, reqwest::Method::POST, "/events")
+            .json(&event)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status().as_u16(), status, "{event}");
+        let body: Value = response.json().await.unwrap();
+        let message = body["message"].as_str().unwrap();
+        assert!(message.contains(needle), "{message}");
+    }
+    let response = platform
+        .client
+        .post(format!("http://{}/admin/v1/events", platform.gateway))
+        .json(&json!({"tenant_id": "acme", "topic": "a", "id": "1", "payload": {}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 401);
+    let response = admin(
+        &platform,
+        reqwest::Method::GET,
+        "/tenants/acme/deliveries?state=lost",
+    )
+    .send()
+    .await
+    .unwrap();
+    assert_eq!(response.status(), 400);
+}
+
+#[tokio::test]
+async fn a_disabled_install_receives_its_events_when_enabled_again() {
+    let platform = Platform::start().await;
+    install_probe(&platform, &["acme"]).await;
+    platform
+        .registry
+        .set_enabled("acme", PROBE, false)
+        .await
+        .unwrap();
+    let (_, published) = publish(&platform, "acme", "ticket.created", "t-1", json!({})).await;
+    assert_eq!(published["deliveries"], 1);
+    let dispatcher = dispatcher(&platform, 3);
+    assert_eq!(drain(&dispatcher).await, 0);
+    platform
+        .registry
+        .set_enabled("acme", PROBE, true)
+        .await
+        .unwrap();
+    assert_eq!(drain(&dispatcher).await, 1);
+    assert_eq!(seen(&platform, "acme").await.len(), 1);
+}
+
+#[tokio::test]
+async fn two_dispatchers_share_the_work_and_deliver_each_event_once() {
+    let platform = Platform::start().await;
+    install_probe(&platform, &["acme"]).await;
+    let events = 12;
+    for i in 0..events {
+        publish(
+            &platform,
+            "acme",
+            "ticket.created",
+            &format!("t-{i:02}"),
+            json!({"n": i}),
+        )
+        .await;
+    }
+    let (a, b) = (dispatcher(&platform, 3), dispatcher(&platform, 3));
+    let (from_a, from_b) = tokio::join!(drain(&a), drain(&b));
+    assert_eq!(from_a + from_b, events);
+    let seen = seen(&platform, "acme").await;
+    assert_eq!(seen.len(), events, "{seen:?}");
+    assert!(seen.iter().all(|r| r["attempt"] == 1), "{seen:?}");
+    let delivered = ok_json(admin(
+        &platform,
+        reqwest::Method::GET,
+        "/tenants/acme/deliveries?state=delivered&limit=100",
+    ))
+    .await;
+    assert_eq!(delivered.as_array().unwrap().len(), events);
+}

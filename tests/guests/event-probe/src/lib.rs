@@ -1,0 +1,88 @@
+//! Test guest that receives events and records each delivery it gets, so tests can see
+//! what the platform delivered, how often and with which headers.
+//!
+//! * `POST /on/ticket` (topic `ticket.*`) — records the delivery; answers 503 while the
+//!   attempt number is at most the payload's `fail_attempts` (default 0), else 204.
+//! * `POST /on/broken` (topic `broken.#`) — records the delivery and answers 500.
+//! * `GET /seen` — every recorded delivery, in key order: `[{"path", "topic", "id",
+//!   "key", "attempt", "published_at", "content_type", "payload"}]`.
+//!
+//! A delivery is recorded in namespace `events` under `{key}/{attempt:03}`.
+
+use palisade_sdk::http::{Request, Response, Router};
+use palisade_sdk::storage::{self, Condition};
+use serde_json::{Value, json};
+
+fn handle(request: Request) -> Response {
+    Router::new()
+        .post("/on/ticket", on_ticket)
+        .post("/on/broken", on_broken)
+        .get("/seen", seen)
+        .handle(request)
+}
+
+fn on_ticket(request: Request) -> Response {
+    let (attempt, record) = match record(&request) {
+        Ok(recorded) => recorded,
+        Err(response) => return response,
+    };
+    let fail_attempts = record["payload"]["fail_attempts"].as_u64().unwrap_or(0);
+    if attempt <= fail_attempts {
+        return Response::text(503, "failing on purpose");
+    }
+    Response::new(204)
+}
+
+fn on_broken(request: Request) -> Response {
+    match record(&request) {
+        Ok(_) => Response::text(500, "always broken"),
+        Err(response) => response,
+    }
+}
+
+/// Stores what the delivery carried; returns its attempt number and the record.
+fn record(request: &Request) -> Result<(u64, Value), Response> {
+    let header = |name: &str| request.header(name).unwrap_or_default().to_owned();
+    let attempt: u64 = header("x-palisade-event-attempt").parse().unwrap_or(0);
+    let payload: Value = serde_json::from_slice(request.body()).unwrap_or(Value::Null);
+    let record = json!({
+        "path": request.path(),
+        "topic": header("x-palisade-event-topic"),
+        "id": header("x-palisade-event-id"),
+        "key": header("x-palisade-event-key"),
+        "attempt": attempt,
+        "published_at": header("x-palisade-event-published-at"),
+        "content_type": header("content-type"),
+        "payload": payload,
+    });
+    let key = format!("{}/{attempt:03}", header("x-palisade-event-key"));
+    storage::set(
+        "events",
+        &key,
+        record.to_string().as_bytes(),
+        Condition::Any,
+    )
+    .map_err(|e| Response::text(500, format!("storage: {e}")))?;
+    Ok((attempt, record))
+}
+
+fn seen(_request: Request) -> Response {
+    let mut all = Vec::new();
+    let mut cursor = None;
+    loop {
+        let page = match storage::list("events", "", cursor.as_deref(), 100) {
+            Ok(page) => page,
+            Err(e) => return Response::text(500, format!("storage: {e}")),
+        };
+        for entry in page.entries {
+            all.push(serde_json::from_slice(&entry.value).unwrap_or(Value::Null));
+        }
+        match page.next_cursor {
+            Some(next) => cursor = Some(next),
+            None => break,
+        }
+    }
+    Response::json(200, &Value::from(all))
+}
+
+palisade_sdk::export_handler!(handle);
