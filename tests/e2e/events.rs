@@ -373,3 +373,93 @@ async fn two_dispatchers_share_the_work_and_deliver_each_event_once() {
     .await;
     assert_eq!(delivered.as_array().unwrap().len(), events);
 }
+
+#[tokio::test]
+async fn a_delivery_whose_dispatcher_died_is_delivered_by_another_after_its_lease() {
+    let platform = Platform::start().await;
+    install_probe(&platform, &["acme"]).await;
+    // The first attempt takes 30 s; the dispatcher making it dies a moment into it.
+    let payload = json!({"sleep_ms": 30_000, "sleep_attempts": 1});
+    publish(&platform, "acme", "ticket.created", "t-1", payload).await;
+    let lease = Duration::from_millis(1500);
+    let doomed = Dispatcher::new(
+        Arc::clone(&platform.runner_state),
+        DispatchConfig {
+            lease,
+            ..DispatchConfig::default()
+        },
+    );
+    let dying = tokio::spawn(async move { doomed.run_once().await });
+    // The guest records the attempt before it sleeps: then the dispatcher is mid-delivery.
+    for _ in 0..500 {
+        if !seen(&platform, "acme").await.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(
+        seen(&platform, "acme").await.len(),
+        1,
+        "the first attempt never started"
+    );
+    dying.abort();
+    assert!(dying.await.unwrap_err().is_cancelled());
+
+    // Under the dead dispatcher's lease, nobody takes the delivery...
+    let survivor = dispatcher(&platform, 3);
+    assert_eq!(survivor.run_once().await, 0);
+    // ...once it has run out, the next claim delivers it as attempt 2.
+    tokio::time::sleep(lease).await;
+    assert_eq!(drain(&survivor).await, 1);
+    let attempts: Vec<Value> = seen(&platform, "acme")
+        .await
+        .iter()
+        .map(|r| r["attempt"].clone())
+        .collect();
+    assert_eq!(attempts, [json!(1), json!(2)]);
+    let delivered = ok_json(admin(
+        &platform,
+        reqwest::Method::GET,
+        "/tenants/acme/deliveries?state=delivered",
+    ))
+    .await;
+    assert_eq!(delivered[0]["attempts"], 2);
+}
+
+#[tokio::test]
+async fn a_due_schedule_fires_once_through_the_dispatcher() {
+    let platform = Platform::start().await;
+    install_probe(&platform, &["acme"]).await;
+    let dispatcher = dispatcher(&platform, 3);
+    // Its first slot is an hour away at most: nothing yet.
+    assert_eq!(drain(&dispatcher).await, 0);
+    sqlx::query("UPDATE extension_schedule SET next_fire_at = 0")
+        .execute(platform.registry.pool())
+        .await
+        .unwrap();
+    assert_eq!(drain(&dispatcher).await, 1);
+    let seen = seen(&platform, "acme").await;
+    assert_eq!(seen.len(), 1, "{seen:?}");
+    assert_eq!(seen[0]["path"], "/on/tick");
+    assert_eq!(seen[0]["trigger"], "schedule");
+    assert_eq!(seen[0]["topic"], "schedule");
+    assert_eq!(seen[0]["published_at"], "1970-01-01T00:00:00.000Z");
+    assert_eq!(
+        seen[0]["payload"],
+        json!({"cron": "@every 1h", "slot_ms": 0})
+    );
+    let log = ok_json(admin(
+        &platform,
+        reqwest::Method::GET,
+        "/tenants/acme/executions",
+    ))
+    .await;
+    let fired: Vec<&Value> = log
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|row| row["trigger"] == "schedule")
+        .collect();
+    assert_eq!(fired.len(), 1, "{log}");
+    assert_eq!(fired[0]["status"], 204);
+}

@@ -317,7 +317,7 @@ mod tests {
     use super::*;
 
     /// The registry's tables, on either backend.
-    const TABLES: [&str; 16] = [
+    const TABLES: [&str; 17] = [
         "bundle_signature_history",
         "extension_bundle",
         "extension_event",
@@ -326,6 +326,7 @@ mod tests {
         "extension_execution_log",
         "extension_quota_usage",
         "extension_registry",
+        "extension_schedule",
         "extension_secret",
         "extension_signer",
         "extension_storage",

@@ -142,6 +142,8 @@ pub struct ClaimedDelivery {
     pub lease: String,
     /// This attempt's number, from 1.
     pub attempt: u32,
+    /// An event's delivery, or a schedule's firing.
+    pub trigger: Trigger,
     /// The event.
     pub event_id: String,
     /// The publisher's id of the event.
@@ -200,6 +202,8 @@ pub struct Delivery {
     pub install_id: String,
     /// Path the event is posted to.
     pub path: String,
+    /// An event's delivery, or a schedule's firing.
+    pub trigger: Trigger,
     /// Where it stands.
     pub state: DeliveryState,
     /// Attempts made so far.
@@ -226,16 +230,74 @@ const CLAIMABLE: &str = "SELECT d.id FROM extension_event_delivery d \
      WHERE d.state = 'pending' AND d.next_attempt_at <= $1 \
      AND (d.lease_until IS NULL OR d.lease_until < $1) AND i.enabled = $2 \
      AND NOT EXISTS (SELECT 1 FROM extension_event_delivery e \
-         WHERE e.subscription_id = d.subscription_id AND e.state = 'pending' AND e.id < d.id) \
+         WHERE e.queue_id = d.queue_id AND e.state = 'pending' AND e.id < d.id) \
      ORDER BY d.next_attempt_at, d.id LIMIT $3";
 
 const SELECT_DELIVERY: &str = "SELECT d.id, d.event_id, d.tenant_id, d.install_id, d.state, \
-     d.attempts, d.next_attempt_at, d.last_status, d.last_error, d.updated_at, \
-     ev.event_key, ev.topic, ev.payload, ev.published_at, s.path, i.extension_id \
+     d.attempts, d.next_attempt_at, d.last_status, d.last_error, d.updated_at, d.path, \
+     d.trigger, ev.event_key, ev.topic, ev.payload, ev.published_at, i.extension_id \
      FROM extension_event_delivery d \
      JOIN extension_event ev ON ev.id = d.event_id \
-     JOIN extension_event_subscription s ON s.id = d.subscription_id \
      JOIN tenant_extension_install i ON i.id = d.install_id";
+
+/// What a delivery is for: an event to a subscription, or a schedule's firing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Trigger {
+    /// A published event, to a matching subscription.
+    Event,
+    /// A schedule's slot.
+    Schedule,
+}
+
+impl Trigger {
+    /// The stored word, also the execution log's trigger: `event` or `schedule`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Trigger::Event => "event",
+            Trigger::Schedule => "schedule",
+        }
+    }
+}
+
+/// The queue a delivery goes to: a subscription or a schedule of one install.
+pub(crate) struct Queue {
+    pub trigger: Trigger,
+    pub id: String,
+    pub install_id: String,
+    pub path: String,
+}
+
+/// Writes a pending delivery of `event_id` to `queue`, due `now`.
+pub(crate) async fn insert_delivery(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    event_id: &str,
+    tenant_id: &str,
+    queue: &Queue,
+    now: i64,
+) -> Result<(), RegistryError> {
+    let (subscription_id, schedule_id) = match queue.trigger {
+        Trigger::Event => (Some(&queue.id), None),
+        Trigger::Schedule => (None, Some(&queue.id)),
+    };
+    sqlx::query(
+        "INSERT INTO extension_event_delivery (id, event_id, subscription_id, schedule_id, \
+         queue_id, trigger, path, tenant_id, install_id, state, attempts, next_attempt_at, \
+         updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 'pending', 0, $10, $10)",
+    )
+    .bind(uuid::Uuid::now_v7().to_string())
+    .bind(event_id)
+    .bind(subscription_id)
+    .bind(schedule_id)
+    .bind(&queue.id)
+    .bind(queue.trigger.as_str())
+    .bind(&queue.path)
+    .bind(tenant_id)
+    .bind(&queue.install_id)
+    .bind(now)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
 
 impl Registry {
     /// Publishes `event`: the event and one delivery per subscription of the tenant's
@@ -255,20 +317,25 @@ impl Registry {
 
         let _turn = self.write_turn().await;
         let mut tx = self.pool.begin().await?;
-        let subscriptions: Vec<(String, String, String)> = sqlx::query_as(
-            "SELECT s.id, s.topic, s.install_id FROM extension_event_subscription s \
+        let subscriptions: Vec<(String, String, String, String)> = sqlx::query_as(
+            "SELECT s.id, s.topic, s.install_id, s.path FROM extension_event_subscription s \
              JOIN tenant_extension_install i ON i.id = s.install_id WHERE i.tenant_id = $1 \
              ORDER BY s.id",
         )
         .bind(event.tenant_id)
         .fetch_all(&mut *tx)
         .await?;
-        let matching: Vec<(String, String)> = subscriptions
+        let matching: Vec<Queue> = subscriptions
             .into_iter()
-            .filter(|(_, pattern, _)| {
+            .filter(|(_, pattern, _, _)| {
                 TopicPattern::parse(pattern).is_ok_and(|p| p.matches(event.topic))
             })
-            .map(|(id, _, install_id)| (id, install_id))
+            .map(|(id, _, install_id, path)| Queue {
+                trigger: Trigger::Event,
+                id,
+                install_id,
+                path,
+            })
             .collect();
         let count = u32::try_from(matching.len()).unwrap_or(u32::MAX);
 
@@ -302,20 +369,8 @@ impl Registry {
                 duplicate: true,
             });
         }
-        for (subscription_id, install_id) in &matching {
-            sqlx::query(
-                "INSERT INTO extension_event_delivery (id, event_id, subscription_id, \
-                 tenant_id, install_id, state, attempts, next_attempt_at, updated_at) \
-                 VALUES ($1, $2, $3, $4, $5, 'pending', 0, $6, $6)",
-            )
-            .bind(uuid::Uuid::now_v7().to_string())
-            .bind(&event_id)
-            .bind(subscription_id)
-            .bind(event.tenant_id)
-            .bind(install_id)
-            .bind(now)
-            .execute(&mut *tx)
-            .await?;
+        for queue in &matching {
+            insert_delivery(&mut tx, &event_id, event.tenant_id, queue, now).await?;
         }
         tx.commit().await?;
         tracing::info!(
@@ -373,6 +428,7 @@ impl Registry {
                     id: delivery.id,
                     lease: lease.clone(),
                     attempt: delivery.attempts,
+                    trigger: delivery.trigger,
                     event_id: delivery.event_id,
                     event_key: delivery.event_key,
                     topic: delivery.topic,
@@ -534,6 +590,18 @@ fn delivery_from_row(row: &DbRow) -> Result<Delivery, RegistryError> {
         .parse()
         .map_err(|e: String| RegistryError::corrupt("extension_event_delivery", "state", &id, e))?;
     let attempts: i64 = row.try_get("attempts")?;
+    let trigger = match row.try_get::<String, _>("trigger")?.as_str() {
+        "event" => Trigger::Event,
+        "schedule" => Trigger::Schedule,
+        other => {
+            return Err(RegistryError::corrupt(
+                "extension_event_delivery",
+                "trigger",
+                &id,
+                format!("unknown trigger `{other}`"),
+            ));
+        }
+    };
     let last_status: Option<i64> = row.try_get("last_status")?;
     Ok(Delivery {
         event_id: row.try_get("event_id")?,
@@ -543,6 +611,7 @@ fn delivery_from_row(row: &DbRow) -> Result<Delivery, RegistryError> {
         extension_id: row.try_get("extension_id")?,
         install_id: row.try_get("install_id")?,
         path: row.try_get("path")?,
+        trigger,
         state,
         attempts: u32::try_from(attempts).unwrap_or(0),
         next_attempt_at_ms: (state == DeliveryState::Pending)

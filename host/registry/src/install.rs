@@ -286,6 +286,7 @@ impl Registry {
         .await?;
         let install_id: String = row.try_get("id")?;
         replace_subscriptions(&mut tx, &install_id, &candidate.manifest).await?;
+        crate::schedules::replace_schedules(&mut tx, &install_id, &candidate.manifest).await?;
         tx.commit().await?;
 
         tracing::info!(
@@ -315,7 +316,8 @@ impl Registry {
     }
 
     /// Removes the tenant's install of `extension_id` together with its storage, secrets,
-    /// quota counters, event subscriptions and their deliveries. Returns whether there was one.
+    /// quota counters, event subscriptions, schedules and their deliveries. Returns whether there
+    /// was one.
     pub async fn uninstall(
         &self,
         tenant_id: &str,

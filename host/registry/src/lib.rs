@@ -1,5 +1,6 @@
 //! The Palisade registry: the SQL database (schema, migrations, queries) holding extensions,
-//! versions, bundles, tenant installs, grants, config, events and their deliveries and the
+//! versions, bundles, tenant installs, grants, config, events, schedules and their deliveries
+//! and the
 //! execution log, and the object store holding bundle blobs and their signatures.
 //!
 //! [`Registry`] is the single handle to both; it is cheap to clone.
@@ -17,6 +18,7 @@ pub mod objects;
 pub mod publish;
 pub mod quota;
 pub mod resolve;
+pub mod schedules;
 pub mod secrets;
 pub mod storage;
 #[cfg(any(test, feature = "testing"))]
@@ -26,6 +28,7 @@ pub mod trust;
 pub use error::{InstallError, InvalidTenantId, PublishError, RegistryError, TrustError};
 pub use events::{
     AttemptEnd, ClaimedDelivery, Delivery, DeliveryState, EventError, NewEvent, PublishedEvent,
+    Trigger,
 };
 pub use executions::ExecutionRecord;
 pub use install::Install;

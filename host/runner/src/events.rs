@@ -1,5 +1,5 @@
-//! The event dispatcher: claims due deliveries from the registry and delivers each as
-//! `POST {path}` to its extension, in this runner's runtime, with the same admission,
+//! The event dispatcher: fires due schedules, claims due deliveries (events and schedule
+//! firings) from the registry and delivers each as `POST {path}` to its extension, in this runner's runtime, with the same admission,
 //! limits and bundle checks as a call over the execute hop.
 //!
 //! Any number of dispatchers (in runners, `palisade up` and `palisade dispatcher`) drain
@@ -8,7 +8,8 @@
 //! run out and another one delivers. A 2xx answer ends the delivery; anything else, a
 //! trap or a timeout, is tried again after an exponential backoff with jitter, until
 //! [`DispatchConfig::max_attempts`]; then the delivery is dead. Each attempt is an
-//! execution-log row with trigger `event`, the event id and the attempt number.
+//! execution-log row with trigger `event` (or `schedule`), the event id and the attempt
+//! number.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -27,9 +28,6 @@ use crate::RunnerState;
 use crate::error::RunnerError;
 use crate::execute::{call_limits, invocation, permit, stats};
 
-/// Trigger of a call that delivers an event.
-pub const TRIGGER_EVENT: &str = "event";
-
 /// Headers the guest receives with an event (the gateway strips `x-palisade-*` from
 /// callers, so a guest can trust them).
 pub mod headers {
@@ -41,8 +39,11 @@ pub mod headers {
     pub const KEY: &str = "x-palisade-event-key";
     /// Which attempt this is, from 1.
     pub const ATTEMPT: &str = "x-palisade-event-attempt";
-    /// When the event was published, RFC 3339 in UTC with milliseconds.
+    /// When the event was published (for a schedule's firing: its slot), RFC 3339 in UTC
+    /// with milliseconds.
     pub const PUBLISHED_AT: &str = "x-palisade-event-published-at";
+    /// `event` for a published event, `schedule` for a schedule's firing.
+    pub const TRIGGER: &str = "x-palisade-trigger";
 }
 
 /// How a dispatcher works.
@@ -61,6 +62,8 @@ pub struct DispatchConfig {
     /// How long a claim holds a delivery. Must outlast the longest call (the operator's
     /// largest timeout), so that nobody else takes it while it runs.
     pub lease: Duration,
+    /// Shortest time between two firings of one schedule, whatever it asks for.
+    pub min_schedule_interval: Duration,
 }
 
 impl Default for DispatchConfig {
@@ -72,6 +75,7 @@ impl Default for DispatchConfig {
             backoff_base: Duration::from_secs(1),
             backoff_max: Duration::from_secs(300),
             lease: Duration::from_secs(90),
+            min_schedule_interval: Duration::from_secs(1),
         }
     }
 }
@@ -126,9 +130,19 @@ impl Dispatcher {
         tracing::info!(owner = %self.owner, "event dispatcher stopped");
     }
 
-    /// One round: claims up to a batch of due deliveries and delivers them concurrently.
-    /// Returns how many it claimed.
+    /// One round: fires due schedules, then claims up to a batch of due deliveries and
+    /// delivers them concurrently. Returns how many it claimed.
     pub async fn run_once(&self) -> usize {
+        let min_interval =
+            i64::try_from(self.config.min_schedule_interval.as_millis()).unwrap_or(i64::MAX);
+        if let Err(error) = self
+            .state
+            .registry
+            .fire_schedules(min_interval, self.config.batch)
+            .await
+        {
+            tracing::warn!(%error, "firing schedules failed");
+        }
         let lease_ms = i64::try_from(self.config.lease.as_millis()).unwrap_or(i64::MAX);
         let claimed = match self
             .state
@@ -154,7 +168,7 @@ impl Dispatcher {
             uuid::Uuid::now_v7().to_string(),
             claim.tenant_id.as_str(),
             claim.extension_id.as_str(),
-            TRIGGER_EVENT,
+            claim.trigger.as_str(),
         );
         row.install_id = Some(claim.install_id.clone());
         row.method = Method::POST.to_string();
@@ -251,7 +265,7 @@ impl Dispatcher {
             .runtime
             .execute(
                 &prepared,
-                invocation(row.request_id.clone(), &install, TRIGGER_EVENT),
+                invocation(row.request_id.clone(), &install, claim.trigger.as_str()),
                 request,
                 limits,
             )
@@ -294,6 +308,7 @@ fn event_request(
             headers::PUBLISHED_AT,
             header(rfc3339_millis(claim.published_at_ms))?,
         )
+        .header(headers::TRIGGER, claim.trigger.as_str())
         .body(body)
         .map_err(|_| RunnerError::NotACall(claim.path.clone()))
 }

@@ -7,6 +7,7 @@ mod capabilities;
 mod cron;
 mod headers;
 mod origin;
+mod schedule;
 mod topic;
 mod validate;
 
@@ -25,6 +26,7 @@ pub use headers::{
     PALISADE_HEADER_PREFIX, is_header_token, reserved_header,
 };
 pub use origin::{AllowedOrigin, OriginError};
+pub use schedule::ScheduleSpec;
 pub use topic::{MAX_TOPIC_LEN, TopicError, TopicPattern, check_topic};
 
 /// The only runtime this platform runs: a `wasi:http/incoming-handler` component.

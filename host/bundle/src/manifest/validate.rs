@@ -333,7 +333,8 @@ fn check_events(manifest: &Manifest) -> Check {
 
 fn check_schedules(manifest: &Manifest) -> Check {
     for (i, schedule) in manifest.schedules.iter().enumerate() {
-        super::cron::check_cron(&schedule.cron)
+        super::ScheduleSpec::parse(&schedule.cron)
+            .map(drop)
             .map_err(|message| ManifestError::new(format!("schedules[{i}].cron"), message))?;
         check_url_path(&schedule.path, false)
             .map_err(|message| ManifestError::new(format!("schedules[{i}].path"), message))?;

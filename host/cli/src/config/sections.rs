@@ -61,6 +61,9 @@ pub(crate) struct EventsSection {
     pub lease_ms: u64,
     /// Largest event payload accepted by `POST /admin/v1/events`, in bytes.
     pub max_payload_bytes: usize,
+    /// Shortest time between two firings of one schedule, in ms, whatever its manifest
+    /// asks (`@every 1s` fires at most this often).
+    pub min_schedule_interval_ms: u64,
 }
 
 impl Default for EventsSection {
@@ -75,6 +78,7 @@ impl Default for EventsSection {
             backoff_max_ms: millis(d.backoff_max),
             lease_ms: millis(d.lease),
             max_payload_bytes: gateway_defaults().max_event_payload_bytes,
+            min_schedule_interval_ms: millis(d.min_schedule_interval),
         }
     }
 }
@@ -89,6 +93,7 @@ impl EventsSection {
             backoff_base: Duration::from_millis(self.backoff_base_ms),
             backoff_max: Duration::from_millis(self.backoff_max_ms),
             lease: Duration::from_millis(self.lease_ms),
+            min_schedule_interval: Duration::from_millis(self.min_schedule_interval_ms),
         }
     }
 }

@@ -119,6 +119,7 @@ pub(super) struct DeliveryJson {
     extension_id: String,
     install_id: String,
     path: String,
+    trigger: &'static str,
     state: &'static str,
     attempts: u32,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -140,6 +141,7 @@ impl From<Delivery> for DeliveryJson {
             extension_id: d.extension_id,
             install_id: d.install_id,
             path: d.path,
+            trigger: d.trigger.as_str(),
             state: d.state.as_str(),
             attempts: d.attempts,
             next_attempt_at_ms: d.next_attempt_at_ms,

@@ -1,9 +1,11 @@
--- Events and their deliveries: a published event and one delivery per matching
--- subscription are written in one transaction (an outbox); dispatchers claim deliveries
--- with a lease and record each attempt here.
+-- Events, schedules and their deliveries: a published event and one delivery per
+-- matching subscription are written in one transaction (an outbox); a schedule's firing is
+-- an event of its own with one delivery; dispatchers claim deliveries with a lease and
+-- record each attempt here.
 
--- One published event. `event_key` is the publisher's id: publishing it again for the
--- tenant answers this row. Kept after its deliveries end, so that the key stays used.
+-- One published event, or one firing of a schedule (`event_key` `schedule:{id}:{slot}`,
+-- topic `schedule`). `event_key` is the publisher's id: publishing it again for the tenant
+-- answers this row. Kept after its deliveries end, so that the key stays used.
 CREATE TABLE extension_event (
     id            TEXT    NOT NULL PRIMARY KEY,
     tenant_id     TEXT    NOT NULL,
@@ -15,14 +17,32 @@ CREATE TABLE extension_event (
     UNIQUE (tenant_id, event_key)
 );
 
--- One event to one subscription. Ids are UUID v7 made at publish time, so their order is
--- the publish order; a subscription's pending deliveries go out one at a time in it.
--- Removing the subscription (uninstall, or an upgrade that drops it) removes its
--- deliveries.
+-- One schedule of an install: `cron` is five-field cron (UTC) or `@every N{s,m,h}`;
+-- `next_fire_at` is the next slot to fire. Rewritten with the install's manifest.
+CREATE TABLE extension_schedule (
+    id            TEXT    NOT NULL PRIMARY KEY,
+    install_id    TEXT    NOT NULL REFERENCES tenant_extension_install (id) ON DELETE CASCADE,
+    cron          TEXT    NOT NULL,
+    path          TEXT    NOT NULL,
+    next_fire_at  BIGINT  NOT NULL,
+    UNIQUE (install_id, cron, path)
+);
+
+CREATE INDEX extension_schedule_due_idx ON extension_schedule (next_fire_at);
+
+-- One event to one subscription, or one firing to its schedule (`trigger` `event` or
+-- `schedule`; `queue_id` is the subscription's or the schedule's id). Ids are UUID v7
+-- made at publish time, so their order is the publish order; a queue's pending deliveries
+-- go out one at a time in it. Removing the subscription or schedule (uninstall, or an
+-- upgrade that drops it) removes its deliveries.
 CREATE TABLE extension_event_delivery (
     id               TEXT    NOT NULL PRIMARY KEY,
     event_id         TEXT    NOT NULL REFERENCES extension_event (id) ON DELETE CASCADE,
-    subscription_id  TEXT    NOT NULL REFERENCES extension_event_subscription (id) ON DELETE CASCADE,
+    subscription_id  TEXT    REFERENCES extension_event_subscription (id) ON DELETE CASCADE,
+    schedule_id      TEXT    REFERENCES extension_schedule (id) ON DELETE CASCADE,
+    queue_id         TEXT    NOT NULL,
+    trigger          TEXT    NOT NULL,
+    path             TEXT    NOT NULL,
     tenant_id        TEXT    NOT NULL,
     install_id       TEXT    NOT NULL,
     state            TEXT    NOT NULL,
@@ -37,8 +57,8 @@ CREATE TABLE extension_event_delivery (
 
 CREATE INDEX extension_event_delivery_due_idx
     ON extension_event_delivery (state, next_attempt_at);
-CREATE INDEX extension_event_delivery_subscription_idx
-    ON extension_event_delivery (subscription_id, state, id);
+CREATE INDEX extension_event_delivery_queue_idx
+    ON extension_event_delivery (queue_id, state, id);
 CREATE INDEX extension_event_delivery_tenant_idx
     ON extension_event_delivery (tenant_id, state, id);
 

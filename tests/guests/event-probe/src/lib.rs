@@ -2,10 +2,12 @@
 //! what the platform delivered, how often and with which headers.
 //!
 //! * `POST /on/ticket` (topic `ticket.*`) — records the delivery; answers 503 while the
-//!   attempt number is at most the payload's `fail_attempts` (default 0), else 204.
+//!   attempt number is at most the payload's `fail_attempts` (default 0), else 204, after
+//!   sleeping the payload's `sleep_ms` on the attempts up to `sleep_attempts` (default 0).
 //! * `POST /on/broken` (topic `broken.#`) — records the delivery and answers 500.
-//! * `GET /seen` — every recorded delivery, in key order: `[{"path", "topic", "id",
-//!   "key", "attempt", "published_at", "content_type", "payload"}]`.
+//! * `POST /on/tick` (schedule `@every 1h`) — records the firing and answers 204.
+//! * `GET /seen` — every recorded delivery, in key order: `[{"path", "trigger", "topic",
+//!   "id", "key", "attempt", "published_at", "content_type", "payload"}]`.
 //!
 //! A delivery is recorded in namespace `events` under `{key}/{attempt:03}`.
 
@@ -17,6 +19,7 @@ fn handle(request: Request) -> Response {
     Router::new()
         .post("/on/ticket", on_ticket)
         .post("/on/broken", on_broken)
+        .post("/on/tick", on_tick)
         .get("/seen", seen)
         .handle(request)
 }
@@ -26,11 +29,23 @@ fn on_ticket(request: Request) -> Response {
         Ok(recorded) => recorded,
         Err(response) => return response,
     };
-    let fail_attempts = record["payload"]["fail_attempts"].as_u64().unwrap_or(0);
+    let payload = &record["payload"];
+    if attempt <= payload["sleep_attempts"].as_u64().unwrap_or(0) {
+        let ms = payload["sleep_ms"].as_u64().unwrap_or(0);
+        std::thread::sleep(std::time::Duration::from_millis(ms));
+    }
+    let fail_attempts = payload["fail_attempts"].as_u64().unwrap_or(0);
     if attempt <= fail_attempts {
         return Response::text(503, "failing on purpose");
     }
     Response::new(204)
+}
+
+fn on_tick(request: Request) -> Response {
+    match record(&request) {
+        Ok(_) => Response::new(204),
+        Err(response) => response,
+    }
 }
 
 fn on_broken(request: Request) -> Response {
@@ -47,6 +62,7 @@ fn record(request: &Request) -> Result<(u64, Value), Response> {
     let payload: Value = serde_json::from_slice(request.body()).unwrap_or(Value::Null);
     let record = json!({
         "path": request.path(),
+        "trigger": header("x-palisade-trigger"),
         "topic": header("x-palisade-event-topic"),
         "id": header("x-palisade-event-id"),
         "key": header("x-palisade-event-key"),
