@@ -393,7 +393,7 @@ async fn the_execution_log_is_readable() {
 }
 
 /// Runs `palisade` on an empty data directory (remote mode must not need one).
-fn palisade(data_dir: &Path, args: &[&str], token_env: Option<&str>) -> Output {
+pub(crate) fn palisade(data_dir: &Path, args: &[&str], token_env: Option<&str>) -> Output {
     let mut command = Command::new(palisade_binary());
     command
         .arg("--data-dir")

@@ -463,3 +463,114 @@ async fn a_due_schedule_fires_once_through_the_dispatcher() {
     assert_eq!(fired.len(), 1, "{log}");
     assert_eq!(fired[0]["status"], 204);
 }
+
+#[tokio::test]
+async fn an_events_credential_publishes_events_and_nothing_else() {
+    let platform = Platform::start().await;
+    install_probe(&platform, &["acme"]).await;
+    let token = platform
+        .registry
+        .add_credential("helpdesk", palisade_registry::CredentialScope::Events)
+        .await
+        .unwrap();
+    let event = json!({"tenant_id": "acme", "topic": "ticket.created", "id": "t-1", "payload": {}});
+    let response = platform
+        .client
+        .post(format!("http://{}/admin/v1/events", platform.gateway))
+        .bearer_auth(&token)
+        .json(&event)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 202);
+    for (method, path) in [
+        (reqwest::Method::GET, "/admin/v1/tenants/acme/deliveries"),
+        (reqwest::Method::GET, "/admin/v1/extensions"),
+    ] {
+        let response = platform
+            .client
+            .request(method, format!("http://{}{path}", platform.gateway))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 401, "{path}");
+    }
+    let response = platform
+        .client
+        .post(format!("http://{}/admin/v1/events", platform.gateway))
+        .bearer_auth(format!("{token}x"))
+        .json(&event)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 401);
+    let body: Value = response.json().await.unwrap();
+    assert!(
+        body["message"].as_str().unwrap().contains("scope `events`"),
+        "{body}"
+    );
+}
+
+// The CLI runs as a child process while this runtime serves the platform it calls.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_publishes_lists_and_issues_credentials() {
+    let platform = Platform::start().await;
+    install_probe(&platform, &["acme"]).await;
+    let server = format!("http://{}", platform.gateway);
+    let empty = tempfile::tempdir().unwrap();
+    // `palisade events {line} --server S --tenant acme`, the line split at spaces.
+    let run = |line: &str| {
+        let mut args: Vec<&str> = vec!["events"];
+        args.extend(line.split(' '));
+        args.extend(["--server", server.as_str(), "--tenant", "acme"]);
+        let output = crate::admin::palisade(empty.path(), &args, Some(ADMIN_TOKEN));
+        let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+        let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+        (output.status.success(), stdout, stderr)
+    };
+    let (ok, out, err) = run(r#"publish --topic broken.now --id b-1 --payload {"x":1}"#);
+    assert!(ok, "{err}");
+    assert!(out.contains("1 deliveries"), "{out}");
+    let (ok, out, _) = run("publish --topic broken.now --id b-1");
+    assert!(ok && out.contains("published before"), "{out}");
+    let (ok, _, err) = run("publish --topic a --id x --payload {nope");
+    assert!(!ok && err.contains("--payload is not JSON"), "{err}");
+
+    assert_eq!(drain(&dispatcher(&platform, 1)).await, 1);
+    let (ok, out, err) = run("list --state dead");
+    assert!(ok, "{err}");
+    assert!(
+        out.contains("broken.now") && out.contains("attempts 1"),
+        "{out}"
+    );
+    let id = out.split_whitespace().next().unwrap().to_owned();
+    let (ok, out, err) = run(&format!("retry {id}"));
+    assert!(ok, "{err}");
+    assert!(out.contains("is due now"), "{out}");
+
+    // Credentials live in the data directory's registry.
+    let data = tempfile::tempdir().unwrap();
+    let local = |args: &[&str]| crate::admin::palisade(data.path(), args, None);
+    let added = local(&["credentials", "add", "helpdesk", "--scope", "events"]);
+    assert!(
+        added.status.success(),
+        "{}",
+        String::from_utf8_lossy(&added.stderr)
+    );
+    let token = String::from_utf8_lossy(&added.stdout).trim().to_owned();
+    assert!(token.starts_with("palisade_cred_"), "{token}");
+    let listed = local(&["credentials", "list"]);
+    let listed = String::from_utf8_lossy(&listed.stdout);
+    assert!(
+        listed.contains("helpdesk  scope events") && !listed.contains(&token),
+        "{listed}"
+    );
+    assert!(
+        local(&["credentials", "remove", "helpdesk"])
+            .status
+            .success()
+    );
+    let again = local(&["credentials", "remove", "helpdesk"]);
+    assert!(!again.status.success());
+}

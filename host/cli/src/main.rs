@@ -88,6 +88,9 @@ enum Command {
     /// Publish events and follow their deliveries.
     #[command(subcommand)]
     Events(commands::events::EventsCommand),
+    /// Issue scoped admin credentials (e.g. for publishing events only).
+    #[command(subcommand)]
+    Credentials(commands::credentials::CredentialsCommand),
     /// Run one gateway (the public API) in front of one or more runners.
     Gateway(commands::gateway::GatewayArgs),
     /// Manage the sealed secrets of tenants' installs.
@@ -153,6 +156,9 @@ async fn main() -> std::process::ExitCode {
         Command::Runner(args) => commands::runner::runner(&data_dir, args).await,
         Command::Dispatcher => commands::runner::dispatcher(&data_dir).await,
         Command::Events(command) => commands::events::events(&data_dir, command).await,
+        Command::Credentials(command) => {
+            commands::credentials::credentials(&data_dir, command).await
+        }
         Command::Gateway(args) => commands::gateway::gateway(&data_dir, args).await,
         Command::Secrets(cmd) => commands::secrets::secrets(&data_dir, cmd).await,
         Command::Config(command) => commands::config::config(command),

@@ -61,6 +61,8 @@ pub struct GatewayState {
     pub(crate) installs: ResolveCache,
     /// The queue of execution-log rows and its background writer.
     pub(crate) execution_log: ExecLog,
+    /// Scoped admin credentials looked up, reused for a few seconds.
+    pub(crate) credentials: crate::admin::CredentialCache,
 }
 
 impl std::fmt::Debug for GatewayState {
@@ -108,6 +110,7 @@ impl GatewayState {
             caller_limiter,
             cors,
             idempotency,
+            credentials: crate::admin::credential_cache(),
             installs,
             execution_log,
         })

@@ -317,7 +317,8 @@ mod tests {
     use super::*;
 
     /// The registry's tables, on either backend.
-    const TABLES: [&str; 17] = [
+    const TABLES: [&str; 18] = [
+        "admin_credential",
         "bundle_signature_history",
         "extension_bundle",
         "extension_event",

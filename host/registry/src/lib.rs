@@ -9,6 +9,7 @@
 
 use std::path::PathBuf;
 
+pub mod credentials;
 pub mod db;
 pub mod error;
 pub mod events;
@@ -25,6 +26,7 @@ pub mod storage;
 pub mod testing;
 pub mod trust;
 
+pub use credentials::{Credential, CredentialError, CredentialScope};
 pub use error::{InstallError, InvalidTenantId, PublishError, RegistryError, TrustError};
 pub use events::{
     AttemptEnd, ClaimedDelivery, Delivery, DeliveryState, EventError, NewEvent, PublishedEvent,

@@ -3,6 +3,7 @@
 pub(crate) mod admin_client;
 pub(crate) mod author;
 pub(crate) mod config;
+pub(crate) mod credentials;
 pub(crate) mod demo;
 pub(crate) mod events;
 pub(crate) mod gateway;

@@ -4,8 +4,9 @@
 //! events and see and retry their deliveries.
 //!
 //! Every route requires `authorization: Bearer <admin token>` (the operator's
-//! [`GatewayConfig::admin_token`](crate::GatewayConfig::admin_token)); without a configured
-//! token the routes are not mounted and answer 404. Errors are the gateway's JSON error body
+//! [`GatewayConfig::admin_token`](crate::GatewayConfig::admin_token)); `POST
+//! /admin/v1/events` also takes a credential of scope `events` from the registry. Without a
+//! configured admin token the routes are not mounted and answer 404. Errors are the gateway's JSON error body
 //! plus a `message` naming what is wrong (4xx only).
 
 mod auth;
@@ -27,7 +28,8 @@ use serde::de::DeserializeOwned;
 use crate::GatewayState;
 use crate::body::BodyError;
 
-pub use auth::tokens_match;
+pub use auth::{CREDENTIAL_CACHE_TTL, tokens_match};
+pub(crate) use auth::{CredentialCache, credential_cache};
 pub use error::{AdminError, AdminErrorCode};
 pub use extensions::SIGNATURE_HEADER;
 
@@ -115,7 +117,7 @@ fn table() -> Vec<Route> {
             "/admin/v1/tenants/{tenant_id}/executions",
             get(tenants::executions),
         ),
-        (Method::POST, "/admin/v1/events", post(events::publish)),
+        (Method::POST, EVENTS_PATH, post(events::publish)),
         (
             Method::GET,
             "/admin/v1/tenants/{tenant_id}/deliveries",
@@ -128,6 +130,9 @@ fn table() -> Vec<Route> {
         ),
     ]
 }
+
+/// The route that a credential of scope `events` may call too.
+const EVENTS_PATH: &str = "/admin/v1/events";
 
 /// Every admin route as (method, path), paths in the `{param}` syntax OpenAPI uses too.
 pub fn admin_route_list() -> Vec<(Method, &'static str)> {
@@ -145,12 +150,19 @@ pub fn admin_routes(state: &Arc<GatewayState>) -> Router<Arc<GatewayState>> {
     }
     let mut router = Router::new();
     for (_, path, handler) in table() {
-        router = router.route(path, handler);
+        let guard = auth::Guard {
+            state: Arc::clone(state),
+            scope: (path == EVENTS_PATH).then_some(palisade_registry::CredentialScope::Events),
+        };
+        router = router.route(
+            path,
+            handler.route_layer(axum::middleware::from_fn_with_state(
+                guard,
+                auth::require_admin,
+            )),
+        );
     }
-    router.route_layer(axum::middleware::from_fn_with_state(
-        Arc::clone(state),
-        auth::require_admin,
-    ))
+    router
 }
 
 /// Reads an admin request body (`what` names it in errors) of at most `limit` bytes.

@@ -65,3 +65,13 @@ CREATE INDEX extension_event_delivery_tenant_idx
 -- Which event and attempt an execution-log row with trigger `event` delivered.
 ALTER TABLE extension_execution_log ADD COLUMN event_id TEXT;
 ALTER TABLE extension_execution_log ADD COLUMN attempt INTEGER;
+
+-- Credentials the operator issues for a part of the admin API (scope `events`: publishing
+-- events), so that a host application need not hold the admin token. Only the token's
+-- SHA-256 is kept; the token is shown once, when it is made.
+CREATE TABLE admin_credential (
+    name          TEXT    NOT NULL PRIMARY KEY,
+    scope         TEXT    NOT NULL,
+    token_sha256  TEXT    NOT NULL UNIQUE,
+    created_at    BIGINT  NOT NULL
+);
