@@ -151,6 +151,7 @@ fn new_then_build_works_for_every_template() {
         ("web-hello", "http"),
         ("page-counter", "storage"),
         ("with-ui", "ui"),
+        ("ticket-listener", "events"),
     ] {
         let output = Command::new(palisade_binary())
             .args(["new", name, "--template", template, "--parent"])

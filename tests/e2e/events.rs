@@ -181,6 +181,12 @@ async fn failures_are_retried_then_dead_and_a_dead_delivery_is_retried_by_hand()
     )
     .await;
     assert_eq!(drain(&dispatcher).await, 2);
+    let stats = dispatcher.stats();
+    assert_eq!(
+        (stats.attempts, stats.retried, stats.delivered, stats.dead),
+        (2, 1, 1, 0)
+    );
+    assert_eq!(stats.first_attempts, 1);
     let attempts: Vec<Value> = seen(&platform, "acme")
         .await
         .iter()
@@ -204,6 +210,7 @@ async fn failures_are_retried_then_dead_and_a_dead_delivery_is_retried_by_hand()
     assert_eq!(dead[0]["attempts"], 2);
     assert_eq!(dead[0]["last_status"], 500);
     assert_eq!(dead[0]["path"], "/on/broken");
+    assert_eq!(dispatcher.stats().dead, 1);
 
     // Retried by hand: two more attempts, numbered from 1 again.
     let id = dead[0]["id"].as_str().unwrap();
@@ -573,4 +580,110 @@ async fn the_cli_publishes_lists_and_issues_credentials() {
     );
     let again = local(&["credentials", "remove", "helpdesk"]);
     assert!(!again.status.success());
+}
+
+/// The deliveries of `tenant` in the registry of a process-based platform.
+async fn deliveries_of(
+    registry: &palisade_registry::Registry,
+    tenant: &str,
+) -> Vec<palisade_registry::Delivery> {
+    registry.list_deliveries(tenant, None, 10).await.unwrap()
+}
+
+// A real `palisade dispatcher` process is killed (SIGKILL) while its guest runs; a second
+// process delivers the event once the first one's lease has run out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_dispatcher_process_leaves_its_delivery_to_another() {
+    use crate::process::Server;
+
+    let dir = tempfile::tempdir().unwrap();
+    let data_dir = dir.path();
+    let database_url = palisade_registry::testing::database_url(data_dir);
+    let seeder = crate::support::Seeder::open(&database_url, data_dir.join("objects")).await;
+    let path = format!(
+        "{}/guests/event-probe/manifest.json",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    let manifest: Value = serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap();
+    seeder
+        .install("acme", &manifest, "event-probe", APPROVED)
+        .await;
+    let registry = &seeder.registry;
+    registry
+        .publish_event(palisade_registry::NewEvent {
+            tenant_id: "acme",
+            topic: "ticket.created",
+            key: "t-1",
+            payload: r#"{"sleep_ms": 60000, "sleep_attempts": 1}"#,
+        })
+        .await
+        .unwrap();
+    // Calls end at 5 s; a claim holds its delivery for 6 s.
+    let config = data_dir.join("palisade.toml");
+    std::fs::write(
+        &config,
+        "[runtime]\nmax_timeout_ms = 5000\n[events]\nlease_ms = 6000\npoll_interval_ms = 100\n",
+    )
+    .unwrap();
+    let config = config.to_str().unwrap();
+    let spawn = |name: &'static str| {
+        let log = data_dir.join(format!("{name}.log"));
+        let args = ["--config", config, "dispatcher"];
+        Server::spawn(
+            name,
+            data_dir,
+            &database_url,
+            "127.0.0.1:9",
+            log,
+            "warn",
+            &args,
+        )
+    };
+
+    let mut doomed = spawn("dispatcher-a");
+    // The guest records the attempt before it sleeps: then the delivery is under way.
+    let started = std::time::Instant::now();
+    loop {
+        let stored: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM extension_storage")
+            .fetch_one(registry.pool())
+            .await
+            .unwrap();
+        if stored > 0 {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "the first attempt never started: {}",
+            doomed.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    doomed.kill();
+    let claimed = deliveries_of(registry, "acme").await;
+    assert_eq!(
+        (claimed[0].attempts, claimed[0].state),
+        (1, palisade_registry::DeliveryState::Pending)
+    );
+
+    let mut survivor = spawn("dispatcher-b");
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let delivered = loop {
+        let deliveries = deliveries_of(registry, "acme").await;
+        if deliveries[0].state == palisade_registry::DeliveryState::Delivered {
+            break deliveries[0].clone();
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "not delivered: {deliveries:?}\n{}",
+            survivor.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(delivered.attempts, 2);
+    assert_eq!(delivered.last_status, Some(204));
+    // The killed process recorded nothing of its attempt: the one row is attempt 2's.
+    let rows = registry.recent_executions("acme", None, 10).await.unwrap();
+    let attempts: Vec<Option<u32>> = rows.iter().map(|row| row.attempt).collect();
+    assert_eq!(attempts, [Some(2)]);
+    assert_eq!(survivor.terminate().await.code(), Some(0));
 }

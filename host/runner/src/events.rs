@@ -14,6 +14,7 @@
 use std::convert::Infallible;
 use std::future::Future;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
@@ -95,12 +96,46 @@ impl DispatchConfig {
     }
 }
 
+/// What a dispatcher has done since it started, for operators and the metrics export.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DispatchStats {
+    /// Attempts made.
+    pub attempts: u64,
+    /// Attempts answered 2xx.
+    pub delivered: u64,
+    /// Failed attempts with another one to come.
+    pub retried: u64,
+    /// Failed attempts after which the delivery is dead.
+    pub dead: u64,
+    /// Attempts whose end could not be recorded (lease lost, or the registry failed).
+    pub unrecorded: u64,
+    /// First attempts made, over which the lag below is summed.
+    pub first_attempts: u64,
+    /// Sum of the lag of first attempts: from publishing (or the slot) to the claim, in ms.
+    pub lag_ms_total: u64,
+    /// The largest such lag, in ms.
+    pub lag_ms_max: u64,
+}
+
+#[derive(Debug, Default)]
+struct Counters {
+    attempts: AtomicU64,
+    delivered: AtomicU64,
+    retried: AtomicU64,
+    dead: AtomicU64,
+    unrecorded: AtomicU64,
+    first_attempts: AtomicU64,
+    lag_ms_total: AtomicU64,
+    lag_ms_max: AtomicU64,
+}
+
 /// A dispatcher over one runner's state.
 pub struct Dispatcher {
     state: Arc<RunnerState>,
     config: DispatchConfig,
     /// This dispatcher's name in leases.
     owner: String,
+    counters: Counters,
 }
 
 impl Dispatcher {
@@ -110,6 +145,23 @@ impl Dispatcher {
             state,
             config,
             owner: format!("dispatcher-{}", uuid::Uuid::new_v4()),
+            counters: Counters::default(),
+        }
+    }
+
+    /// What this dispatcher has done so far.
+    pub fn stats(&self) -> DispatchStats {
+        let c = &self.counters;
+        let get = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
+        DispatchStats {
+            attempts: get(&c.attempts),
+            delivered: get(&c.delivered),
+            retried: get(&c.retried),
+            dead: get(&c.dead),
+            unrecorded: get(&c.unrecorded),
+            first_attempts: get(&c.first_attempts),
+            lag_ms_total: get(&c.lag_ms_total),
+            lag_ms_max: get(&c.lag_ms_max),
         }
     }
 
@@ -164,6 +216,15 @@ impl Dispatcher {
     /// Makes one attempt and records it: the execution-log row, then the delivery's end.
     async fn deliver(&self, claim: ClaimedDelivery) {
         let started = Instant::now();
+        let counters = &self.counters;
+        counters.attempts.fetch_add(1, Ordering::Relaxed);
+        if claim.attempt == 1 {
+            let lag =
+                u64::try_from(now_millis().saturating_sub(claim.published_at_ms)).unwrap_or(0);
+            counters.first_attempts.fetch_add(1, Ordering::Relaxed);
+            counters.lag_ms_total.fetch_add(lag, Ordering::Relaxed);
+            counters.lag_ms_max.fetch_max(lag, Ordering::Relaxed);
+        }
         let mut row = ExecutionRecord::new(
             uuid::Uuid::now_v7().to_string(),
             claim.tenant_id.as_str(),
@@ -206,7 +267,15 @@ impl Dispatcher {
         {
             tracing::warn!(%error, request_id = %row.request_id, "execution-log row lost");
         }
-        match self.state.registry.finish_attempt(&claim, &end).await {
+        let recorded = self.state.registry.finish_attempt(&claim, &end).await;
+        let counter = match &recorded {
+            Ok(Some(DeliveryState::Delivered)) => &counters.delivered,
+            Ok(Some(DeliveryState::Pending)) => &counters.retried,
+            Ok(Some(DeliveryState::Dead)) => &counters.dead,
+            Ok(None) | Err(_) => &counters.unrecorded,
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+        match recorded {
             Ok(Some(DeliveryState::Dead)) => tracing::warn!(
                 delivery_id = %claim.id,
                 event_id = %claim.event_id,

@@ -14,6 +14,7 @@
 //! |---|---|---|---|
 //! | [`http`], [`export_handler!`], [`export_streaming_handler!`] | `wasi:http/incoming-handler` (export) | — | — |
 //! | [`context`] | `palisade:extension/context` | always granted | — |
+//! | [`events`] | (headers of event deliveries and schedule firings) | manifest `events`, `schedules` | — |
 //! | [`time`] | `wasi:clocks/monotonic-clock` | always granted | — |
 //! | [`log`] | `palisade:extension/log` | `log` (on by default) | — |
 //! | `storage` | `palisade:extension/storage` | `storage` | `storage` |
@@ -102,6 +103,7 @@ mod body;
 #[cfg(feature = "cache")]
 pub mod cache;
 pub mod context;
+pub mod events;
 mod export;
 #[cfg(feature = "http-client")]
 pub mod fetch;

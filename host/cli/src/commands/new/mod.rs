@@ -1,4 +1,4 @@
-//! `palisade new NAME [--template http|storage|ui]`: scaffolds an extension crate that
+//! `palisade new NAME [--template http|storage|ui|events]`: scaffolds an extension crate that
 //! builds with `palisade build` at once: `Cargo.toml` (depending on the SDK), a pinned
 //! `rust-toolchain.toml` with the `wasm32-wasip2` target, `manifest.json` (with `$schema`),
 //! a handler on the SDK's router with native unit tests, a `README.md`, and for `ui` a
@@ -17,6 +17,7 @@ use crate::datadir::write_file;
 
 const LIB_HTTP: &str = include_str!("lib_http.rs.tmpl");
 const LIB_STORAGE: &str = include_str!("lib_storage.rs.tmpl");
+const LIB_EVENTS: &str = include_str!("lib_events.rs.tmpl");
 const UI_INDEX: &str = include_str!("ui_index.html.tmpl");
 const UI_APP: &str = include_str!("ui_app.js.tmpl");
 /// The bridge's iframe side, as `sdk/ui` builds it (the package's tests keep the sample's
@@ -37,6 +38,8 @@ pub(crate) enum Template {
     Storage,
     /// The JSON API with a UI shown in the host application.
     Ui,
+    /// Reacting to events (`ticket.*`) and a nightly schedule.
+    Events,
 }
 
 #[derive(Debug, Args)]
@@ -125,6 +128,7 @@ pub(crate) fn new(args: NewArgs) -> Result<()> {
             Template::Http => "http",
             Template::Storage => "storage",
             Template::Ui => "ui",
+            Template::Events => "events",
         },
         dir.display()
     );
@@ -156,6 +160,7 @@ fn files(
     let (features, lib): (&[&str], &str) = match template {
         Template::Http | Template::Ui => (&[], LIB_HTTP),
         Template::Storage => (&["storage"], LIB_STORAGE),
+        Template::Events => (&["storage"], LIB_EVENTS),
     };
     let cargo = format!(
         "[package]\nname = \"{name}\"\nversion = \"0.1.0\"\nedition = \"2024\"\npublish = false\n\n\
@@ -177,6 +182,10 @@ fn files(
                 { "method": "GET", "path": "/count/:page" }
             ])
         }
+        Template::Events => {
+            capabilities["storage"] = serde_json::json!({ "namespaces": ["tickets"] });
+            serde_json::json!([{ "method": "GET", "path": "/tickets/count" }])
+        }
     };
     let mut manifest = serde_json::json!({
         "$schema": SCHEMA_URL,
@@ -192,6 +201,10 @@ fn files(
     });
     if template == Template::Ui {
         manifest["ui"] = serde_json::json!({ "entry": "index.html" });
+    }
+    if template == Template::Events {
+        manifest["events"] = serde_json::json!([{ "topic": "ticket.*", "path": "/on/ticket" }]);
+        manifest["schedules"] = serde_json::json!([{ "cron": "0 3 * * *", "path": "/nightly" }]);
     }
     let manifest = serde_json::to_string_pretty(&manifest)? + "\n";
     // What `palisade build` will check: the manifest must parse as publish parses it.
@@ -249,7 +262,12 @@ mod tests {
     #[test]
     fn every_template_makes_a_valid_manifest_and_its_files() {
         let sdk = Sdk::Version("0.1.0".into());
-        for template in [Template::Http, Template::Storage, Template::Ui] {
+        for template in [
+            Template::Http,
+            Template::Storage,
+            Template::Ui,
+            Template::Events,
+        ] {
             let files = files("my-ext", "com.example.my-ext", template, &sdk).unwrap();
             let paths: Vec<&str> = files.iter().map(|(p, _)| *p).collect();
             assert!(paths.contains(&"src/lib.rs") && paths.contains(&"manifest.json"));
