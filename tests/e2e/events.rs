@@ -299,6 +299,16 @@ async fn bad_events_are_refused_with_what_is_wrong() {
             413,
             "over the limit of 64",
         ),
+        (
+            json!({"tenant_id": "acme", "topic": "ticket..created", "id": "1", "payload": {}}),
+            400,
+            "empty segment",
+        ),
+        (
+            json!({"tenant_id": "nobody", "topic": "a", "id": "1", "payload": {}}),
+            404,
+            "tenant `nobody` has no installs",
+        ),
     ] {
         let response = admin(&platform, reqwest::Method::POST, "/events")
             .json(&event)
@@ -686,4 +696,41 @@ async fn a_killed_dispatcher_process_leaves_its_delivery_to_another() {
     let attempts: Vec<Option<u32>> = rows.iter().map(|row| row.attempt).collect();
     assert_eq!(attempts, [Some(2)]);
     assert_eq!(survivor.terminate().await.code(), Some(0));
+}
+
+#[tokio::test]
+async fn the_ticket_audit_sample_keeps_events_and_its_heartbeat() {
+    const AUDIT: &str = "com.example.ticket-audit";
+    let platform = Platform::start().await;
+    let path = format!(
+        "{}/../guests/ticket-audit/manifest.json",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    let manifest: Value = serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap();
+    platform
+        .install_guest(&manifest, "ticket-audit", &["acme"], APPROVED)
+        .await;
+    for (id, ticket) in [("t-1", 1), ("t-2", 2)] {
+        let (status, _) = publish(
+            &platform,
+            "acme",
+            "ticket.created",
+            id,
+            json!({"ticket": ticket}),
+        )
+        .await;
+        assert_eq!(status, 202);
+    }
+    sqlx::query("UPDATE extension_schedule SET next_fire_at = 0")
+        .execute(platform.registry.pool())
+        .await
+        .unwrap();
+    assert_eq!(drain(&dispatcher(&platform, 3)).await, 3);
+    let audit = ok_json(platform.request("acme", reqwest::Method::GET, AUDIT, "/events")).await;
+    let events = audit["events"].as_array().unwrap();
+    let tickets: Vec<&Value> = events.iter().map(|e| &e["payload"]["ticket"]).collect();
+    assert_eq!(tickets, [&json!(2), &json!(1)], "{audit}");
+    assert_eq!(events[0]["topic"], "ticket.created");
+    assert_eq!(events[0]["attempt"], 1);
+    assert_eq!(audit["heartbeat"], "1970-01-01T00:00:00.000Z");
 }

@@ -85,6 +85,9 @@ pub enum EventError {
     /// The payload is not JSON.
     #[error("payload is not JSON: {0}")]
     InvalidPayload(String),
+    /// The tenant has no installs: no event of it could reach anything.
+    #[error("tenant `{0}` has no installs")]
+    UnknownTenant(String),
     /// No delivery with that id belongs to the tenant.
     #[error("no delivery `{0}` for this tenant")]
     DeliveryNotFound(String),
@@ -317,6 +320,15 @@ impl Registry {
 
         let _turn = self.write_turn().await;
         let mut tx = self.pool.begin().await?;
+        let installs: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM tenant_extension_install WHERE tenant_id = $1",
+        )
+        .bind(event.tenant_id)
+        .fetch_one(&mut *tx)
+        .await?;
+        if installs == 0 {
+            return Err(EventError::UnknownTenant(event.tenant_id.to_owned()));
+        }
         let subscriptions: Vec<(String, String, String, String)> = sqlx::query_as(
             "SELECT s.id, s.topic, s.install_id, s.path FROM extension_event_subscription s \
              JOIN tenant_extension_install i ON i.id = s.install_id WHERE i.tenant_id = $1 \
@@ -764,6 +776,14 @@ mod tests {
         assert!(again.duplicate);
         assert_eq!(claim(&fx, "d1").await.len(), 1);
         // The same id of another tenant is another event.
+        install(
+            &fx,
+            "globex",
+            ID,
+            "1.0.0",
+            json!([{"topic": "ticket.*", "path": "/t"}]),
+        )
+        .await;
         let other = fx
             .registry
             .publish_event(event("globex", "ticket.created", "e1"))
@@ -793,6 +813,12 @@ mod tests {
             .await
             .unwrap_err();
         assert!(matches!(err, EventError::InvalidTenantId(_)), "{err}");
+        let err = fx
+            .registry
+            .publish_event(event("nobody", "a", "e"))
+            .await
+            .unwrap_err();
+        assert_eq!(err.to_string(), "tenant `nobody` has no installs");
         let bad = NewEvent {
             payload: "{nope",
             ..event("acme", "a", "e")

@@ -16,7 +16,7 @@
 //!     let Some(delivery) = Delivery::of(&request) else {
 //!         return Response::bad_request("not an event delivery");
 //!     };
-//!     let ticket: serde_json::Value = match request.json() {
+//!     let ticket: serde_json::Value = match palisade_sdk::events::payload(&request) {
 //!         Ok(ticket) => ticket,
 //!         Err(_) => return Response::bad_request("payload is not JSON"),
 //!     };
@@ -52,6 +52,11 @@ pub struct Delivery {
     pub attempt: u32,
     /// When the event was published (a firing: its slot), RFC 3339 in UTC.
     pub published_at: String,
+}
+
+/// The delivery's JSON payload (its body), as `T`.
+pub fn payload<T: serde::de::DeserializeOwned>(request: &Request) -> Result<T, serde_json::Error> {
+    request.json()
 }
 
 impl Delivery {

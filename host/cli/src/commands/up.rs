@@ -160,6 +160,8 @@ struct Demo {
     /// The installed extensions with a UI (their public base, gateway and token are set
     /// when the page is served).
     uis: Vec<crate::commands::demo::MountedUi>,
+    /// A topic some installed sample subscribes to, with that sample's id.
+    event: Option<(String, String)>,
 }
 
 struct DemoCall {
@@ -183,6 +185,7 @@ async fn install_demo(data_dir: &DataDir, registry: &Registry, guests: &Path) ->
 
     let mut calls = Vec::new();
     let mut uis = Vec::new();
+    let mut event = None;
     let mut dirs: Vec<PathBuf> = std::fs::read_dir(guests)
         .with_context(|| format!("listing {}", guests.display()))?
         .filter_map(|e| e.ok().map(|e| e.path()))
@@ -234,6 +237,14 @@ async fn install_demo(data_dir: &DataDir, registry: &Registry, guests: &Path) ->
                 token: String::new(),
             });
         }
+        if let Some(subscription) = manifest.events.first()
+            && event.is_none()
+        {
+            event = Some((
+                example_topic(&subscription.topic),
+                published.extension_id.clone(),
+            ));
+        }
         if let Some(endpoint) = manifest.api.endpoints.iter().find(|e| e.method == "GET") {
             calls.push(DemoCall {
                 extension: published.extension_id.clone(),
@@ -242,7 +253,23 @@ async fn install_demo(data_dir: &DataDir, registry: &Registry, guests: &Path) ->
             });
         }
     }
-    Ok(Demo { calls, uis })
+    Ok(Demo { calls, uis, event })
+}
+
+/// A topic the pattern matches: `ticket.*` → `ticket.created`, `billing.#` →
+/// `billing.created`.
+fn example_topic(pattern: &str) -> String {
+    pattern
+        .split('.')
+        .map(|seg| {
+            if seg == "*" || seg == "#" {
+                "created"
+            } else {
+                seg
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(".")
 }
 
 /// `/hello/:name` → `/hello/world`.
@@ -307,6 +334,14 @@ async fn show_demo(data_dir: &DataDir, demo: &Demo, gateway: SocketAddr) -> Resu
     println!("\ntry it (tenant `{DEMO_TENANT}`, token valid for 24 hours):");
     for curl in curls {
         println!("{curl}");
+    }
+    if let Some((topic, extension)) = &demo.event {
+        println!(
+            "\npublish an event, which the dispatcher delivers to {extension} (see its GET above):\n  \
+             palisade --data-dir {} events publish --tenant {DEMO_TENANT} --topic {topic} \
+             --id demo-1 --payload '{{\"ticket\": 1}}'",
+            data_dir.root().display()
+        );
     }
     Ok(())
 }

@@ -155,7 +155,9 @@ impl AdminError {
             | EventError::InvalidTopic { .. }
             | EventError::InvalidKey
             | EventError::InvalidPayload(_) => AdminErrorCode::BadRequest,
-            EventError::DeliveryNotFound(_) => AdminErrorCode::NotFound,
+            EventError::DeliveryNotFound(_) | EventError::UnknownTenant(_) => {
+                AdminErrorCode::NotFound
+            }
             EventError::NotRetryable { .. } => AdminErrorCode::Conflict,
             EventError::Registry(inner) => return Self::registry(request_id, inner),
         };
