@@ -734,3 +734,213 @@ async fn the_ticket_audit_sample_keeps_events_and_its_heartbeat() {
     assert_eq!(events[0]["attempt"], 1);
     assert_eq!(audit["heartbeat"], "1970-01-01T00:00:00.000Z");
 }
+
+/// Deliveries of the registry in `state`.
+async fn count_in_state(registry: &palisade_registry::Registry, state: &str) -> i64 {
+    sqlx::query_scalar("SELECT COUNT(*) FROM extension_event_delivery WHERE state = $1")
+        .bind(state)
+        .fetch_one(registry.pool())
+        .await
+        .unwrap()
+}
+
+// On PostgreSQL: two `palisade dispatcher` processes share 1,000 events of ten tenants; one
+// is SIGKILLed mid-run. Nothing is lost, nothing is delivered more than twice, and only an
+// attempt the killed process had under way is delivered twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_dispatcher_processes_share_a_thousand_events_and_one_is_killed() {
+    use crate::process::Server;
+
+    if palisade_registry::testing::postgres_url_or_skip().is_none() {
+        return;
+    }
+    const TENANTS: usize = 10;
+    const PER_TENANT: usize = 100;
+    let dir = tempfile::tempdir().unwrap();
+    let data_dir = dir.path();
+    let database_url = palisade_registry::testing::database_url(data_dir);
+    let seeder = crate::support::Seeder::open(&database_url, data_dir.join("objects")).await;
+    let path = format!(
+        "{}/guests/event-probe/manifest.json",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    let manifest: Value = serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap();
+    let tenants: Vec<String> = (0..TENANTS).map(|t| format!("t{t:02}")).collect();
+    seeder
+        .install(&tenants[0], &manifest, "event-probe", APPROVED)
+        .await;
+    let registry = &seeder.registry;
+    for tenant in &tenants[1..] {
+        registry
+            .install(tenant, PROBE, None, APPROVED, Default::default())
+            .await
+            .unwrap();
+    }
+    for i in 0..PER_TENANT {
+        for tenant in &tenants {
+            registry
+                .publish_event(palisade_registry::NewEvent {
+                    tenant_id: tenant,
+                    topic: "ticket.created",
+                    key: &format!("e{i:03}"),
+                    payload: "{}",
+                })
+                .await
+                .unwrap();
+        }
+    }
+    let total = i64::try_from(TENANTS * PER_TENANT).unwrap();
+    assert_eq!(count_in_state(registry, "pending").await, total);
+
+    let config = data_dir.join("palisade.toml");
+    std::fs::write(
+        &config,
+        "[runtime]\nmax_timeout_ms = 5000\n[events]\nlease_ms = 6000\npoll_interval_ms = 50\n",
+    )
+    .unwrap();
+    let config = config.to_str().unwrap();
+    let spawn = |name: &'static str| {
+        let log = data_dir.join(format!("{name}.log"));
+        let args = ["--config", config, "dispatcher"];
+        Server::spawn(
+            name,
+            data_dir,
+            &database_url,
+            "127.0.0.1:9",
+            log,
+            "warn",
+            &args,
+        )
+    };
+    let mut doomed = spawn("dispatcher-a");
+    let mut survivor = spawn("dispatcher-b");
+    let deadline = std::time::Instant::now() + Duration::from_secs(240);
+    while count_in_state(registry, "delivered").await < total / 4 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{}",
+            doomed.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    doomed.kill();
+    while count_in_state(registry, "delivered").await < total {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "stuck: {} pending\n{}",
+            count_in_state(registry, "pending").await,
+            survivor.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(count_in_state(registry, "dead").await, 0);
+
+    // What the guests saw: one record per (install, event, attempt).
+    let keys: Vec<(String, String)> =
+        sqlx::query_as("SELECT install_id, key FROM extension_storage WHERE namespace = 'events'")
+            .fetch_all(registry.pool())
+            .await
+            .unwrap();
+    let mut seen: std::collections::BTreeMap<(String, String), usize> = Default::default();
+    for (install, key) in keys {
+        let (event, _attempt) = key.rsplit_once('/').unwrap();
+        *seen.entry((install, event.to_owned())).or_default() += 1;
+    }
+    let once = seen.values().filter(|n| **n == 1).count();
+    let twice = seen.values().filter(|n| **n == 2).count();
+    eprintln!("delivered once: {once}, twice: {twice}");
+    assert_eq!(seen.len(), TENANTS * PER_TENANT, "events lost");
+    assert_eq!(
+        once + twice,
+        seen.len(),
+        "an event was delivered more than twice"
+    );
+    // Only attempts the killed process had claimed can have run twice: at most one batch.
+    assert!(twice <= 16, "{twice} events delivered twice");
+    assert_eq!(survivor.terminate().await.code(), Some(0));
+}
+
+// Three `palisade dispatcher` processes on one registry and an `@every 1s` schedule: every
+// slot fires once, whichever process gets to it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_dispatcher_processes_fire_each_slot_once() {
+    use crate::process::Server;
+
+    let dir = tempfile::tempdir().unwrap();
+    let data_dir = dir.path();
+    let database_url = palisade_registry::testing::database_url(data_dir);
+    let seeder = crate::support::Seeder::open(&database_url, data_dir.join("objects")).await;
+    let path = format!(
+        "{}/guests/event-probe/manifest.json",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    let mut manifest: Value = serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap();
+    manifest["schedules"] = json!([{"cron": "@every 1s", "path": "/on/tick"}]);
+    seeder
+        .install("acme", &manifest, "event-probe", APPROVED)
+        .await;
+    let registry = &seeder.registry;
+    let config = data_dir.join("palisade.toml");
+    std::fs::write(&config, "[events]\npoll_interval_ms = 50\n").unwrap();
+    let config = config.to_str().unwrap();
+    let mut dispatchers: Vec<Server> = ["dispatcher-a", "dispatcher-b", "dispatcher-c"]
+        .into_iter()
+        .map(|name| {
+            let log = data_dir.join(format!("{name}.log"));
+            let args = ["--config", config, "dispatcher"];
+            Server::spawn(
+                name,
+                data_dir,
+                &database_url,
+                "127.0.0.1:9",
+                log,
+                "warn",
+                &args,
+            )
+        })
+        .collect();
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    while count_in_state(registry, "delivered").await < 5 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{}",
+            dispatchers[0].log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    for dispatcher in &mut dispatchers {
+        assert_eq!(dispatcher.terminate().await.code(), Some(0));
+    }
+
+    // One firing (an event keyed by its slot) per slot, each delivered once.
+    let slots: Vec<String> = sqlx::query_scalar(
+        "SELECT event_key FROM extension_event WHERE topic = 'schedule' ORDER BY event_key",
+    )
+    .fetch_all(registry.pool())
+    .await
+    .unwrap();
+    let records: Vec<String> = sqlx::query_scalar(
+        "SELECT key FROM extension_storage WHERE namespace = 'events' ORDER BY key",
+    )
+    .fetch_all(registry.pool())
+    .await
+    .unwrap();
+    assert!(slots.len() >= 5, "{slots:?}");
+    let delivered: Vec<&str> = records
+        .iter()
+        .map(|key| key.rsplit_once('/').unwrap())
+        .inspect(|(_, attempt)| assert_eq!(*attempt, "001", "{records:?}"))
+        .map(|(slot, _)| slot)
+        .collect();
+    let mut unique = delivered.clone();
+    unique.dedup();
+    assert_eq!(unique, delivered, "a slot was delivered twice: {records:?}");
+    // Every slot fired is a whole second, and none was fired twice.
+    let mut seconds: Vec<i64> = slots
+        .iter()
+        .map(|key| key.rsplit_once(':').unwrap().1.parse::<i64>().unwrap())
+        .collect();
+    assert!(seconds.iter().all(|ms| ms % 1000 == 0), "{seconds:?}");
+    seconds.dedup();
+    assert_eq!(seconds.len(), slots.len(), "{slots:?}");
+}

@@ -66,8 +66,8 @@ pub(crate) async fn replace_schedules(
 
 impl Registry {
     /// Fires up to `max` due schedules of enabled installs: one firing each, for its oldest
-    /// due slot, then its next slot after now, at least `min_interval_ms` from now. Returns
-    /// how many firings were written.
+    /// due slot, then moves it to its first slot after now that is at least
+    /// `min_interval_ms` after the slot fired. Returns how many firings were written.
     pub async fn fire_schedules(
         &self,
         min_interval_ms: i64,
@@ -103,12 +103,13 @@ impl Registry {
                 path: row.try_get("path")?,
                 id,
             };
+            // The first slot after now that is at least `min_interval_ms` after the one
+            // fired: still a slot of the schedule, so every process computes the same one.
+            let earliest = now.max(slot.saturating_add(min_interval_ms).saturating_sub(1));
             let next = ScheduleSpec::parse(&cron)
                 .ok()
-                .and_then(|spec| spec.next_after(now))
-                .map_or(i64::MAX, |next| {
-                    next.max(now.saturating_add(min_interval_ms))
-                });
+                .and_then(|spec| spec.next_after(earliest))
+                .unwrap_or(i64::MAX);
             sqlx::query("UPDATE extension_schedule SET next_fire_at = $1 WHERE id = $2")
                 .bind(next)
                 .bind(&queue.id)
@@ -232,13 +233,19 @@ mod tests {
             json!([{"cron": "@every 1s", "path": "/tick"}]),
         )
         .await;
-        make_due(&fx).await;
+        // Due now: the slot of the current second.
+        let slot = crate::db::now_millis() / 1000 * 1000;
+        sqlx::query("UPDATE extension_schedule SET next_fire_at = $1")
+            .bind(slot)
+            .execute(fx.registry.pool())
+            .await
+            .unwrap();
         assert_eq!(fx.registry.fire_schedules(3_600_000, 10).await.unwrap(), 1);
         let next: i64 = sqlx::query_scalar("SELECT next_fire_at FROM extension_schedule")
             .fetch_one(fx.registry.pool())
             .await
             .unwrap();
-        assert!(next >= crate::db::now_millis() + 3_500_000, "{next}");
+        assert_eq!(next, slot + 3_600_000);
     }
 
     #[tokio::test]
