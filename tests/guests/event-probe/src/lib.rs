@@ -5,7 +5,8 @@
 //!   attempt number is at most the payload's `fail_attempts` (default 0), else 204, after
 //!   sleeping the payload's `sleep_ms` on the attempts up to `sleep_attempts` (default 0).
 //! * `POST /on/broken` (topic `broken.#`) — records the delivery and answers 500.
-//! * `POST /on/tick` (schedule `@every 1h`) — records the firing and answers 204.
+//! * `POST /on/tick` (schedule `0 0 29 2 *`, so that it fires in a test only when the test
+//!   makes it due) — records the firing and answers 204.
 //! * `GET /seen` — every recorded delivery, in key order: `[{"path", "trigger", "topic",
 //!   "id", "key", "attempt", "published_at", "content_type", "payload"}]`.
 //!
