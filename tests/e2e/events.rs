@@ -366,6 +366,50 @@ async fn a_disabled_install_receives_its_events_when_enabled_again() {
 }
 
 #[tokio::test]
+async fn ended_events_past_their_retention_are_removed_and_their_ids_freed() {
+    let platform = Platform::start().await;
+    install_probe(&platform, &["acme"]).await;
+    let dispatcher = Dispatcher::new(
+        Arc::clone(&platform.runner_state),
+        DispatchConfig {
+            max_attempts: 1,
+            retention: Duration::ZERO,
+            ..DispatchConfig::default()
+        },
+    );
+    publish(&platform, "acme", "ticket.created", "t-1", json!({})).await;
+    publish(&platform, "acme", "broken.now", "b-1", json!({})).await;
+    assert_eq!(drain(&dispatcher).await, 2);
+    // Disabled, the install keeps its new delivery pending: that event stays.
+    platform
+        .registry
+        .set_enabled("acme", PROBE, false)
+        .await
+        .unwrap();
+    publish(&platform, "acme", "ticket.created", "t-2", json!({})).await;
+    tokio::time::sleep(Duration::from_millis(5)).await;
+
+    assert_eq!(dispatcher.prune().await, 2);
+    let left = ok_json(admin(
+        &platform,
+        reqwest::Method::GET,
+        "/tenants/acme/deliveries",
+    ))
+    .await;
+    let keys: Vec<&Value> = left
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| &d["event_key"])
+        .collect();
+    assert_eq!(keys, [&json!("t-2")]);
+    let (_, again) = publish(&platform, "acme", "ticket.created", "t-1", json!({})).await;
+    assert_eq!(again["duplicate"], false);
+    let (_, kept) = publish(&platform, "acme", "ticket.created", "t-2", json!({})).await;
+    assert_eq!(kept["duplicate"], true);
+}
+
+#[tokio::test]
 async fn two_dispatchers_share_the_work_and_deliver_each_event_once() {
     let platform = Platform::start().await;
     install_probe(&platform, &["acme"]).await;

@@ -121,6 +121,11 @@ const SQLITE_MIGRATIONS: &[EmbeddedMigration] = &[
         description: "events",
         sql: include_str!("../migrations/sqlite/0005_events.sql"),
     },
+    EmbeddedMigration {
+        version: 6,
+        description: "event_retention",
+        sql: include_str!("../migrations/sqlite/0006_event_retention.sql"),
+    },
 ];
 
 /// The PostgreSQL schema: the same versions as [`SQLITE_MIGRATIONS`].
@@ -149,6 +154,11 @@ const POSTGRES_MIGRATIONS: &[EmbeddedMigration] = &[
         version: 5,
         description: "events",
         sql: include_str!("../migrations/postgres/0005_events.sql"),
+    },
+    EmbeddedMigration {
+        version: 6,
+        description: "event_retention",
+        sql: include_str!("../migrations/postgres/0006_event_retention.sql"),
     },
 ];
 

@@ -157,6 +157,8 @@ pub struct ClaimedDelivery {
     pub payload: String,
     /// When the event was published (unix epoch milliseconds).
     pub published_at_ms: i64,
+    /// When this claim was made (unix epoch milliseconds, the registry's clock).
+    pub claimed_at_ms: i64,
     /// The receiving install, its tenant and extension.
     pub install_id: String,
     /// The tenant.
@@ -175,14 +177,14 @@ pub enum AttemptEnd {
         /// The status.
         status: u16,
     },
-    /// Failed; try again at `retry_at_ms`, or (`None`) give up: the delivery is dead.
+    /// Failed; try again `retry_after` from now, or (`None`) give up: the delivery is dead.
     Failed {
         /// The status, when the guest answered.
         status: Option<u16>,
         /// What went wrong, for operators (a stable code and a short text).
         error: String,
-        /// When to try again (unix epoch milliseconds), or `None` for dead.
-        retry_at_ms: Option<i64>,
+        /// How long to wait before the next attempt, or `None` for dead.
+        retry_after: Option<std::time::Duration>,
     },
 }
 
@@ -446,6 +448,7 @@ impl Registry {
                     topic: delivery.topic,
                     payload: row.try_get("payload")?,
                     published_at_ms: delivery.published_at_ms,
+                    claimed_at_ms: now,
                     install_id: delivery.install_id,
                     tenant_id: delivery.tenant_id,
                     extension_id: delivery.extension_id,
@@ -471,12 +474,16 @@ impl Registry {
             AttemptEnd::Failed {
                 status,
                 error,
-                retry_at_ms: Some(at),
-            } => (DeliveryState::Pending, *at, *status, Some(error)),
+                retry_after: Some(wait),
+            } => {
+                let wait = i64::try_from(wait.as_millis()).unwrap_or(i64::MAX);
+                let next = now.saturating_add(wait);
+                (DeliveryState::Pending, next, *status, Some(error))
+            }
             AttemptEnd::Failed {
                 status,
                 error,
-                retry_at_ms: None,
+                retry_after: None,
             } => (DeliveryState::Dead, now, *status, Some(error)),
         };
         let error = error.map(|e| truncate(e, MAX_ERROR_LEN));
@@ -593,6 +600,29 @@ impl Registry {
         tracing::info!(tenant_id, delivery_id, "delivery retried by hand");
         Ok(delivery)
     }
+
+    /// Removes up to `max` events published more than `older_than` ago none of whose
+    /// deliveries is still pending, with their deliveries (delivered or dead). Their
+    /// publisher ids become free again. Returns how many events went.
+    pub async fn prune_events(
+        &self,
+        older_than: std::time::Duration,
+        max: u32,
+    ) -> Result<u64, RegistryError> {
+        let age = i64::try_from(older_than.as_millis()).unwrap_or(i64::MAX);
+        let before_ms = now_millis().saturating_sub(age);
+        let _turn = self.write_turn().await;
+        let done = sqlx::query(
+            "DELETE FROM extension_event WHERE id IN (SELECT e.id FROM extension_event e \
+             WHERE e.published_at < $1 AND NOT EXISTS (SELECT 1 FROM extension_event_delivery d \
+             WHERE d.event_id = e.id AND d.state = 'pending') LIMIT $2)",
+        )
+        .bind(before_ms)
+        .bind(i64::from(max))
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected())
+    }
 }
 
 fn delivery_from_row(row: &DbRow) -> Result<Delivery, RegistryError> {
@@ -640,6 +670,7 @@ fn delivery_from_row(row: &DbRow) -> Result<Delivery, RegistryError> {
 #[cfg(test)]
 mod tests {
     use std::collections::BTreeMap;
+    use std::time::Duration;
 
     use palisade_bundle::manifest::CapabilityKey;
     use serde_json::json;
@@ -701,11 +732,11 @@ mod tests {
             .unwrap()
     }
 
-    fn failed(retry_at_ms: Option<i64>) -> AttemptEnd {
+    fn failed(retry_after: Option<Duration>) -> AttemptEnd {
         AttemptEnd::Failed {
             status: Some(500),
             error: "status 500".into(),
-            retry_at_ms,
+            retry_after,
         }
     }
 
@@ -841,10 +872,9 @@ mod tests {
         assert_eq!(first.len(), 1);
         assert_eq!(first[0].event_key, "e1");
         // A failed attempt to retry later holds back the rest of the subscription.
-        let later = now_millis() + 60_000;
         let state = fx
             .registry
-            .finish_attempt(&first[0], &failed(Some(later)))
+            .finish_attempt(&first[0], &failed(Some(Duration::from_secs(60))))
             .await
             .unwrap();
         assert_eq!(state, Some(DeliveryState::Pending));
@@ -926,6 +956,44 @@ mod tests {
             (DeliveryState::Pending, 0)
         );
         assert_eq!(claim(&fx, "d1").await[0].attempt, 1);
+    }
+
+    #[tokio::test]
+    async fn pruning_removes_ended_events_before_the_cutoff_and_frees_their_ids() {
+        let fx = Fixture::new().await;
+        install_listener(&fx).await;
+        for key in ["delivered", "dead", "pending"] {
+            publish(&fx, key).await;
+        }
+        let first = claim(&fx, "d1").await;
+        let end = AttemptEnd::Delivered { status: 200 };
+        fx.registry.finish_attempt(&first[0], &end).await.unwrap();
+        let second = claim(&fx, "d1").await;
+        fx.registry
+            .finish_attempt(&second[0], &failed(None))
+            .await
+            .unwrap();
+
+        // Nothing was published more than an hour ago.
+        let hour = Duration::from_secs(3600);
+        assert_eq!(fx.registry.prune_events(hour, 100).await.unwrap(), 0);
+        // Kept for no time, the ended events go, one batch at a time; the pending one
+        // stays.
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        let prune = |max| fx.registry.prune_events(Duration::ZERO, max);
+        assert_eq!(prune(1).await.unwrap(), 1);
+        assert_eq!(prune(100).await.unwrap(), 1);
+        assert_eq!(prune(100).await.unwrap(), 0);
+        let left = fx
+            .registry
+            .list_deliveries("acme", None, 100)
+            .await
+            .unwrap();
+        let keys: Vec<_> = left.iter().map(|d| d.event_key.as_str()).collect();
+        assert_eq!(keys, ["pending"]);
+        // A pruned id is new again; a kept one is still a duplicate.
+        assert!(!publish(&fx, "delivered").await.duplicate);
+        assert!(publish(&fx, "pending").await.duplicate);
     }
 
     #[tokio::test]

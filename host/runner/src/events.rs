@@ -15,7 +15,7 @@ use std::convert::Infallible;
 use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::{HeaderValue, Method, StatusCode};
@@ -65,7 +65,15 @@ pub struct DispatchConfig {
     pub lease: Duration,
     /// Shortest time between two firings of one schedule, whatever it asks for.
     pub min_schedule_interval: Duration,
+    /// How long an event is kept once none of its deliveries is pending (and so how long
+    /// its publisher id answers as a duplicate). Dispatchers remove older ones.
+    pub retention: Duration,
 }
+
+/// How often a dispatcher removes events past their retention.
+const PRUNE_EVERY: Duration = Duration::from_secs(600);
+/// Events removed per statement when pruning.
+const PRUNE_BATCH: u32 = 1_000;
 
 impl Default for DispatchConfig {
     fn default() -> Self {
@@ -77,6 +85,7 @@ impl Default for DispatchConfig {
             backoff_max: Duration::from_secs(300),
             lease: Duration::from_secs(90),
             min_schedule_interval: Duration::from_secs(1),
+            retention: Duration::from_secs(7 * 24 * 3600),
         }
     }
 }
@@ -169,7 +178,12 @@ impl Dispatcher {
     pub async fn run(self, shutdown: impl Future<Output = ()>) {
         tracing::info!(owner = %self.owner, "event dispatcher started");
         tokio::pin!(shutdown);
+        let mut next_prune = Instant::now();
         loop {
+            if Instant::now() >= next_prune {
+                self.prune().await;
+                next_prune = Instant::now() + PRUNE_EVERY;
+            }
             let delivered = self.run_once().await;
             if delivered >= self.config.batch as usize {
                 continue;
@@ -180,6 +194,36 @@ impl Dispatcher {
             }
         }
         tracing::info!(owner = %self.owner, "event dispatcher stopped");
+    }
+
+    /// Removes the events published longer than the retention ago whose deliveries have all
+    /// ended, in batches; returns how many went. A failure is logged and left for the next
+    /// time.
+    pub async fn prune(&self) -> u64 {
+        let mut removed = 0;
+        loop {
+            match self
+                .state
+                .registry
+                .prune_events(self.config.retention, PRUNE_BATCH)
+                .await
+            {
+                Ok(count) => {
+                    removed += count;
+                    if count < u64::from(PRUNE_BATCH) {
+                        break;
+                    }
+                }
+                Err(error) => {
+                    tracing::warn!(%error, "removing events past their retention failed");
+                    break;
+                }
+            }
+        }
+        if removed > 0 {
+            tracing::info!(removed, "events past their retention removed");
+        }
+        removed
     }
 
     /// One round: fires due schedules, then claims up to a batch of due deliveries and
@@ -219,8 +263,8 @@ impl Dispatcher {
         let counters = &self.counters;
         counters.attempts.fetch_add(1, Ordering::Relaxed);
         if claim.attempt == 1 {
-            let lag =
-                u64::try_from(now_millis().saturating_sub(claim.published_at_ms)).unwrap_or(0);
+            let lag = u64::try_from(claim.claimed_at_ms.saturating_sub(claim.published_at_ms))
+                .unwrap_or(0);
             counters.first_attempts.fetch_add(1, Ordering::Relaxed);
             counters.lag_ms_total.fetch_add(lag, Ordering::Relaxed);
             counters.lag_ms_max.fetch_max(lag, Ordering::Relaxed);
@@ -297,14 +341,12 @@ impl Dispatcher {
 
     /// The end of a failed attempt: another one after the backoff, or dead.
     fn failed(&self, claim: &ClaimedDelivery, status: Option<u16>, error: String) -> AttemptEnd {
-        let retry_at_ms = (claim.attempt < self.config.max_attempts).then(|| {
-            let wait = self.config.backoff(claim.attempt);
-            now_millis().saturating_add(i64::try_from(wait.as_millis()).unwrap_or(i64::MAX))
-        });
+        let retry_after =
+            (claim.attempt < self.config.max_attempts).then(|| self.config.backoff(claim.attempt));
         AttemptEnd::Failed {
             status,
             error,
-            retry_at_ms,
+            retry_after,
         }
     }
 
@@ -396,13 +438,6 @@ fn rfc3339_millis(ms: i64) -> String {
         at.second(),
         at.millisecond()
     )
-}
-
-fn now_millis() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-        .unwrap_or(0)
 }
 
 #[cfg(test)]

@@ -296,6 +296,7 @@ impl OperatorConfig {
             ("events.batch", u64::from(events.batch)),
             ("events.max_attempts", u64::from(events.max_attempts)),
             ("events.backoff_base_ms", events.backoff_base_ms),
+            ("events.retention_hours", events.retention_hours),
         ] {
             if value == 0 {
                 problems.push(Problem {

@@ -64,6 +64,9 @@ pub(crate) struct EventsSection {
     /// Shortest time between two firings of one schedule, in ms, whatever its manifest
     /// asks (`@every 1s` fires at most this often).
     pub min_schedule_interval_ms: u64,
+    /// How long an event is kept once none of its deliveries is pending, in hours; its
+    /// publisher id answers as a duplicate for that long. Dispatchers remove older ones.
+    pub retention_hours: u64,
 }
 
 impl Default for EventsSection {
@@ -79,6 +82,7 @@ impl Default for EventsSection {
             lease_ms: millis(d.lease),
             max_payload_bytes: gateway_defaults().max_event_payload_bytes,
             min_schedule_interval_ms: millis(d.min_schedule_interval),
+            retention_hours: d.retention.as_secs() / 3600,
         }
     }
 }
@@ -94,6 +98,7 @@ impl EventsSection {
             backoff_max: Duration::from_millis(self.backoff_max_ms),
             lease: Duration::from_millis(self.lease_ms),
             min_schedule_interval: Duration::from_millis(self.min_schedule_interval_ms),
+            retention: Duration::from_secs(self.retention_hours.saturating_mul(3600)),
         }
     }
 }
