@@ -321,7 +321,7 @@ impl Registry {
             .map_err(|e| EventError::InvalidPayload(e.to_string()))?;
 
         let _turn = self.write_turn().await;
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         let installs: i64 = sqlx::query_scalar(
             "SELECT COUNT(*) FROM tenant_extension_install WHERE tenant_id = $1",
         )
@@ -956,6 +956,56 @@ mod tests {
             (DeliveryState::Pending, 0)
         );
         assert_eq!(claim(&fx, "d1").await[0].attempt, 1);
+    }
+
+    /// Two registry handles on one database are two processes (a gateway publishing, a
+    /// runner's dispatcher claiming): neither serializes with the other's writes in
+    /// memory, so the database must, even for transactions that read before writing.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn two_processes_publish_and_claim_at_once_without_refusals() {
+        let fx = Fixture::new().await;
+        install_listener(&fx).await;
+        let other = Registry::open(&crate::test_support::config_in(&fx.dir))
+            .await
+            .unwrap();
+        let publish_from = |registry: Registry, side: &'static str| {
+            tokio::spawn(async move {
+                for i in 0..100 {
+                    let key = format!("{side}-{i}");
+                    registry
+                        .publish_event(event("acme", "ticket.created", &key))
+                        .await
+                        .unwrap();
+                }
+            })
+        };
+        let claim_from = |registry: Registry| {
+            tokio::spawn(async move {
+                let mut claimed = 0;
+                while claimed < 200 {
+                    for claim in registry.claim_deliveries("d", 60_000, 16).await.unwrap() {
+                        let end = AttemptEnd::Delivered { status: 200 };
+                        registry.finish_attempt(&claim, &end).await.unwrap();
+                        claimed += 1;
+                    }
+                    tokio::task::yield_now().await;
+                }
+            })
+        };
+        let tasks = [
+            publish_from(fx.registry.clone(), "a"),
+            publish_from(other.clone(), "b"),
+            claim_from(other),
+        ];
+        for task in tasks {
+            task.await.unwrap();
+        }
+        let delivered = fx
+            .registry
+            .list_deliveries("acme", Some(DeliveryState::Delivered), 1000)
+            .await
+            .unwrap();
+        assert_eq!(delivered.len(), 200);
     }
 
     #[tokio::test]

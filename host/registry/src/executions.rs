@@ -333,7 +333,7 @@ impl Registry {
             return Ok(());
         }
         let _turn = self.write_turn().await;
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         insert(&mut tx, self.backend(), rows).await?;
         usage.write(&mut tx).await?;
         tx.commit().await?;

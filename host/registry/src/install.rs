@@ -259,7 +259,7 @@ impl Registry {
         let new_id = uuid::Uuid::new_v4().to_string();
 
         let _turn = self.write_turn().await;
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         let row = sqlx::query(
             "INSERT INTO tenant_extension_install (id, tenant_id, extension_id, version_id, \
              approved_capabilities_json, config_json, enabled, created_at, updated_at, \

@@ -116,6 +116,20 @@ impl Registry {
         }
     }
 
+    /// Begins a transaction that writes. On SQLite it takes the database's write lock at
+    /// once (`BEGIN IMMEDIATE`, waiting up to the busy timeout for another process's
+    /// writer): a deferred transaction that reads first could not later upgrade to writing
+    /// while another process committed in between (`SQLITE_BUSY_SNAPSHOT`, which no busy
+    /// timeout waits out). Take [`Self::write_turn`] first.
+    pub(crate) async fn begin_write(
+        &self,
+    ) -> Result<sqlx::Transaction<'static, sqlx::Any>, sqlx::Error> {
+        match self.backend() {
+            db::Backend::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await,
+            db::Backend::Postgres => self.pool.begin().await,
+        }
+    }
+
     /// The database behind this registry.
     pub fn backend(&self) -> db::Backend {
         db::Backend::of_pool(&self.pool)

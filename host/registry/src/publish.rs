@@ -250,7 +250,7 @@ impl Registry {
         self.objects.replace_signature(hash, signature).await?;
         let now = now_millis();
         let _turn = self.write_turn().await;
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         sqlx::query(
             "INSERT INTO bundle_signature_history (id, content_hash, signature, \
              signer_fingerprint, replaced_at) VALUES ($1, $2, $3, $4, $5)",
@@ -329,7 +329,7 @@ impl Registry {
         let now = now_millis();
 
         let _turn = self.write_turn().await;
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         // Returns the publisher on record, which a concurrent first publish may have set.
         let registered: String = sqlx::query_scalar(
             "INSERT INTO extension_registry (id, name, publisher, created_at) \

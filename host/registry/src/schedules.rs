@@ -84,7 +84,7 @@ impl Registry {
              WHERE sc.next_fire_at <= $1 AND i.enabled = $2 ORDER BY sc.next_fire_at LIMIT $3{lock}"
         );
         let _turn = self.write_turn().await;
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         let due = sqlx::query(&sql)
             .bind(now)
             .bind(true)

@@ -184,7 +184,7 @@ impl Registry {
     ) -> Result<u64, StorageWriteError> {
         let _lane = self.lanes.enter(install_id).await;
         let _turn = self.write_turn().await;
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         let (revision, install_bytes) = lock_install(&mut tx, install_id, 1).await?;
         let current = current(&mut tx, install_id, namespace, key).await?;
         if !condition.holds(current.map(|c| c.revision)) {
@@ -253,7 +253,7 @@ impl Registry {
     ) -> Result<bool, StorageWriteError> {
         let _lane = self.lanes.enter(install_id).await;
         let _turn = self.write_turn().await;
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         let (_, install_bytes) = lock_install(&mut tx, install_id, 0).await?;
         let current = current(&mut tx, install_id, namespace, key).await?;
         if !condition.holds(current.map(|c| c.revision)) {
