@@ -44,7 +44,7 @@ up:
 # docs/benchmarks.md. The load bench needs wrk (installed with apt-get when running as
 # root) and compares against `wasmtime serve` of the runtime's wasmtime version, installed
 # once into /var/tmp/palisade-bench (about 20 minutes; skipped with a notice if that fails).
-# The storage scenario also runs on the local PostgreSQL server (PALISADE_BENCH_POSTGRES_URL,
+# The storage and events scenarios also run on the local PostgreSQL server (PALISADE_BENCH_POSTGRES_URL,
 # default postgres://postgres@127.0.0.1:5432/postgres; set it empty to skip PostgreSQL).
 bench:
     #!/usr/bin/env bash

@@ -272,35 +272,57 @@ pub(crate) struct Queue {
     pub path: String,
 }
 
-/// Writes a pending delivery of `event_id` to `queue`, due `now`.
-pub(crate) async fn insert_delivery(
+/// Deliveries written per `INSERT` statement (7 parameters each).
+const INSERT_CHUNK: usize = 64;
+
+/// Writes a pending delivery of `event_id` to each of `queues`, due `now`, in their order
+/// (the deliveries' UUID v7 ids follow it).
+pub(crate) async fn insert_deliveries(
     tx: &mut sqlx::Transaction<'_, sqlx::Any>,
     event_id: &str,
     tenant_id: &str,
-    queue: &Queue,
+    queues: &[Queue],
     now: i64,
 ) -> Result<(), RegistryError> {
-    let (subscription_id, schedule_id) = match queue.trigger {
-        Trigger::Event => (Some(&queue.id), None),
-        Trigger::Schedule => (None, Some(&queue.id)),
-    };
-    sqlx::query(
-        "INSERT INTO extension_event_delivery (id, event_id, subscription_id, schedule_id, \
-         queue_id, trigger, path, tenant_id, install_id, state, attempts, next_attempt_at, \
-         updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 'pending', 0, $10, $10)",
-    )
-    .bind(uuid::Uuid::now_v7().to_string())
-    .bind(event_id)
-    .bind(subscription_id)
-    .bind(schedule_id)
-    .bind(&queue.id)
-    .bind(queue.trigger.as_str())
-    .bind(&queue.path)
-    .bind(tenant_id)
-    .bind(&queue.install_id)
-    .bind(now)
-    .execute(&mut **tx)
-    .await?;
+    for chunk in queues.chunks(INSERT_CHUNK) {
+        let rows: Vec<String> = (0..chunk.len())
+            .map(|i| {
+                let p = |n: usize| format!("${}", 3 + i * 7 + n);
+                format!(
+                    "({}, $1, {}, {}, {}, {}, {}, $2, {}, 'pending', 0, $3, $3)",
+                    p(1),
+                    p(2),
+                    p(3),
+                    p(4),
+                    p(5),
+                    p(6),
+                    p(7)
+                )
+            })
+            .collect();
+        let sql = format!(
+            "INSERT INTO extension_event_delivery (id, event_id, subscription_id, \
+             schedule_id, queue_id, trigger, path, tenant_id, install_id, state, attempts, \
+             next_attempt_at, updated_at) VALUES {}",
+            rows.join(", ")
+        );
+        let mut query = sqlx::query(&sql).bind(event_id).bind(tenant_id).bind(now);
+        for queue in chunk {
+            let (subscription_id, schedule_id) = match queue.trigger {
+                Trigger::Event => (Some(&queue.id), None),
+                Trigger::Schedule => (None, Some(&queue.id)),
+            };
+            query = query
+                .bind(uuid::Uuid::now_v7().to_string())
+                .bind(subscription_id)
+                .bind(schedule_id)
+                .bind(&queue.id)
+                .bind(queue.trigger.as_str())
+                .bind(&queue.path)
+                .bind(&queue.install_id);
+        }
+        query.execute(&mut **tx).await?;
+    }
     Ok(())
 }
 
@@ -383,11 +405,9 @@ impl Registry {
                 duplicate: true,
             });
         }
-        for queue in &matching {
-            insert_delivery(&mut tx, &event_id, event.tenant_id, queue, now).await?;
-        }
+        insert_deliveries(&mut tx, &event_id, event.tenant_id, &matching, now).await?;
         tx.commit().await?;
-        tracing::info!(
+        tracing::debug!(
             tenant_id = event.tenant_id,
             topic = event.topic,
             event_id,
@@ -956,6 +976,36 @@ mod tests {
             (DeliveryState::Pending, 0)
         );
         assert_eq!(claim(&fx, "d1").await[0].attempt, 1);
+    }
+
+    #[tokio::test]
+    async fn a_wide_fan_out_writes_every_delivery() {
+        let fx = Fixture::new().await;
+        // More installs than one insert statement holds, and a part of one more.
+        let wide = 2 * INSERT_CHUNK + 2;
+        for i in 0..wide {
+            let events = json!([{"topic": "ticket.*", "path": "/t"}]);
+            install(
+                &fx,
+                "acme",
+                &format!("com.example.wide-{i}"),
+                "1.0.0",
+                events,
+            )
+            .await;
+        }
+        let published = publish(&fx, "e1").await;
+        assert_eq!(published.deliveries as usize, wide);
+        let listed = fx
+            .registry
+            .list_deliveries("acme", None, 1000)
+            .await
+            .unwrap();
+        let mut installs: Vec<&str> = listed.iter().map(|d| d.install_id.as_str()).collect();
+        installs.sort_unstable();
+        installs.dedup();
+        assert_eq!(installs.len(), wide);
+        assert!(listed.iter().all(|d| d.event_id == published.event_id));
     }
 
     /// Two registry handles on one database are two processes (a gateway publishing, a

@@ -121,13 +121,28 @@ impl Registry {
     /// writer): a deferred transaction that reads first could not later upgrade to writing
     /// while another process committed in between (`SQLITE_BUSY_SNAPSHOT`, which no busy
     /// timeout waits out). Take [`Self::write_turn`] first.
+    ///
+    /// The `BEGIN` runs in a task of its own, so that a caller dropped while it runs (a
+    /// client that went away, a call past its deadline) cannot leave the connection in a
+    /// transaction nobody holds: sqlx cannot roll back a transaction whose `BEGIN` was
+    /// acknowledged but never handed over, and such a connection would go back to the
+    /// pool holding SQLite's write lock, its later writes never committed.
     pub(crate) async fn begin_write(
         &self,
     ) -> Result<sqlx::Transaction<'static, sqlx::Any>, sqlx::Error> {
-        match self.backend() {
-            db::Backend::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await,
-            db::Backend::Postgres => self.pool.begin().await,
-        }
+        let pool = self.pool.clone();
+        let backend = self.backend();
+        let begin = tokio::spawn(async move {
+            match backend {
+                db::Backend::Sqlite => pool.begin_with("BEGIN IMMEDIATE").await,
+                db::Backend::Postgres => pool.begin().await,
+            }
+        });
+        // Dropping the handle detaches the task; it finishes, and drops (rolls back) the
+        // transaction itself.
+        begin
+            .await
+            .map_err(|error| sqlx::Error::Protocol(format!("beginning a transaction: {error}")))?
     }
 
     /// The database behind this registry.

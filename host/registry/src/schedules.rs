@@ -13,7 +13,7 @@ use sqlx::Row;
 use crate::Registry;
 use crate::db::{Backend, now_millis};
 use crate::error::RegistryError;
-use crate::events::{Queue, Trigger, insert_delivery};
+use crate::events::{Queue, Trigger, insert_deliveries};
 
 /// The topic of a schedule's firings.
 pub const SCHEDULE_TOPIC: &str = "schedule";
@@ -133,7 +133,14 @@ impl Registry {
             if inserted.rows_affected() == 0 {
                 continue;
             }
-            insert_delivery(&mut tx, &event_id, &tenant_id, &queue, now).await?;
+            insert_deliveries(
+                &mut tx,
+                &event_id,
+                &tenant_id,
+                std::slice::from_ref(&queue),
+                now,
+            )
+            .await?;
             fired += 1;
         }
         tx.commit().await?;

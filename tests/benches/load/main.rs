@@ -5,7 +5,8 @@
 //!
 //! Scenarios, in order: hello throughput and latency per server (`throughput`), storage
 //! get/set through the runner on SQLite and PostgreSQL (`storage`), runner memory at 1,000 in-flight calls
-//! (`memory`), and call latency with 10,000 installs (`scale`). A scenario that errors is
+//! (`memory`), call latency with 10,000 installs (`scale`), and event publishing and
+//! delivery lag on SQLite and PostgreSQL (`events`). A scenario that errors is
 //! reported as failed and makes the bench exit non-zero; every process it started is
 //! killed when it ends, panics included.
 //!
@@ -16,6 +17,8 @@
 //! * `PALISADE_BENCH_QUICK=1`: 2 rounds of 3 s instead of 5 rounds of 10 s (a check that
 //!   the bench works, not figures to publish).
 //! * `PALISADE_BENCH_ONLY=throughput,storage,...`: run only the named scenarios.
+//! * `PALISADE_BENCH_KEEP=1`: keep the work directory (servers' logs, data directories)
+//!   for inspection; its path is printed.
 //! * `PALISADE_BENCH_POSTGRES_URL`: the PostgreSQL server of the storage scenario (default
 //!   [`setup::DEFAULT_POSTGRES`]; the bench makes and drops a schema of its own there).
 //!   Set it empty to measure SQLite only.
@@ -26,6 +29,7 @@
 #![allow(clippy::unwrap_used, missing_docs)]
 
 mod bodies;
+mod events;
 mod hyper_server;
 mod memory;
 mod report;
@@ -40,7 +44,7 @@ use std::process::ExitCode;
 use setup::Bench;
 
 /// The scenarios: name (for `PALISADE_BENCH_ONLY` and error messages) and title.
-const SCENARIOS: [(&str, &str); 5] = [
+const SCENARIOS: [(&str, &str); 6] = [
     ("throughput", "Hello throughput and latency"),
     (
         "bodies",
@@ -49,6 +53,7 @@ const SCENARIOS: [(&str, &str); 5] = [
     ("storage", "Storage capability (SQLite and PostgreSQL)"),
     ("memory", "Runner memory at 1,000 in-flight calls"),
     ("scale", "Call latency with 10,000 installs"),
+    ("events", "Events: publishing and delivery lag"),
 ];
 
 fn main() -> ExitCode {
@@ -88,6 +93,7 @@ async fn run() -> ExitCode {
             "storage" => storage::run(&bench).await,
             "memory" => memory::run(&bench).await,
             "scale" => scale::run(&bench).await,
+            "events" => events::run(&bench).await,
             other => unreachable!("scenario {other} has no runner"),
         };
         match result {

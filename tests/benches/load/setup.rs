@@ -129,7 +129,8 @@ pub(crate) struct Bench {
     pub wrk: PathBuf,
     /// The PostgreSQL server for the storage scenario, or why it is skipped.
     pub postgres: Result<String, String>,
-    /// Logs, scripts and data directories; removed at the end.
+    /// Logs, scripts and data directories; removed at the end unless `PALISADE_BENCH_KEEP`
+    /// is set.
     pub work: TempDir,
     /// Client for setup and checks (not for load).
     pub client: reqwest::Client,
@@ -194,7 +195,17 @@ impl Bench {
             wasmtime,
             wrk,
             postgres,
-            work: tempfile::tempdir().context("creating the work directory")?,
+            work: {
+                let mut work = tempfile::tempdir().context("creating the work directory")?;
+                if std::env::var_os("PALISADE_BENCH_KEEP").is_some_and(|v| !v.is_empty()) {
+                    work.disable_cleanup(true);
+                    eprintln!(
+                        "load bench: keeping the work directory {}",
+                        work.path().display()
+                    );
+                }
+                work
+            },
             client: reqwest::Client::builder()
                 .timeout(Duration::from_secs(120))
                 .build()?,
@@ -266,16 +277,33 @@ impl Bench {
     /// returns once `/healthz` answers.
     pub(crate) async fn runner(&self, data: &DataDir, config: Option<&str>) -> Result<Server> {
         let addr = Self::free_addr()?;
+        let mut command = self.configured_command(data, config)?;
+        command.args(["runner", "--listen", &addr]);
+        let mut server = Server::spawn(&format!("runner-{}", data.name()), command, self, &addr)?;
+        server.wait_ready(&self.client, "/healthz").await?;
+        Ok(server)
+    }
+
+    /// `palisade dispatcher` on `data`, with `config` as its `--config` file when given;
+    /// returns once it has said that it dispatches.
+    pub(crate) async fn dispatcher(&self, data: &DataDir, config: Option<&str>) -> Result<Server> {
+        let mut command = self.configured_command(data, config)?;
+        command.arg("dispatcher");
+        let mut server = Server::spawn(&format!("dispatcher-{}", data.name()), command, self, "")?;
+        server.wait_logged("event dispatcher on").await?;
+        Ok(server)
+    }
+
+    /// [`Self::palisade_command`] with `config` written to the data directory's
+    /// `palisade.toml` and passed as `--config`, when given.
+    fn configured_command(&self, data: &DataDir, config: Option<&str>) -> Result<Command> {
         let mut command = self.palisade_command(data);
         if let Some(config) = config {
             let path = data.path().join("palisade.toml");
             std::fs::write(&path, config)?;
             command.arg("--config").arg(path);
         }
-        command.args(["runner", "--listen", &addr]);
-        let mut server = Server::spawn(&format!("runner-{}", data.name()), command, self, &addr)?;
-        server.wait_ready(&self.client, "/healthz").await?;
-        Ok(server)
+        Ok(command)
     }
 
     /// `palisade gateway` on `data` in front of `runner`, with the rate limits (per
@@ -379,7 +407,7 @@ fn version_line(binary: &Path, flag: &str) -> Result<String> {
 /// A server process, killed when dropped; its output goes to a log file.
 pub(crate) struct Server {
     pub name: String,
-    /// `http://127.0.0.1:<port>`.
+    /// `http://127.0.0.1:<port>`; empty for a process without a listener.
     pub url: String,
     child: Child,
     log: PathBuf,
@@ -397,7 +425,11 @@ impl Server {
             .with_context(|| format!("starting {name}: {command:?}"))?;
         Ok(Server {
             name: name.to_owned(),
-            url: format!("http://{addr}"),
+            url: if addr.is_empty() {
+                String::new()
+            } else {
+                format!("http://{addr}")
+            },
             child,
             log,
         })
@@ -421,6 +453,25 @@ impl Server {
         let text = std::fs::read_to_string(&self.log).unwrap_or_default();
         let lines: Vec<&str> = text.lines().collect();
         lines[lines.len().saturating_sub(20)..].join("\n")
+    }
+
+    /// Waits until the process's output holds `text` (at most a minute).
+    async fn wait_logged(&mut self, text: &str) -> Result<()> {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if std::fs::read_to_string(&self.log).is_ok_and(|log| log.contains(text)) {
+                return Ok(());
+            }
+            self.check_alive()?;
+            if Instant::now() > deadline {
+                bail!(
+                    "{} did not print {text:?} within a minute:\n{}",
+                    self.name,
+                    self.log_tail()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 
     /// Waits until `GET {url}{path}` answers 200 (at most a minute).
