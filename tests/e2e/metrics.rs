@@ -297,3 +297,114 @@ async fn extensions_have_their_own_metric_names_and_collisions_are_refused() {
     types.dedup();
     assert_eq!(types.len(), declared, "{text}");
 }
+
+/// A guest that panics on `GET /panic`.
+fn hostile_manifest() -> serde_json::Value {
+    serde_json::json!({
+        "id": "com.example.hostile",
+        "name": "Hostile",
+        "publisher": "Palisade tests",
+        "version": "0.1.0",
+        "runtime": "wasi-http@0.2",
+        "component": "hostile.wasm",
+        "capabilities": { "log": true },
+        "api": { "endpoints": [{ "method": "GET", "path": "/panic" }] }
+    })
+}
+
+/// Runs `promtool check metrics` (Debian's `prometheus`, which `.ci/run` installs) on a
+/// Prometheus text exposition. Without promtool the check is skipped, except under CI.
+fn promtool_check(text: &str) {
+    use std::io::Write as _;
+    let spawned = std::process::Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn();
+    let mut child = match spawned {
+        Ok(child) => child,
+        Err(error) if std::env::var_os("CI").is_none() => {
+            eprintln!("promtool check skipped: {error} (install Debian's prometheus)");
+            return;
+        }
+        Err(error) => panic!("promtool: {error}; .ci/run installs Debian's prometheus"),
+    };
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    let output = child.wait_with_output().unwrap();
+    assert!(
+        output.status.success(),
+        "promtool check metrics: {}{}\n{text}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+#[tokio::test]
+async fn the_runner_exports_its_own_series_after_real_calls() {
+    let platform = Platform::start().await;
+    platform.install_hello("acme").await;
+    platform
+        .install_guest(
+            &hostile_manifest(),
+            "hostile",
+            &["acme"],
+            &[CapabilityKey::Log],
+        )
+        .await;
+    for _ in 0..3 {
+        platform.assert_hello_answers("acme").await;
+    }
+    let panicked = platform.call("acme", "com.example.hostile", "/panic").await;
+    assert_eq!(panicked.status(), 500);
+
+    let text = scrape(&platform).await;
+    let counter = r#"extension="com.example.hello""#;
+    let hostile = r#"extension="com.example.hostile""#;
+    for line in [
+        format!(r#"palisade_runner_calls_total{{{counter},trigger="http",outcome="ok"}} 3"#),
+        format!(r#"palisade_runner_calls_total{{{hostile},trigger="http",outcome="trap"}} 1"#),
+        format!(r#"palisade_runner_call_errors_total{{{hostile},trigger="http",code="trap"}} 1"#),
+        format!(r#"palisade_runner_guest_duration_seconds_count{{{counter},trigger="http"}} 3"#),
+        format!(r#"palisade_runner_guest_peak_memory_bytes_count{{{counter}}} 3"#),
+        "palisade_runner_calls_in_flight 0".to_owned(),
+        r#"palisade_runner_component_loads_total{source="compiled"} 2"#.to_owned(),
+    ] {
+        assert!(
+            text.lines().any(|l| l == line),
+            "missing `{line}` in:\n{text}"
+        );
+    }
+    // No tenant label by default.
+    assert!(
+        !text
+            .lines()
+            .any(|l| l.starts_with("palisade_runner") && l.contains("tenant=")),
+        "{text}"
+    );
+
+    let plain = platform
+        .client
+        .get(format!("http://{}/metrics", platform.runner))
+        .header("accept", "text/plain;version=0.0.4")
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        plain.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/plain; version=0.0.4")
+    );
+    let plain = plain.text().await.unwrap();
+    assert!(
+        plain.contains("# TYPE palisade_runner_calls_total counter"),
+        "{plain}"
+    );
+    promtool_check(&plain);
+}

@@ -3,7 +3,8 @@
 //! the stable error codes both sides speak, and the short-lived Ed25519 service tokens that
 //! bind one call to its tenant, install, content hash, method, path and request id.
 //!
-//! It also owns the body wrappers both ends use ([`body`]), and [`TtlCache`], the bounded, sharded map of expiring entries behind every
+//! It also owns the body wrappers both ends use ([`body`]), the metrics exposition formats
+//! both serve ([`exposition`]), and [`TtlCache`], the bounded, sharded map of expiring entries behind every
 //! cache on a call's path — caller tokens and installs in the gateway, installs and seen
 //! request ids in the runner.
 //!
@@ -11,6 +12,7 @@
 
 pub mod body;
 pub mod cache;
+pub mod exposition;
 pub mod hop;
 pub mod token;
 

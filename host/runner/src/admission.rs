@@ -30,6 +30,16 @@ pub(crate) enum Refused {
 pub(crate) struct Permit {
     admission: Arc<Admission>,
     scopes: [Scope; 2],
+    /// The call in the runner's in-flight gauge, when counted there.
+    in_flight: Option<crate::platform_metrics::InFlight>,
+}
+
+impl Permit {
+    /// This permit, holding the call's place in the in-flight gauge too.
+    pub(crate) fn counted(mut self, in_flight: crate::platform_metrics::InFlight) -> Self {
+        self.in_flight = Some(in_flight);
+        self
+    }
 }
 
 impl Admission {
@@ -64,6 +74,7 @@ impl Admission {
         Ok(Permit {
             admission: self.clone(),
             scopes: [install, tenant],
+            in_flight: None,
         })
     }
 }

@@ -141,17 +141,22 @@ impl RunnerError {
                     ErrorCode::Internal
                 }
             },
-            RunnerError::Call(error) => match **error {
-                ExecuteError::Timeout(_) => ErrorCode::Timeout,
-                ExecuteError::OutOfMemory(_) => ErrorCode::OutOfMemory,
-                ExecuteError::ResponseTooLarge(_) => ErrorCode::TooLarge,
-                ExecuteError::Trap { .. }
-                | ExecuteError::NoResponse(_)
-                | ExecuteError::BodyIncomplete(_) => ErrorCode::Trap,
-                ExecuteError::PoolExhausted(_) => ErrorCode::Unavailable,
-                ExecuteError::Instantiate(_) => ErrorCode::Internal,
-            },
+            RunnerError::Call(error) => Self::code_of(error),
             RunnerError::BodyCut(code) => *code,
+        }
+    }
+
+    /// The code of a call the runtime ran and that failed.
+    pub(crate) fn code_of(error: &ExecuteError) -> ErrorCode {
+        match error {
+            ExecuteError::Timeout(_) => ErrorCode::Timeout,
+            ExecuteError::OutOfMemory(_) => ErrorCode::OutOfMemory,
+            ExecuteError::ResponseTooLarge(_) => ErrorCode::TooLarge,
+            ExecuteError::Trap { .. }
+            | ExecuteError::NoResponse(_)
+            | ExecuteError::BodyIncomplete(_) => ErrorCode::Trap,
+            ExecuteError::PoolExhausted(_) => ErrorCode::Unavailable,
+            ExecuteError::Instantiate(_) => ErrorCode::Internal,
         }
     }
 

@@ -268,6 +268,7 @@ impl Dispatcher {
             counters.first_attempts.fetch_add(1, Ordering::Relaxed);
             counters.lag_ms_total.fetch_add(lag, Ordering::Relaxed);
             counters.lag_ms_max.fetch_max(lag, Ordering::Relaxed);
+            self.state.metrics.delivery_lag(Duration::from_millis(lag));
         }
         let mut row = ExecutionRecord::new(
             uuid::Uuid::now_v7().to_string(),
@@ -312,13 +313,14 @@ impl Dispatcher {
             tracing::warn!(%error, request_id = %row.request_id, "execution-log row lost");
         }
         let recorded = self.state.registry.finish_attempt(&claim, &end).await;
-        let counter = match &recorded {
-            Ok(Some(DeliveryState::Delivered)) => &counters.delivered,
-            Ok(Some(DeliveryState::Pending)) => &counters.retried,
-            Ok(Some(DeliveryState::Dead)) => &counters.dead,
-            Ok(None) | Err(_) => &counters.unrecorded,
+        let (counter, result) = match &recorded {
+            Ok(Some(DeliveryState::Delivered)) => (&counters.delivered, "delivered"),
+            Ok(Some(DeliveryState::Pending)) => (&counters.retried, "retried"),
+            Ok(Some(DeliveryState::Dead)) => (&counters.dead, "dead"),
+            Ok(None) | Err(_) => (&counters.unrecorded, "unrecorded"),
         };
         counter.fetch_add(1, Ordering::Relaxed);
+        self.state.metrics.delivery_attempt(result);
         match recorded {
             Ok(Some(DeliveryState::Dead)) => tracing::warn!(
                 delivery_id = %claim.id,
@@ -382,6 +384,10 @@ impl Dispatcher {
             )
             .await;
         let collected = Started::collect(started).await;
+        let trigger = claim.trigger.as_str();
+        state
+            .metrics
+            .observe_call(&install, trigger, &collected.outcome);
         let stats = stats(&collected.outcome);
         row.fuel_consumed = stats.fuel_consumed;
         row.peak_memory_bytes = Some(stats.peak_memory_bytes);

@@ -189,8 +189,18 @@ async fn run(state: &RunnerState, request: Request) -> Result<Response, Failure>
         return Err(RunnerError::TooLarge(max_request).into());
     }
     match started {
-        Started::Responded(guest) => Ok(respond(guest, wants_trailers, ctx.request_id, permit)),
+        Started::Responded(guest) => Ok(respond(
+            guest,
+            wants_trailers,
+            ctx.request_id,
+            permit,
+            Observed {
+                metrics: Arc::clone(&state.metrics),
+                install,
+            },
+        )),
         Started::Failed(outcome) => {
+            state.metrics.observe_call(&install, TRIGGER_HTTP, &outcome);
             let stats = stats(&outcome);
             let error = match outcome.result {
                 Err(err) => err.into(),
@@ -260,11 +270,14 @@ pub(crate) fn permit(
     state
         .admission
         .try_admit(&install.tenant_id, &install.install_id)
+        .map(|permit| permit.counted(state.metrics.in_flight()))
         .map_err(|refused| {
-            RunnerError::OverQuota(match refused {
+            let scope = match refused {
                 Refused::Install => "install",
                 Refused::Tenant => "tenant",
-            })
+            };
+            state.metrics.refused(scope);
+            RunnerError::OverQuota(scope)
         })
 }
 
@@ -320,12 +333,14 @@ fn respond(
     wants_trailers: bool,
     request_id: String,
     permit: Permit,
+    observed: Observed,
 ) -> Response {
     let mut response = Response::new(Body::new(StreamedBody {
         body: guest.body,
         wants_trailers,
         request_id,
         _permit: permit,
+        observed,
     }));
     *response.status_mut() = guest.status;
     let headers = response.headers_mut();
@@ -368,6 +383,13 @@ struct StreamedBody {
     wants_trailers: bool,
     request_id: String,
     _permit: Permit,
+    observed: Observed,
+}
+
+/// Where a streamed call's end is counted.
+struct Observed {
+    metrics: Arc<crate::platform_metrics::PlatformMetrics>,
+    install: Arc<ResolvedInstall>,
 }
 
 impl http_body::Body for StreamedBody {
@@ -384,6 +406,10 @@ impl http_body::Body for StreamedBody {
             Poll::Ready(None) => Poll::Ready(None),
             Poll::Ready(Some(BodyEvent::Data(data))) => Poll::Ready(Some(Ok(Frame::data(data)))),
             Poll::Ready(Some(BodyEvent::End(outcome))) => {
+                let observed = &this.observed;
+                observed
+                    .metrics
+                    .observe_call(&observed.install, TRIGGER_HTTP, &outcome);
                 let stats = stats(&outcome);
                 let ending = match outcome.result {
                     Ok(()) => BodyOutcome::Complete,

@@ -3,8 +3,9 @@
 //! and re-verifies the bundle on first use, and hands the request to the runtime.
 //!
 //! Routes: `{any method} /v1/execute/{path}` (the execute hop, see
-//! `palisade_protocol::hop`), `GET /healthz`, `GET /metrics` (extension metrics; behind a
-//! bearer token when [`RunnerConfig::metrics_token`] is set), and `GET`/`HEAD
+//! `palisade_protocol::hop`), `GET /healthz`, `GET /metrics` (the runner's series, see
+//! [`platform_metrics`], and the extensions'; behind a bearer token when
+//! [`RunnerConfig::metrics_token`] is set), and `GET`/`HEAD
 //! /ext-ui/{extension_id}/{content_hash}/{path}` (extension UIs, see `ui`). On
 //! [`Drain::begin`] the runner refuses new calls with 503 and finishes the running ones.
 //!
@@ -19,6 +20,7 @@ mod execute;
 mod installs;
 mod loader;
 mod metrics;
+pub mod platform_metrics;
 mod services;
 #[cfg(test)]
 mod test_support;
@@ -59,6 +61,9 @@ pub struct RunnerConfig {
     /// The bearer token `GET /metrics` requires; `None`: the exposition is open to anyone
     /// who reaches the runner's address.
     pub metrics_token: Option<MetricsToken>,
+    /// Whether the runner's call series carry the tenant id as a label (their number
+    /// then grows with the tenants).
+    pub metrics_tenant_label: bool,
     /// Serving extension UIs.
     pub ui: UiConfig,
 }
@@ -72,6 +77,7 @@ impl Default for RunnerConfig {
             install_cache_ttl: std::time::Duration::from_secs(1),
             install_cache_entries: 100_000,
             metrics_token: None,
+            metrics_tenant_label: false,
             ui: UiConfig::default(),
         }
     }
@@ -91,6 +97,8 @@ pub struct RunnerState {
     pub(crate) loads: loader::Loads,
     /// The unpacked UI trees.
     pub(crate) ui: ui::UiTrees,
+    /// The runner's own series on `/metrics`.
+    pub(crate) metrics: Arc<platform_metrics::PlatformMetrics>,
 }
 
 impl RunnerState {
@@ -111,6 +119,10 @@ impl RunnerState {
                 config.install_cache_ttl,
                 config.install_cache_entries,
             ),
+            metrics: Arc::new(platform_metrics::PlatformMetrics::new(
+                runtime.clone(),
+                config.metrics_tenant_label,
+            )),
             registry,
             runtime,
             verifier,

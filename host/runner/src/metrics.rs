@@ -1,5 +1,6 @@
-//! `GET /metrics`: the OpenMetrics exposition of the series that extensions recorded
-//! through the `metrics` capability, behind a bearer token when the operator set one.
+//! `GET /metrics`: the OpenMetrics exposition of the runner's own series
+//! ([`crate::platform_metrics`]) and of those extensions recorded through the `metrics`
+//! capability, behind a bearer token when the operator set one.
 
 use std::sync::Arc;
 
@@ -12,9 +13,10 @@ use subtle::ConstantTimeEq;
 
 use crate::RunnerState;
 
-/// The content type of an OpenMetrics text exposition.
-pub(crate) const OPENMETRICS_CONTENT_TYPE: &str =
-    "application/openmetrics-text; version=1.0.0; charset=utf-8";
+use palisade_protocol::exposition::{
+    OPENMETRICS_CONTENT_TYPE, PROMETHEUS_TEXT_CONTENT_TYPE, to_prometheus_text,
+    wants_prometheus_text,
+};
 
 /// The bearer token `GET /metrics` requires. `Debug` never shows it.
 #[derive(Clone)]
@@ -91,9 +93,27 @@ pub(crate) async fn metrics(State(state): State<Arc<RunnerState>>, headers: Head
         )
             .into_response();
     }
-    let metrics = state.runtime.metrics().clone();
+    let prometheus_text = wants_prometheus_text(
+        headers
+            .get(axum::http::header::ACCEPT)
+            .and_then(|v| v.to_str().ok()),
+    );
+    let extensions = state.runtime.metrics().clone();
+    let platform = Arc::clone(&state.metrics);
     // Encoding walks every series; keep it off the async workers.
-    match tokio::task::spawn_blocking(move || metrics.encode()).await {
+    let encode = move || {
+        let mut text = String::new();
+        platform.encode(&mut text);
+        extensions.encode_families(&mut text);
+        text.push_str("# EOF\n");
+        text
+    };
+    match tokio::task::spawn_blocking(encode).await {
+        Ok(text) if prometheus_text => (
+            [(CONTENT_TYPE, PROMETHEUS_TEXT_CONTENT_TYPE)],
+            to_prometheus_text(&text),
+        )
+            .into_response(),
         Ok(text) => render(text),
         Err(error) => {
             tracing::error!(%error, "encoding the metrics exposition failed");

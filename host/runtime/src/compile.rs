@@ -71,6 +71,8 @@ pub(crate) struct CompileCounters {
     pub(crate) compiled: AtomicU64,
     pub(crate) from_artifact: AtomicU64,
     pub(crate) from_memory: AtomicU64,
+    /// Time spent compiling from wasm, in microseconds.
+    pub(crate) compile_micros: AtomicU64,
 }
 
 /// A snapshot of [`CompileCounters`].
@@ -136,6 +138,12 @@ impl Runtime {
             from_artifact: self.counters.from_artifact.load(Ordering::Relaxed),
             from_memory: self.counters.from_memory.load(Ordering::Relaxed),
         }
+    }
+
+    /// Time spent compiling components from wasm so far (a compile that ran out of time
+    /// counts up to its limit).
+    pub fn compile_time(&self) -> Duration {
+        Duration::from_micros(self.counters.compile_micros.load(Ordering::Relaxed))
     }
 
     async fn load_artifact(&self, content_hash: &str) -> Option<Component> {
@@ -205,7 +213,13 @@ impl Runtime {
         task: tokio::task::JoinHandle<T>,
     ) -> Result<T, LoadError> {
         let limit = Duration::from_millis(self.config.compile_timeout_ms.max(1));
-        match tokio::time::timeout(limit, task).await {
+        let started = Instant::now();
+        let result = tokio::time::timeout(limit, task).await;
+        let micros = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
+        self.counters
+            .compile_micros
+            .fetch_add(micros, Ordering::Relaxed);
+        match result {
             Ok(joined) => joined.map_err(|e| LoadError::Join(e.to_string())),
             Err(_) => {
                 if let Ok(mut refused) = self.compile_refused.lock() {

@@ -181,6 +181,9 @@ pub(crate) struct RunnerSection {
     /// A file holding the bearer token `GET /metrics` requires (unset: open to anyone who
     /// can reach the runner).
     pub metrics_token_file: Option<PathBuf>,
+    /// Whether the runner's own call series on `/metrics` carry the tenant id as a label
+    /// (their number then grows with the number of tenants).
+    pub metrics_tenant_label: bool,
     /// Longest wait, in seconds, for running calls to finish once a drain began (SIGTERM
     /// or Ctrl-C).
     pub drain_timeout_secs: u64,
@@ -196,6 +199,7 @@ impl Default for RunnerSection {
             install_cache_ttl_ms: millis(d.install_cache_ttl),
             install_cache_entries: d.install_cache_entries,
             metrics_token_file: None,
+            metrics_tenant_label: d.metrics_tenant_label,
             drain_timeout_secs: 60,
         }
     }
@@ -223,6 +227,7 @@ impl RunnerSection {
             install_cache_ttl: Duration::from_millis(self.install_cache_ttl_ms),
             install_cache_entries: self.install_cache_entries,
             metrics_token,
+            metrics_tenant_label: self.metrics_tenant_label,
             ui: palisade_runner::UiConfig::default(),
         })
     }
