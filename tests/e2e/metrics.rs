@@ -407,4 +407,63 @@ async fn the_runner_exports_its_own_series_after_real_calls() {
         "{plain}"
     );
     promtool_check(&plain);
+
+    // The gateway's, behind the admin token or a `metrics` credential.
+    let gateway_metrics = |token: Option<&str>, accept: &str| {
+        let mut request = platform
+            .client
+            .get(format!("http://{}/metrics", platform.gateway))
+            .header("accept", accept);
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        request.send()
+    };
+    let refused = gateway_metrics(None, "*/*").await.unwrap();
+    assert_eq!(refused.status(), 401);
+    let scraper = platform
+        .registry
+        .add_credential("prometheus", palisade_registry::CredentialScope::Metrics)
+        .await
+        .unwrap();
+    let events_only = platform
+        .registry
+        .add_credential("helpdesk", palisade_registry::CredentialScope::Events)
+        .await
+        .unwrap();
+    let refused = gateway_metrics(Some(&events_only), "*/*").await.unwrap();
+    assert_eq!(refused.status(), 401);
+    let expected = [
+        format!(r#"palisade_gateway_calls_total{{{counter},outcome="ok"}} 3"#),
+        format!(r#"palisade_gateway_calls_total{{{hostile},outcome="trap"}} 1"#),
+        format!(r#"palisade_gateway_call_duration_seconds_count{{{counter}}} 3"#),
+        "palisade_gateway_calls_in_flight 0".to_owned(),
+        r#"palisade_gateway_execution_log_rows_total{result="dropped"} 0"#.to_owned(),
+    ];
+    // A call's row is counted when its answer's body is dropped, just after the caller
+    // read it: wait for the last ones.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    let text = loop {
+        let response = gateway_metrics(Some(&scraper), "*/*").await.unwrap();
+        assert_eq!(response.status(), 200);
+        let text = response.text().await.unwrap();
+        let missing = expected
+            .iter()
+            .find(|line| !text.lines().any(|l| l == line.as_str()));
+        match missing {
+            None => break text,
+            Some(line) if std::time::Instant::now() > deadline => {
+                panic!("missing `{line}` in:\n{text}")
+            }
+            Some(_) => tokio::time::sleep(std::time::Duration::from_millis(50)).await,
+        }
+    };
+    assert!(text.ends_with("# EOF\n"));
+    let plain = gateway_metrics(Some(crate::support::ADMIN_TOKEN), "text/plain")
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    promtool_check(&plain);
 }

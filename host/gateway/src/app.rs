@@ -63,6 +63,8 @@ pub struct GatewayState {
     pub(crate) execution_log: ExecLog,
     /// Scoped admin credentials looked up, reused for a few seconds.
     pub(crate) credentials: crate::admin::CredentialCache,
+    /// The series on `/metrics`.
+    pub(crate) metrics: crate::metrics::GatewayMetrics,
 }
 
 impl std::fmt::Debug for GatewayState {
@@ -98,7 +100,9 @@ impl GatewayState {
         let tenant_limiter = RateLimiter::new(&config.tenant_rate_limit);
         let caller_limiter = RateLimiter::new(&config.caller_rate_limit);
         let execution_log = ExecLog::start(registry.clone(), &config.execution_log);
+        let metrics = crate::metrics::GatewayMetrics::new(execution_log.counts());
         Ok(GatewayState {
+            metrics,
             config,
             auth,
             registry,
@@ -149,15 +153,22 @@ impl GatewayState {
 }
 
 /// The gateway's router: `/api/ext/{extension_id}/{*path}` (any method; also without a
-/// path, meaning `/`), `GET /healthz`, and a JSON 404 for everything else.
+/// path, meaning `/`), `GET /healthz`, the admin API and `GET /metrics` (with an admin
+/// token), and a JSON 404 for everything else.
 pub fn app(state: Arc<GatewayState>) -> Router {
-    Router::new()
+    let calls = Router::new()
         .route("/api/ext/{extension_id}", any(proxy::extension_call))
         .route("/api/ext/{extension_id}/", any(proxy::extension_call))
         .route(
             "/api/ext/{extension_id}/{*path}",
             any(proxy::extension_call),
         )
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            crate::metrics::count_calls,
+        ));
+    Router::new()
+        .merge(calls)
         .route("/healthz", get(healthz))
         .merge(crate::admin::admin_routes(&state))
         .fallback(not_found)

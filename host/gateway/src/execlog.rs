@@ -169,10 +169,26 @@ impl ExecLog {
 
     /// What happened to the submitted rows so far.
     pub fn stats(&self) -> ExecLogStats {
+        self.counts().stats()
+    }
+
+    /// A handle that reads this log's counts from elsewhere (the metrics export).
+    pub fn counts(&self) -> ExecLogCounts {
+        ExecLogCounts(Arc::clone(&self.counters))
+    }
+}
+
+/// Reads an [`ExecLog`]'s counts.
+#[derive(Debug, Clone)]
+pub struct ExecLogCounts(Arc<Counters>);
+
+impl ExecLogCounts {
+    /// What happened to the submitted rows so far.
+    pub fn stats(&self) -> ExecLogStats {
         ExecLogStats {
-            written: self.counters.written.load(Ordering::Relaxed),
-            dropped: self.counters.dropped.load(Ordering::Relaxed),
-            failed: self.counters.failed.load(Ordering::Relaxed),
+            written: self.0.written.load(Ordering::Relaxed),
+            dropped: self.0.dropped.load(Ordering::Relaxed),
+            failed: self.0.failed.load(Ordering::Relaxed),
         }
     }
 }

@@ -2,7 +2,8 @@
 //! (bearer JWT → tenant), resolves the tenant's install, matches the manifest's endpoints,
 //! applies the header allow-lists and the size and time limits, forwards the call to a
 //! runner over the execute protocol, answers with the guest's response or a stable error,
-//! and writes the execution log. It never links the WebAssembly runtime.
+//! and writes the execution log. It exports its own series on `GET /metrics` ([`metrics`]).
+//! It never links the WebAssembly runtime.
 //!
 //! Nothing on a call's path waits for the database or for a signature in the common case:
 //! verified caller tokens, resolved installs and service tokens are cached, and execution
@@ -22,6 +23,7 @@ pub mod headers;
 pub mod idempotency;
 mod installs;
 pub mod jwks;
+pub mod metrics;
 pub mod pool;
 mod proxy;
 pub mod ratelimit;

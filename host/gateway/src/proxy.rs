@@ -214,7 +214,8 @@ impl Drop for PendingRow {
         let Some(mut record) = self.record.take() else {
             return;
         };
-        record.duration_ms = u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX);
+        let elapsed = self.started.elapsed();
+        record.duration_ms = u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX);
         if let Some(report) = &self.report {
             let mut report = report.lock().unwrap_or_else(PoisonError::into_inner);
             if let Some(stats) = report.stats.take() {
@@ -241,6 +242,7 @@ impl Drop for PendingRow {
                 }
             }
         }
+        self.state.metrics.observe_call(&record, elapsed);
         self.state.execution_log.submit(record);
     }
 }

@@ -17,6 +17,19 @@ pub fn wants_prometheus_text(accept: Option<&str>) -> bool {
     })
 }
 
+/// The content type and body to answer a scraper whose `accept` header is `accept`, for
+/// an exposition in OpenMetrics text.
+pub fn negotiate(accept: Option<&str>, openmetrics: String) -> (&'static str, String) {
+    if wants_prometheus_text(accept) {
+        (
+            PROMETHEUS_TEXT_CONTENT_TYPE,
+            to_prometheus_text(&openmetrics),
+        )
+    } else {
+        (OPENMETRICS_CONTENT_TYPE, openmetrics)
+    }
+}
+
 /// `openmetrics` in the Prometheus text format: a counter family `x` is announced as
 /// `x_total` (the name of its samples), `# UNIT` lines and `# EOF` go, and help texts lose
 /// the quote escapes the older format does not have. Samples are kept as they are.

@@ -1,6 +1,6 @@
 //! Scoped admin credentials: bearer tokens the operator issues for one part of the admin
-//! API, so that a host application need not hold the admin token. The only scope is
-//! `events` (publishing events). A token is 32 random bytes, shown once when it is made;
+//! API, so that a host application need not hold the admin token. Scopes: `events`
+//! (publishing events) and `metrics` (scraping a gateway's `/metrics`). A token is 32 random bytes, shown once when it is made;
 //! the registry keeps its SHA-256 only.
 
 use sha2::{Digest, Sha256};
@@ -18,6 +18,8 @@ pub const TOKEN_PREFIX: &str = "palisade_cred_";
 pub enum CredentialScope {
     /// `POST /admin/v1/events`.
     Events,
+    /// `GET /metrics` on a gateway.
+    Metrics,
 }
 
 impl CredentialScope {
@@ -25,6 +27,7 @@ impl CredentialScope {
     pub fn as_str(self) -> &'static str {
         match self {
             CredentialScope::Events => "events",
+            CredentialScope::Metrics => "metrics",
         }
     }
 }
@@ -35,7 +38,10 @@ impl std::str::FromStr for CredentialScope {
     fn from_str(text: &str) -> Result<Self, String> {
         match text {
             "events" => Ok(CredentialScope::Events),
-            other => Err(format!("`{other}` is not a credential scope (events)")),
+            "metrics" => Ok(CredentialScope::Metrics),
+            other => Err(format!(
+                "`{other}` is not a credential scope (events, metrics)"
+            )),
         }
     }
 }

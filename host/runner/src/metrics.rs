@@ -13,10 +13,7 @@ use subtle::ConstantTimeEq;
 
 use crate::RunnerState;
 
-use palisade_protocol::exposition::{
-    OPENMETRICS_CONTENT_TYPE, PROMETHEUS_TEXT_CONTENT_TYPE, to_prometheus_text,
-    wants_prometheus_text,
-};
+use palisade_protocol::exposition::negotiate;
 
 /// The bearer token `GET /metrics` requires. `Debug` never shows it.
 #[derive(Clone)]
@@ -93,11 +90,10 @@ pub(crate) async fn metrics(State(state): State<Arc<RunnerState>>, headers: Head
         )
             .into_response();
     }
-    let prometheus_text = wants_prometheus_text(
-        headers
-            .get(axum::http::header::ACCEPT)
-            .and_then(|v| v.to_str().ok()),
-    );
+    let accept = headers
+        .get(axum::http::header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
     let extensions = state.runtime.metrics().clone();
     let platform = Arc::clone(&state.metrics);
     // Encoding walks every series; keep it off the async workers.
@@ -109,12 +105,10 @@ pub(crate) async fn metrics(State(state): State<Arc<RunnerState>>, headers: Head
         text
     };
     match tokio::task::spawn_blocking(encode).await {
-        Ok(text) if prometheus_text => (
-            [(CONTENT_TYPE, PROMETHEUS_TEXT_CONTENT_TYPE)],
-            to_prometheus_text(&text),
-        )
-            .into_response(),
-        Ok(text) => render(text),
+        Ok(text) => {
+            let (content_type, body) = negotiate(accept.as_deref(), text);
+            ([(CONTENT_TYPE, content_type)], body).into_response()
+        }
         Err(error) => {
             tracing::error!(%error, "encoding the metrics exposition failed");
             StatusCode::INTERNAL_SERVER_ERROR.into_response()
@@ -122,15 +116,13 @@ pub(crate) async fn metrics(State(state): State<Arc<RunnerState>>, headers: Head
     }
 }
 
-fn render(text: String) -> Response {
-    ([(CONTENT_TYPE, OPENMETRICS_CONTENT_TYPE)], text).into_response()
-}
-
 #[cfg(test)]
 mod tests {
     use http_body_util::BodyExt;
     use palisade_runtime::capability::metrics::{ExtensionMetrics, MetricsConfig};
     use tower::ServiceExt;
+
+    use palisade_protocol::exposition::OPENMETRICS_CONTENT_TYPE;
 
     use super::*;
 
@@ -141,7 +133,8 @@ mod tests {
             .install("acme", "com.example.counter")
             .counter_add("hits_total", vec![], 4)
             .unwrap();
-        let response = render(metrics.encode());
+        let (content_type, body) = negotiate(None, metrics.encode());
+        let response = ([(CONTENT_TYPE, content_type)], body).into_response();
         assert_eq!(response.status(), StatusCode::OK);
         assert_eq!(response.headers()[CONTENT_TYPE], OPENMETRICS_CONTENT_TYPE);
         let body = response.into_body().collect().await.unwrap().to_bytes();

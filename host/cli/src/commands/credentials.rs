@@ -1,6 +1,7 @@
 //! `palisade credentials add|list|remove`: scoped admin credentials on the data directory's
-//! registry. A credential of scope `events` may publish events (`POST /admin/v1/events`)
-//! and nothing else, so that a host application need not hold the admin token.
+//! registry. A credential of scope `events` may publish events (`POST /admin/v1/events`),
+//! one of scope `metrics` may scrape a gateway's `GET /metrics`; neither may do anything
+//! else, so that a host application or a scraper need not hold the admin token.
 
 use anyhow::{Result, bail};
 use clap::{Args, Subcommand};
@@ -26,7 +27,7 @@ pub(crate) struct AddArgs {
     /// A name for it, e.g. the application that will hold it.
     pub name: String,
     /// What it may do.
-    #[arg(long, value_parser = ["events"])]
+    #[arg(long, value_parser = ["events", "metrics"])]
     pub scope: String,
 }
 

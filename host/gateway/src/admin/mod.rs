@@ -162,8 +162,21 @@ pub fn admin_routes(state: &Arc<GatewayState>) -> Router<Arc<GatewayState>> {
             )),
         );
     }
-    router
+    let guard = auth::Guard {
+        state: Arc::clone(state),
+        scope: Some(palisade_registry::CredentialScope::Metrics),
+    };
+    router.route(
+        METRICS_PATH,
+        axum::routing::get(crate::metrics::metrics).route_layer(
+            axum::middleware::from_fn_with_state(guard, auth::require_admin),
+        ),
+    )
 }
+
+/// The gateway's metrics exposition: outside `/admin/v1`, where scrapers look, behind the
+/// same guard (the admin token, or a credential of scope `metrics`).
+pub const METRICS_PATH: &str = "/metrics";
 
 /// Reads an admin request body (`what` names it in errors) of at most `limit` bytes.
 async fn read_body(
