@@ -346,7 +346,7 @@ fn promtool_check(text: &str) {
 }
 
 #[tokio::test]
-async fn the_runner_exports_its_own_series_after_real_calls() {
+async fn the_runner_and_the_gateway_export_their_own_series_after_real_calls() {
     let platform = Platform::start().await;
     platform.install_hello("acme").await;
     platform
@@ -459,11 +459,73 @@ async fn the_runner_exports_its_own_series_after_real_calls() {
         }
     };
     assert!(text.ends_with("# EOF\n"));
-    let plain = gateway_metrics(Some(crate::support::ADMIN_TOKEN), "text/plain")
+    let gateway_plain = gateway_metrics(Some(crate::support::ADMIN_TOKEN), "text/plain")
         .await
         .unwrap()
         .text()
         .await
         .unwrap();
-    promtool_check(&plain);
+    promtool_check(&gateway_plain);
+
+    // The dashboard shipped in docs/ queries only series that these servers export and
+    // that docs/operations.md lists.
+    let exported: Vec<(String, String)> = [plain.as_str(), gateway_plain.as_str()]
+        .iter()
+        .flat_map(|text| text.lines())
+        .filter_map(|line| line.strip_prefix("# TYPE "))
+        .filter_map(|rest| rest.split_once(' '))
+        .map(|(name, kind)| (name.to_owned(), kind.to_owned()))
+        .collect();
+    let operations = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../docs/operations.md"
+    ))
+    .unwrap();
+    let queried = dashboard_series();
+    assert!(queried.len() >= 10, "{queried:?}");
+    // Fuel is counted only where the operator turned fuel metering on; it is off here.
+    let not_produced_here = ["palisade_runner_fuel_consumed_total"];
+    for name in queried {
+        if not_produced_here.contains(&name.as_str()) {
+            assert!(operations.contains(&format!("`{name}`")), "{name}");
+            continue;
+        }
+        let family = exported.iter().find(|(family, kind)| {
+            *family == name
+                || (kind == "histogram"
+                    && ["_bucket", "_sum", "_count"]
+                        .iter()
+                        .any(|suffix| name.strip_suffix(suffix) == Some(family.as_str())))
+        });
+        let Some((family, _)) = family else {
+            panic!("the dashboard queries `{name}`, which neither server exports")
+        };
+        assert!(
+            operations.contains(&format!("`{family}`")),
+            "docs/operations.md does not list `{family}`"
+        );
+    }
+}
+
+/// Every series name the Grafana dashboard in docs/ queries.
+fn dashboard_series() -> std::collections::BTreeSet<String> {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/grafana/palisade.json");
+    let dashboard: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap();
+    let mut names = std::collections::BTreeSet::new();
+    for panel in dashboard["panels"].as_array().unwrap() {
+        for target in panel["targets"].as_array().unwrap() {
+            let expr = target["expr"].as_str().unwrap();
+            let mut rest = expr;
+            while let Some(at) = rest.find("palisade_") {
+                let tail = &rest[at..];
+                let end = tail
+                    .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                    .unwrap_or(tail.len());
+                names.insert(tail[..end].to_owned());
+                rest = &tail[end..];
+            }
+        }
+    }
+    names
 }

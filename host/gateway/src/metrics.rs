@@ -96,6 +96,12 @@ impl GatewayMetrics {
             "Extension calls answered 429 (a rate limit or a runner's in-flight cap) or 503 (no runner, draining), by status",
             refused.clone(),
         );
+        // Both statuses start at zero, so that a dashboard sees the series before the first.
+        for status in ["429", "503"] {
+            refused
+                .get_or_create(&Labels(vec![("status", status.to_owned())]))
+                .inc_by(0);
+        }
         registry.register_collector(Box::new(ExecLogRows(execution_log)));
         GatewayMetrics {
             registry,

@@ -142,7 +142,7 @@ impl PlatformMetrics {
         let fuel = Family::<CallLabels, Counter>::default();
         registry.register(
             "fuel_consumed",
-            "Fuel the guests consumed, by extension (calls with a fuel limit only)",
+            "Fuel the guests consumed, by extension (when fuel metering is on)",
             fuel.clone(),
         );
         let memory = Family::<CallLabels, Histogram, Buckets>::new_with_constructor(Buckets(
@@ -186,6 +186,13 @@ impl PlatformMetrics {
             Unit::Seconds,
             lag.clone(),
         );
+        // Fixed label sets start at zero, so that a dashboard sees them before the first.
+        for scope in ["install", "tenant"] {
+            refusals.get_or_create(&Kind("scope", scope)).inc_by(0);
+        }
+        for result in ["delivered", "retried", "dead", "unrecorded"] {
+            deliveries.get_or_create(&Kind("result", result)).inc_by(0);
+        }
         registry.register_collector(Box::new(CompileCounts(runtime)));
         PlatformMetrics {
             registry,
@@ -248,9 +255,7 @@ impl PlatformMetrics {
             .get_or_create(&per_extension)
             .observe(outcome.peak_memory_bytes as f64);
         let egress = outcome.egress_bytes_out + outcome.egress_bytes_in;
-        if egress > 0 {
-            self.egress.get_or_create(&per_extension).inc_by(egress);
-        }
+        self.egress.get_or_create(&per_extension).inc_by(egress);
     }
 
     /// Records a call refused by the in-flight cap of `scope` (`install` or `tenant`).
