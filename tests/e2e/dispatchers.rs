@@ -1,5 +1,6 @@
 //! Event dispatchers as real `palisade dispatcher` processes on one registry (SQLite, or
-//! PostgreSQL with `PALISADE_TEST_POSTGRES_URL`): a process SIGKILLed mid-delivery, two
+//! PostgreSQL with `PALISADE_TEST_POSTGRES_URL`): a process SIGKILLed mid-delivery (the one
+//! taking over serves its `/metrics`), two
 //! processes sharing 1,000 events while one is killed, three firing one schedule.
 
 use std::path::PathBuf;
@@ -79,6 +80,29 @@ impl Site {
         )
     }
 
+    /// Starts `palisade dispatcher --metrics-listen` on the site; also returns the
+    /// address its `/metrics` is served on.
+    fn dispatcher_with_metrics(&self, name: &'static str) -> (Server, String) {
+        let addr = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .to_string();
+        let log = self.dir.path().join(format!("{name}.log"));
+        let config = self.config.to_str().unwrap();
+        let args = ["--config", config, "dispatcher", "--metrics-listen", &addr];
+        let server = Server::spawn(
+            name,
+            self.dir.path(),
+            &self.database_url,
+            &addr,
+            log,
+            "warn",
+            &args,
+        );
+        (server, addr)
+    }
+
     async fn publish(&self, tenant: &str, key: &str, payload: &str) {
         let event = NewEvent {
             tenant_id: tenant,
@@ -154,11 +178,27 @@ async fn a_killed_dispatcher_process_leaves_its_delivery_to_another() {
         (1, DeliveryState::Pending)
     );
 
-    let mut survivor = site.dispatcher("dispatcher-b");
+    let (mut survivor, metrics) = site.dispatcher_with_metrics("dispatcher-b");
     site.wait_for(Duration::from_secs(60), &survivor, || async {
         site.count("delivered").await == 1
     })
     .await;
+    // The survivor's own series count its attempt (just after recording it).
+    let line = r#"palisade_runner_event_delivery_attempts_total{result="delivered"} 1"#;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let scraped = reqwest::get(format!("http://{metrics}/metrics"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        if scraped.lines().any(|l| l == line) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "missing `{line}` in:\n{scraped}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     let delivered = site
         .registry()
         .list_deliveries("acme", None, 10)

@@ -83,8 +83,8 @@ enum Command {
     Up(commands::up::UpArgs),
     /// Run one runner (the execute protocol); drains gracefully on SIGTERM or Ctrl-C.
     Runner(commands::runner::RunnerArgs),
-    /// Deliver events only (no HTTP server); any number may run beside runners.
-    Dispatcher,
+    /// Deliver events only (no calls served); any number may run beside runners.
+    Dispatcher(commands::runner::DispatcherArgs),
     /// Publish events and follow their deliveries.
     #[command(subcommand)]
     Events(commands::events::EventsCommand),
@@ -154,7 +154,7 @@ async fn main() -> std::process::ExitCode {
         Command::Call(args) => commands::registry::call(&data_dir, args).await,
         Command::Up(args) => commands::up::up(&data_dir, args).await,
         Command::Runner(args) => commands::runner::runner(&data_dir, args).await,
-        Command::Dispatcher => commands::runner::dispatcher(&data_dir).await,
+        Command::Dispatcher(args) => commands::runner::dispatcher(&data_dir, args).await,
         Command::Events(command) => commands::events::events(&data_dir, command).await,
         Command::Credentials(command) => {
             commands::credentials::credentials(&data_dir, command).await

@@ -156,6 +156,15 @@ pub fn host_services(registry: &Registry, opener: SecretOpener) -> HostServices 
     }
 }
 
+/// `GET /healthz` and `GET /metrics` alone, for a process that dispatches events without
+/// serving calls (`palisade dispatcher --metrics-listen`).
+pub fn observability_app(state: Arc<RunnerState>) -> Router {
+    Router::new()
+        .route("/healthz", get(drain::healthz).with_state(state.drain()))
+        .route("/metrics", get(metrics::metrics))
+        .with_state(state)
+}
+
 /// The runner's routes.
 pub fn app(state: Arc<RunnerState>) -> Router {
     let execute = any(execute::execute).layer(axum::middleware::from_fn_with_state(

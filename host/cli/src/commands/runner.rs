@@ -1,7 +1,8 @@
 //! `palisade runner`: one runner on the data directory, with an event dispatcher unless
 //! `[events] dispatch` is off, draining gracefully on SIGTERM or Ctrl-C (new calls get 503
 //! `unavailable`, running calls and deliveries finish, then the process exits).
-//! `palisade dispatcher`: the dispatcher alone, serving nothing.
+//! `palisade dispatcher`: the dispatcher alone, serving nothing but, with
+//! `--metrics-listen`, its `/metrics` and `/healthz`.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -67,17 +68,50 @@ pub(crate) async fn runner(data_dir: &DataDir, args: RunnerArgs) -> Result<()> {
     Ok(())
 }
 
+#[derive(Debug, Args)]
+pub(crate) struct DispatcherArgs {
+    /// Serve `GET /metrics` (this process's series, event deliveries included) and `GET
+    /// /healthz` on this address; unset: the dispatcher serves nothing.
+    #[arg(long)]
+    pub metrics_listen: Option<SocketAddr>,
+}
+
 /// `palisade dispatcher`: delivers events (and nothing else) until SIGTERM or Ctrl-C; the
-/// deliveries in progress finish first.
-pub(crate) async fn dispatcher(data_dir: &DataDir) -> Result<()> {
+/// deliveries in progress finish first. With `--metrics-listen`, its series are served
+/// there.
+pub(crate) async fn dispatcher(data_dir: &DataDir, args: DispatcherArgs) -> Result<()> {
     let registry = data_dir.registry().await?;
     let state = Arc::new(runner_state(data_dir, &registry, None).await?);
+    let metrics = match args.metrics_listen {
+        Some(listen) => {
+            let listener = tokio::net::TcpListener::bind(listen)
+                .await
+                .with_context(|| format!("binding the dispatcher's metrics to {listen}"))?;
+            let addr = listener
+                .local_addr()
+                .context("reading the metrics address")?;
+            println!("dispatcher metrics on http://{addr}/metrics");
+            let app = palisade_runner::observability_app(Arc::clone(&state));
+            Some(tokio::spawn(async move {
+                axum::serve(listener, app)
+                    .with_graceful_shutdown(stop_signal())
+                    .await
+            }))
+        }
+        None => None,
+    };
     println!(
         "event dispatcher on {} (SIGTERM or Ctrl-C stops)",
         data_dir.root().display()
     );
     if let Some(dispatcher) = spawn_dispatcher(data_dir, &state, true, stop_signal()) {
         dispatcher.await.context("event dispatcher task")?;
+    }
+    if let Some(server) = metrics {
+        server
+            .await
+            .context("dispatcher metrics task")?
+            .context("dispatcher metrics server")?;
     }
     Ok(())
 }
