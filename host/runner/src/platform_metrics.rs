@@ -68,25 +68,33 @@ impl EncodeLabelSet for Kind {
     }
 }
 
-#[derive(Clone)]
-struct Buckets(&'static [f64]);
-
-impl MetricConstructor<Histogram> for Buckets {
-    fn new_metric(&self) -> Histogram {
-        Histogram::new(self.0.iter().copied())
-    }
+/// Exponential histogram buckets: `start`, then `factor` times the one before, `count` in
+/// all.
+#[derive(Clone, Copy)]
+struct Buckets {
+    start: f64,
+    factor: f64,
+    count: u16,
 }
 
 /// Guest time: 1 ms to about 33 s.
-fn seconds_buckets() -> &'static [f64] {
-    static BUCKETS: std::sync::OnceLock<Vec<f64>> = std::sync::OnceLock::new();
-    BUCKETS.get_or_init(|| exponential_buckets(0.001, 2.0, 16).collect())
-}
+const SECONDS: Buckets = Buckets {
+    start: 0.001,
+    factor: 2.0,
+    count: 16,
+};
 
 /// Peak guest memory: 64 KiB to 4 GiB.
-fn bytes_buckets() -> &'static [f64] {
-    static BUCKETS: std::sync::OnceLock<Vec<f64>> = std::sync::OnceLock::new();
-    BUCKETS.get_or_init(|| exponential_buckets(65_536.0, 4.0, 9).collect())
+const BYTES: Buckets = Buckets {
+    start: 65_536.0,
+    factor: 4.0,
+    count: 9,
+};
+
+impl MetricConstructor<Histogram> for Buckets {
+    fn new_metric(&self) -> Histogram {
+        Histogram::new(exponential_buckets(self.start, self.factor, self.count))
+    }
 }
 
 /// The runner's series. Cheap to update from any task; encoded on each scrape.
@@ -130,9 +138,7 @@ impl PlatformMetrics {
             "Guest calls that ended in an error, by extension, trigger and error code (timeout, trap, out_of_memory...)",
             errors.clone(),
         );
-        let duration = Family::<CallLabels, Histogram, Buckets>::new_with_constructor(Buckets(
-            seconds_buckets(),
-        ));
+        let duration = Family::<CallLabels, Histogram, Buckets>::new_with_constructor(SECONDS);
         registry.register_with_unit(
             "guest_duration",
             "Time from a call's start in the guest to its end (body included), by extension and trigger",
@@ -145,9 +151,7 @@ impl PlatformMetrics {
             "Fuel the guests consumed, by extension (when fuel metering is on)",
             fuel.clone(),
         );
-        let memory = Family::<CallLabels, Histogram, Buckets>::new_with_constructor(Buckets(
-            bytes_buckets(),
-        ));
+        let memory = Family::<CallLabels, Histogram, Buckets>::new_with_constructor(BYTES);
         registry.register_with_unit(
             "guest_peak_memory",
             "Largest linear memory of each call's instance, by extension",
@@ -179,7 +183,7 @@ impl PlatformMetrics {
             "Event and schedule delivery attempts by this process's dispatcher, by how they ended (delivered, retried, dead, unrecorded)",
             deliveries.clone(),
         );
-        let lag = Histogram::new(seconds_buckets().iter().copied());
+        let lag = SECONDS.new_metric();
         registry.register_with_unit(
             "event_delivery_lag",
             "Time from an event's publishing (or a schedule's slot) to the claim of its first attempt",
