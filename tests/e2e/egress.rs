@@ -25,16 +25,19 @@ const PROXY: &str = "com.example.github-proxy";
 /// The operator's response cap in these tests.
 const RESPONSE_CAP: u64 = 16 * 1024;
 
-/// A local upstream; `auth` records the `authorization` header of each `/repos` request.
+/// A local upstream; `auth` records the `authorization` header of each `/repos` request,
+/// `traces` the `traceparent` of every request.
 struct Upstream {
     addr: SocketAddr,
     hits: Arc<Mutex<Vec<String>>>,
     auth: Arc<Mutex<Vec<Option<String>>>>,
+    traces: Arc<Mutex<Vec<Option<String>>>>,
 }
 
 async fn upstream() -> Upstream {
     let hits: Arc<Mutex<Vec<String>>> = Arc::default();
     let auth: Arc<Mutex<Vec<Option<String>>>> = Arc::default();
+    let traces: Arc<Mutex<Vec<Option<String>>>> = Arc::default();
     let seen = auth.clone();
     let app = Router::new()
         .route(
@@ -111,10 +114,17 @@ async fn upstream() -> Upstream {
         )
         .layer(axum::middleware::from_fn({
             let hits = hits.clone();
+            let traces = traces.clone();
             move |req: axum::extract::Request, next: axum::middleware::Next| {
                 let hits = hits.clone();
+                let traces = traces.clone();
                 async move {
                     hits.lock().unwrap().push(req.uri().path().to_owned());
+                    let trace = req.headers().get("traceparent");
+                    traces
+                        .lock()
+                        .unwrap()
+                        .push(trace.map(|v| v.to_str().unwrap().to_owned()));
                     next.run(req).await
                 }
             }
@@ -122,7 +132,12 @@ async fn upstream() -> Upstream {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-    Upstream { addr, hits, auth }
+    Upstream {
+        addr,
+        hits,
+        auth,
+        traces,
+    }
 }
 
 impl Upstream {
@@ -217,6 +232,66 @@ async fn an_allowed_origin_is_reached_and_the_guest_sees_the_upstream_answer() {
     assert_eq!(got["status"], 418);
     assert_eq!(got["body"], "short and stout");
     assert_eq!(up.hits(), ["/teapot"]);
+}
+
+#[tokio::test]
+async fn egress_requests_carry_the_calls_trace_from_the_caller_or_a_new_one() {
+    let up = upstream().await;
+    let platform = platform(loopback_policy()).await;
+    install_probe(&platform, &[up.origin()], 5000).await;
+    let path = format!("/fetch?url={}", encode(&format!("{}/teapot", up.origin())));
+    let caller_trace = "4bf92f3577b34da6a3ce929d0e0e4736";
+    let caller_span = "00f067aa0ba902b7";
+
+    let with_trace = platform
+        .request("acme", reqwest::Method::GET, PROBE, &path)
+        .header("traceparent", format!("00-{caller_trace}-{caller_span}-01"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(with_trace.status(), 200);
+    let without = platform.call("acme", PROBE, &path).await;
+    assert_eq!(without.status(), 200);
+
+    let traces = up.traces.lock().unwrap().clone();
+    assert_eq!(traces.len(), 2, "{traces:?}");
+    let parts = |trace: &Option<String>| -> Vec<String> {
+        let trace = trace.as_deref().expect("the upstream got a traceparent");
+        trace.split('-').map(str::to_owned).collect()
+    };
+    let first = parts(&traces[0]);
+    assert_eq!(first[0], "00");
+    assert_eq!(
+        first[1], caller_trace,
+        "the caller's trace reaches the upstream"
+    );
+    assert_ne!(
+        first[2], caller_span,
+        "as a child span, not the caller's own"
+    );
+    let second = parts(&traces[1]);
+    assert_ne!(second[1], caller_trace, "a call without a trace starts one");
+    assert_eq!(second[1].len(), 32);
+
+    // The execution log keeps each call's trace id.
+    let mut rows = Vec::new();
+    for _ in 0..100 {
+        rows = platform
+            .registry
+            .recent_executions("acme", Some(PROBE), 10)
+            .await
+            .unwrap();
+        if rows.len() == 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let logged: Vec<Option<&str>> = rows.iter().rev().map(|r| r.trace_id.as_deref()).collect();
+    assert_eq!(
+        logged,
+        [Some(caller_trace), Some(second[1].as_str())],
+        "{rows:?}"
+    );
 }
 
 #[tokio::test]

@@ -27,6 +27,8 @@ mod secrets;
 mod storage;
 mod streaming;
 mod support;
+mod telemetry;
 mod trust;
 mod ui;
 mod walking_skeleton;
+mod wit_versions;

@@ -380,6 +380,16 @@ async fn the_runner_and_the_gateway_export_their_own_series_after_real_calls() {
             "missing `{line}` in:\n{text}"
         );
     }
+    // The registry's query latency: the runner loaded the installs it served.
+    let loads = text
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix(
+                r#"palisade_runner_registry_query_seconds_count{operation="load_install"} "#,
+            )
+        })
+        .and_then(|count| count.parse::<u64>().ok());
+    assert!(loads.is_some_and(|n| n >= 1), "{text}");
     // No tenant label by default.
     assert!(
         !text

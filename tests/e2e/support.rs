@@ -435,6 +435,7 @@ impl HopCall {
             method: self.method.as_str().to_owned(),
             path: self.path.clone(),
             request_id: self.context.request_id.clone(),
+            user_id: self.context.user_id.clone(),
         }
     }
 

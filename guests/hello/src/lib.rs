@@ -1,5 +1,6 @@
-//! Sample Palisade extension: `GET /hello/:name` answers with a greeting and the ids of
-//! the tenant, extension and version it runs for, and logs one line with the name.
+//! Sample Palisade extension: `GET /hello/:name` answers with a greeting, the ids of the
+//! tenant, extension and version it runs for, and the calling user; it logs one line with
+//! the name.
 //! `GET /hello/:name/stream?lines=N&interval_ms=M` streams N greeting lines, M ms apart,
 //! each sent as soon as it is written.
 
@@ -26,6 +27,8 @@ struct Greeting {
     tenant: String,
     extension: String,
     version: String,
+    /// The calling user, `null` when the caller's token names none.
+    user: Option<String>,
 }
 
 fn handle(request: Request) -> Response {
@@ -122,6 +125,7 @@ fn greeting(name: &str, invocation: &context::Invocation) -> Greeting {
         tenant: invocation.tenant_id.clone(),
         extension: invocation.extension_id.clone(),
         version: invocation.version.clone(),
+        user: invocation.user.clone(),
     }
 }
 
@@ -142,6 +146,7 @@ mod tests {
             version: "0.1.0".into(),
             content_hash: "sha256:00".into(),
             trigger: "http".into(),
+            user: Some("ada@example.com".into()),
         }
     }
 
@@ -154,6 +159,7 @@ mod tests {
                 tenant: "tenant-a".into(),
                 extension: "com.example.hello".into(),
                 version: "0.1.0".into(),
+                user: Some("ada@example.com".into()),
             }
         );
     }

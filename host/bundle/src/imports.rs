@@ -32,10 +32,15 @@ pub enum ImportError {
     Sockets(String),
     /// An import the platform does not provide at all.
     #[error(
-        "component imports `{0}`, which the platform does not provide (supported: WASI 0.2.x clocks, random, io, cli, filesystem, http and palisade:extension 0.1.x)"
+        "component imports `{0}`, which the platform does not provide (supported: WASI 0.2.x clocks, random, io, cli, filesystem, http and palisade:extension 0.1.x and 0.2.x)"
     )]
     Unknown(String),
 }
+
+/// Every released version of the `palisade:extension` WIT package, oldest first; the last
+/// is the one in `wit/`. The runner links them all, and a component may import any patch
+/// version of one of them (`docs/wit.md#versions`).
+pub const WIT_VERSIONS: [&str; 2] = ["0.1.0", "0.2.0"];
 
 /// The names of the component's top-level imports, in binary order.
 pub fn component_imports(component: &[u8]) -> Result<Vec<String>, ImportError> {
@@ -113,7 +118,10 @@ fn requirement(import: &str) -> Result<Requirement, ImportError> {
         return Err(ImportError::Sockets(import.to_owned()));
     }
     if package == "palisade:extension" {
-        if !in_series(1) {
+        let released = WIT_VERSIONS.iter().any(|released| {
+            semver::Version::parse(released).is_ok_and(|released| in_series(released.minor))
+        });
+        if !released {
             return Err(unknown());
         }
         if interface == "context" {
@@ -166,6 +174,7 @@ mod tests {
         let mut imports = names(&BASELINE);
         imports.push("palisade:extension/context@0.1.0".into());
         imports.push("palisade:extension/context@0.1.7".into());
+        imports.push("palisade:extension/context@0.2.0".into());
         check_imports(&imports, &Capabilities::none()).unwrap();
     }
 
@@ -239,7 +248,7 @@ mod tests {
             "wasi:cli/run@0.2.0",
             "wasi:filesystem/other@0.2.0",
             "wasi:keyvalue/store@0.2.0",
-            "palisade:extension/storage@0.2.0",
+            "palisade:extension/storage@0.3.0",
             "palisade:extension/admin@0.1.0",
             "acme:evil/backdoor@1.0.0",
             "wasi:http/types",

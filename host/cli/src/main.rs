@@ -5,6 +5,7 @@
 mod commands;
 mod config;
 mod datadir;
+mod telemetry;
 
 use std::path::PathBuf;
 
@@ -85,6 +86,8 @@ enum Command {
     Runner(commands::runner::RunnerArgs),
     /// Deliver events only (no calls served); any number may run beside runners.
     Dispatcher(commands::runner::DispatcherArgs),
+    /// Print an extension's execution log: one line per call, with user and trace id.
+    Logs(commands::logs::LogsArgs),
     /// Publish events and follow their deliveries.
     #[command(subcommand)]
     Events(commands::events::EventsCommand),
@@ -109,10 +112,12 @@ enum Command {
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    init_tracing(cli.log_json);
     // `config check` reads its own file, even when the global one is broken.
     let command = match cli.command {
-        Command::Config(command) => return exit(commands::config::config(command)),
+        Command::Config(command) => {
+            let _telemetry = telemetry::init(cli.log_json, &Default::default(), "cli").ok();
+            return exit(commands::config::config(command));
+        }
         Command::Completions { shell } => {
             use clap::CommandFactory;
             clap_complete::generate(
@@ -127,6 +132,14 @@ async fn main() -> std::process::ExitCode {
     };
     let operator = match config::load(cli.config.as_deref()) {
         Ok(operator) => operator,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    // Held to the end of `main`, which flushes the spans not yet exported.
+    let _telemetry = match telemetry::init(cli.log_json, &operator.telemetry, role(&command)) {
+        Ok(telemetry) => telemetry,
         Err(err) => {
             eprintln!("error: {err:#}");
             return std::process::ExitCode::FAILURE;
@@ -155,6 +168,7 @@ async fn main() -> std::process::ExitCode {
         Command::Up(args) => commands::up::up(&data_dir, args).await,
         Command::Runner(args) => commands::runner::runner(&data_dir, args).await,
         Command::Dispatcher(args) => commands::runner::dispatcher(&data_dir, args).await,
+        Command::Logs(args) => commands::logs::logs(&data_dir, args).await,
         Command::Events(command) => commands::events::events(&data_dir, command).await,
         Command::Credentials(command) => {
             commands::credentials::credentials(&data_dir, command).await
@@ -177,19 +191,14 @@ fn exit(result: anyhow::Result<()>) -> std::process::ExitCode {
     }
 }
 
-fn init_tracing(json: bool) {
-    use std::io::IsTerminal;
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    // Colours only for a person at a terminal, not in files or log collectors.
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_writer(std::io::stderr);
-    if json {
-        builder.json().init();
-    } else {
-        builder.init();
+/// The process's role, in the default service name of its exported spans.
+fn role(command: &Command) -> &'static str {
+    match command {
+        Command::Up(_) => "up",
+        Command::Gateway(_) => "gateway",
+        Command::Runner(_) => "runner",
+        Command::Dispatcher(_) => "dispatcher",
+        _ => "cli",
     }
 }
 

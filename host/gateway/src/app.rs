@@ -100,7 +100,8 @@ impl GatewayState {
         let tenant_limiter = RateLimiter::new(&config.tenant_rate_limit);
         let caller_limiter = RateLimiter::new(&config.caller_rate_limit);
         let execution_log = ExecLog::start(registry.clone(), &config.execution_log);
-        let metrics = crate::metrics::GatewayMetrics::new(execution_log.counts());
+        let metrics =
+            crate::metrics::GatewayMetrics::new(execution_log.counts(), registry.query_metrics());
         Ok(GatewayState {
             metrics,
             config,

@@ -1,6 +1,6 @@
 //! `GET /metrics` on the gateway: calls by extension and outcome, call duration as the
 //! caller saw it, calls in flight, answers refused with 429 or 503, and what became of
-//! the execution-log rows. The endpoint answers to the admin token or a credential of
+//! the execution-log rows, and how long the registry's queries take. The endpoint answers to the admin token or a credential of
 //! scope `metrics` (`palisade credentials add NAME --scope metrics`): a gateway faces
 //! callers, and the series name the extensions installed.
 //!
@@ -18,6 +18,7 @@ use axum::response::{IntoResponse, Response};
 use http::header::{ACCEPT, CONTENT_TYPE};
 use palisade_protocol::exposition::negotiate;
 use palisade_registry::ExecutionRecord;
+use palisade_registry::query_metrics::QueryMetrics;
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{
     DescriptorEncoder, EncodeLabelSet, EncodeMetric, LabelSetEncoder,
@@ -68,8 +69,9 @@ impl fmt::Debug for GatewayMetrics {
 }
 
 impl GatewayMetrics {
-    /// The series, registered; `execution_log` is read on each scrape.
-    pub fn new(execution_log: ExecLogCounts) -> Self {
+    /// The series, registered; `execution_log` is read on each scrape, and `queries` is
+    /// the registry's query-latency histogram.
+    pub fn new(execution_log: ExecLogCounts, queries: &QueryMetrics) -> Self {
         let mut registry = Registry::with_prefix("palisade_gateway");
         let calls = Family::<Labels, Counter>::default();
         registry.register(
@@ -103,6 +105,7 @@ impl GatewayMetrics {
                 .inc_by(0);
         }
         registry.register_collector(Box::new(ExecLogRows(execution_log)));
+        queries.register(&mut registry);
         GatewayMetrics {
             registry,
             calls,

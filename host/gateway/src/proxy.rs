@@ -17,8 +17,8 @@ use http_body::Body as _;
 use http_body_util::BodyExt;
 use palisade_bundle::manifest::EndpointCache;
 use palisade_protocol::body::{Capped, Guarded};
-use palisade_protocol::hop;
-use palisade_protocol::{BodyOutcome, CallContext, ErrorCode, TokenScope};
+use palisade_protocol::{BodyOutcome, CallContext, ErrorCode, TokenScope, TraceParent};
+use palisade_protocol::{hop, trace};
 use palisade_registry::{ExecutionRecord, ResolvedInstall};
 use tracing::{Instrument, Span, field};
 
@@ -50,12 +50,22 @@ pub(crate) async fn extension_call(
     let span = tracing::info_span!(
         "extension_call",
         request_id = %request_id,
+        trace_id = field::Empty,
         tenant = field::Empty,
         extension = field::Empty,
         version = field::Empty,
         content_hash = field::Empty,
     );
-    let mut response = serve(&state, request, &request_id, started)
+    // The caller's trace when it sent a valid one, else a new one; this call is a span of
+    // it, and the parent of the runner's.
+    let caller_trace = request
+        .headers()
+        .get(trace::TRACEPARENT)
+        .and_then(|value| value.to_str().ok())
+        .and_then(TraceParent::parse);
+    let trace = trace::join(&span, caller_trace);
+    span.record("trace_id", trace.trace_id().as_str());
+    let mut response = serve(&state, request, &request_id, trace, started)
         .instrument(span)
         .await;
     if let Ok(id) = HeaderValue::from_str(&request_id) {
@@ -68,6 +78,7 @@ async fn serve(
     state: &Arc<GatewayState>,
     request: Request,
     request_id: &str,
+    trace: TraceParent,
     started: Instant,
 ) -> Response {
     let (parts, body) = request.into_parts();
@@ -88,6 +99,7 @@ async fn serve(
         path,
         request_id,
         user: caller.user_id.as_deref(),
+        trace,
     };
     let mut body = CallBody::Unread(body);
     let (template, result) = match call.keyed_request(&install, &mut body).await {
@@ -105,15 +117,7 @@ async fn serve(
                 .await
         }
     };
-    logged(
-        state,
-        request_id,
-        &install,
-        &parts.method,
-        template,
-        result,
-        started,
-    )
+    logged(state, &call, &install, template, result, started)
 }
 
 /// A call that may go to a runner: who calls, and the enabled install it names.
@@ -170,9 +174,8 @@ async fn admit<'p>(state: &GatewayState, parts: &'p Parts) -> Result<Admitted<'p
 /// the call.
 fn logged(
     state: &Arc<GatewayState>,
-    request_id: &str,
+    call: &Call<'_>,
     install: &ResolvedInstall,
-    method: &Method,
     template: Option<String>,
     result: Result<Response, ApiError>,
     started: Instant,
@@ -185,7 +188,9 @@ fn logged(
             (error.into_response(), Some(code), stats)
         }
     };
-    let mut record = execlog::record(request_id, install, method, template);
+    let mut record = execlog::record(call.request_id, install, &call.parts.method, template);
+    record.user_id = call.user.map(str::to_owned);
+    record.trace_id = Some(call.trace.trace_id());
     execlog::finish(&mut record, response.status(), error, Duration::ZERO);
     if let Some(stats) = stats {
         execlog::add_stats(&mut record, *stats);
@@ -292,6 +297,8 @@ struct Call<'a> {
     request_id: &'a str,
     /// The calling user, when the caller's token names one.
     user: Option<&'a str>,
+    /// The call's place in its trace: the parent of what the runner does.
+    trace: TraceParent,
 }
 
 /// Why an attempt produced no guest answer.
@@ -596,7 +603,7 @@ impl Call<'_> {
             content_hash: install.content_hash.to_string(),
             user_id: self.user.map(str::to_owned),
             timeout_ms: Some(u64::try_from(budget.as_millis()).unwrap_or(u64::MAX)),
-            traceparent: None,
+            traceparent: Some(self.trace.to_string()),
         };
         let scope = TokenScope {
             tenant_id: context.tenant_id.clone(),
@@ -606,6 +613,7 @@ impl Call<'_> {
             method: method.as_str().to_owned(),
             path: path.clone(),
             request_id: context.request_id.clone(),
+            user_id: context.user_id.clone(),
         };
         let token = self.state.minter.header(&scope)?;
         let mut headers = headers::forward_request_headers(

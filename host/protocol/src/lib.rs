@@ -4,7 +4,7 @@
 //! bind one call to its tenant, install, content hash, method, path and request id.
 //!
 //! It also owns the body wrappers both ends use ([`body`]), the metrics exposition formats
-//! both serve ([`exposition`]), and [`TtlCache`], the bounded, sharded map of expiring entries behind every
+//! both serve ([`exposition`]), the W3C trace context carried end to end ([`trace`]), and [`TtlCache`], the bounded, sharded map of expiring entries behind every
 //! cache on a call's path — caller tokens and installs in the gateway, installs and seen
 //! request ids in the runner.
 //!
@@ -15,7 +15,9 @@ pub mod cache;
 pub mod exposition;
 pub mod hop;
 pub mod token;
+pub mod trace;
 
 pub use cache::{Ticket, TtlCache};
 pub use hop::{BodyOutcome, CallContext, ErrorBody, ErrorCode, ExecuteStats, HopError};
 pub use token::{InvalidToken, ServiceKeyPair, TokenError, TokenMinter, TokenScope, TokenVerifier};
+pub use trace::TraceParent;

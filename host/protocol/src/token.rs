@@ -2,7 +2,7 @@
 //! the runner.
 //!
 //! A token is bound to one [`TokenScope`]: tenant, extension, install and content hash, and
-//! the call's method, path (with query) and request id. It lives [`TOKEN_LIFETIME`] and
+//! the call's method, path (with query), request id and user. It lives [`TOKEN_LIFETIME`] and
 //! carries a random token id (`jti`); the runner remembers the ids it accepted until they
 //! expire and refuses one presented again, so a token captured on the wire can be used
 //! neither for another path nor for a second call. The runner holds only the public key.
@@ -47,6 +47,10 @@ pub struct TokenScope {
     pub path: String,
     /// The call's request id.
     pub request_id: String,
+    /// The calling user, when the caller's token named one: bound so that the user a
+    /// guest is told of is the one the gateway verified.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_id: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -343,6 +347,8 @@ fn check_scope(got: &TokenScope, expected: &TokenScope) -> Result<(), TokenError
         "path"
     } else if got.request_id != expected.request_id {
         "request_id"
+    } else if got.user_id != expected.user_id {
+        "user_id"
     } else {
         return Ok(());
     };
@@ -362,6 +368,7 @@ mod tests {
             method: "POST".into(),
             path: "/items?x=1".into(),
             request_id: "r-1".into(),
+            user_id: Some("u-1".into()),
         }
     }
 
@@ -400,6 +407,8 @@ mod tests {
             ("method", |s| s.method = "GET".into()),
             ("path", |s| s.path = "/admin".into()),
             ("request_id", |s| s.request_id = "r-2".into()),
+            ("user_id", |s| s.user_id = Some("u-2".into())),
+            ("user_id", |s| s.user_id = None),
         ] {
             let mut other = scope();
             change(&mut other);

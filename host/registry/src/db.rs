@@ -126,6 +126,11 @@ const SQLITE_MIGRATIONS: &[EmbeddedMigration] = &[
         description: "event_retention",
         sql: include_str!("../migrations/sqlite/0006_event_retention.sql"),
     },
+    EmbeddedMigration {
+        version: 7,
+        description: "execution_user_trace",
+        sql: include_str!("../migrations/sqlite/0007_execution_user_trace.sql"),
+    },
 ];
 
 /// The PostgreSQL schema: the same versions as [`SQLITE_MIGRATIONS`].
@@ -159,6 +164,11 @@ const POSTGRES_MIGRATIONS: &[EmbeddedMigration] = &[
         version: 6,
         description: "event_retention",
         sql: include_str!("../migrations/postgres/0006_event_retention.sql"),
+    },
+    EmbeddedMigration {
+        version: 7,
+        description: "execution_user_trace",
+        sql: include_str!("../migrations/postgres/0007_execution_user_trace.sql"),
     },
 ];
 

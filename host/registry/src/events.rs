@@ -331,6 +331,7 @@ impl Registry {
     /// installs whose pattern matches the topic, in one transaction. Disabled installs get
     /// their deliveries too; they wait until the install is enabled.
     pub async fn publish_event(&self, event: NewEvent<'_>) -> Result<PublishedEvent, EventError> {
+        let _timer = self.queries.time("publish_event");
         validate_tenant_id(event.tenant_id)?;
         check_topic(event.topic).map_err(|source| EventError::InvalidTopic {
             topic: event.topic.to_owned(),
@@ -430,6 +431,7 @@ impl Registry {
         lease_ms: i64,
         max: u32,
     ) -> Result<Vec<ClaimedDelivery>, RegistryError> {
+        let _timer = self.queries.time("claim_deliveries");
         let now = now_millis();
         let lease = format!("{owner}/{}", uuid::Uuid::now_v7());
         let lock = match self.backend() {

@@ -1,6 +1,7 @@
 //! The execution log: one row per invocation of an extension.
 
 use std::borrow::Cow;
+use std::ops::RangeInclusive;
 
 use crate::db::Row as DbRow;
 use sqlx::Row;
@@ -18,8 +19,9 @@ pub const MAX_RECENT_EXECUTIONS: u32 = 1000;
 /// Most bytes of guest log kept in [`ExecutionRecord::log_excerpt`]; longer text is cut.
 pub const MAX_LOG_EXCERPT_BYTES: usize = 8 * 1024;
 
-/// One invocation of an extension, as written to `extension_execution_log`.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// One invocation of an extension, as written to `extension_execution_log`; the admin API
+/// answers it as JSON with these field names (`docs/openapi.yaml`, `Execution`).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ExecutionRecord {
     /// Row id (a UUID).
     pub id: String,
@@ -61,9 +63,17 @@ pub struct ExecutionRecord {
     /// went out keeps the status, the reason in `error_code`, and how far it got here).
     pub response_bytes: Option<u64>,
     /// The event a call with trigger `event` delivered.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub event_id: Option<String>,
     /// Which attempt at delivering that event the call was (from 1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub attempt: Option<u32>,
+    /// The calling user (the `sub` of the caller's token), when a user called.
+    #[serde(default)]
+    pub user_id: Option<String>,
+    /// The W3C trace id of the call's trace (32 lowercase hex digits).
+    #[serde(default)]
+    pub trace_id: Option<String>,
     /// When the call happened, unix epoch milliseconds.
     pub created_at_ms: i64,
 }
@@ -101,6 +111,8 @@ impl ExecutionRecord {
             response_bytes: None,
             event_id: None,
             attempt: None,
+            user_id: None,
+            trace_id: None,
             created_at_ms: now_millis(),
         }
     }
@@ -137,6 +149,8 @@ impl ExecutionRecord {
             attempt: row
                 .try_get::<Option<i64>, _>("attempt")?
                 .map(|a| u32::try_from(a).unwrap_or(u32::MAX)),
+            user_id: row.try_get("user_id")?,
+            trace_id: row.try_get("trace_id")?,
             created_at_ms: row.try_get("created_at")?,
             id,
         })
@@ -189,6 +203,8 @@ fn storable(row: &ExecutionRecord) -> Cow<'_, ExecutionRecord> {
         row.error_code.as_ref(),
         row.log_excerpt.as_ref(),
         row.event_id.as_ref(),
+        row.user_id.as_ref(),
+        row.trace_id.as_ref(),
     ];
     if !texts.into_iter().flatten().any(|t| t.contains('\0')) {
         return Cow::Borrowed(row);
@@ -213,6 +229,8 @@ fn storable(row: &ExecutionRecord) -> Cow<'_, ExecutionRecord> {
         &mut row.error_code,
         &mut row.log_excerpt,
         &mut row.event_id,
+        &mut row.user_id,
+        &mut row.trace_id,
     ]
     .into_iter()
     .flatten()
@@ -226,15 +244,16 @@ fn storable(row: &ExecutionRecord) -> Cow<'_, ExecutionRecord> {
 const COLUMNS: &str = "id, request_id, tenant_id, extension_id, install_id, version_id, \
                        content_hash, trigger, method, path, status, outcome, error_code, \
                        duration_ms, fuel_consumed, peak_memory_bytes, egress_bytes, \
-                       log_excerpt, response_bytes, event_id, attempt, created_at";
+                       log_excerpt, response_bytes, event_id, attempt, user_id, trace_id, \
+                       created_at";
 
 /// Values bound per row (the entries of [`COLUMNS`]).
-const COLUMN_COUNT: usize = 22;
+const COLUMN_COUNT: usize = 24;
 
 /// Rows per `INSERT` statement: each statement is one round trip to the database (or to
-/// SQLite's worker thread), so a batch goes in few of them. 49 rows bind 980 values, under
-/// the smallest limit SQLite builds have (999).
-const ROWS_PER_STATEMENT: usize = 45;
+/// SQLite's worker thread), so a batch goes in few of them: as many rows as stay under the
+/// smallest limit of bound values SQLite builds have (999).
+const ROWS_PER_STATEMENT: usize = 999 / COLUMN_COUNT;
 
 /// `INSERT INTO extension_execution_log (...) VALUES (...), (...), ...` for `rows` rows.
 ///
@@ -299,6 +318,8 @@ async fn insert(
                 .bind(row.response_bytes.map(to_i64))
                 .bind(&row.event_id)
                 .bind(row.attempt.map(i64::from))
+                .bind(&row.user_id)
+                .bind(&row.trace_id)
                 .bind(row.created_at_ms);
         }
         query.execute(&mut *conn).await?;
@@ -329,6 +350,7 @@ impl Registry {
         rows: &[ExecutionRecord],
         usage: &UsageTally,
     ) -> Result<(), RegistryError> {
+        let _timer = self.queries.time("record_executions");
         if rows.is_empty() && usage.is_empty() {
             return Ok(());
         }
@@ -348,33 +370,87 @@ impl Registry {
         extension_id: Option<&str>,
         limit: u32,
     ) -> Result<Vec<ExecutionRecord>, RegistryError> {
-        let limit = i64::from(limit.min(MAX_RECENT_EXECUTIONS));
-        let rows = match extension_id {
-            Some(extension_id) => {
-                sqlx::query(
-                    "SELECT * FROM extension_execution_log \
-                     WHERE tenant_id = $1 AND extension_id = $2 \
-                     ORDER BY created_at DESC, id DESC LIMIT $3",
-                )
-                .bind(tenant_id)
-                .bind(extension_id)
-                .bind(limit)
-                .fetch_all(&self.pool)
-                .await?
-            }
-            None => {
-                sqlx::query(
-                    "SELECT * FROM extension_execution_log WHERE tenant_id = $1 \
-                     ORDER BY created_at DESC, id DESC LIMIT $2",
-                )
-                .bind(tenant_id)
-                .bind(limit)
-                .fetch_all(&self.pool)
-                .await?
-            }
+        let filter = ExecutionFilter {
+            extension_id: extension_id.map(str::to_owned),
+            ..ExecutionFilter::default()
         };
+        self.executions(tenant_id, &filter, limit).await
+    }
+
+    /// The newest execution-log rows of `tenant_id` that pass `filter`, newest first, at
+    /// most `limit` (capped at [`MAX_RECENT_EXECUTIONS`]).
+    pub async fn executions(
+        &self,
+        tenant_id: &str,
+        filter: &ExecutionFilter,
+        limit: u32,
+    ) -> Result<Vec<ExecutionRecord>, RegistryError> {
+        let mut sql = String::from("SELECT * FROM extension_execution_log WHERE tenant_id = $1");
+        let mut next = 2;
+        let mut parameter = |sql: &mut String, condition: &str| {
+            sql.push_str(&format!(" AND {condition} ${next}"));
+            next += 1;
+        };
+        if filter.extension_id.is_some() {
+            parameter(&mut sql, "extension_id =");
+        }
+        if filter.status.is_some() {
+            parameter(&mut sql, "status >=");
+            parameter(&mut sql, "status <=");
+        }
+        if filter.since_ms.is_some() {
+            parameter(&mut sql, "created_at >=");
+        }
+        sql.push_str(&format!(" ORDER BY created_at DESC, id DESC LIMIT ${next}"));
+
+        let mut query = sqlx::query(&sql).bind(tenant_id);
+        if let Some(extension_id) = &filter.extension_id {
+            query = query.bind(extension_id);
+        }
+        if let Some(status) = &filter.status {
+            query = query
+                .bind(i64::from(*status.start()))
+                .bind(i64::from(*status.end()));
+        }
+        if let Some(since_ms) = filter.since_ms {
+            query = query.bind(since_ms);
+        }
+        let rows = query
+            .bind(i64::from(limit.min(MAX_RECENT_EXECUTIONS)))
+            .fetch_all(&self.pool)
+            .await?;
         rows.iter().map(ExecutionRecord::from_row).collect()
     }
+}
+
+/// A status filter that is neither a status nor a status class.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("expected a status (`503`) or a status class (`5xx`), not `{0}`")]
+pub struct InvalidStatusFilter(pub String);
+
+/// The statuses a filter names: one status (`503`, from 100 to 599) or a class (`5xx`,
+/// from `1xx` to `5xx`).
+pub fn status_filter(text: &str) -> Result<RangeInclusive<u16>, InvalidStatusFilter> {
+    if let Some(class) = text.strip_suffix("xx")
+        && let Ok(class @ 1..=5) = class.parse::<u16>()
+    {
+        return Ok(class * 100..=class * 100 + 99);
+    }
+    match text.parse::<u16>() {
+        Ok(status @ 100..=599) => Ok(status..=status),
+        _ => Err(InvalidStatusFilter(text.to_owned())),
+    }
+}
+
+/// Which execution-log rows [`Registry::executions`] returns; every condition set must hold.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ExecutionFilter {
+    /// Only rows of this extension.
+    pub extension_id: Option<String>,
+    /// Only rows whose HTTP status is in this range (a call that never answered has none).
+    pub status: Option<RangeInclusive<u16>>,
+    /// Only rows of calls made at or after this time, unix epoch milliseconds.
+    pub since_ms: Option<i64>,
 }
 
 #[cfg(test)]
@@ -503,8 +579,8 @@ mod tests {
     fn statements_number_their_values_row_after_row() {
         let sql = insert_statement(2, Backend::Postgres);
         assert!(sql.contains("VALUES ($1, $2, "), "{sql}");
-        assert!(sql.contains("$22), ($23, "), "{sql}");
-        assert!(sql.ends_with("$44)"), "{sql}");
+        assert!(sql.contains("$24), ($25, "), "{sql}");
+        assert!(sql.ends_with("$48)"), "{sql}");
         let sql = insert_statement(2, Backend::Sqlite);
         assert_eq!(sql.matches('?').count(), 2 * COLUMN_COUNT, "{sql}");
         assert!(!sql.contains('$'), "{sql}");
@@ -561,6 +637,78 @@ mod tests {
             Some("stdout before\u{fffd}after\n")
         );
         assert!(matches!(storable(&good), Cow::Borrowed(_)));
+    }
+
+    #[tokio::test]
+    async fn rows_are_filtered_by_status_range_time_and_extension_and_keep_user_and_trace() {
+        let (_dir, registry) = open_registry().await;
+        let mut rows = Vec::new();
+        for (at, ext, status) in [
+            (10, "com.example.a", Some(200)),
+            (20, "com.example.a", Some(503)),
+            (30, "com.example.b", Some(500)),
+            (40, "com.example.a", Some(599)),
+            (50, "com.example.a", None),
+            (60, "com.example.a", Some(404)),
+        ] {
+            let mut row = record("t1", ext, at);
+            row.status = status;
+            row.user_id = Some(format!("user-{at}"));
+            row.trace_id = Some(format!("{at:032x}"));
+            rows.push(row);
+        }
+        registry
+            .record_execution_batch(&rows, &UsageTally::new())
+            .await
+            .unwrap();
+        let ats = |found: Vec<ExecutionRecord>| -> Vec<i64> {
+            found.iter().map(|r| r.created_at_ms).collect()
+        };
+
+        let server_errors = ExecutionFilter {
+            status: Some(500..=599),
+            ..ExecutionFilter::default()
+        };
+        let found = registry.executions("t1", &server_errors, 10).await.unwrap();
+        assert_eq!(found[0], rows[3], "user and trace id are read back");
+        assert_eq!(ats(found), [40, 30, 20]);
+
+        let filter = ExecutionFilter {
+            extension_id: Some("com.example.a".into()),
+            since_ms: Some(20),
+            ..server_errors
+        };
+        let found = registry.executions("t1", &filter, 10).await.unwrap();
+        assert_eq!(ats(found), [40, 20]);
+
+        let filter = ExecutionFilter {
+            since_ms: Some(45),
+            ..ExecutionFilter::default()
+        };
+        let found = registry.executions("t1", &filter, 10).await.unwrap();
+        assert_eq!(
+            ats(found),
+            [60, 50],
+            "rows without a status pass no status filter only"
+        );
+        assert!(
+            registry
+                .executions("t2", &filter, 10)
+                .await
+                .unwrap()
+                .is_empty()
+        );
+    }
+
+    #[test]
+    fn a_status_filter_is_a_status_or_a_class() {
+        assert_eq!(status_filter("503"), Ok(503..=503));
+        assert_eq!(status_filter("5xx"), Ok(500..=599));
+        assert_eq!(status_filter("1xx"), Ok(100..=199));
+        for bad in ["6xx", "0xx", "xx", "5XX", "99", "600", "five", ""] {
+            let err = status_filter(bad).unwrap_err();
+            assert_eq!(err, InvalidStatusFilter(bad.to_owned()));
+        }
     }
 
     #[test]

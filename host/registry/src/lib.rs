@@ -17,6 +17,7 @@ pub mod executions;
 pub mod install;
 pub mod objects;
 pub mod publish;
+pub mod query_metrics;
 pub mod quota;
 pub mod resolve;
 pub mod schedules;
@@ -68,6 +69,8 @@ pub struct Registry {
     lanes: std::sync::Arc<storage::lanes::WriteLanes>,
     /// The trust set last read from the database.
     trust: std::sync::Arc<trust::TrustCache>,
+    /// How long the operations on a call's path take.
+    queries: query_metrics::QueryMetrics,
 }
 
 impl Registry {
@@ -92,7 +95,14 @@ impl Registry {
             component_limits: palisade_bundle::ComponentLimits::default(),
             lanes: std::sync::Arc::default(),
             trust: trust::TrustCache::new(trust::DEFAULT_TRUST_CACHE_TTL),
+            queries: query_metrics::QueryMetrics::default(),
         }
+    }
+
+    /// The query-latency histogram of this registry handle and its clones, for a server's
+    /// `/metrics`.
+    pub fn query_metrics(&self) -> &query_metrics::QueryMetrics {
+        &self.queries
     }
 
     /// The same registry checking published components against `limits` (the runners'

@@ -46,6 +46,7 @@ impl Registry {
         tenant_id: &str,
         extension_id: &str,
     ) -> Result<Option<ResolvedInstall>, RegistryError> {
+        let _timer = self.queries.time("resolve_install");
         let sql = format!(
             "{SELECT_RESOLVED} WHERE i.tenant_id = $1 AND i.extension_id = $2 AND i.enabled = $3"
         );
@@ -63,6 +64,7 @@ impl Registry {
         &self,
         install_id: &str,
     ) -> Result<Option<ResolvedInstall>, RegistryError> {
+        let _timer = self.queries.time("load_install");
         let sql = format!("{SELECT_RESOLVED} WHERE i.id = $1 AND i.enabled = $2");
         let row = sqlx::query(&sql)
             .bind(install_id)

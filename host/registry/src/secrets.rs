@@ -296,6 +296,7 @@ impl Registry {
         install_id: &str,
         name: &str,
     ) -> Result<Option<SecretValue>, SecretError> {
+        let _timer = self.queries.time("read_secret");
         let row = sqlx::query(
             "SELECT nonce, ciphertext, key_id FROM extension_secret \
              WHERE install_id = $1 AND name = $2",

@@ -159,6 +159,7 @@ impl Registry {
         namespace: &str,
         key: &str,
     ) -> Result<Option<StorageEntry>, RegistryError> {
+        let _timer = self.queries.time("storage_get");
         let row = sqlx::query(
             "SELECT key, value, revision FROM extension_storage \
              WHERE install_id = $1 AND namespace = $2 AND key = $3",
@@ -182,6 +183,7 @@ impl Registry {
         condition: WriteCondition,
         quota: &StorageQuota,
     ) -> Result<u64, StorageWriteError> {
+        let _timer = self.queries.time("storage_set");
         let _lane = self.lanes.enter(install_id).await;
         let _turn = self.write_turn().await;
         let mut tx = self.begin_write().await?;
@@ -251,6 +253,7 @@ impl Registry {
         key: &str,
         condition: WriteCondition,
     ) -> Result<bool, StorageWriteError> {
+        let _timer = self.queries.time("storage_delete");
         let _lane = self.lanes.enter(install_id).await;
         let _turn = self.write_turn().await;
         let mut tx = self.begin_write().await?;
@@ -298,6 +301,7 @@ impl Registry {
         limit: u32,
         max_bytes: u64,
     ) -> Result<StoragePage, RegistryError> {
+        let _timer = self.queries.time("storage_list");
         let limit = limit.max(1);
         // One more than asked, to know whether another page follows.
         let fetch = i64::from(limit) + 1;

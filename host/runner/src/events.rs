@@ -20,10 +20,12 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use http::{HeaderValue, Method, StatusCode};
 use http_body_util::{BodyExt, Full};
+use palisade_protocol::trace::{self, TraceParent};
 use palisade_registry::quota::UsageTally;
 use palisade_registry::{AttemptEnd, ClaimedDelivery, DeliveryState, ExecutionRecord};
 use palisade_runtime::{GrantSet, RequestBodyError, Started};
 use rand::Rng;
+use tracing::Instrument;
 
 use crate::RunnerState;
 use crate::error::RunnerError;
@@ -253,12 +255,27 @@ impl Dispatcher {
             }
         };
         let count = claimed.len();
-        futures::future::join_all(claimed.into_iter().map(|claim| self.deliver(claim))).await;
+        futures::future::join_all(claimed.into_iter().map(|claim| {
+            // Each attempt is a trace of its own, rooted here.
+            let span = tracing::info_span!(
+                "event_delivery",
+                delivery_id = %claim.id,
+                event_id = %claim.event_id,
+                attempt = claim.attempt,
+                tenant = %claim.tenant_id,
+                extension = %claim.extension_id,
+                trace_id = tracing::field::Empty,
+            );
+            let trace = trace::join(&span, None);
+            span.record("trace_id", trace.trace_id().as_str());
+            self.deliver(claim, trace).instrument(span)
+        }))
+        .await;
         count
     }
 
     /// Makes one attempt and records it: the execution-log row, then the delivery's end.
-    async fn deliver(&self, claim: ClaimedDelivery) {
+    async fn deliver(&self, claim: ClaimedDelivery, trace: TraceParent) {
         let started = Instant::now();
         let counters = &self.counters;
         counters.attempts.fetch_add(1, Ordering::Relaxed);
@@ -281,8 +298,9 @@ impl Dispatcher {
         row.path = claim.path.clone();
         row.event_id = Some(claim.event_id.clone());
         row.attempt = Some(claim.attempt);
+        row.trace_id = Some(trace.trace_id());
 
-        let result = self.attempt(&claim, &mut row).await;
+        let result = self.attempt(&claim, &mut row, trace).await;
         row.duration_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
         let end = match result {
             Ok(status) if status.is_success() => AttemptEnd::Delivered {
@@ -358,6 +376,7 @@ impl Dispatcher {
         &self,
         claim: &ClaimedDelivery,
         row: &mut ExecutionRecord,
+        trace: TraceParent,
     ) -> Result<StatusCode, RunnerError> {
         let state = &self.state;
         let install = state
@@ -378,7 +397,13 @@ impl Dispatcher {
             .runtime
             .execute(
                 &prepared,
-                invocation(row.request_id.clone(), &install, claim.trigger.as_str()),
+                invocation(
+                    row.request_id.clone(),
+                    &install,
+                    claim.trigger.as_str(),
+                    None,
+                    Some(trace),
+                ),
                 request,
                 limits,
             )

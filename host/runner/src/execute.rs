@@ -20,7 +20,9 @@ use http_body_util::BodyExt;
 use palisade_bundle::hash::ContentHash;
 use palisade_protocol::body::{Capped, CappedError};
 use palisade_protocol::hop::{self, EXECUTE_PREFIX};
-use palisade_protocol::{BodyOutcome, CallContext, ExecuteStats, HopError, TokenScope};
+use palisade_protocol::{
+    BodyOutcome, CallContext, ExecuteStats, HopError, TokenScope, TraceParent,
+};
 use palisade_registry::ResolvedInstall;
 use palisade_runtime::capability::log::CUT_LEVEL;
 use palisade_runtime::{
@@ -178,7 +180,13 @@ async fn run(state: &RunnerState, request: Request) -> Result<Response, Failure>
         .runtime
         .execute(
             &prepared,
-            invocation(ctx.request_id.clone(), &install, TRIGGER_HTTP),
+            invocation(
+                ctx.request_id.clone(),
+                &install,
+                TRIGGER_HTTP,
+                ctx.user_id.clone(),
+                call_trace(&ctx),
+            ),
             request,
             limits,
         )
@@ -239,6 +247,7 @@ fn authenticate(
         method: parts.method.as_str().to_owned(),
         path: path.clone(),
         request_id: ctx.request_id.clone(),
+        user_id: ctx.user_id.clone(),
     };
     state.verifier.verify(token, &scope)?;
     Ok((ctx, path))
@@ -303,14 +312,23 @@ pub(crate) fn call_limits(
     }
 }
 
+/// The gateway's place in the call's trace (the parent of the runner's), when the hop
+/// carried a valid `traceparent`.
+fn call_trace(ctx: &CallContext) -> Option<TraceParent> {
+    ctx.traceparent.as_deref().and_then(TraceParent::parse)
+}
+
 /// Trigger of a call that came over the execute hop.
 const TRIGGER_HTTP: &str = "http";
 
-/// What the runtime and the guest know of the call.
+/// What the runtime and the guest know of the call; `user` is the caller's verified user,
+/// when a user called, and `parent` the position in the trace the call continues.
 pub(crate) fn invocation(
     request_id: String,
     install: &ResolvedInstall,
     trigger: &str,
+    user: Option<String>,
+    parent: Option<TraceParent>,
 ) -> Invocation {
     Invocation {
         request_id,
@@ -321,6 +339,8 @@ pub(crate) fn invocation(
         version: install.version.clone(),
         content_hash: install.content_hash.to_string(),
         trigger: trigger.to_owned(),
+        user,
+        trace: parent,
         config: install.config.clone(),
         grants: install.grants.clone(),
     }
@@ -568,6 +588,7 @@ mod tests {
                     method: "POST".into(),
                     path: token_path.into(),
                     request_id: self.context.request_id.clone(),
+                    user_id: self.context.user_id.clone(),
                 };
                 let mut request = Request::post(format!("/v1/execute{path}"))
                     .header(http::header::CONTENT_LENGTH, length)

@@ -121,6 +121,7 @@ impl RunnerState {
             ),
             metrics: Arc::new(platform_metrics::PlatformMetrics::new(
                 runtime.clone(),
+                registry.query_metrics(),
                 config.metrics_tenant_label,
             )),
             registry,

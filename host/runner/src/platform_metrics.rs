@@ -1,6 +1,7 @@
 //! The runner's own series on `GET /metrics`, beside the ones extensions record: calls and
 //! how they ended, guest time, fuel, memory and egress per extension, admission refusals,
-//! calls in flight, where compiled components came from, and event deliveries.
+//! calls in flight, where compiled components came from, event deliveries, and how long the
+//! registry's queries take.
 //!
 //! Labels are bounded: the extension id (one value per extension installed), the trigger
 //! (`http`, `event`, `schedule`), the outcome and error code (fixed sets). The tenant id is
@@ -13,6 +14,7 @@ use std::sync::atomic::AtomicI64;
 use std::time::Duration;
 
 use palisade_registry::ResolvedInstall;
+use palisade_registry::query_metrics::QueryMetrics;
 use palisade_runtime::{Outcome, Runtime};
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{
@@ -122,10 +124,12 @@ impl fmt::Debug for PlatformMetrics {
 }
 
 impl PlatformMetrics {
-    /// The series, registered; `runtime` is read on each scrape for its compile counts.
-    /// With `tenant_label`, call series also carry the tenant id.
-    pub fn new(runtime: Runtime, tenant_label: bool) -> Self {
+    /// The series, registered; `runtime` is read on each scrape for its compile counts, and
+    /// `queries` is the registry's query-latency histogram. With `tenant_label`, call
+    /// series also carry the tenant id.
+    pub fn new(runtime: Runtime, queries: &QueryMetrics, tenant_label: bool) -> Self {
         let mut registry = Registry::with_prefix("palisade_runner");
+        queries.register(&mut registry);
         let calls = Family::<CallLabels, Counter>::default();
         registry.register(
             "calls",

@@ -25,6 +25,7 @@ use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
 use wasmtime_wasi_http::p2::types::{HostIncomingRequest, HostResponseOutparam};
 
 use palisade_bundle::manifest::Capabilities;
+use palisade_protocol::TraceParent;
 
 use crate::capability::Prepare;
 use crate::capability::context::ContextState;
@@ -56,8 +57,15 @@ pub struct Invocation {
     pub version: String,
     /// `sha256:<hex>` of the bundle.
     pub content_hash: String,
-    /// What started the call (`http`).
+    /// What started the call (`http`, `event`, `schedule`).
     pub trigger: String,
+    /// The calling user (the `sub` of the caller's token), when one called.
+    pub user: Option<String>,
+    /// The position in a trace this call continues (the previous hop's span); `None`
+    /// starts a trace. The call's own span is its child, and the runtime puts that span's
+    /// position here once it exists: its trace id is on every log line of the call, and
+    /// its children go out as `traceparent` on the egress requests.
+    pub trace: Option<TraceParent>,
     /// The install's non-secret configuration.
     pub config: BTreeMap<String, String>,
     /// The install's effective grant (manifest ∩ approval ∩ policy): fine-grained
@@ -262,7 +270,7 @@ impl Runtime {
     pub async fn execute<B>(
         &self,
         prepared: &Prepared,
-        invocation: Invocation,
+        mut invocation: Invocation,
         request: http::Request<B>,
         limits: CallLimits,
     ) -> Started
@@ -286,7 +294,12 @@ impl Runtime {
             install = %invocation.install_id,
             version = %invocation.version,
             content_hash = %invocation.content_hash,
+            trace_id = tracing::field::Empty,
         );
+        let position = palisade_protocol::trace::join(&span, invocation.trace);
+        span.record("trace_id", position.trace_id().as_str());
+        // From here on, what the capabilities see is the call's own position.
+        invocation.trace = Some(position);
         let call = async move {
             runtime
                 .run_call(&prepared, invocation, request, limits, flag, started_tx)

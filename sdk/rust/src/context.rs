@@ -20,8 +20,12 @@ pub struct Invocation {
     pub version: String,
     /// `sha256:<hex>` of the signed bundle that is running.
     pub content_hash: String,
-    /// What started the call: `http` for API calls.
+    /// What started the call: `http` for API calls, `event` for an event delivery,
+    /// `schedule` for a schedule's firing.
     pub trigger: String,
+    /// The calling user: the `sub` of the caller's token, as the gateway verified it.
+    /// `None` for events and schedules, and for a caller whose token names no user.
+    pub user: Option<String>,
 }
 
 impl From<wit::Invocation> for Invocation {
@@ -35,6 +39,7 @@ impl From<wit::Invocation> for Invocation {
             version: invocation.version,
             content_hash: invocation.content_hash,
             trigger: invocation.trigger,
+            user: invocation.user,
         }
     }
 }
@@ -44,6 +49,9 @@ impl From<wit::Invocation> for Invocation {
 /// ```no_run
 /// let invocation = palisade_sdk::context::get();
 /// println!("tenant {} calls {}", invocation.tenant_id, invocation.extension_id);
+/// if let Some(user) = &invocation.user {
+///     println!("on behalf of {user}");
+/// }
 /// ```
 pub fn get() -> Invocation {
     wit::get().into()

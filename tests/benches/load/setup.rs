@@ -676,6 +676,7 @@ impl Direct {
             method: method.to_owned(),
             path: path.clone(),
             request_id: request_id.clone(),
+            user_id: None,
         };
         let token = self.minter.mint(&scope, now, now + 600)?;
         Ok(wrk::Request {

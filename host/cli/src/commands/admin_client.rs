@@ -296,6 +296,16 @@ impl AdminClient {
         self.json(self.http.post(url)).await
     }
 
+    /// The tenant's newest execution-log rows that pass `query`, newest first.
+    pub(crate) async fn executions(
+        &self,
+        tenant: &str,
+        query: &[(&str, String)],
+    ) -> Result<Vec<palisade_registry::ExecutionRecord>> {
+        let url = format!("{}/tenants/{}/executions", self.base, seg(tenant));
+        self.json(self.http.get(url).query(query)).await
+    }
+
     fn install_url(&self, tenant: &str, extension: &str) -> String {
         format!(
             "{}/tenants/{}/installs/{}",

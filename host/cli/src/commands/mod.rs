@@ -8,6 +8,7 @@ pub(crate) mod demo;
 pub(crate) mod events;
 pub(crate) mod gateway;
 pub(crate) mod installs;
+pub(crate) mod logs;
 pub(crate) mod new;
 pub(crate) mod policy;
 pub(crate) mod registry;

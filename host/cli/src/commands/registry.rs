@@ -114,6 +114,9 @@ pub(crate) struct CallArgs {
     /// Gateway base URL.
     #[arg(long, default_value = "http://127.0.0.1:8080")]
     pub gateway: String,
+    /// The calling user (the token's `sub`), which the extension sees in its context.
+    #[arg(long, default_value = "dev")]
+    pub user: String,
 }
 
 pub(crate) async fn trust(data_dir: &DataDir, cmd: TrustCommand) -> Result<()> {
@@ -342,7 +345,7 @@ pub(crate) fn token(data_dir: &DataDir, args: TokenArgs) -> Result<()> {
 }
 
 pub(crate) async fn call(data_dir: &DataDir, args: CallArgs) -> Result<()> {
-    let token = dev_token(data_dir, &args.tenant, "dev", Duration::from_secs(300))?;
+    let token = dev_token(data_dir, &args.tenant, &args.user, Duration::from_secs(300))?;
     let path = args.path.trim_start_matches('/');
     let url = format!(
         "{}/api/ext/{}/{}",

@@ -17,7 +17,7 @@ use std::path::Path;
 use serde_path_to_error::Segment;
 
 pub(crate) use render::render_default;
-pub(crate) use sections::{OperatorConfig, PolicySection};
+pub(crate) use sections::{OperatorConfig, OtlpProtocol, PolicySection, TelemetrySection};
 
 /// One problem of a configuration file.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -289,6 +289,25 @@ impl OperatorConfig {
                     message: e.to_string(),
                 });
             }
+        }
+        if let Some(endpoint) = &self.telemetry.otlp_endpoint
+            && let Err(message) = check_base_url(endpoint)
+        {
+            problems.push(Problem {
+                key: "telemetry.otlp_endpoint".into(),
+                message,
+            });
+        }
+        if self
+            .telemetry
+            .service_name
+            .as_deref()
+            .is_some_and(|name| name.trim().is_empty())
+        {
+            problems.push(Problem {
+                key: "telemetry.service_name".into(),
+                message: "must not be empty".into(),
+            });
         }
         let events = &self.events;
         for (key, value) in [

@@ -36,6 +36,44 @@ pub(crate) struct OperatorConfig {
     pub ui: UiSection,
     /// Publishing events, and the dispatchers that deliver them.
     pub events: EventsSection,
+    /// Exporting the spans of calls over OTLP.
+    pub telemetry: TelemetrySection,
+}
+
+/// `[telemetry]`.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(default, deny_unknown_fields)]
+pub(crate) struct TelemetrySection {
+    /// Where spans are exported over OTLP/HTTP: the collector's base URL (e.g.
+    /// `http://127.0.0.1:4318`; spans go to `/v1/traces` under it). Unset: no export,
+    /// unless `OTEL_EXPORTER_OTLP_ENDPOINT` or `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT` is set.
+    pub otlp_endpoint: Option<String>,
+    /// The OTLP encoding: `http/protobuf` or `http/json`.
+    pub otlp_protocol: OtlpProtocol,
+    /// The `service.name` of the exported spans. Unset: `palisade-` and the command
+    /// (`palisade-up`, `palisade-gateway`, `palisade-runner`, `palisade-dispatcher`).
+    pub service_name: Option<String>,
+}
+
+impl Default for TelemetrySection {
+    fn default() -> Self {
+        TelemetrySection {
+            otlp_endpoint: None,
+            otlp_protocol: OtlpProtocol::HttpProtobuf,
+            service_name: None,
+        }
+    }
+}
+
+/// The OTLP encoding over HTTP.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub(crate) enum OtlpProtocol {
+    /// Protocol buffers, the default of OTLP.
+    #[serde(rename = "http/protobuf")]
+    HttpProtobuf,
+    /// JSON.
+    #[serde(rename = "http/json")]
+    HttpJson,
 }
 
 /// `[events]`.

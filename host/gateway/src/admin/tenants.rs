@@ -11,7 +11,7 @@ use axum::extract::{Path, Query, State};
 use axum::response::{IntoResponse, Response};
 use http::{HeaderMap, StatusCode};
 use palisade_bundle::{Capabilities, CapabilityKey};
-use palisade_registry::executions::MAX_RECENT_EXECUTIONS;
+use palisade_registry::executions::{ExecutionFilter, MAX_RECENT_EXECUTIONS, status_filter};
 use palisade_registry::install::validate_tenant_id;
 use palisade_registry::{ExecutionRecord, Install, SecretValue};
 use serde::{Deserialize, Serialize};
@@ -318,73 +318,20 @@ pub(super) struct ExecutionsQuery {
     extension: Option<String>,
     /// At most this many rows (1..=1000; default 100).
     limit: Option<u32>,
+    /// Only rows of this status (`503`) or status class (`5xx`).
+    status: Option<String>,
+    /// Only rows of calls made at or after this time (unix epoch milliseconds).
+    since_ms: Option<i64>,
 }
 
-/// An execution-log row as answered.
-#[derive(Debug, Serialize)]
-pub(super) struct ExecutionJson {
-    id: String,
-    request_id: String,
-    tenant_id: String,
-    extension_id: String,
-    install_id: Option<String>,
-    version_id: Option<String>,
-    content_hash: Option<String>,
-    trigger: String,
-    method: String,
-    path: String,
-    status: Option<u16>,
-    outcome: String,
-    error_code: Option<String>,
-    duration_ms: u64,
-    fuel_consumed: Option<u64>,
-    peak_memory_bytes: Option<u64>,
-    egress_bytes: u64,
-    log_excerpt: Option<String>,
-    response_bytes: Option<u64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    event_id: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    attempt: Option<u32>,
-    created_at_ms: i64,
-}
-
-impl From<ExecutionRecord> for ExecutionJson {
-    fn from(r: ExecutionRecord) -> Self {
-        ExecutionJson {
-            id: r.id,
-            request_id: r.request_id,
-            tenant_id: r.tenant_id,
-            extension_id: r.extension_id,
-            install_id: r.install_id,
-            version_id: r.version_id,
-            content_hash: r.content_hash,
-            trigger: r.trigger,
-            method: r.method,
-            path: r.path,
-            status: r.status,
-            outcome: r.outcome,
-            error_code: r.error_code,
-            duration_ms: r.duration_ms,
-            fuel_consumed: r.fuel_consumed,
-            peak_memory_bytes: r.peak_memory_bytes,
-            egress_bytes: r.egress_bytes,
-            log_excerpt: r.log_excerpt,
-            response_bytes: r.response_bytes,
-            event_id: r.event_id,
-            attempt: r.attempt,
-            created_at_ms: r.created_at_ms,
-        }
-    }
-}
-
-/// `GET /admin/v1/tenants/{tenant_id}/executions?extension=&limit=`: newest first.
+/// `GET /admin/v1/tenants/{tenant_id}/executions?extension=&limit=&status=&since_ms=`:
+/// newest first.
 pub(super) async fn executions(
     State(state): State<Arc<GatewayState>>,
     Path(tenant_id): Path<String>,
     headers: HeaderMap,
     query: Result<Query<ExecutionsQuery>, QueryRejection>,
-) -> Result<Json<Vec<ExecutionJson>>, AdminError> {
+) -> Result<Json<Vec<ExecutionRecord>>, AdminError> {
     let request_id = headers::request_id(&headers);
     let Query(query) =
         query.map_err(|rejection| AdminError::bad_request(&request_id, rejection.body_text()))?;
@@ -397,12 +344,23 @@ pub(super) async fn executions(
             format!("`limit` must be between 1 and {MAX_RECENT_EXECUTIONS}, not {limit}"),
         ));
     }
+    let status = query
+        .status
+        .as_deref()
+        .map(status_filter)
+        .transpose()
+        .map_err(|err| AdminError::bad_request(&request_id, format!("`status`: {err}")))?;
+    let filter = ExecutionFilter {
+        extension_id: query.extension,
+        status,
+        since_ms: query.since_ms,
+    };
     let rows = state
         .registry
-        .recent_executions(&tenant_id, query.extension.as_deref(), limit)
+        .executions(&tenant_id, &filter, limit)
         .await
         .map_err(|err| AdminError::registry(&request_id, &err))?;
-    Ok(Json(rows.into_iter().map(Into::into).collect()))
+    Ok(Json(rows))
 }
 
 fn no_install(request_id: &str, tenant_id: &str, extension_id: &str) -> AdminError {

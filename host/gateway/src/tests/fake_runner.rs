@@ -134,6 +134,7 @@ async fn execute(State(shared): State<Shared>, request: Request) -> Response {
             None => path.clone(),
         },
         request_id: rid.clone(),
+        user_id: context.user_id.clone(),
     };
     if shared.verifier.verify(token, &scope).is_err() {
         return platform_error(StatusCode::UNAUTHORIZED, "unauthorized", &rid);

@@ -23,7 +23,7 @@ use lru::LruCache;
 use serde::{Deserialize, Serialize};
 use wasmtime::component::{HasData, Linker};
 
-use crate::bindings::palisade::extension::cache::{self, Error as WitError};
+use crate::bindings::current::cache::{self, Error as WitError};
 use crate::capability::{Capability, CapabilityKey, Configure, Linked, Prepare};
 use crate::state::InstanceState;
 

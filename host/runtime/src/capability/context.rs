@@ -3,7 +3,7 @@
 
 use wasmtime::component::{HasData, Linker};
 
-use crate::bindings::palisade::extension::context::{self, Invocation as WitInvocation};
+use crate::bindings::current::context::{self, Invocation as WitInvocation};
 use crate::execute::Invocation;
 use crate::state::InstanceState;
 
@@ -20,7 +20,7 @@ impl ContextState {
     }
 }
 
-struct ContextCapability;
+pub(crate) struct ContextCapability;
 
 impl HasData for ContextCapability {
     type Data<'a> = &'a mut ContextState;
@@ -43,6 +43,7 @@ impl context::Host for ContextState {
             version: i.version.clone(),
             content_hash: i.content_hash.clone(),
             trigger: i.trigger.clone(),
+            user: i.user.clone(),
         })
     }
 

@@ -12,8 +12,10 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use http::HeaderName;
+use http::{HeaderName, HeaderValue};
 use palisade_bundle::manifest::{AllowedOrigin, Capabilities};
+use palisade_protocol::trace::{self, TRACEPARENT, TraceParent};
+use tracing::Instrument;
 use wasmtime::component::Linker;
 use wasmtime_wasi_http::{
     DEFAULT_FORBIDDEN_HEADERS, Error, ForbiddenHeaderFilter, RequestOptions, WasiBody, WasiHttp,
@@ -41,6 +43,9 @@ struct CallEgress {
     allow: Vec<AllowedOrigin>,
     policy: Arc<EgressPolicy>,
     deadline: tokio::time::Instant,
+    /// The call's own position in its trace: each request is a child span of it, sent on
+    /// as `traceparent`.
+    trace: Option<TraceParent>,
 }
 
 /// The future a `send_request` hook returns.
@@ -61,7 +66,7 @@ impl EgressHooks {
         grants: &Capabilities,
         deadline: std::time::Instant,
     ) -> Self {
-        Self::with_policy(Arc::new(policy.clone()), grants, deadline)
+        Self::with_policy(Arc::new(policy.clone()), grants, deadline, None)
     }
 
     /// As [`EgressHooks::for_call`], with the runtime's shared policy.
@@ -69,6 +74,7 @@ impl EgressHooks {
         policy: Arc<EgressPolicy>,
         grants: &Capabilities,
         deadline: std::time::Instant,
+        trace: Option<TraceParent>,
     ) -> Self {
         let Some(http) = &grants.http else {
             return EgressHooks::deny_all();
@@ -89,6 +95,7 @@ impl EgressHooks {
                 allow,
                 policy,
                 deadline: tokio::time::Instant::from_std(deadline),
+                trace,
             })),
             counters: Arc::default(),
         }
@@ -119,7 +126,7 @@ impl WasiHttpHooks for EgressHooks {
 
     fn send_request(
         &mut self,
-        request: http::Request<WasiBody>,
+        mut request: http::Request<WasiBody>,
         options: Option<RequestOptions>,
         _fut: Box<dyn Future<Output = Result<(), Error>> + Send>,
     ) -> SendFuture {
@@ -145,6 +152,18 @@ impl WasiHttpHooks for EgressHooks {
         let Some(tls) = egress::default_tls() else {
             return Self::refuse(Error::ConfigurationError);
         };
+        // A span per request; the third party sees it as the parent, in the call's trace,
+        // whatever the guest set.
+        let span = tracing::info_span!(
+            "egress",
+            method = %request.method(),
+            host = request.uri().host().unwrap_or_default(),
+        );
+        if let Some(trace) = &call.trace
+            && let Ok(value) = HeaderValue::try_from(trace::position(&span, trace).to_string())
+        {
+            request.headers_mut().insert(TRACEPARENT, value);
+        }
         let options = options.unwrap_or_default();
         let policy_connect = Duration::from_millis(policy.connect_timeout_ms);
         let exchange = Exchange {
@@ -161,7 +180,7 @@ impl WasiHttpHooks for EgressHooks {
                 deadline: call.deadline,
             },
         };
-        Box::new(egress::send(exchange, request))
+        Box::new(egress::send(exchange, request).instrument(span))
     }
 }
 
@@ -185,10 +204,10 @@ impl Capability for Http {
 
     fn prepare(&self, call: &Prepare<'_>) -> Option<EgressHooks> {
         let grants = &call.invocation.grants;
-        grants
-            .http
-            .is_some()
-            .then(|| EgressHooks::with_policy(self.policy.clone(), grants, call.deadline))
+        grants.http.is_some().then(|| {
+            let trace = call.invocation.trace;
+            EgressHooks::with_policy(self.policy.clone(), grants, call.deadline, trace)
+        })
     }
 
     fn link(linker: &mut Linker<InstanceState>) -> wasmtime::Result<()> {

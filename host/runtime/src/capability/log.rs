@@ -24,7 +24,7 @@ use std::time::Instant;
 use serde::Serialize;
 use wasmtime::component::{HasData, Linker};
 
-use crate::bindings::palisade::extension::log::{self, Field, Level};
+use crate::bindings::current::log::{self, Field, Level};
 use crate::capability::{Capability, CapabilityKey, Configure, Linked, Prepare};
 use crate::state::InstanceState;
 

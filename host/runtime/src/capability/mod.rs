@@ -15,7 +15,8 @@
 //! its interfaces and SDK feature; the [`capabilities!`] list below binds each row to its
 //! module, and nothing else lists capabilities. The WASI baseline and `context` are
 //! linked for every call and are not capabilities. `docs/adding-a-capability.md` walks
-//! through adding one.
+//! through adding one. Older releases of the WIT package are linked beside the newest by
+//! [`released`], through the same implementations.
 
 pub mod baseline;
 pub mod cache;
@@ -24,6 +25,7 @@ pub mod egress;
 pub mod http;
 pub mod log;
 pub mod metrics;
+pub mod released;
 pub mod secrets;
 pub mod storage;
 
@@ -222,7 +224,8 @@ impl<'a, S> Linked<'a, S> {
     }
 }
 
-/// Builds the linker for one grant set: the baseline, `context`, and each granted capability.
+/// Builds the linker for one grant set: the baseline, `context`, and each granted capability,
+/// each in every released version of the WIT package.
 pub(crate) fn build_linker(
     engine: &Engine,
     grants: GrantSet,
@@ -230,11 +233,13 @@ pub(crate) fn build_linker(
     let mut linker = Linker::new(engine);
     baseline::link(&mut linker).map_err(LoadError::Link)?;
     context::link(&mut linker).map_err(LoadError::Link)?;
+    released::link_context(&mut linker).map_err(LoadError::Link)?;
     for key in CapabilityKey::ALL
         .into_iter()
         .filter(|key| grants.contains(*key))
     {
         link(&mut linker, key).map_err(LoadError::Link)?;
+        released::link(&mut linker, key).map_err(LoadError::Link)?;
     }
     Ok(linker)
 }

@@ -16,7 +16,7 @@ use std::sync::Arc;
 use wasmtime::component::{HasData, Linker};
 use zeroize::Zeroizing;
 
-use crate::bindings::palisade::extension::secrets::{self, Error as WitError};
+use crate::bindings::current::secrets::{self, Error as WitError};
 use crate::capability::{Capability, CapabilityKey, Configure, Linked, Prepare};
 use crate::execute::Invocation;
 use crate::state::InstanceState;

@@ -36,7 +36,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde::{Deserialize, Serialize};
 use wasmtime::component::{HasData, Linker};
 
-use crate::bindings::palisade::extension::storage::{
+use crate::bindings::current::storage::{
     self, Condition as WitCondition, Entry as WitEntry, Error as WitError, Page as WitPage,
 };
 use crate::capability::{Capability, CapabilityKey, Configure, Linked, Prepare};

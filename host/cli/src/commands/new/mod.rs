@@ -64,6 +64,11 @@ pub(crate) struct NewArgs {
     pub sdk_version: Option<String>,
 }
 
+/// The version of the published SDK crate a new crate depends on outside a checkout: the
+/// SDK's own version (`sdk/rust/Cargo.toml`, checked by a test), which follows the newest
+/// WIT version.
+const SDK_VERSION: &str = "0.2.0";
+
 /// The SDK dependency of a new crate.
 #[derive(Debug, PartialEq, Eq)]
 enum Sdk {
@@ -88,7 +93,7 @@ impl Sdk {
         let checkout = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../sdk/rust");
         Ok(match checkout.canonicalize() {
             Ok(path) if path.join("Cargo.toml").exists() => Sdk::Path(path),
-            _ => Sdk::Version(env!("CARGO_PKG_VERSION").to_owned()),
+            _ => Sdk::Version(SDK_VERSION.to_owned()),
         })
     }
 
@@ -240,6 +245,14 @@ fn files(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_published_sdk_version_is_the_sdk_crates_own() {
+        let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../sdk/rust/Cargo.toml");
+        let text = std::fs::read_to_string(&manifest).unwrap();
+        let parsed: toml::Table = text.parse().unwrap();
+        assert_eq!(parsed["package"]["version"].as_str(), Some(SDK_VERSION));
+    }
 
     #[test]
     fn names_that_cargo_or_the_id_refuse_are_refused() {

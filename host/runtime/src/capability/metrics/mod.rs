@@ -15,7 +15,7 @@ mod tests;
 
 use wasmtime::component::{HasData, Linker};
 
-use crate::bindings::palisade::extension::metrics::{self, Error as WitError, Label};
+use crate::bindings::current::metrics::{self, Error as WitError, Label};
 use crate::capability::{Capability, CapabilityKey, Configure, Linked, Prepare};
 use crate::state::InstanceState;
 
