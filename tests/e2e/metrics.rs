@@ -363,10 +363,9 @@ async fn the_runner_and_the_gateway_export_their_own_series_after_real_calls() {
     let panicked = platform.call("acme", "com.example.hostile", "/panic").await;
     assert_eq!(panicked.status(), 500);
 
-    let text = scrape(&platform).await;
     let counter = r#"extension="com.example.hello""#;
     let hostile = r#"extension="com.example.hostile""#;
-    for line in [
+    let expected = [
         format!(r#"palisade_runner_calls_total{{{counter},trigger="http",outcome="ok"}} 3"#),
         format!(r#"palisade_runner_calls_total{{{hostile},trigger="http",outcome="trap"}} 1"#),
         format!(r#"palisade_runner_call_errors_total{{{hostile},trigger="http",code="trap"}} 1"#),
@@ -374,12 +373,23 @@ async fn the_runner_and_the_gateway_export_their_own_series_after_real_calls() {
         format!(r#"palisade_runner_guest_peak_memory_bytes_count{{{counter}}} 3"#),
         "palisade_runner_calls_in_flight 0".to_owned(),
         r#"palisade_runner_component_loads_total{source="compiled"} 2"#.to_owned(),
-    ] {
-        assert!(
-            text.lines().any(|l| l == line),
-            "missing `{line}` in:\n{text}"
-        );
-    }
+    ];
+    // A streamed call is counted when the runner's body reaches its end, which can be just
+    // after the caller read the answer: wait for the last ones.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    let text = loop {
+        let text = scrape(&platform).await;
+        let missing = expected
+            .iter()
+            .find(|line| !text.lines().any(|l| l == line.as_str()));
+        match missing {
+            None => break text,
+            Some(line) if std::time::Instant::now() > deadline => {
+                panic!("missing `{line}` in:\n{text}")
+            }
+            Some(_) => tokio::time::sleep(std::time::Duration::from_millis(50)).await,
+        }
+    };
     // The registry's query latency: the runner loaded the installs it served.
     let loads = text
         .lines()
