@@ -358,7 +358,12 @@ async fn the_runner_and_the_gateway_export_their_own_series_after_real_calls() {
         )
         .await;
     for _ in 0..3 {
-        platform.assert_hello_answers("acme").await;
+        // Read whole: a caller that drops the answer early makes a `cancelled` call.
+        let response = platform
+            .call("acme", "com.example.hello", "/hello/ada")
+            .await;
+        assert_eq!(response.status(), 200);
+        response.bytes().await.unwrap();
     }
     let panicked = platform.call("acme", "com.example.hostile", "/panic").await;
     assert_eq!(panicked.status(), 500);
@@ -524,6 +529,28 @@ async fn the_runner_and_the_gateway_export_their_own_series_after_real_calls() {
             operations.contains(&format!("`{family}`")),
             "docs/operations.md does not list `{family}`"
         );
+    }
+
+    // A caller that goes away mid-answer: the runner's body is dropped before its end, and
+    // the call is counted as `cancelled`.
+    let streaming = platform
+        .call("acme", "com.example.hello", "/hello/ada/stream?lines=40")
+        .await;
+    assert_eq!(streaming.status(), 200);
+    drop(streaming);
+    let cancelled =
+        format!(r#"palisade_runner_calls_total{{{counter},trigger="http",outcome="cancelled"}} 1"#);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let text = scrape(&platform).await;
+        if text.lines().any(|l| l == cancelled) {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "missing `{cancelled}` in:\n{text}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
 }
 

@@ -361,6 +361,7 @@ fn respond(
         request_id,
         _permit: permit,
         observed,
+        ended: false,
     }));
     *response.status_mut() = guest.status;
     let headers = response.headers_mut();
@@ -404,6 +405,21 @@ struct StreamedBody {
     request_id: String,
     _permit: Permit,
     observed: Observed,
+    /// Whether the body reached its end (and the call was counted there).
+    ended: bool,
+}
+
+/// A body dropped before its end: the gateway stopped reading, because its caller went
+/// away. The guest's outcome never arrives; the call is counted as `cancelled`.
+impl Drop for StreamedBody {
+    fn drop(&mut self) {
+        if !self.ended {
+            let observed = &self.observed;
+            observed
+                .metrics
+                .observe_cancelled(&observed.install, TRIGGER_HTTP);
+        }
+    }
 }
 
 /// Where a streamed call's end is counted.
@@ -426,6 +442,7 @@ impl http_body::Body for StreamedBody {
             Poll::Ready(None) => Poll::Ready(None),
             Poll::Ready(Some(BodyEvent::Data(data))) => Poll::Ready(Some(Ok(Frame::data(data)))),
             Poll::Ready(Some(BodyEvent::End(outcome))) => {
+                this.ended = true;
                 let observed = &this.observed;
                 observed
                     .metrics

@@ -133,7 +133,7 @@ impl PlatformMetrics {
         let calls = Family::<CallLabels, Counter>::default();
         registry.register(
             "calls",
-            "Guest calls that ran, by extension, trigger and outcome (ok, rejected, timeout, trap, error)",
+            "Guest calls that ran, by extension, trigger and outcome (ok, rejected, timeout, trap, error, cancelled)",
             calls.clone(),
         );
         let errors = Family::<CallLabels, Counter>::default();
@@ -264,6 +264,18 @@ impl PlatformMetrics {
             .observe(outcome.peak_memory_bytes as f64);
         let egress = outcome.egress_bytes_out + outcome.egress_bytes_in;
         self.egress.get_or_create(&per_extension).inc_by(egress);
+    }
+
+    /// Records a call whose answer was dropped before its end (outcome `cancelled`): the
+    /// guest's consumption never arrives, so only the call is counted.
+    pub(crate) fn observe_cancelled(&self, install: &ResolvedInstall, trigger: &str) {
+        let labels = self.labels(install, trigger);
+        self.calls
+            .get_or_create(&CallLabels {
+                outcome: Some("cancelled"),
+                ..labels
+            })
+            .inc();
     }
 
     /// Records a call refused by the in-flight cap of `scope` (`install` or `tenant`).
