@@ -274,18 +274,7 @@ async fn egress_requests_carry_the_calls_trace_from_the_caller_or_a_new_one() {
     assert_eq!(second[1].len(), 32);
 
     // The execution log keeps each call's trace id.
-    let mut rows = Vec::new();
-    for _ in 0..100 {
-        rows = platform
-            .registry
-            .recent_executions("acme", Some(PROBE), 10)
-            .await
-            .unwrap();
-        if rows.len() == 2 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let rows = platform.execution_rows("acme", PROBE, 2).await;
     let logged: Vec<Option<&str>> = rows.iter().rev().map(|r| r.trace_id.as_deref()).collect();
     assert_eq!(
         logged,

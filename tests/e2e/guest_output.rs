@@ -1,10 +1,8 @@
 //! What a guest writes — log lines, stdout, stderr — is bounded, escaped, stored without
 //! harm to other rows of the execution log, and kept when the call times out.
 
-use std::time::Duration;
-
 use palisade_protocol::ExecuteStats;
-use palisade_registry::{ExecutionRecord, PublishedVersion};
+use palisade_registry::PublishedVersion;
 
 use crate::support::{HopCall, Platform, bundle, guest};
 
@@ -53,29 +51,6 @@ async fn platform() -> (Platform, PublishedVersion) {
     (platform, published)
 }
 
-/// The execution-log rows of `tenant`'s `extension`, once there are `count` of them
-/// (the gateway writes them in the background).
-async fn rows(
-    platform: &Platform,
-    tenant: &str,
-    extension: &str,
-    count: usize,
-) -> Vec<ExecutionRecord> {
-    let mut rows = Vec::new();
-    for _ in 0..250 {
-        rows = platform
-            .registry
-            .recent_executions(tenant, Some(extension), 1000)
-            .await
-            .unwrap();
-        if rows.len() >= count {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    rows
-}
-
 /// Calls `path` of the noisy guest on the runner directly, as the gateway does, and
 /// returns the runner's status and what it reported the call consumed.
 async fn execute_on_runner(
@@ -118,13 +93,13 @@ async fn nul_and_control_characters_in_guest_output_lose_no_execution_log_rows()
         assert_eq!(noisy.status(), 200);
         assert_eq!(hello.status(), 200);
     }
-    let hello_rows = rows(&platform, OTHER_TENANT, HELLO, 20).await;
+    let hello_rows = platform.execution_rows(OTHER_TENANT, HELLO, 20).await;
     assert_eq!(
         hello_rows.len(),
         20,
         "the other tenant's rows are all stored"
     );
-    let noisy_rows = rows(&platform, TENANT, NOISY, 20).await;
+    let noisy_rows = platform.execution_rows(TENANT, NOISY, 20).await;
     assert_eq!(
         noisy_rows.len(),
         20,
@@ -218,7 +193,7 @@ async fn a_call_that_times_out_keeps_the_lines_logged_before_the_deadline() {
 
     let response = platform.call(TENANT, NOISY, "/sleep").await;
     assert_eq!(response.status(), 504);
-    let rows = rows(&platform, TENANT, NOISY, 1).await;
+    let rows = platform.execution_rows(TENANT, NOISY, 1).await;
     assert_eq!(rows.len(), 1);
     assert_eq!(rows[0].outcome, "timeout");
     let excerpt = rows[0].log_excerpt.as_deref().unwrap_or_default();

@@ -381,20 +381,8 @@ async fn the_runner_and_the_gateway_export_their_own_series_after_real_calls() {
     ];
     // A streamed call is counted when the runner's body reaches its end, which can be just
     // after the caller read the answer: wait for the last ones.
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
-    let text = loop {
-        let text = scrape(&platform).await;
-        let missing = expected
-            .iter()
-            .find(|line| !text.lines().any(|l| l == line.as_str()));
-        match missing {
-            None => break text,
-            Some(line) if std::time::Instant::now() > deadline => {
-                panic!("missing `{line}` in:\n{text}")
-            }
-            Some(_) => tokio::time::sleep(std::time::Duration::from_millis(50)).await,
-        }
-    };
+    let runner = &platform;
+    let text = until_exported(move || scrape(runner), &expected, 5).await;
     // The registry's query latency: the runner loaded the installs it served.
     let loads = text
         .lines()
@@ -467,22 +455,14 @@ async fn the_runner_and_the_gateway_export_their_own_series_after_real_calls() {
     ];
     // A call's row is counted when its answer's body is dropped, just after the caller
     // read it: wait for the last ones.
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
-    let text = loop {
-        let response = gateway_metrics(Some(&scraper), "*/*").await.unwrap();
+    let gateway_metrics = &gateway_metrics;
+    let scraper = scraper.as_str();
+    let scrape_gateway = move || async move {
+        let response = gateway_metrics(Some(scraper), "*/*").await.unwrap();
         assert_eq!(response.status(), 200);
-        let text = response.text().await.unwrap();
-        let missing = expected
-            .iter()
-            .find(|line| !text.lines().any(|l| l == line.as_str()));
-        match missing {
-            None => break text,
-            Some(line) if std::time::Instant::now() > deadline => {
-                panic!("missing `{line}` in:\n{text}")
-            }
-            Some(_) => tokio::time::sleep(std::time::Duration::from_millis(50)).await,
-        }
+        response.text().await.unwrap()
     };
+    let text = until_exported(scrape_gateway, &expected, 5).await;
     assert!(text.ends_with("# EOF\n"));
     let gateway_plain = gateway_metrics(Some(crate::support::ADMIN_TOKEN), "text/plain")
         .await
@@ -540,17 +520,29 @@ async fn the_runner_and_the_gateway_export_their_own_series_after_real_calls() {
     drop(streaming);
     let cancelled =
         format!(r#"palisade_runner_calls_total{{{counter},trigger="http",outcome="cancelled"}} 1"#);
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    until_exported(move || scrape(runner), &[cancelled], 10).await;
+}
+
+/// Scrapes with `scrape` until every line of `expected` is in the exposition, failing after
+/// `within_secs`; returns the exposition.
+async fn until_exported<F, Fut>(mut scrape: F, expected: &[String], within_secs: u64) -> String
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = String>,
+{
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(within_secs);
     loop {
-        let text = scrape(&platform).await;
-        if text.lines().any(|l| l == cancelled) {
-            break;
+        let text = scrape().await;
+        let missing = expected
+            .iter()
+            .find(|line| !text.lines().any(|l| l == line.as_str()));
+        match missing {
+            None => return text,
+            Some(line) if std::time::Instant::now() > deadline => {
+                panic!("missing `{line}` in:\n{text}")
+            }
+            Some(_) => tokio::time::sleep(std::time::Duration::from_millis(50)).await,
         }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "missing `{cancelled}` in:\n{text}"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
 }
 

@@ -236,6 +236,29 @@ impl Platform {
             .unwrap()
     }
 
+    /// The execution-log rows of `tenant`'s `extension`, newest first, once there are
+    /// `count` of them or 5 s have passed (the gateway writes them in the background).
+    pub(crate) async fn execution_rows(
+        &self,
+        tenant: &str,
+        extension: &str,
+        count: usize,
+    ) -> Vec<palisade_registry::ExecutionRecord> {
+        let mut rows = Vec::new();
+        for _ in 0..250 {
+            rows = self
+                .registry
+                .recent_executions(tenant, Some(extension), 1000)
+                .await
+                .unwrap();
+            if rows.len() >= count {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        rows
+    }
+
     /// Checks that the hello sample still answers `tenant`: what one extension does never
     /// takes the platform down for the others.
     pub(crate) async fn assert_hello_answers(&self, tenant: &str) {

@@ -57,20 +57,14 @@ async fn install_both(platform: &Platform) {
     platform.install_hello("acme").await;
 }
 
-/// Waits until the execution log holds `count` rows of `extension` for `acme`.
+/// The execution-log rows of `extension` for `acme`, which must come to `count`.
 async fn rows(platform: &Platform, extension: &str, count: usize) -> Vec<ExecutionRecord> {
-    for _ in 0..100 {
-        let rows = platform
-            .registry
-            .recent_executions("acme", Some(extension), 100)
-            .await
-            .unwrap();
-        if rows.len() >= count {
-            return rows;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("the execution log never held {count} rows of {extension}");
+    let rows = platform.execution_rows("acme", extension, count).await;
+    assert!(
+        rows.len() >= count,
+        "the execution log never held {count} rows of {extension}"
+    );
+    rows
 }
 
 #[tokio::test]
