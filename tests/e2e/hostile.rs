@@ -6,7 +6,8 @@ use crate::support::{Platform, bundle, guest};
 const TENANT: &str = "acme";
 const HOSTILE: &str = "com.example.hostile";
 
-fn manifest() -> serde_json::Value {
+/// The hostile guest's manifest: one endpoint per misbehaviour.
+pub(crate) fn manifest() -> serde_json::Value {
     serde_json::json!({
         "id": HOSTILE,
         "name": "Hostile",

@@ -298,20 +298,6 @@ async fn extensions_have_their_own_metric_names_and_collisions_are_refused() {
     assert_eq!(types.len(), declared, "{text}");
 }
 
-/// A guest that panics on `GET /panic`.
-fn hostile_manifest() -> serde_json::Value {
-    serde_json::json!({
-        "id": "com.example.hostile",
-        "name": "Hostile",
-        "publisher": "Palisade tests",
-        "version": "0.1.0",
-        "runtime": "wasi-http@0.2",
-        "component": "hostile.wasm",
-        "capabilities": { "log": true },
-        "api": { "endpoints": [{ "method": "GET", "path": "/panic" }] }
-    })
-}
-
 /// Runs `promtool check metrics` (Debian's `prometheus`, which `.ci/run` installs) on a
 /// Prometheus text exposition. Without promtool the check is skipped, except under CI.
 fn promtool_check(text: &str) {
@@ -351,7 +337,7 @@ async fn the_runner_and_the_gateway_export_their_own_series_after_real_calls() {
     platform.install_hello("acme").await;
     platform
         .install_guest(
-            &hostile_manifest(),
+            &crate::hostile::manifest(),
             "hostile",
             &["acme"],
             &[CapabilityKey::Log],
