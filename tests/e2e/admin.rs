@@ -376,6 +376,22 @@ async fn the_execution_log_is_readable() {
     )
     .await
     .refused(StatusCode::BAD_REQUEST, "limit");
+    admin(
+        &platform,
+        Method::GET,
+        &format!("/tenants/{TENANT}/executions?status=9xx"),
+        |r| r,
+    )
+    .await
+    .refused(StatusCode::BAD_REQUEST, "`9xx`");
+    admin(
+        &platform,
+        Method::GET,
+        &format!("/tenants/{TENANT}/executions?since_ms=yesterday"),
+        |r| r,
+    )
+    .await
+    .refused(StatusCode::BAD_REQUEST, "since_ms");
 
     // The row is written in the background.
     let path = format!("/tenants/{TENANT}/executions?extension={HELLO}&limit=10");

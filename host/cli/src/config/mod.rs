@@ -426,6 +426,22 @@ x = 1
     }
 
     #[test]
+    fn telemetry_settings_are_checked() {
+        let text = "[telemetry]\notlp_endpoint = \"collector:4318\"\nservice_name = \" \"\n";
+        let problems = parse(text).unwrap_err();
+        assert_eq!(
+            keys(&problems),
+            ["telemetry.otlp_endpoint", "telemetry.service_name"]
+        );
+        let problems = parse("[telemetry]\notlp_protocol = \"grpc\"\n").unwrap_err();
+        assert_eq!(keys(&problems), ["telemetry.otlp_protocol"]);
+        let config =
+            parse("[telemetry]\notlp_endpoint = \"http://127.0.0.1:4318\"\notlp_protocol = \"http/json\"\n")
+                .unwrap();
+        assert_eq!(config.telemetry.otlp_protocol, OtlpProtocol::HttpJson);
+    }
+
+    #[test]
     fn keys_are_optional_and_take_their_defaults() {
         let config = parse("[runtime]\nmax_instances = 20\n").unwrap();
         assert_eq!(config.runtime.max_instances, 20);
