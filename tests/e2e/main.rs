@@ -22,6 +22,7 @@ mod metrics;
 mod openapi;
 mod process;
 mod publish;
+mod quotas;
 mod runners;
 mod secrets;
 mod storage;

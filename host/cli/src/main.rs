@@ -88,6 +88,8 @@ enum Command {
     Dispatcher(commands::runner::DispatcherArgs),
     /// Print an extension's execution log: one line per call, with user and trace id.
     Logs(commands::logs::LogsArgs),
+    /// Print a tenant's usage per extension and UTC day, beside its quotas.
+    Usage(commands::usage::UsageArgs),
     /// Publish events and follow their deliveries.
     #[command(subcommand)]
     Events(commands::events::EventsCommand),
@@ -169,6 +171,7 @@ async fn main() -> std::process::ExitCode {
         Command::Runner(args) => commands::runner::runner(&data_dir, args).await,
         Command::Dispatcher(args) => commands::runner::dispatcher(&data_dir, args).await,
         Command::Logs(args) => commands::logs::logs(&data_dir, args).await,
+        Command::Usage(args) => commands::usage::usage(&data_dir, args).await,
         Command::Events(command) => commands::events::events(&data_dir, command).await,
         Command::Credentials(command) => {
             commands::credentials::credentials(&data_dir, command).await

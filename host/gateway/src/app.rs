@@ -65,6 +65,8 @@ pub struct GatewayState {
     pub(crate) credentials: crate::admin::CredentialCache,
     /// The series on `/metrics`.
     pub(crate) metrics: crate::metrics::GatewayMetrics,
+    /// The quotas of tenants and installs, with this gateway's claimed calls.
+    pub(crate) quotas: crate::quota::Quotas,
 }
 
 impl std::fmt::Debug for GatewayState {
@@ -100,6 +102,7 @@ impl GatewayState {
         let tenant_limiter = RateLimiter::new(&config.tenant_rate_limit);
         let caller_limiter = RateLimiter::new(&config.caller_rate_limit);
         let execution_log = ExecLog::start(registry.clone(), &config.execution_log);
+        let quotas = crate::quota::Quotas::new(config.quotas.clone());
         let metrics =
             crate::metrics::GatewayMetrics::new(execution_log.counts(), registry.query_metrics());
         Ok(GatewayState {
@@ -118,6 +121,7 @@ impl GatewayState {
             credentials: crate::admin::credential_cache(),
             installs,
             execution_log,
+            quotas,
         })
     }
 

@@ -6,6 +6,7 @@ use std::time::Duration;
 use crate::execlog::ExecLogConfig;
 use crate::idempotency::IdempotencyConfig;
 use crate::jwks::CallerKey;
+use crate::quota::QuotaConfig;
 use crate::ratelimit::RateLimitConfig;
 
 /// Default bound on a caller's request body: 1 MiB.
@@ -80,6 +81,8 @@ pub struct GatewayConfig {
     pub ui_public_base: Option<String>,
     /// Largest event payload `POST /admin/v1/events` accepts, in bytes.
     pub max_event_payload_bytes: usize,
+    /// Limits per tenant and per install over a UTC day: calls, fuel and egress bytes.
+    pub quotas: QuotaConfig,
 }
 
 /// Default of [`GatewayConfig::max_event_payload_bytes`]: 256 KiB.
@@ -112,6 +115,7 @@ impl GatewayConfig {
             unknown_extension_capacity: DEFAULT_UNKNOWN_EXTENSION_CAPACITY,
             ui_public_base: None,
             max_event_payload_bytes: DEFAULT_MAX_EVENT_PAYLOAD_BYTES,
+            quotas: QuotaConfig::default(),
         }
     }
 }
@@ -144,6 +148,7 @@ impl std::fmt::Debug for GatewayConfig {
             )
             .field("ui_public_base", &self.ui_public_base)
             .field("max_event_payload_bytes", &self.max_event_payload_bytes)
+            .field("quotas", &self.quotas)
             .finish_non_exhaustive()
     }
 }

@@ -8,13 +8,14 @@ use axum::Json;
 use axum::response::{IntoResponse, Response};
 use http::StatusCode;
 use http::header::{CACHE_CONTROL, HeaderValue, RETRY_AFTER, WWW_AUTHENTICATE};
-use palisade_protocol::{ErrorBody, ErrorCode, ExecuteStats, HopError, TokenError};
+use palisade_protocol::{ErrorBody, ErrorCode, ExecuteStats, HopError, QuotaRef, TokenError};
 use palisade_registry::RegistryError;
 
 use crate::auth::AuthError;
 use crate::body::BodyError;
 use crate::headers::REQUEST_ID;
 use crate::idempotency::KeyError;
+use crate::quota::{QuotaError, QuotaExceeded};
 use crate::runner::ForwardError;
 
 /// Why a call was answered by the gateway instead of by its guest.
@@ -34,6 +35,9 @@ pub(crate) enum CallError {
         /// Seconds until the bucket has a token.
         retry_after: u64,
     },
+    /// A quota of the tenant or the install is used up for this window.
+    #[error("{0}")]
+    QuotaExceeded(QuotaExceeded),
     /// The registry could not resolve the install.
     #[error("resolving the install: {0}")]
     Registry(#[from] RegistryError),
@@ -98,6 +102,13 @@ impl CallError {
                     StatusCode::TOO_MANY_REQUESTS,
                     ErrorCode::OverQuota,
                     Some(HeaderValue::from(*retry_after)),
+                );
+            }
+            CallError::QuotaExceeded(exceeded) => {
+                return (
+                    StatusCode::TOO_MANY_REQUESTS,
+                    exceeded.metric.code(),
+                    Some(HeaderValue::from(exceeded.retry_after_secs())),
                 );
             }
             CallError::Registry(err) => registry_code(err),
@@ -177,7 +188,19 @@ impl CallError {
         if let CallError::Caller(err) = &self {
             error.challenge = Some(err.challenge());
         }
+        if let CallError::QuotaExceeded(exceeded) = &self {
+            error.quota = Some(exceeded.quota_ref());
+        }
         error
+    }
+}
+
+impl From<QuotaError> for CallError {
+    fn from(error: QuotaError) -> Self {
+        match error {
+            QuotaError::Exceeded(exceeded) => CallError::QuotaExceeded(exceeded),
+            QuotaError::Registry(error) => CallError::Registry(error),
+        }
     }
 }
 
@@ -212,6 +235,8 @@ pub struct ApiError {
     pub stats: Option<Box<ExecuteStats>>,
     /// The `www-authenticate` challenge of a 401 (`Bearer` when unset).
     pub challenge: Option<&'static str>,
+    /// The quota a `*_quota_exceeded` refusal is about.
+    pub quota: Option<QuotaRef>,
 }
 
 impl ApiError {
@@ -231,6 +256,7 @@ impl ApiError {
             retry_after: None,
             stats: None,
             challenge: None,
+            quota: None,
         }
     }
 }
@@ -240,6 +266,7 @@ impl IntoResponse for ApiError {
         let body = ErrorBody {
             error: self.code,
             request_id: self.request_id.clone(),
+            quota: self.quota,
         };
         let mut response = (self.status, Json(body)).into_response();
         let headers = response.headers_mut();
@@ -261,6 +288,7 @@ impl IntoResponse for ApiError {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::quota::QuotaMetric;
 
     #[tokio::test]
     async fn body_and_headers() {
@@ -286,6 +314,17 @@ mod tests {
         assert_eq!(response.headers()[WWW_AUTHENTICATE], "Bearer");
     }
 
+    /// A refusal by the tenant's quota on `metric`, 60.5 s before the window ends.
+    fn exceeded(metric: QuotaMetric) -> QuotaExceeded {
+        QuotaExceeded {
+            scope: palisade_registry::quota::QuotaScope::Tenant,
+            metric,
+            limit: 10,
+            resets_at_ms: 86_400_000,
+            at_ms: 86_400_000 - 60_500,
+        }
+    }
+
     /// Every reason a call is answered by the gateway, with the status and code it gets.
     #[test]
     fn each_call_error_has_one_answer() {
@@ -304,6 +343,21 @@ mod tests {
                 },
                 429,
                 ErrorCode::OverQuota,
+            ),
+            (
+                CallError::QuotaExceeded(exceeded(QuotaMetric::Calls)),
+                429,
+                ErrorCode::CallsQuotaExceeded,
+            ),
+            (
+                CallError::QuotaExceeded(exceeded(QuotaMetric::Fuel)),
+                429,
+                ErrorCode::FuelQuotaExceeded,
+            ),
+            (
+                CallError::QuotaExceeded(exceeded(QuotaMetric::EgressBytes)),
+                429,
+                ErrorCode::EgressQuotaExceeded,
             ),
             (
                 RegistryError::CorruptRow {
@@ -408,6 +462,11 @@ mod tests {
             retry_after: 3,
         };
         assert_eq!(rate.into_api_error("rid").retry_after.unwrap(), "3");
+        // A quota refusal waits for the end of the window, and names its quota.
+        let quota = CallError::QuotaExceeded(exceeded(QuotaMetric::Calls)).into_api_error("rid");
+        assert_eq!(quota.retry_after.clone().unwrap(), "61");
+        let response = quota.into_response();
+        assert_eq!(response.headers()[RETRY_AFTER], "61");
         let refused = CallError::from(AuthError::NotBearer).into_api_error("rid");
         let response = refused.into_response();
         assert_eq!(

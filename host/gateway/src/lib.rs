@@ -1,8 +1,8 @@
 //! The Palisade gateway: the public entry for extension calls. It authenticates the caller
 //! (bearer JWT → tenant), resolves the tenant's install, matches the manifest's endpoints,
-//! applies the header allow-lists and the size and time limits, forwards the call to a
-//! runner over the execute protocol, answers with the guest's response or a stable error,
-//! and writes the execution log. It exports its own series on `GET /metrics` ([`metrics`]).
+//! applies the header allow-lists, the size and time limits, the rate limits and the
+//! operator's quotas ([`quota`]), forwards the call to a runner over the execute protocol,
+//! answers with the guest's response or a stable error, and writes the execution log. It exports its own series on `GET /metrics` ([`metrics`]).
 //! It never links the WebAssembly runtime.
 //!
 //! Nothing on a call's path waits for the database or for a signature in the common case:
@@ -26,6 +26,7 @@ pub mod jwks;
 pub mod metrics;
 pub mod pool;
 mod proxy;
+pub mod quota;
 pub mod ratelimit;
 mod relay;
 pub mod routing;

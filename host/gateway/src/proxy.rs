@@ -31,10 +31,10 @@ use crate::execlog;
 use crate::headers::{self, REQUEST_ID};
 use crate::idempotency::{self, KeyedRequest};
 use crate::installs::Resolution;
-use crate::ratelimit;
 use crate::relay::{RelayBody, SharedReport};
 use crate::routing::match_endpoint;
 use crate::runner::{HopBody, HopRequest, RunnerReply, SharedBody};
+use crate::{quota, ratelimit};
 
 /// Extra time given to a runner beyond the guest's deadline, so that the runner's own
 /// timeout answer (and its accounting) arrives before the gateway gives up.
@@ -133,7 +133,8 @@ struct Admitted<'p> {
 
 /// The checks before a call is forwarded, in order: the path names an extension, the
 /// caller is authenticated, within the caller's and the tenant's rate limits, has an
-/// enabled install of the extension, and the install is within its rate limit. Each
+/// enabled install of the extension, the install is within its rate limit, and the tenant
+/// and the install are within their quotas (which counts the call against them). Each
 /// finding is recorded on the call's span.
 async fn admit<'p>(state: &GatewayState, parts: &'p Parts) -> Result<Admitted<'p>, CallError> {
     let span = Span::current();
@@ -159,6 +160,10 @@ async fn admit<'p>(state: &GatewayState, parts: &'p Parts) -> Result<Admitted<'p
             scope: "install",
             retry_after,
         })?;
+    state
+        .quotas
+        .admit(&state.registry, &install, quota::now_ms())
+        .await?;
     Ok(Admitted {
         extension_id,
         path,

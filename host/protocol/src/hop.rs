@@ -233,6 +233,13 @@ pub enum ErrorCode {
     TooLarge,
     /// A rate or concurrency quota is exhausted.
     OverQuota,
+    /// The tenant or the install made all the calls its quota allows in this window.
+    CallsQuotaExceeded,
+    /// The tenant or the install consumed all the fuel its quota allows in this window.
+    FuelQuotaExceeded,
+    /// The tenant or the install moved all the HTTP egress bytes its quota allows in this
+    /// window.
+    EgressQuotaExceeded,
     /// The stored bundle failed its hash or signature check.
     BundleIntegrity,
     /// The call exceeded its deadline.
@@ -264,6 +271,9 @@ impl ErrorCode {
             | ErrorCode::BadRequest
             | ErrorCode::Unauthorized
             | ErrorCode::OverQuota
+            | ErrorCode::CallsQuotaExceeded
+            | ErrorCode::FuelQuotaExceeded
+            | ErrorCode::EgressQuotaExceeded
             | ErrorCode::IdempotencyKeyReused => "rejected",
             ErrorCode::Timeout => "timeout",
             ErrorCode::Trap | ErrorCode::OutOfMemory => "trap",
@@ -274,12 +284,15 @@ impl ErrorCode {
         }
     }
 
-    const ALL: [ErrorCode; 13] = [
+    const ALL: [ErrorCode; 16] = [
         ErrorCode::Unauthorized,
         ErrorCode::NotFound,
         ErrorCode::BadRequest,
         ErrorCode::TooLarge,
         ErrorCode::OverQuota,
+        ErrorCode::CallsQuotaExceeded,
+        ErrorCode::FuelQuotaExceeded,
+        ErrorCode::EgressQuotaExceeded,
         ErrorCode::BundleIntegrity,
         ErrorCode::Timeout,
         ErrorCode::Trap,
@@ -298,6 +311,9 @@ impl ErrorCode {
             ErrorCode::BadRequest => "bad_request",
             ErrorCode::TooLarge => "too_large",
             ErrorCode::OverQuota => "over_quota",
+            ErrorCode::CallsQuotaExceeded => "calls_quota_exceeded",
+            ErrorCode::FuelQuotaExceeded => "fuel_quota_exceeded",
+            ErrorCode::EgressQuotaExceeded => "egress_quota_exceeded",
             ErrorCode::BundleIntegrity => "bundle_integrity",
             ErrorCode::Timeout => "timeout",
             ErrorCode::Trap => "trap",
@@ -323,7 +339,10 @@ impl ErrorCode {
             ErrorCode::NotFound => 404,
             ErrorCode::BadRequest => 400,
             ErrorCode::TooLarge => 413,
-            ErrorCode::OverQuota => 429,
+            ErrorCode::OverQuota
+            | ErrorCode::CallsQuotaExceeded
+            | ErrorCode::FuelQuotaExceeded
+            | ErrorCode::EgressQuotaExceeded => 429,
             ErrorCode::BundleIntegrity | ErrorCode::LoadFailed => 502,
             ErrorCode::Timeout => 504,
             ErrorCode::Trap | ErrorCode::OutOfMemory | ErrorCode::Internal => 500,
@@ -363,6 +382,20 @@ pub struct ErrorBody {
     pub error: ErrorCode,
     /// The request id, for correlation with the operator's logs.
     pub request_id: String,
+    /// The quota a `*_quota_exceeded` refusal is about.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quota: Option<QuotaRef>,
+}
+
+/// Which quota refused a call, and when its window ends.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QuotaRef {
+    /// `tenant` (all the tenant's installs together) or `install` (this extension's).
+    pub scope: String,
+    /// The limit of the window.
+    pub limit: u64,
+    /// When the window ends and the quota is whole again (unix epoch milliseconds).
+    pub resets_at_ms: i64,
 }
 
 /// What a call consumed, for the execution log. Sent by the runner to the gateway only.
@@ -419,9 +452,10 @@ mod tests {
     fn statuses_lead_back_to_their_codes() {
         for code in ErrorCode::ALL {
             let back = ErrorCode::for_status(code.status());
-            // 500 and 502 carry several codes; each leads back to one of its own status.
+            // 429, 500 and 502 carry several codes; each leads back to one of its own
+            // status.
             assert_eq!(back.status(), code.status(), "{code}");
-            if !matches!(code.status(), 500 | 502) {
+            if !matches!(code.status(), 429 | 500 | 502) {
                 assert_eq!(back, code);
             }
         }

@@ -18,6 +18,6 @@ pub mod token;
 pub mod trace;
 
 pub use cache::{Ticket, TtlCache};
-pub use hop::{BodyOutcome, CallContext, ErrorBody, ErrorCode, ExecuteStats, HopError};
+pub use hop::{BodyOutcome, CallContext, ErrorBody, ErrorCode, ExecuteStats, HopError, QuotaRef};
 pub use token::{InvalidToken, ServiceKeyPair, TokenError, TokenMinter, TokenScope, TokenVerifier};
 pub use trace::TraceParent;

@@ -131,6 +131,11 @@ const SQLITE_MIGRATIONS: &[EmbeddedMigration] = &[
         description: "execution_user_trace",
         sql: include_str!("../migrations/sqlite/0007_execution_user_trace.sql"),
     },
+    EmbeddedMigration {
+        version: 8,
+        description: "quota_claims",
+        sql: include_str!("../migrations/sqlite/0008_quota_claims.sql"),
+    },
 ];
 
 /// The PostgreSQL schema: the same versions as [`SQLITE_MIGRATIONS`].
@@ -169,6 +174,11 @@ const POSTGRES_MIGRATIONS: &[EmbeddedMigration] = &[
         version: 7,
         description: "execution_user_trace",
         sql: include_str!("../migrations/postgres/0007_execution_user_trace.sql"),
+    },
+    EmbeddedMigration {
+        version: 8,
+        description: "quota_claims",
+        sql: include_str!("../migrations/postgres/0008_quota_claims.sql"),
     },
 ];
 
@@ -337,7 +347,7 @@ mod tests {
     use super::*;
 
     /// The registry's tables, on either backend.
-    const TABLES: [&str; 18] = [
+    const TABLES: [&str; 19] = [
         "admin_credential",
         "bundle_signature_history",
         "extension_bundle",
@@ -355,6 +365,7 @@ mod tests {
         "extension_storage_namespace",
         "extension_version",
         "publisher_key",
+        "quota_claim",
         "tenant_extension_install",
     ];
 

@@ -14,7 +14,7 @@ use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::{Registry as MetricsRegistry, Unit};
 
 /// The operations timed, each a label value.
-pub const OPERATIONS: [&str; 10] = [
+pub const OPERATIONS: [&str; 12] = [
     "resolve_install",
     "load_install",
     "record_executions",
@@ -25,6 +25,8 @@ pub const OPERATIONS: [&str; 10] = [
     "read_secret",
     "publish_event",
     "claim_deliveries",
+    "claim_calls",
+    "read_consumption",
 ];
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]

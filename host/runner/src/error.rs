@@ -181,6 +181,7 @@ impl RunnerError {
         let body = ErrorBody {
             error: code,
             request_id: request_id.to_owned(),
+            quota: None,
         };
         let mut response = (status, Json(body)).into_response();
         let headers = response.headers_mut();

@@ -306,6 +306,16 @@ impl AdminClient {
         self.json(self.http.get(url).query(query)).await
     }
 
+    /// The tenant's usage per extension and day, for the days in `query` (`from`, `to`).
+    pub(crate) async fn usage(
+        &self,
+        tenant: &str,
+        query: &[(&str, String)],
+    ) -> Result<palisade_gateway::admin::UsageReport> {
+        let url = format!("{}/tenants/{}/usage", self.base, seg(tenant));
+        self.json(self.http.get(url).query(query)).await
+    }
+
     fn install_url(&self, tenant: &str, extension: &str) -> String {
         format!(
             "{}/tenants/{}/installs/{}",

@@ -16,6 +16,7 @@ pub(crate) mod runner;
 pub(crate) mod secrets;
 pub(crate) mod serve;
 pub(crate) mod up;
+pub(crate) mod usage;
 
 /// `listener` with `TCP_NODELAY` on every accepted connection. A streamed answer goes out
 /// as several small writes (head, chunks, trailers); without it, Nagle's algorithm holds

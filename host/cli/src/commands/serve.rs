@@ -83,6 +83,7 @@ pub(crate) fn gateway_state(
     policy.over(&operator.policy)?.apply(&mut config)?;
     config.ui_public_base = operator.ui.public_base.clone().or(ui_public_base);
     config.max_event_payload_bytes = operator.events.max_payload_bytes;
+    config.quotas = operator.quotas.to_quota_config();
     Ok(GatewayState::new(
         config,
         registry,

@@ -343,6 +343,29 @@ impl OperatorConfig {
                 ),
             });
         }
+        let quotas = &self.quotas;
+        if quotas.max_allowance == 0 {
+            problems.push(Problem {
+                key: "quotas.max_allowance".into(),
+                message: "must be at least 1".into(),
+            });
+        }
+        if quotas.limits_fuel() && !runtime.fuel {
+            problems.push(Problem {
+                key: "quotas".into(),
+                message: "a fuel quota is set but runtime.fuel is off, so no fuel is counted; \
+                          set runtime.fuel = true"
+                    .into(),
+            });
+        }
+        for id in quotas.tenants.keys() {
+            if let Err(err) = palisade_registry::install::validate_tenant_id(id) {
+                problems.push(Problem {
+                    key: format!("quotas.tenants.{id}"),
+                    message: err.to_string(),
+                });
+            }
+        }
         if self.storage.install_write_burst == 0 {
             problems.push(Problem {
                 key: "storage.install_write_burst".into(),
@@ -359,6 +382,56 @@ mod tests {
 
     fn keys(problems: &[Problem]) -> Vec<&str> {
         problems.iter().map(|p| p.key.as_str()).collect()
+    }
+
+    #[test]
+    fn quotas_reach_the_gateway_and_their_problems_are_named() {
+        let config = parse(
+            r#"
+[runtime]
+fuel = true
+[quotas]
+max_allowance = 10
+[quotas.tenant]
+calls = 1000
+[quotas.install]
+fuel = 5000
+[quotas.tenants.acme.install]
+egress_bytes = 99
+"#,
+        )
+        .unwrap();
+        let quotas = config.quotas.to_quota_config();
+        assert_eq!(quotas.default.tenant.calls, Some(1000));
+        assert_eq!(quotas.default.install.fuel, Some(5000));
+        assert_eq!(quotas.max_allowance, 10);
+        // A tenant of its own replaces the default whole.
+        let acme = quotas.for_tenant("acme");
+        assert_eq!(acme.tenant.calls, None);
+        assert_eq!(acme.install.egress_bytes, Some(99));
+        assert_eq!(acme.install.fuel, None);
+
+        let problems = parse(
+            r#"
+[quotas]
+max_allowance = 0
+[quotas.tenant]
+fuel = 1
+[quotas.tenants."not a tenant"]
+"#,
+        )
+        .unwrap_err();
+        let mut found = keys(&problems);
+        found.sort_unstable();
+        assert_eq!(
+            found,
+            [
+                "quotas",
+                "quotas.max_allowance",
+                "quotas.tenants.not a tenant"
+            ]
+        );
+        assert!(problems.iter().any(|p| p.message.contains("runtime.fuel")));
     }
 
     #[test]

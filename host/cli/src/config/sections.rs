@@ -2,10 +2,12 @@
 //! its doc comments are the comments of `palisade config default`, its `Default` the
 //! values printed there, so the file, the defaults and the documentation cannot drift.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
+use palisade_gateway::quota::{QuotaConfig, QuotaLimits, TenantQuotas};
 use palisade_gateway::ratelimit::RateLimitConfig;
 use palisade_gateway::{ExecLogConfig, GatewayConfig};
 use palisade_runner::{MetricsToken, RunnerConfig};
@@ -38,6 +40,109 @@ pub(crate) struct OperatorConfig {
     pub events: EventsSection,
     /// Exporting the spans of calls over OTLP.
     pub telemetry: TelemetrySection,
+    /// The gateway's quotas: what each tenant, and each install, may use in a UTC day.
+    pub quotas: QuotasSection,
+}
+
+/// `[quotas]`.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(default, deny_unknown_fields)]
+pub(crate) struct QuotasSection {
+    /// Most calls a gateway claims from the registry at once (it claims a hundredth of a
+    /// calls limit, at least 1, at most this); calls a gateway claimed and did not spend
+    /// are lost when the day ends.
+    pub max_allowance: u64,
+    /// How long a gateway reuses the consumption it read for the fuel and egress checks,
+    /// in ms.
+    pub usage_refresh_ms: u64,
+    /// Limits of every tenant, over all its installs (unless `tenants` names it).
+    pub tenant: LimitsSection,
+    /// Limits of every install (unless `tenants` names its tenant).
+    pub install: LimitsSection,
+    /// Tenants with quotas of their own, which replace `tenant` and `install` whole for
+    /// them: `[quotas.tenants.<tenant_id>.tenant]` and `[quotas.tenants.<tenant_id>.install]`.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub tenants: BTreeMap<String, TenantQuotasSection>,
+}
+
+impl Default for QuotasSection {
+    fn default() -> Self {
+        let d = QuotaConfig::default();
+        QuotasSection {
+            max_allowance: d.max_allowance,
+            usage_refresh_ms: millis(d.usage_refresh),
+            tenant: LimitsSection::default(),
+            install: LimitsSection::default(),
+            tenants: BTreeMap::new(),
+        }
+    }
+}
+
+/// The limits of one scope per UTC day; an unset limit is no limit.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(default, deny_unknown_fields)]
+pub(crate) struct LimitsSection {
+    /// Calls a day (refused with 429 `calls_quota_exceeded`).
+    pub calls: Option<u64>,
+    /// Fuel a day (refused with 429 `fuel_quota_exceeded`); needs `runtime.fuel`.
+    pub fuel: Option<u64>,
+    /// HTTP egress bytes a day, both directions (refused with 429
+    /// `egress_quota_exceeded`).
+    pub egress_bytes: Option<u64>,
+}
+
+impl LimitsSection {
+    fn to_limits(self) -> QuotaLimits {
+        QuotaLimits {
+            calls: self.calls,
+            fuel: self.fuel,
+            egress_bytes: self.egress_bytes,
+        }
+    }
+
+    fn sets_fuel(&self) -> bool {
+        self.fuel.is_some()
+    }
+}
+
+/// `[quotas.tenants.<tenant_id>]`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(default, deny_unknown_fields)]
+pub(crate) struct TenantQuotasSection {
+    /// Limits of this tenant, over all its installs.
+    pub tenant: LimitsSection,
+    /// Limits of each of this tenant's installs.
+    pub install: LimitsSection,
+}
+
+impl QuotasSection {
+    /// The gateway's quota configuration.
+    pub(crate) fn to_quota_config(&self) -> QuotaConfig {
+        let quotas = |tenant: LimitsSection, install: LimitsSection| TenantQuotas {
+            tenant: tenant.to_limits(),
+            install: install.to_limits(),
+        };
+        QuotaConfig {
+            default: quotas(self.tenant, self.install),
+            tenants: self
+                .tenants
+                .iter()
+                .map(|(id, section)| (id.clone(), quotas(section.tenant, section.install)))
+                .collect(),
+            max_allowance: self.max_allowance,
+            usage_refresh: Duration::from_millis(self.usage_refresh_ms),
+        }
+    }
+
+    /// Whether any limit is on fuel.
+    pub(crate) fn limits_fuel(&self) -> bool {
+        self.tenant.sets_fuel()
+            || self.install.sets_fuel()
+            || self
+                .tenants
+                .values()
+                .any(|t| t.tenant.sets_fuel() || t.install.sets_fuel())
+    }
 }
 
 /// `[telemetry]`.

@@ -1,7 +1,7 @@
 //! The admin API under `/admin/v1`: publish bundles, list extensions and versions, manage
 //! tenants' installs (install, upgrade with capability approval, enable, disable,
-//! uninstall), set and delete sealed secrets (write only), read the execution log, publish
-//! events and see and retry their deliveries.
+//! uninstall), set and delete sealed secrets (write only), read the execution log and the
+//! usage per extension and day, publish events and see and retry their deliveries.
 //!
 //! Every route requires `authorization: Bearer <admin token>` (the operator's
 //! [`GatewayConfig::admin_token`](crate::GatewayConfig::admin_token)); `POST
@@ -14,6 +14,7 @@ mod error;
 mod events;
 mod extensions;
 mod tenants;
+mod usage;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -32,6 +33,10 @@ pub use auth::{CREDENTIAL_CACHE_TTL, tokens_match};
 pub(crate) use auth::{CredentialCache, credential_cache};
 pub use error::{AdminError, AdminErrorCode};
 pub use extensions::SIGNATURE_HEADER;
+pub use usage::{
+    DEFAULT_USAGE_DAYS, DayUsage, ExtensionUsage, LimitsJson, MAX_USAGE_DAYS, QuotasJson,
+    UsageReport, period as usage_period, report as usage_report,
+};
 
 /// Prefix of every admin route.
 pub const ADMIN_PREFIX: &str = "/admin/v1";
@@ -116,6 +121,11 @@ fn table() -> Vec<Route> {
             Method::GET,
             "/admin/v1/tenants/{tenant_id}/executions",
             get(tenants::executions),
+        ),
+        (
+            Method::GET,
+            "/admin/v1/tenants/{tenant_id}/usage",
+            get(usage::usage),
         ),
         (Method::POST, EVENTS_PATH, post(events::publish)),
         (

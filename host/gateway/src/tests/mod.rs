@@ -6,6 +6,7 @@ mod fake_runner;
 mod installs;
 mod policy;
 mod proxy;
+mod quota;
 mod refusals;
 
 use std::sync::Arc;
