@@ -74,6 +74,8 @@ pub(crate) struct Options {
     pub gateway: fn(&mut GatewayConfig),
     /// The storage capability's limits, when not the defaults.
     pub storage: Option<palisade_runtime::capability::storage::StorageLimits>,
+    /// The object store, when not a directory beside the registry.
+    pub objects: Option<palisade_registry::ObjectStoreConfig>,
 }
 
 impl Default for Options {
@@ -86,6 +88,7 @@ impl Default for Options {
             runner: RunnerConfig::default(),
             gateway: |_| {},
             storage: None,
+            objects: None,
         }
     }
 }
@@ -97,9 +100,13 @@ impl Platform {
 
     pub(crate) async fn start_with(options: Options) -> Platform {
         let dir = tempfile::tempdir().unwrap();
-        let registry = palisade_registry::testing::open(dir.path())
-            .await
-            .with_component_limits(options.runtime.component_limits());
+        let registry = match options.objects {
+            Some(objects) => {
+                palisade_registry::testing::open_with_objects(dir.path(), objects).await
+            }
+            None => palisade_registry::testing::open(dir.path()).await,
+        }
+        .with_component_limits(options.runtime.component_limits());
         let publisher = SigningKey::generate().unwrap();
         let trust = TrustBundle::from_pem(publisher.public_key_pem().unwrap().as_bytes()).unwrap();
         registry.trust_key(publisher.public_key()).await.unwrap();
@@ -301,7 +308,7 @@ impl Seeder {
         let trust = palisade_bundle::TrustBundle::from_pem(trust_pem.as_bytes()).unwrap();
         let registry = Registry::open(&palisade_registry::RegistryConfig {
             database_url: database_url.to_owned(),
-            object_store_dir,
+            objects: palisade_registry::ObjectStoreConfig::Local(object_store_dir),
         })
         .await
         .unwrap();

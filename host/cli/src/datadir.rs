@@ -1,12 +1,13 @@
 //! The layout of `--data-dir`: the embedded registry (SQLite file and object store) and
 //! the keys `up` generates on first start. With `--database-url`, the
-//! registry's database is that server instead of the SQLite file.
+//! registry's database is that server instead of the SQLite file; with `--object-store
+//! s3://…`, the objects are in that bucket instead of `objects/`.
 
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 use palisade_protocol::ServiceKeyPair;
-use palisade_registry::{Registry, RegistryConfig};
+use palisade_registry::{ObjectStoreConfig, Registry, RegistryConfig, S3Config};
 use palisade_runtime::{ArtifactKey, ArtifactSigningKey, ArtifactVerifyingKey, Artifacts};
 
 /// Issuer and audience of the development caller tokens `palisade token` mints.
@@ -21,6 +22,8 @@ pub(crate) struct DataDir {
     operator: std::sync::Arc<crate::config::OperatorConfig>,
     /// The registry database, when not the SQLite file in the directory.
     database_url: Option<String>,
+    /// The object store (`s3://bucket/prefix`), when not `objects/` in the directory.
+    object_store: Option<String>,
 }
 
 impl DataDir {
@@ -29,6 +32,16 @@ impl DataDir {
             root,
             operator: std::sync::Arc::default(),
             database_url: None,
+            object_store: None,
+        }
+    }
+
+    /// The same directory, with the objects at `location` (`s3://bucket/prefix`) instead
+    /// of `objects/` in the directory; `None` keeps `[registry] object_store`.
+    pub(crate) fn with_object_store(self, location: Option<String>) -> Self {
+        DataDir {
+            object_store: location,
+            ..self
         }
     }
 
@@ -77,7 +90,7 @@ impl DataDir {
                 .database_url
                 .clone()
                 .unwrap_or_else(|| format!("sqlite://{}", self.root.join("registry.db").display())),
-            object_store_dir: self.root.join("objects"),
+            objects: self.objects()?,
         };
         let registry = Registry::open(&config)
             .await
@@ -88,6 +101,27 @@ impl DataDir {
             ));
         self.import_legacy_trust_file(&registry).await?;
         Ok(registry)
+    }
+
+    /// Where the objects are: `--object-store`, else `[registry] object_store`, else
+    /// `objects/` in the directory.
+    fn objects(&self) -> Result<ObjectStoreConfig> {
+        let section = &self.operator.registry;
+        let location = self.object_store.as_ref().or(section.object_store.as_ref());
+        match location {
+            None => Ok(ObjectStoreConfig::Local(self.root.join("objects"))),
+            Some(url) if url.starts_with("s3://") => Ok(ObjectStoreConfig::S3(S3Config {
+                url: url.clone(),
+                endpoint: section.s3_endpoint.clone(),
+                region: section.s3_region.clone(),
+                allow_http: section.s3_allow_http,
+                credentials: None,
+            })),
+            Some(other) => anyhow::bail!(
+                "unsupported object store `{other}`: use `s3://bucket` or `s3://bucket/prefix` \
+                 (leave it unset for `objects/` in the data directory)"
+            ),
+        }
     }
 
     /// Imports the keys of a `trust.pem` left in the data directory by an earlier version

@@ -34,6 +34,12 @@ struct Cli {
     /// `sqlite:///path/registry.db`. Runners and gateways of one platform share it.
     #[arg(long, global = true, env = "PALISADE_DATABASE_URL")]
     database_url: Option<String>,
+    /// Object store for bundles, signatures and precompiled artifacts instead of `objects/`
+    /// in the data directory: `s3://bucket` or `s3://bucket/prefix` (endpoint, region and
+    /// credentials from `[registry]` and the standard `AWS_*` variables). Every node of a
+    /// platform shares it.
+    #[arg(long, global = true, env = "PALISADE_OBJECT_STORE")]
+    object_store: Option<String>,
     /// Operator configuration file (TOML): `[runtime]`, `[storage]`, `[runner]`, `[gateway]`,
     /// `[policy]`, `[registry]`; `palisade config default` prints every key.
     #[arg(long, global = true, env = "PALISADE_CONFIG")]
@@ -149,7 +155,8 @@ async fn main() -> std::process::ExitCode {
     };
     let data_dir = datadir::DataDir::new(cli.data_dir)
         .with_operator_config(operator)
-        .with_database_url(cli.database_url);
+        .with_database_url(cli.database_url)
+        .with_object_store(cli.object_store);
     let result = match command {
         Command::New(args) => commands::new::new(args),
         Command::Build(args) => commands::author::build(args),

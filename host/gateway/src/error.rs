@@ -208,9 +208,10 @@ impl From<QuotaError> for CallError {
 /// platform's bug (`internal`); anything else (connection, database, object store) is
 /// taken as passing (`unavailable`).
 pub(crate) fn registry_code(err: &RegistryError) -> ErrorCode {
-    match err {
-        RegistryError::CorruptRow { .. } => ErrorCode::Internal,
-        _ => ErrorCode::Unavailable,
+    if err.is_corrupt_data() {
+        ErrorCode::Internal
+    } else {
+        ErrorCode::Unavailable
     }
 }
 

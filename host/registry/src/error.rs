@@ -74,6 +74,28 @@ pub enum RegistryError {
         /// The object key that was not found.
         key: String,
     },
+    /// An object read back does not hash to what its key says: it was corrupted or
+    /// substituted in the object store.
+    #[error(
+        "object `{key}` in the object store is corrupt or was substituted: it should hash to \
+         {expected} but hashes to {actual}"
+    )]
+    ObjectMismatch {
+        /// The object's key.
+        key: String,
+        /// The SHA-256 its key names.
+        expected: String,
+        /// The SHA-256 of the bytes read.
+        actual: String,
+    },
+    /// The object store's location or settings are unusable.
+    #[error("object store `{location}`: {reason}")]
+    InvalidObjectStore {
+        /// The location as given.
+        location: String,
+        /// What is wrong with it.
+        reason: String,
+    },
     /// A value could not be encoded as JSON for storage.
     #[error("cannot encode {what} as JSON: {source}")]
     Encode {
@@ -98,6 +120,17 @@ pub enum RegistryError {
 }
 
 impl RegistryError {
+    /// Whether the error is data that cannot be read (a corrupt row, or an object that does
+    /// not match its key) rather than a failure that may pass (the database or the object
+    /// store not answering). Every API answers the first `internal` and the rest
+    /// `unavailable`.
+    pub fn is_corrupt_data(&self) -> bool {
+        matches!(
+            self,
+            RegistryError::CorruptRow { .. } | RegistryError::ObjectMismatch { .. }
+        )
+    }
+
     /// Builds a [`RegistryError::CorruptRow`].
     pub(crate) fn corrupt(
         table: &'static str,

@@ -367,7 +367,18 @@ impl Registry {
         extension_id: &str,
         candidate: &Candidate,
     ) -> Result<(), InstallError> {
-        let (bundle, signature) = self.objects.get(&candidate.content_hash).await?;
+        let (bundle, signature) = match self.bundle_bytes(&candidate.content_hash).await {
+            Ok(objects) => objects,
+            Err(mismatch @ RegistryError::ObjectMismatch { .. }) => {
+                return Err(InstallError::Integrity {
+                    extension_id: extension_id.to_owned(),
+                    version: candidate.version.clone(),
+                    content_hash: candidate.content_hash.to_string(),
+                    reason: mismatch.to_string(),
+                });
+            }
+            Err(err) => return Err(err.into()),
+        };
         let trust = self.trust_set().await?;
         let expected = candidate.content_hash;
         let checked = tokio::task::spawn_blocking(move || {

@@ -7,8 +7,6 @@
 
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
-use std::path::PathBuf;
-
 pub mod credentials;
 pub mod db;
 pub mod error;
@@ -35,7 +33,7 @@ pub use events::{
 };
 pub use executions::ExecutionRecord;
 pub use install::Install;
-pub use objects::BundleStore;
+pub use objects::{BundleStore, ObjectStoreConfig, S3Config, S3Credentials};
 pub use publish::{ExtensionSummary, PublishedVersion, ReplacedSignature, VersionSummary};
 pub use resolve::ResolvedInstall;
 pub use secrets::{SecretError, SecretOpener, SecretSealer, SecretValue};
@@ -49,8 +47,8 @@ pub struct RegistryConfig {
     /// Database URL: `sqlite:///var/lib/palisade/registry.db`, or
     /// `postgres://user@host:5432/db` (optionally `?options=-c%20search_path%3Dschema`).
     pub database_url: String,
-    /// Directory of the local object store holding bundle blobs.
-    pub object_store_dir: PathBuf,
+    /// The object store holding bundles, signatures and precompiled artifacts.
+    pub objects: ObjectStoreConfig,
 }
 
 /// Handle to the registry database and object store.
@@ -78,7 +76,7 @@ impl Registry {
     /// PostgreSQL schema) and object store directory if missing and applies any pending
     /// migrations.
     pub async fn open(config: &RegistryConfig) -> Result<Self, RegistryError> {
-        let objects = BundleStore::local(&config.object_store_dir)?;
+        let objects = BundleStore::open(&config.objects)?;
         let pool = db::connect(&config.database_url).await?;
         db::migrate(&pool).await?;
         Ok(Self::from_parts(pool, objects))
@@ -170,14 +168,33 @@ impl Registry {
         &self.objects
     }
 
-    /// The bundle bytes and signature stored for `hash`.
+    /// The bundle bytes and signature stored for `hash`, each checked against the hash its
+    /// object key names.
     ///
-    /// A missing object is [`RegistryError::BundleMissing`].
+    /// A bundle the database does not know, or a missing object, is
+    /// [`RegistryError::BundleMissing`]; an object that does not match its key is
+    /// [`RegistryError::ObjectMismatch`].
     pub async fn bundle_bytes(
         &self,
         hash: &ContentHash,
     ) -> Result<(Vec<u8>, Vec<u8>), RegistryError> {
-        self.objects.get(hash).await
+        let row = sqlx::query(
+            "SELECT object_key, signature_key FROM extension_bundle WHERE content_hash = $1",
+        )
+        .bind(hash.to_string())
+        .fetch_optional(&self.pool)
+        .await?;
+        let Some(row) = row else {
+            return Err(RegistryError::BundleMissing {
+                hash: hash.to_string(),
+                key: BundleStore::bundle_key(hash),
+            });
+        };
+        let bundle_key: String = sqlx::Row::try_get(&row, "object_key")?;
+        let signature_key: String = sqlx::Row::try_get(&row, "signature_key")?;
+        let bundle = self.objects.read_bundle(hash, &bundle_key).await?;
+        let signature = self.objects.read_signature(hash, &signature_key).await?;
+        Ok((bundle, signature))
     }
 }
 
@@ -211,7 +228,7 @@ mod tests {
         std::fs::write(&file, b"x").unwrap();
         let config = RegistryConfig {
             database_url: format!("sqlite://{}", dir.path().join("r.db").display()),
-            object_store_dir: file.clone(),
+            objects: crate::ObjectStoreConfig::Local(file.clone()),
         };
         let err = Registry::open(&config).await.unwrap_err();
         assert!(err.to_string().contains("not-a-dir"), "{err}");

@@ -13,7 +13,6 @@ use sqlx::Row;
 use crate::Registry;
 use crate::db::{is_unique_violation, now_millis};
 use crate::error::{PublishError, RegistryError};
-use crate::objects::BundleStore;
 use crate::trust::{SOURCE_FIRST_PUBLISH, SignerCheck};
 
 /// A version as published (or as found, when the same bundle was published before).
@@ -164,11 +163,11 @@ impl Registry {
         self.check_publisher(&checked.manifest).await?;
         Registry::check_signer(&self.pool, &checked.manifest, &checked.signer).await?;
 
-        self.objects
-            .put(&checked.content_hash, bundle, signature)
+        let keys = self
+            .store_objects(&checked.content_hash, bundle, signature)
             .await?;
 
-        match self.insert_version(&checked, bundle.len()).await {
+        match self.insert_version(&checked, bundle.len(), &keys).await {
             Ok(published) => {
                 tracing::info!(
                     extension_id = %published.extension_id,
@@ -218,10 +217,16 @@ impl Registry {
                 .fetch_one(&self.pool)
                 .await?;
         if current == checked.signer.as_str() {
-            // Same bytes, same key: make sure the objects are there (restores a lost blob),
-            // nothing else.
-            self.objects
-                .put(&checked.content_hash, bundle, signature)
+            // Same bytes, same key: make sure the objects are there (restores a lost blob)
+            // and carry this signature, which the same key made.
+            let keys = self
+                .store_objects(&checked.content_hash, bundle, signature)
+                .await?;
+            let _turn = self.write_turn().await;
+            sqlx::query("UPDATE extension_bundle SET signature_key = $1 WHERE content_hash = $2")
+                .bind(&keys.signature)
+                .bind(checked.content_hash.to_string())
+                .execute(&self.pool)
                 .await?;
             return Ok(existing);
         }
@@ -241,16 +246,22 @@ impl Registry {
         previous_signer: String,
     ) -> Result<(), PublishError> {
         let hash = &checked.content_hash;
-        let previous = match self.objects.get(hash).await {
+        let previous = match self.bundle_bytes(hash).await {
             Ok((_, previous)) => previous,
-            Err(RegistryError::BundleMissing { .. }) => Vec::new(),
+            Err(RegistryError::BundleMissing { .. } | RegistryError::ObjectMismatch { .. }) => {
+                Vec::new()
+            }
             Err(err) => return Err(err.into()),
         };
-        self.objects.put(hash, bundle, signature).await?;
-        self.objects.replace_signature(hash, signature).await?;
+        let keys = self.store_objects(hash, bundle, signature).await?;
         let now = now_millis();
         let _turn = self.write_turn().await;
         let mut tx = self.begin_write().await?;
+        sqlx::query("UPDATE extension_bundle SET signature_key = $1 WHERE content_hash = $2")
+            .bind(&keys.signature)
+            .bind(hash.to_string())
+            .execute(&mut *tx)
+            .await?;
         sqlx::query(
             "INSERT INTO bundle_signature_history (id, content_hash, signature, \
              signer_fingerprint, replaced_at) VALUES ($1, $2, $3, $4, $5)",
@@ -315,11 +326,26 @@ impl Registry {
         }
     }
 
+    /// Stores a bundle and its signature in the object store (create-only, content
+    /// addressed) and returns their keys.
+    async fn store_objects(
+        &self,
+        hash: &ContentHash,
+        bundle: &[u8],
+        signature: &[u8],
+    ) -> Result<ObjectKeys, RegistryError> {
+        Ok(ObjectKeys {
+            bundle: self.objects.put_bundle(hash, bundle).await?,
+            signature: self.objects.put_signature(signature).await?,
+        })
+    }
+
     /// Writes the registry, bundle and version rows in one transaction.
     async fn insert_version(
         &self,
         checked: &CheckedBundle,
         size: usize,
+        keys: &ObjectKeys,
     ) -> Result<PublishedVersion, PublishError> {
         let manifest = &checked.manifest;
         let hash = checked.content_hash;
@@ -365,8 +391,8 @@ impl Registry {
              created_at) VALUES ($1, $2, $3, $4, $5) ON CONFLICT (content_hash) DO NOTHING",
         )
         .bind(hash.to_string())
-        .bind(BundleStore::bundle_key(&hash))
-        .bind(BundleStore::signature_key(&hash))
+        .bind(&keys.bundle)
+        .bind(&keys.signature)
         .bind(i64::try_from(size).unwrap_or(i64::MAX))
         .bind(now)
         .execute(&mut *tx)
@@ -558,6 +584,12 @@ fn json<T: serde::Serialize>(value: &T, what: &'static str) -> Result<String, Re
     serde_json::to_string(value).map_err(|source| RegistryError::Encode { what, source })
 }
 
+/// Where a bundle and its signature were stored.
+struct ObjectKeys {
+    bundle: String,
+    signature: String,
+}
+
 #[cfg(test)]
 mod tests {
     use serde_json::json;
@@ -567,6 +599,7 @@ mod tests {
         EMPTY_COMPONENT, Fixture, STORAGE_COMPONENT, bundle, files_below, manifest, manifest_with,
     };
     use palisade_bundle::signing::SigningKey;
+    use sha2::Digest as _;
 
     const ID: &str = "com.example.hello";
 
@@ -606,8 +639,10 @@ mod tests {
             std::fs::read(objects.join(format!("{hex}.tar.zst"))).unwrap(),
             bytes
         );
+        let signatures = fx.objects_dir().join("signatures");
+        let sig_hex = hex::encode(sha2::Sha256::digest(&signature));
         assert_eq!(
-            std::fs::read(objects.join(format!("{hex}.sig"))).unwrap(),
+            std::fs::read(signatures.join(format!("{sig_hex}.sig"))).unwrap(),
             signature
         );
         let (blob, sig) = fx

@@ -29,7 +29,7 @@ pub(crate) async fn open_registry() -> (TempDir, Registry) {
 pub(crate) fn config_in(dir: &TempDir) -> RegistryConfig {
     RegistryConfig {
         database_url: crate::testing::database_url(&dir.path().join("db")),
-        object_store_dir: dir.path().join("objects"),
+        objects: crate::ObjectStoreConfig::Local(dir.path().join("objects")),
     }
 }
 

@@ -90,6 +90,9 @@ pub enum Integrity {
     /// The bytes hash to something else.
     #[error("stored bytes hash to {0}")]
     HashMismatch(ContentHash),
+    /// An object (the bundle or its signature) does not match the hash its key names.
+    #[error("{0}")]
+    Corrupt(Arc<RegistryError>),
     /// The signature does not verify with any trusted key.
     #[error("signature: {0}")]
     Signature(Arc<SigningError>),
@@ -128,6 +131,9 @@ impl RunnerError {
             RunnerError::TooLarge(_) => ErrorCode::TooLarge,
             RunnerError::OverQuota(_) => ErrorCode::OverQuota,
             RunnerError::Draining => ErrorCode::Unavailable,
+            // As on every API: data that cannot be read is the platform's bug, anything
+            // else (the database or the object store not answering) may pass.
+            RunnerError::Registry(error) if !error.is_corrupt_data() => ErrorCode::Unavailable,
             RunnerError::Registry(_) | RunnerError::FailedWithoutError => ErrorCode::Internal,
             RunnerError::BundleIntegrity { .. } => ErrorCode::BundleIntegrity,
             RunnerError::Load { source, .. } => match **source {
@@ -240,8 +246,16 @@ mod tests {
             (RunnerError::OverQuota("install"), ErrorCode::OverQuota, 429),
             (RunnerError::Draining, ErrorCode::Unavailable, 503),
             (
-                RegistryError::UnsupportedDatabase {
-                    url: "mysql://db".into(),
+                RegistryError::ObjectStore(object_store::Error::NotImplemented).into(),
+                ErrorCode::Unavailable,
+                503,
+            ),
+            (
+                RegistryError::CorruptRow {
+                    table: "t",
+                    column: "c",
+                    key: "k".into(),
+                    reason: "r".into(),
                 }
                 .into(),
                 ErrorCode::Internal,

@@ -157,6 +157,7 @@ impl RunnerState {
             .await
             .map_err(|e| match e {
                 RegistryError::BundleMissing { .. } => integrity(Integrity::Missing(Arc::new(e))),
+                RegistryError::ObjectMismatch { .. } => integrity(Integrity::Corrupt(Arc::new(e))),
                 other => other.into(),
             })?;
         let actual = ContentHash::of(&bytes);

@@ -526,7 +526,7 @@ impl DataDir {
             database_url: database_url
                 .clone()
                 .unwrap_or_else(|| format!("sqlite://{}", path.join("registry.db").display())),
-            object_store_dir: path.join("objects"),
+            objects: palisade_registry::ObjectStoreConfig::Local(path.join("objects")),
         })
         .await
         .context("opening the registry")?;

@@ -343,6 +343,25 @@ impl OperatorConfig {
                 ),
             });
         }
+        if let Some(location) = &self.registry.object_store
+            && !location.starts_with("s3://")
+        {
+            problems.push(Problem {
+                key: "registry.object_store".into(),
+                message: format!(
+                    "`{location}` is not an object store this build supports: use `s3://bucket` \
+                     or `s3://bucket/prefix`"
+                ),
+            });
+        }
+        if let Some(endpoint) = &self.registry.s3_endpoint
+            && let Err(message) = check_base_url(endpoint)
+        {
+            problems.push(Problem {
+                key: "registry.s3_endpoint".into(),
+                message,
+            });
+        }
         let quotas = &self.quotas;
         if quotas.max_allowance == 0 {
             problems.push(Problem {

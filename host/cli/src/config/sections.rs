@@ -32,7 +32,7 @@ pub(crate) struct OperatorConfig {
     /// The gateway's request policy: caller tokens, rate limits, CORS and idempotency.
     /// The flags of `palisade gateway` and `palisade up` of the same names override it.
     pub policy: PolicySection,
-    /// The registry's cache of trusted publisher keys.
+    /// The registry: its cache of trusted publisher keys, and where its objects are kept.
     pub registry: RegistrySection,
     /// Serving extension UIs (the runner's `/ext-ui`).
     pub ui: UiSection,
@@ -297,12 +297,28 @@ pub(crate) struct RegistrySection {
     /// How long the trusted publisher keys read from the registry are reused, in ms: the
     /// longest a `palisade trust add` or `remove` takes to reach a running process.
     pub trust_cache_ttl_ms: u64,
+    /// Where bundles, signatures and precompiled artifacts are kept: `s3://bucket` or
+    /// `s3://bucket/prefix`, shared by every node of a platform. Unset: `objects/` in the
+    /// data directory. `--object-store` overrides it. Credentials come from the standard
+    /// `AWS_*` variables, never from this file.
+    pub object_store: Option<String>,
+    /// The endpoint of an S3-compatible server (e.g. `https://minio.internal:9000`). Unset:
+    /// `AWS_ENDPOINT_URL`, else AWS S3.
+    pub s3_endpoint: Option<String>,
+    /// The bucket's region. Unset: `AWS_REGION` or `AWS_DEFAULT_REGION`.
+    pub s3_region: Option<String>,
+    /// Allow a plain `http://` endpoint (a server on loopback or a private network).
+    pub s3_allow_http: bool,
 }
 
 impl Default for RegistrySection {
     fn default() -> Self {
         RegistrySection {
             trust_cache_ttl_ms: millis(palisade_registry::trust::DEFAULT_TRUST_CACHE_TTL),
+            object_store: None,
+            s3_endpoint: None,
+            s3_region: None,
+            s3_allow_http: false,
         }
     }
 }
