@@ -72,11 +72,11 @@ fn usage(platform: &Platform, tenant: &str) -> Value {
 async fn a_used_up_quota_refuses_the_next_call_and_usage_matches_the_calls_made() {
     let platform = Platform::start_with(options()).await;
     platform.install_hello("acme").await;
+    // Each answer is read to its end, which carries what the call consumed.
     for _ in 0..3 {
-        assert_eq!(
-            platform.call("acme", HELLO, "/hello/ada").await.status(),
-            200
-        );
+        let response = platform.call("acme", HELLO, "/hello/ada").await;
+        assert_eq!(response.status(), 200);
+        response.text().await.unwrap();
     }
     let refused = platform.call("acme", HELLO, "/hello/ada").await;
     assert_eq!(refused.status(), 429);
@@ -105,10 +105,9 @@ async fn a_used_up_quota_refuses_the_next_call_and_usage_matches_the_calls_made(
 async fn fuel_the_runner_measured_refuses_the_next_call_once_over_the_quota() {
     let platform = Platform::start_with(options()).await;
     platform.install_hello("lean").await;
-    assert_eq!(
-        platform.call("lean", HELLO, "/hello/ada").await.status(),
-        200
-    );
+    let response = platform.call("lean", HELLO, "/hello/ada").await;
+    assert_eq!(response.status(), 200);
+    response.text().await.unwrap();
     // The call's fuel reaches the counters with its execution-log row.
     platform.execution_rows("lean", HELLO, 1).await;
     let mut refused = None;
