@@ -24,6 +24,7 @@ mod openapi;
 mod process;
 mod publish;
 mod quotas;
+mod readiness;
 mod runners;
 mod secrets;
 mod storage;

@@ -158,7 +158,7 @@ impl GatewayState {
 }
 
 /// The gateway's router: `/api/ext/{extension_id}/{*path}` (any method; also without a
-/// path, meaning `/`), `GET /healthz`, the admin API and `GET /metrics` (with an admin
+/// path, meaning `/`), `GET /healthz`, `GET /readyz`, the admin API and `GET /metrics` (with an admin
 /// token), and a JSON 404 for everything else.
 pub fn app(state: Arc<GatewayState>) -> Router {
     let calls = Router::new()
@@ -175,6 +175,7 @@ pub fn app(state: Arc<GatewayState>) -> Router {
     Router::new()
         .merge(calls)
         .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
         .merge(crate::admin::admin_routes(&state))
         .fallback(not_found)
         .layer(axum::middleware::from_fn_with_state(
@@ -186,6 +187,29 @@ pub fn app(state: Arc<GatewayState>) -> Router {
 
 async fn healthz() -> &'static str {
     "ok"
+}
+
+/// `GET /readyz`: 200 when the gateway can serve calls — the registry's database, trust
+/// set and object store answer, and at least one runner passes its health check — else
+/// 503; the body names each check.
+async fn readyz(
+    axum::extract::State(state): axum::extract::State<Arc<GatewayState>>,
+) -> axum::response::Response {
+    use axum::response::IntoResponse as _;
+    let checks = state.registry.readiness().await;
+    let runners = state.runner.healthy_count();
+    let ready = checks.is_ready() && runners > 0;
+    let status = if ready {
+        http::StatusCode::OK
+    } else {
+        http::StatusCode::SERVICE_UNAVAILABLE
+    };
+    let body = serde_json::json!({
+        "status": if ready { "ready" } else { "not_ready" },
+        "healthy_runners": runners,
+        "checks": checks,
+    });
+    (status, axum::Json(body)).into_response()
 }
 
 async fn not_found(request: Request) -> Response {

@@ -93,6 +93,14 @@ impl RunnerPool {
             .is_some_and(|m| m.healthy.load(Ordering::Relaxed))
     }
 
+    /// How many runners passed their last health check.
+    pub fn healthy_count(&self) -> usize {
+        self.members
+            .iter()
+            .filter(|m| m.healthy.load(Ordering::Relaxed))
+            .count()
+    }
+
     /// The order in which runners are tried for `key` (configuration indexes): healthy
     /// runners by descending rendezvous score, then unhealthy ones in the same order as a
     /// last resort (their state may be stale, and trying beats failing outright).

@@ -17,6 +17,7 @@ pub mod objects;
 pub mod publish;
 pub mod query_metrics;
 pub mod quota;
+pub mod readiness;
 pub mod resolve;
 pub mod schedules;
 pub mod secrets;

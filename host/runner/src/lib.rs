@@ -3,7 +3,9 @@
 //! and re-verifies the bundle on first use, and hands the request to the runtime.
 //!
 //! Routes: `{any method} /v1/execute/{path}` (the execute hop, see
-//! `palisade_protocol::hop`), `GET /healthz`, `GET /metrics` (the runner's series, see
+//! `palisade_protocol::hop`), `GET /healthz` (liveness), `GET /readyz` (readiness: the
+//! registry's database, trust set and object store answer, and no drain), `GET /metrics`
+//! (the runner's series, see
 //! [`platform_metrics`], and the extensions'; behind a bearer token when
 //! [`RunnerConfig::metrics_token`] is set), and `GET`/`HEAD
 //! /ext-ui/{extension_id}/{content_hash}/{path}` (extension UIs, see `ui`). On
@@ -29,8 +31,10 @@ mod ui;
 use std::sync::Arc;
 
 use axum::Router;
-use axum::extract::DefaultBodyLimit;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::response::{IntoResponse as _, Response};
 use axum::routing::{any, get};
+use http::StatusCode;
 use palisade_protocol::TokenVerifier;
 use palisade_registry::{Registry, SecretOpener};
 use palisade_runtime::{HostServices, Runtime};
@@ -157,11 +161,31 @@ pub fn host_services(registry: &Registry, opener: SecretOpener) -> HostServices 
     }
 }
 
-/// `GET /healthz` and `GET /metrics` alone, for a process that dispatches events without
-/// serving calls (`palisade dispatcher --metrics-listen`).
+/// `GET /readyz`: 200 when the runner can serve calls — not draining, and the registry's
+/// database, trust set and object store answer — else 503; the body names each check.
+async fn readyz(State(state): State<Arc<RunnerState>>) -> Response {
+    let checks = state.registry.readiness().await;
+    let draining = state.drain.is_draining();
+    let ready = checks.is_ready() && !draining;
+    let status = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    let body = serde_json::json!({
+        "status": if ready { "ready" } else { "not_ready" },
+        "draining": draining,
+        "checks": checks,
+    });
+    (status, axum::Json(body)).into_response()
+}
+
+/// `GET /healthz`, `GET /readyz` and `GET /metrics` alone, for a process that dispatches
+/// events without serving calls (`palisade dispatcher --metrics-listen`).
 pub fn observability_app(state: Arc<RunnerState>) -> Router {
     Router::new()
         .route("/healthz", get(drain::healthz).with_state(state.drain()))
+        .route("/readyz", get(readyz))
         .route("/metrics", get(metrics::metrics))
         .with_state(state)
 }
@@ -177,6 +201,7 @@ pub fn app(state: Arc<RunnerState>) -> Router {
         .route(&format!("{prefix}/"), execute.clone())
         .route(&format!("{prefix}/{{*path}}"), execute)
         .route("/healthz", get(drain::healthz).with_state(state.drain()))
+        .route("/readyz", get(readyz))
         .route("/metrics", get(metrics::metrics))
         .route(&format!("{}/{{*path}}", ui::UI_PREFIX), get(ui::serve))
         // The execute hop enforces its own limit while the body streams.

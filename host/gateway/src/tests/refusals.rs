@@ -108,6 +108,32 @@ async fn healthz_answers() {
 }
 
 #[tokio::test]
+async fn readyz_names_the_failing_check() {
+    let h = Harness::new(NO_RUNNER).await;
+    let readyz = || h.send(Request::get("/readyz").body(Body::empty()).unwrap());
+    let reply = readyz().await;
+    assert_eq!(
+        reply.json()["checks"],
+        serde_json::json!({"database": "ok", "trust_set": "ok", "object_store": "ok"})
+    );
+    // The object store's directory replaced by a file.
+    let objects = h._dir.path().join("objects");
+    std::fs::remove_dir_all(&objects).unwrap();
+    std::fs::write(&objects, b"not a directory").unwrap();
+    let reply = readyz().await;
+    assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE);
+    let body = reply.json();
+    assert_eq!(body["status"], "not_ready");
+    assert_eq!(body["checks"]["object_store"], "failing");
+    assert_eq!(body["checks"]["database"], "ok");
+    // Liveness is another question.
+    let reply = h
+        .send(Request::get("/healthz").body(Body::empty()).unwrap())
+        .await;
+    assert_eq!(reply.status, StatusCode::OK);
+}
+
+#[tokio::test]
 async fn bad_configuration_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let registry = palisade_registry::testing::open(dir.path()).await;
