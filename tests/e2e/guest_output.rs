@@ -92,6 +92,10 @@ async fn nul_and_control_characters_in_guest_output_lose_no_execution_log_rows()
         );
         assert_eq!(noisy.status(), 200);
         assert_eq!(hello.status(), 200);
+        // Read to their ends, which carry what each call consumed and logged (a caller
+        // that drops an answer early leaves a `cancelled` row without them).
+        noisy.bytes().await.unwrap();
+        hello.bytes().await.unwrap();
     }
     let hello_rows = platform.execution_rows(OTHER_TENANT, HELLO, 20).await;
     assert_eq!(
