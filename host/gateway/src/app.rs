@@ -91,7 +91,7 @@ impl GatewayState {
         let auth = CallerAuth::new(&config.caller_auth)?;
         let rate_limiter = RateLimiter::new(&config.rate_limit);
         let cors = CorsPolicy::new(&config.cors_allowed_origins);
-        let idempotency = IdempotencyStore::new(&config.idempotency);
+        let idempotency = IdempotencyStore::shared(&config.idempotency, registry.clone());
         let runner = RunnerPool::new(&config.runner_urls, config.health_interval)?;
         let installs = ResolveCache::new(
             config.install_cache_ttl,

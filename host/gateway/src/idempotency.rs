@@ -10,6 +10,12 @@
 //! Memory is bounded per tenant (entry count and bytes), so one tenant's calls only ever
 //! push out that tenant's own older answers, and for the whole store; when the store as a
 //! whole is full, the oldest answer of the tenant holding the most goes first.
+//!
+//! With a registry ([`IdempotencyStore::shared`]) the answers are also kept there, for
+//! every gateway of the platform: a key this gateway has not seen is looked up in the
+//! registry before its call runs, and an answer stored here is written there too, so a
+//! retry that lands on another gateway is answered from the store. Duplicates arriving at
+//! two gateways while neither has finished can both run (see docs/gateway.md).
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::future::Future;
@@ -23,6 +29,8 @@ use http::header::HeaderValue;
 use http::request::Parts;
 use http::{HeaderMap, Method, StatusCode};
 
+use palisade_registry::Registry;
+use palisade_registry::idempotency::{AnswerScope, IdempotentAnswer};
 use sha2::{Digest, Sha256};
 use tokio::sync::watch;
 
@@ -156,6 +164,41 @@ pub struct StoredResponse {
 }
 
 impl StoredResponse {
+    /// The answer as the registry keeps it.
+    fn to_answer(&self, fingerprint: &Fingerprint, expires_at_ms: i64) -> IdempotentAnswer {
+        IdempotentAnswer {
+            fingerprint: hex::encode(fingerprint),
+            status: self.status.as_u16(),
+            headers: self
+                .headers
+                .iter()
+                .map(|(name, value)| (name.as_str().to_owned(), value.as_bytes().to_vec()))
+                .collect(),
+            body: self.body.to_vec(),
+            template: self.template.clone(),
+            expires_at_ms,
+        }
+    }
+
+    /// An answer the registry kept; headers that no longer parse are left out.
+    fn from_answer(answer: IdempotentAnswer) -> Self {
+        let mut headers = HeaderMap::new();
+        for (name, value) in answer.headers {
+            if let (Ok(name), Ok(value)) = (
+                http::HeaderName::from_bytes(name.as_bytes()),
+                HeaderValue::from_bytes(&value),
+            ) {
+                headers.append(name, value);
+            }
+        }
+        StoredResponse {
+            status: StatusCode::from_u16(answer.status).unwrap_or(StatusCode::OK),
+            headers,
+            body: Bytes::from(answer.body),
+            template: answer.template,
+        }
+    }
+
     fn size(&self) -> usize {
         let headers: usize = self
             .headers
@@ -283,6 +326,8 @@ pub struct IdempotencyStore {
 struct Shared {
     config: IdempotencyConfig,
     inner: Mutex<Inner>,
+    /// Where the answers are shared with the other gateways, if anywhere.
+    registry: Option<Registry>,
 }
 
 impl Shared {
@@ -315,7 +360,43 @@ struct Lease {
 }
 
 impl Lease {
-    fn complete(mut self, response: StoredResponse) {
+    /// Stores the answer of a call run here: in this store, and in the registry for the
+    /// other gateways.
+    fn complete(self, response: StoredResponse) {
+        let config = &self.store.config;
+        if let Some(registry) = self.store.registry.clone()
+            && response.size() <= config.max_bytes_per_tenant
+            && let Ok(runtime) = tokio::runtime::Handle::try_current()
+        {
+            let now = now_ms();
+            let window = i64::try_from(config.window.as_millis()).unwrap_or(i64::MAX);
+            let answer = response.to_answer(&self.fingerprint, now.saturating_add(window));
+            let (tenant, extension, key) = (
+                self.scope.tenant.clone(),
+                self.scope.extension.clone(),
+                self.scope.key.clone(),
+            );
+            let bound = config.max_entries_per_tenant;
+            runtime.spawn(async move {
+                let scope = AnswerScope {
+                    tenant_id: &tenant,
+                    extension_id: &extension,
+                    key: &key,
+                };
+                if let Err(error) = registry
+                    .keep_idempotent_answer(scope, &answer, now, bound)
+                    .await
+                {
+                    tracing::warn!(%error, "keeping an idempotent answer in the registry failed");
+                }
+            });
+        }
+        let expires = Instant::now() + config.window;
+        self.keep(response, expires);
+    }
+
+    /// Stores `response` in this store until `expires` and hands it to waiting duplicates.
+    fn keep(mut self, response: StoredResponse, expires: Instant) {
         let response = Arc::new(response);
         let size = response.size();
         let config = &self.store.config;
@@ -339,7 +420,7 @@ impl Lease {
                 Entry::Done {
                     fingerprint: self.fingerprint,
                     response: response.clone(),
-                    expires: Instant::now() + config.window,
+                    expires,
                     seq,
                 },
             );
@@ -380,14 +461,50 @@ impl Drop for Lease {
 }
 
 impl IdempotencyStore {
-    /// An empty store.
+    /// An empty store, of this gateway alone.
     pub fn new(config: &IdempotencyConfig) -> Self {
+        Self::with_registry(config, None)
+    }
+
+    /// An empty store whose answers are shared through `registry` with every gateway on it.
+    pub fn shared(config: &IdempotencyConfig, registry: Registry) -> Self {
+        Self::with_registry(config, Some(registry))
+    }
+
+    fn with_registry(config: &IdempotencyConfig, registry: Option<Registry>) -> Self {
         IdempotencyStore {
             shared: Arc::new(Shared {
                 config: config.clone(),
                 inner: Mutex::new(Inner::default()),
+                registry,
             }),
         }
+    }
+
+    /// Looks the key of `lease` up in the registry: the answer another gateway stored (kept
+    /// here too, and handed to waiting duplicates), a conflict, or nothing (the call runs).
+    async fn claim_shared(&self, lease: Lease) -> Result<Claim, CallError> {
+        let Some(registry) = &self.shared.registry else {
+            return Ok(Claim::Lead(lease));
+        };
+        let now = now_ms();
+        let scope = AnswerScope {
+            tenant_id: &lease.scope.tenant,
+            extension_id: &lease.scope.extension,
+            key: &lease.scope.key,
+        };
+        let Some(answer) = registry.idempotent_answer(scope, now).await? else {
+            return Ok(Claim::Lead(lease));
+        };
+        if answer.fingerprint != hex::encode(lease.fingerprint) {
+            return Ok(Claim::Conflict);
+        }
+        let left = u64::try_from(answer.expires_at_ms.saturating_sub(now)).unwrap_or(0);
+        let expires = Instant::now() + Duration::from_millis(left).min(self.shared.config.window);
+        let response = StoredResponse::from_answer(answer);
+        let replay = Arc::new(response.clone());
+        lease.keep(response, expires);
+        Ok(Claim::Replay(replay))
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
@@ -484,7 +601,14 @@ impl IdempotencyStore {
             extension: extension.to_owned(),
             key,
         };
-        let lease = match self.claim(scope, fingerprint).await {
+        let claim = match self.claim(scope, fingerprint).await {
+            Claim::Lead(lease) => match self.claim_shared(lease).await {
+                Ok(claim) => claim,
+                Err(error) => return (None, Err(error.into_api_error(request_id))),
+            },
+            claim => claim,
+        };
+        let lease = match claim {
             Claim::Replay(stored) => {
                 tracing::info!("idempotent replay");
                 return (stored.template.clone(), Ok(stored.replay()));
@@ -601,6 +725,11 @@ impl http_body::Body for Recording {
     fn size_hint(&self) -> http_body::SizeHint {
         self.body.size_hint()
     }
+}
+
+/// Now, in unix epoch milliseconds.
+fn now_ms() -> i64 {
+    crate::quota::now_ms()
 }
 
 #[cfg(test)]

@@ -136,6 +136,11 @@ const SQLITE_MIGRATIONS: &[EmbeddedMigration] = &[
         description: "quota_claims",
         sql: include_str!("../migrations/sqlite/0008_quota_claims.sql"),
     },
+    EmbeddedMigration {
+        version: 9,
+        description: "idempotency",
+        sql: include_str!("../migrations/sqlite/0009_idempotency.sql"),
+    },
 ];
 
 /// The PostgreSQL schema: the same versions as [`SQLITE_MIGRATIONS`].
@@ -179,6 +184,11 @@ const POSTGRES_MIGRATIONS: &[EmbeddedMigration] = &[
         version: 8,
         description: "quota_claims",
         sql: include_str!("../migrations/postgres/0008_quota_claims.sql"),
+    },
+    EmbeddedMigration {
+        version: 9,
+        description: "idempotency",
+        sql: include_str!("../migrations/postgres/0009_idempotency.sql"),
     },
 ];
 
@@ -347,7 +357,7 @@ mod tests {
     use super::*;
 
     /// The registry's tables, on either backend.
-    const TABLES: [&str; 19] = [
+    const TABLES: [&str; 20] = [
         "admin_credential",
         "bundle_signature_history",
         "extension_bundle",
@@ -364,6 +374,7 @@ mod tests {
         "extension_storage_install",
         "extension_storage_namespace",
         "extension_version",
+        "idempotent_answer",
         "publisher_key",
         "quota_claim",
         "tenant_extension_install",

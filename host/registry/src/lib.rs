@@ -12,6 +12,7 @@ pub mod db;
 pub mod error;
 pub mod events;
 pub mod executions;
+pub mod idempotency;
 pub mod install;
 pub mod objects;
 pub mod publish;

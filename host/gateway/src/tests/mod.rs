@@ -34,7 +34,7 @@ const AUD: &str = "palisade-gateway";
 const TENANT: &str = "acme";
 
 pub(crate) struct Harness {
-    _dir: TempDir,
+    _dir: Arc<TempDir>,
     pub(crate) registry: Registry,
     caller_keys: ServiceKeyPair,
     service_keys: ServiceKeyPair,
@@ -63,7 +63,7 @@ impl Harness {
         let minter = TokenMinter::from_pem(service_keys.private_pem.as_bytes()).unwrap();
         let state = Arc::new(GatewayState::new(config, registry.clone(), minter).unwrap());
         Harness {
-            _dir: dir,
+            _dir: Arc::new(dir),
             registry,
             caller_keys,
             service_keys,
@@ -96,6 +96,24 @@ impl Harness {
             app: app(state.clone()),
             state,
             ..self
+        }
+    }
+
+    /// A second gateway with this one's configuration and keys, on the same database
+    /// through a registry handle of its own (as a gateway in another process would be).
+    async fn twin(&self) -> Harness {
+        let registry = palisade_registry::testing::open(self._dir.path()).await;
+        let minter = TokenMinter::from_pem(self.service_keys.private_pem.as_bytes()).unwrap();
+        let state = Arc::new(
+            GatewayState::new(self.state.config.clone(), registry.clone(), minter).unwrap(),
+        );
+        Harness {
+            _dir: Arc::clone(&self._dir),
+            registry,
+            caller_keys: self.caller_keys.clone(),
+            service_keys: self.service_keys.clone(),
+            app: app(state.clone()),
+            state,
         }
     }
 

@@ -363,6 +363,57 @@ async fn idempotency_key_replays_the_guest_answer() {
 }
 
 #[tokio::test]
+async fn a_retry_on_another_gateway_is_answered_from_the_shared_store() {
+    let (first, runner) = setup(|_| {}).await;
+    // Another gateway in front of the same runner, on the same database.
+    let second = first.twin().await;
+    let answer = post_with_key(&first, "/items", "order-9", "nine").await;
+    assert_eq!(answer.status, StatusCode::CREATED);
+    // The answer reaches the registry in the background, moments after it was sent.
+    let scope = palisade_registry::idempotency::AnswerScope {
+        tenant_id: TENANT,
+        extension_id: EXT,
+        key: "order-9",
+    };
+    for _ in 0..250 {
+        let now = crate::quota::now_ms();
+        if first
+            .registry
+            .idempotent_answer(scope, now)
+            .await
+            .unwrap()
+            .is_some()
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let replay = post_with_key(&second, "/items", "order-9", "nine").await;
+    assert_eq!(replay.headers["x-idempotent-replay"], "true");
+    assert_eq!(
+        runner.seen().len(),
+        1,
+        "the call ran once, on the first gateway"
+    );
+    assert_eq!(replay.status, StatusCode::CREATED);
+    assert_eq!(replay.body, answer.body);
+    assert_eq!(
+        replay.headers.get("content-type"),
+        answer.headers.get("content-type")
+    );
+    let ran = runner.seen().len();
+    // Replayed again from the second gateway's own store now, without running.
+    let again = post_with_key(&second, "/items", "order-9", "nine").await;
+    assert_eq!(again.headers["x-idempotent-replay"], "true");
+    assert_eq!(runner.seen().len(), ran);
+    // Another body under the key is refused there too.
+    let reply = post_with_key(&second, "/items", "order-9", "other").await;
+    reply.assert_error(StatusCode::UNPROCESSABLE_ENTITY, "idempotency_key_reused");
+    let fresh = post_with_key(&second, "/items", "order-10", "ten").await;
+    assert!(fresh.headers.get("x-idempotent-replay").is_none());
+}
+
+#[tokio::test]
 async fn idempotency_key_with_another_body_or_user_is_refused() {
     let (h, runner) = setup(|_| {}).await;
     let first = post_with_key(&h, "/items", "order-1", "one").await;

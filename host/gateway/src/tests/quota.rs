@@ -239,16 +239,10 @@ async fn gateways_sharing_a_registry_admit_exactly_the_limit_together() {
         ..QuotaConfig::default()
     };
     let (first, runner, _, _) = setup(quotas).await;
-    // A registry handle of its own (its own connection pool), on the same database: as a
-    // gateway in another process would have (PostgreSQL in the PostgreSQL suite).
-    let registry = palisade_registry::testing::open(first._dir.path()).await;
-    let second = GatewayState::new(
-        first.state.config.clone(),
-        registry,
-        TokenMinter::from_pem(first.service_keys.private_pem.as_bytes()).unwrap(),
-    )
-    .unwrap();
-    let second = app(Arc::new(second));
+    // A gateway with a registry handle of its own (its own connection pool), on the same
+    // database: as a gateway in another process would have (PostgreSQL in the PostgreSQL
+    // suite).
+    let second = first.twin().await.app;
     let token = first.token(TENANT);
     let request = || {
         Request::get(format!("/api/ext/{EXT}/items"))
