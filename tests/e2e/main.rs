@@ -19,6 +19,7 @@ mod hostile;
 mod integrity;
 mod keys;
 mod metrics;
+mod migrate;
 mod object_store;
 mod openapi;
 mod process;

@@ -86,12 +86,7 @@ async fn the_cli_keeps_the_objects_in_the_bucket_of_object_store() {
             .arg(work.path().join("data"))
             .args(["--object-store", "s3://palisade-cli/team/"])
             .args(args)
-            // The standard variables, as an operator would set them.
-            .env("AWS_ENDPOINT_URL", &server.endpoint)
-            .env("AWS_ALLOW_HTTP", "true")
-            .env("AWS_REGION", "us-east-1")
-            .env("AWS_ACCESS_KEY_ID", "test")
-            .env("AWS_SECRET_ACCESS_KEY", "test")
+            .envs(server.aws_env())
             .env("RUST_LOG", "warn")
             .output()
             .unwrap();

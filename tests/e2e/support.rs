@@ -76,6 +76,8 @@ pub(crate) struct Options {
     pub storage: Option<palisade_runtime::capability::storage::StorageLimits>,
     /// The object store, when not a directory beside the registry.
     pub objects: Option<palisade_registry::ObjectStoreConfig>,
+    /// The registry's database, when not the test's own.
+    pub database_url: Option<String>,
 }
 
 impl Default for Options {
@@ -89,6 +91,7 @@ impl Default for Options {
             gateway: |_| {},
             storage: None,
             objects: None,
+            database_url: None,
         }
     }
 }
@@ -100,11 +103,17 @@ impl Platform {
 
     pub(crate) async fn start_with(options: Options) -> Platform {
         let dir = tempfile::tempdir().unwrap();
-        let registry = match options.objects {
-            Some(objects) => {
-                palisade_registry::testing::open_with_objects(dir.path(), objects).await
-            }
-            None => palisade_registry::testing::open(dir.path()).await,
+        let objects = options.objects.unwrap_or_else(|| {
+            palisade_registry::ObjectStoreConfig::Local(dir.path().join("objects"))
+        });
+        let registry = match options.database_url {
+            Some(database_url) => Registry::open(&palisade_registry::RegistryConfig {
+                database_url,
+                objects,
+            })
+            .await
+            .unwrap(),
+            None => palisade_registry::testing::open_with_objects(dir.path(), objects).await,
         }
         .with_component_limits(options.runtime.component_limits());
         let publisher = SigningKey::generate().unwrap();

@@ -94,6 +94,9 @@ enum Command {
     Dispatcher(commands::runner::DispatcherArgs),
     /// Print an extension's execution log: one line per call, with user and trace id.
     Logs(commands::logs::LogsArgs),
+    /// Copy a single-machine platform (SQLite registry and objects) onto PostgreSQL and the
+    /// object store of `--object-store`.
+    Migrate(commands::migrate::MigrateArgs),
     /// Print a tenant's usage per extension and UTC day, beside its quotas.
     Usage(commands::usage::UsageArgs),
     /// Publish events and follow their deliveries.
@@ -179,6 +182,7 @@ async fn main() -> std::process::ExitCode {
         Command::Dispatcher(args) => commands::runner::dispatcher(&data_dir, args).await,
         Command::Logs(args) => commands::logs::logs(&data_dir, args).await,
         Command::Usage(args) => commands::usage::usage(&data_dir, args).await,
+        Command::Migrate(args) => commands::migrate::migrate(&data_dir, args).await,
         Command::Events(command) => commands::events::events(&data_dir, command).await,
         Command::Credentials(command) => {
             commands::credentials::credentials(&data_dir, command).await

@@ -353,11 +353,11 @@ pub(crate) fn is_unique_violation(err: &sqlx::Error) -> bool {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     /// The registry's tables, on either backend.
-    const TABLES: [&str; 20] = [
+    pub(crate) const TABLES: [&str; 20] = [
         "admin_credential",
         "bundle_signature_history",
         "extension_bundle",

@@ -14,6 +14,7 @@ pub mod events;
 pub mod executions;
 pub mod idempotency;
 pub mod install;
+pub mod migrate;
 pub mod objects;
 pub mod publish;
 pub mod query_metrics;

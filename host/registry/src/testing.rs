@@ -167,6 +167,18 @@ impl S3Server {
         }
     }
 
+    /// The standard `AWS_*` variables that point a process at this server, as an operator
+    /// would set them.
+    pub fn aws_env(&self) -> [(&'static str, String); 5] {
+        [
+            ("AWS_ENDPOINT_URL", self.endpoint.clone()),
+            ("AWS_ALLOW_HTTP", "true".to_owned()),
+            ("AWS_REGION", "us-east-1".to_owned()),
+            ("AWS_ACCESS_KEY_ID", "test".to_owned()),
+            ("AWS_SECRET_ACCESS_KEY", "test".to_owned()),
+        ]
+    }
+
     /// Stops the server now.
     pub fn stop(&mut self) {
         let _ = self.child.kill();

@@ -9,6 +9,7 @@ pub(crate) mod events;
 pub(crate) mod gateway;
 pub(crate) mod installs;
 pub(crate) mod logs;
+pub(crate) mod migrate;
 pub(crate) mod new;
 pub(crate) mod policy;
 pub(crate) mod registry;
