@@ -323,6 +323,8 @@ async fn with_fuel_on_a_loop_runs_out_of_fuel_and_consumption_is_logged() {
         .to_str()
         .unwrap()
         .to_owned();
+    // Read to its end, which carries what the call consumed.
+    response.bytes().await.unwrap();
     let mut fuel = None;
     for _ in 0..50 {
         let rows = platform
