@@ -13,6 +13,7 @@ mod dispatchers;
 mod egress;
 mod engine;
 mod events;
+mod failures;
 mod gateway_policy;
 mod guest_output;
 mod hostile;

@@ -47,6 +47,12 @@ const SQLITE_PRAGMAS: &str = "PRAGMA foreign_keys = ON; \
 
 /// Most connections one registry handle keeps open.
 const MAX_CONNECTIONS: u32 = 8;
+/// Longest wait for a pooled connection on a call's path: a database that does not answer
+/// fails the operation (and so the call, 503) within this time instead of holding it.
+pub const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(3);
+/// How long opening the registry keeps trying to reach a database that does not answer
+/// (a server still starting).
+pub const OPEN_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The database behind a registry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -230,8 +236,9 @@ pub async fn connect(database_url: &str) -> Result<Pool, RegistryError> {
         Backend::Sqlite => sqlite_url(database_url)?,
         Backend::Postgres => database_url.to_owned(),
     };
-    let pool = AnyPoolOptions::new()
+    let options = AnyPoolOptions::new()
         .max_connections(MAX_CONNECTIONS)
+        .acquire_timeout(ACQUIRE_TIMEOUT)
         .after_connect(move |conn, _meta| {
             Box::pin(async move {
                 if backend == Backend::Sqlite {
@@ -243,13 +250,27 @@ pub async fn connect(database_url: &str) -> Result<Pool, RegistryError> {
                 }
                 Ok(())
             })
-        })
-        .connect(&url)
-        .await
-        .map_err(|source| RegistryError::Connect {
-            url: redact_url(database_url),
-            source,
-        })?;
+        });
+    // The first connection is retried (each attempt within the acquire timeout) while the
+    // server may still be starting.
+    let started = std::time::Instant::now();
+    let pool = loop {
+        match options.clone().connect(&url).await {
+            Ok(pool) => break pool,
+            Err(source @ (sqlx::Error::PoolTimedOut | sqlx::Error::Io(_)))
+                if started.elapsed() < OPEN_TIMEOUT =>
+            {
+                tracing::debug!(error = %source, "the registry database does not answer yet");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+            Err(source) => {
+                return Err(RegistryError::Connect {
+                    url: redact_url(database_url),
+                    source,
+                });
+            }
+        }
+    };
     if backend == Backend::Postgres {
         create_search_path_schema(&pool).await?;
     }
