@@ -5,6 +5,7 @@
 mod commands;
 mod config;
 mod datadir;
+mod progress;
 mod telemetry;
 
 use std::path::PathBuf;

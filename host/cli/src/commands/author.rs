@@ -110,8 +110,10 @@ pub(crate) fn build(args: BuildArgs) -> Result<()> {
             missing.join("\n  ")
         );
     }
+    let step = crate::progress::Step::start(format!("packing {}", args.dir.display()));
     let bundle = pack_dir(&args.dir, component)
         .with_context(|| format!("packing {}", args.dir.display()))?;
+    drop(step);
     let out = args
         .out
         .unwrap_or_else(|| args.dir.join("target/palisade/bundle.tar.zst"));

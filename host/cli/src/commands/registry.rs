@@ -207,10 +207,12 @@ pub(crate) async fn publish(data_dir: &DataDir, args: PublishArgs) -> Result<()>
             .signature
             .unwrap_or_else(|| default_signature_path(&args.bundle));
         let signature = read_bytes(&sig_path)?;
+        let step = crate::progress::Step::start(format!("publishing {}", args.bundle.display()));
         let published = client
             .publish(bundle, &signature)
             .await
             .with_context(|| format!("publishing {}", args.bundle.display()))?;
+        drop(step);
         println!(
             "published {}@{} ({}) as version {}",
             published.extension_id, published.version, published.content_hash, published.version_id
@@ -227,10 +229,12 @@ pub(crate) async fn publish(data_dir: &DataDir, args: PublishArgs) -> Result<()>
         .trust_set()
         .await
         .context("reading the registry's trusted publisher keys")?;
+    let step = crate::progress::Step::start(format!("publishing {}", args.bundle.display()));
     let published = registry
         .publish(&bundle, &signature, &trust)
         .await
         .with_context(|| format!("publishing {}", args.bundle.display()))?;
+    drop(step);
     println!(
         "published {}@{} ({}) as version {}",
         published.extension_id, published.version, published.content_hash, published.version_id
@@ -245,10 +249,12 @@ pub(crate) async fn publish(data_dir: &DataDir, args: PublishArgs) -> Result<()>
         };
         let runtime = palisade_runtime::Runtime::new(data_dir.operator().runtime.clone(), services)
             .context("starting the wasm engine")?;
+        let step = crate::progress::Step::start("compiling the component");
         runtime
             .precompile(&published.content_hash.to_string(), component)
             .await
             .context("precompiling the component")?;
+        drop(step);
         println!(
             "signed precompiled artifact stored for {}",
             published.content_hash
