@@ -9,6 +9,7 @@ mod artifacts;
 mod auth;
 mod author;
 mod cache;
+mod changes;
 mod dispatchers;
 mod egress;
 mod engine;

@@ -78,6 +78,8 @@ pub(crate) struct Options {
     pub objects: Option<palisade_registry::ObjectStoreConfig>,
     /// The registry's database, when not the test's own.
     pub database_url: Option<String>,
+    /// How long the registry handle reuses the trust set, when not the default.
+    pub trust_cache_ttl: Option<Duration>,
 }
 
 impl Default for Options {
@@ -92,6 +94,7 @@ impl Default for Options {
             storage: None,
             objects: None,
             database_url: None,
+            trust_cache_ttl: None,
         }
     }
 }
@@ -116,6 +119,10 @@ impl Platform {
             None => palisade_registry::testing::open_with_objects(dir.path(), objects).await,
         }
         .with_component_limits(options.runtime.component_limits());
+        let registry = match options.trust_cache_ttl {
+            Some(ttl) => registry.with_trust_cache_ttl(ttl),
+            None => registry,
+        };
         let publisher = SigningKey::generate().unwrap();
         let trust = TrustBundle::from_pem(publisher.public_key_pem().unwrap().as_bytes()).unwrap();
         registry.trust_key(publisher.public_key()).await.unwrap();

@@ -58,7 +58,10 @@ pub struct GatewayState {
     /// Answers kept for idempotent replay.
     pub(crate) idempotency: IdempotencyStore,
     /// Resolved installs, reused for a short time.
-    pub(crate) installs: ResolveCache,
+    pub(crate) installs: Arc<ResolveCache>,
+    /// Follows the registry's change sequence into `installs` (and the trust cache), when
+    /// the state was made inside a Tokio runtime.
+    _changes: Option<palisade_registry::changes::Following>,
     /// The queue of execution-log rows and its background writer.
     pub(crate) execution_log: ExecLog,
     /// Scoped admin credentials looked up, reused for a few seconds.
@@ -93,12 +96,19 @@ impl GatewayState {
         let cors = CorsPolicy::new(&config.cors_allowed_origins);
         let idempotency = IdempotencyStore::shared(&config.idempotency, registry.clone());
         let runner = RunnerPool::new(&config.runner_urls, config.health_interval)?;
-        let installs = ResolveCache::new(
+        let installs = Arc::new(ResolveCache::new(
             config.install_cache_ttl,
             config.install_cache_capacity,
             config.unknown_extension_ttl,
             config.unknown_extension_capacity,
-        );
+        ));
+        let changes = tokio::runtime::Handle::try_current().is_ok().then(|| {
+            let installs = Arc::clone(&installs);
+            registry.follow_changes(
+                palisade_registry::changes::DEFAULT_FOLLOW_INTERVAL,
+                move |change| installs.apply(change),
+            )
+        });
         let tenant_limiter = RateLimiter::new(&config.tenant_rate_limit);
         let caller_limiter = RateLimiter::new(&config.caller_rate_limit);
         let execution_log = ExecLog::start(registry.clone(), &config.execution_log);
@@ -120,6 +130,7 @@ impl GatewayState {
             idempotency,
             credentials: crate::admin::credential_cache(),
             installs,
+            _changes: changes,
             execution_log,
             quotas,
         })

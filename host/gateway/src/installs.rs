@@ -4,8 +4,10 @@
 //! one the tenant has not installed — for [`GatewayConfig::unknown_extension_ttl`], in a
 //! cache of its own.
 //!
-//! Staleness is bounded three ways: entries expire after the TTL; the admin API of this
-//! gateway forgets an entry as soon as it changes the install; and a runner checks the
+//! Staleness is bounded four ways: entries expire after the TTL; the gateway follows the
+//! registry's change sequence and forgets the entry of every install changed anywhere
+//! within a poll (500 ms); the admin API of this gateway forgets an entry as soon as it
+//! changes the install; and a runner checks the
 //! install the gateway names against the registry on every call, answering 404 when it was
 //! disabled, removed or moved to another version — on which the gateway forgets the entry,
 //! resolves again and, if the install still exists, sends the call once more (nothing ran).
@@ -18,6 +20,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use palisade_protocol::TtlCache;
+use palisade_registry::changes::{Change, ChangeKind};
 use palisade_registry::{Registry, RegistryError, ResolvedInstall};
 
 /// A resolution: the install (if any) and whether it came from the cache.
@@ -132,6 +135,28 @@ impl ResolveCache {
         }
         if let Some(absent) = &self.absent {
             absent.invalidate(&key);
+        }
+    }
+
+    /// Forgets every resolution and absence.
+    pub(crate) fn clear(&self) {
+        if let Some(cache) = &self.cache {
+            cache.clear();
+        }
+        if let Some(absent) = &self.absent {
+            absent.clear();
+        }
+    }
+
+    /// Drops what `change` makes stale: the (tenant, extension) of an install change,
+    /// everything on a reset.
+    pub(crate) fn apply(&self, change: &Change) {
+        match (change.kind, &change.tenant_id, &change.extension_id) {
+            (ChangeKind::Install, Some(tenant), Some(extension)) => {
+                self.invalidate(tenant, extension);
+            }
+            (ChangeKind::Trust, _, _) => {}
+            _ => self.clear(),
         }
     }
 

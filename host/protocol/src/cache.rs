@@ -186,6 +186,15 @@ impl<K: Hash + Eq + Clone, V: Clone> TtlCache<K, V> {
         true
     }
 
+    /// Forgets every entry now, and voids every ticket taken before.
+    pub fn clear(&self) {
+        for shard in &self.shards {
+            let mut shard = shard.write().unwrap_or_else(PoisonError::into_inner);
+            shard.entries.clear();
+            shard.generation = shard.generation.wrapping_add(1);
+        }
+    }
+
     /// Forgets `key` now, and voids the tickets taken for its shard before.
     pub fn invalidate<Q>(&self, key: &Q)
     where

@@ -147,6 +147,11 @@ const SQLITE_MIGRATIONS: &[EmbeddedMigration] = &[
         description: "idempotency",
         sql: include_str!("../migrations/sqlite/0009_idempotency.sql"),
     },
+    EmbeddedMigration {
+        version: 10,
+        description: "change_sequence",
+        sql: include_str!("../migrations/sqlite/0010_change_sequence.sql"),
+    },
 ];
 
 /// The PostgreSQL schema: the same versions as [`SQLITE_MIGRATIONS`].
@@ -195,6 +200,11 @@ const POSTGRES_MIGRATIONS: &[EmbeddedMigration] = &[
         version: 9,
         description: "idempotency",
         sql: include_str!("../migrations/postgres/0009_idempotency.sql"),
+    },
+    EmbeddedMigration {
+        version: 10,
+        description: "change_sequence",
+        sql: include_str!("../migrations/postgres/0010_change_sequence.sql"),
     },
 ];
 
@@ -378,7 +388,7 @@ pub(crate) mod tests {
     use super::*;
 
     /// The registry's tables, on either backend.
-    pub(crate) const TABLES: [&str; 20] = [
+    pub(crate) const TABLES: [&str; 22] = [
         "admin_credential",
         "bundle_signature_history",
         "extension_bundle",
@@ -398,6 +408,8 @@ pub(crate) mod tests {
         "idempotent_answer",
         "publisher_key",
         "quota_claim",
+        "registry_change",
+        "registry_change_seq",
         "tenant_extension_install",
     ];
 

@@ -9,6 +9,7 @@ use palisade_bundle::signing::decode_signature;
 use sqlx::Row;
 
 use crate::Registry;
+use crate::changes;
 use crate::db::now_millis;
 use crate::error::{InstallError, InvalidTenantId, RegistryError};
 
@@ -287,6 +288,7 @@ impl Registry {
         let install_id: String = row.try_get("id")?;
         replace_subscriptions(&mut tx, &install_id, &candidate.manifest).await?;
         crate::schedules::replace_schedules(&mut tx, &install_id, &candidate.manifest).await?;
+        changes::install_changed(&mut tx, tenant_id, extension_id, &install_id).await?;
         tx.commit().await?;
 
         tracing::info!(
@@ -324,14 +326,21 @@ impl Registry {
         extension_id: &str,
     ) -> Result<bool, InstallError> {
         validate_tenant_id(tenant_id)?;
-        let done = sqlx::query(
-            "DELETE FROM tenant_extension_install WHERE tenant_id = $1 AND extension_id = $2",
+        let _turn = self.write_turn().await;
+        let mut tx = self.begin_write().await?;
+        let removed: Option<String> = sqlx::query_scalar(
+            "DELETE FROM tenant_extension_install WHERE tenant_id = $1 AND extension_id = $2 \
+             RETURNING id",
         )
         .bind(tenant_id)
         .bind(extension_id)
-        .execute(&self.pool)
+        .fetch_optional(&mut *tx)
         .await?;
-        let removed = done.rows_affected() > 0;
+        if let Some(install_id) = &removed {
+            changes::install_changed(&mut tx, tenant_id, extension_id, install_id).await?;
+        }
+        tx.commit().await?;
+        let removed = removed.is_some();
         if removed {
             tracing::info!(tenant_id, extension_id, "extension uninstalled");
         }
@@ -347,17 +356,23 @@ impl Registry {
         enabled: bool,
     ) -> Result<bool, InstallError> {
         validate_tenant_id(tenant_id)?;
-        let done = sqlx::query(
+        let _turn = self.write_turn().await;
+        let mut tx = self.begin_write().await?;
+        let changed: Option<String> = sqlx::query_scalar(
             "UPDATE tenant_extension_install SET enabled = $1, updated_at = $2 \
-             WHERE tenant_id = $3 AND extension_id = $4",
+             WHERE tenant_id = $3 AND extension_id = $4 RETURNING id",
         )
         .bind(enabled)
         .bind(now_millis())
         .bind(tenant_id)
         .bind(extension_id)
-        .execute(&self.pool)
+        .fetch_optional(&mut *tx)
         .await?;
-        Ok(done.rows_affected() > 0)
+        if let Some(install_id) = &changed {
+            changes::install_changed(&mut tx, tenant_id, extension_id, install_id).await?;
+        }
+        tx.commit().await?;
+        Ok(changed.is_some())
     }
 
     /// Reads the candidate's bundle and signature from the object store, checks the bytes

@@ -38,6 +38,10 @@ pub const TABLES: [&str; 20] = [
     "idempotent_answer",
 ];
 
+/// Tables a copy leaves alone: the change sequence starts afresh on the target, whose
+/// processes have cached nothing yet.
+pub const NOT_COPIED: [&str; 2] = ["registry_change", "registry_change_seq"];
+
 /// What a copy moved.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct CopyReport {
@@ -264,6 +268,7 @@ mod tests {
     #[test]
     fn every_table_is_copied() {
         let mut tables = TABLES.to_vec();
+        tables.extend(NOT_COPIED);
         tables.sort_unstable();
         assert_eq!(tables, crate::db::tests::TABLES);
     }

@@ -19,6 +19,7 @@ use palisade_bundle::signing::{KeyFingerprint, PublicKey, TrustBundle};
 use sqlx::Row;
 
 use crate::Registry;
+use crate::changes::{self, ChangeKind};
 use crate::db::now_millis;
 use crate::error::{PublishError, RegistryError, TrustError};
 
@@ -61,7 +62,7 @@ impl TrustCache {
         *self.current.write().unwrap_or_else(|e| e.into_inner()) = Some((Instant::now(), set));
     }
 
-    fn clear(&self) {
+    pub(crate) fn clear(&self) {
         *self.current.write().unwrap_or_else(|e| e.into_inner()) = None;
     }
 }
@@ -142,9 +143,10 @@ impl Registry {
     /// once.
     pub async fn trust_key(&self, key: &PublicKey) -> Result<bool, RegistryError> {
         let fingerprint = key.fingerprint();
-        let done = {
+        let added = {
             let _turn = self.write_turn().await;
-            sqlx::query(
+            let mut tx = self.begin_write().await?;
+            let done = sqlx::query(
                 "INSERT INTO publisher_key (fingerprint, algorithm, public_key_pem, created_at) \
                  VALUES ($1, $2, $3, $4) ON CONFLICT (fingerprint) DO NOTHING",
             )
@@ -152,11 +154,16 @@ impl Registry {
             .bind(key.algorithm().as_str())
             .bind(key.to_pem())
             .bind(now_millis())
-            .execute(&self.pool)
-            .await?
+            .execute(&mut *tx)
+            .await?;
+            let added = done.rows_affected() > 0;
+            if added {
+                changes::record(&mut tx, ChangeKind::Trust, None, None, None).await?;
+            }
+            tx.commit().await?;
+            added
         };
         self.trust.clear();
-        let added = done.rows_affected() > 0;
         if added {
             tracing::info!(key = %fingerprint, "publisher key trusted");
         }
@@ -167,15 +174,21 @@ impl Registry {
     /// published, installed or run (until signed again with a trusted key). Returns
     /// whether it was trusted. The keys allowed per extension id are kept.
     pub async fn untrust_key(&self, fingerprint: &KeyFingerprint) -> Result<bool, RegistryError> {
-        let done = {
+        let removed = {
             let _turn = self.write_turn().await;
-            sqlx::query("DELETE FROM publisher_key WHERE fingerprint = $1")
+            let mut tx = self.begin_write().await?;
+            let done = sqlx::query("DELETE FROM publisher_key WHERE fingerprint = $1")
                 .bind(fingerprint.as_str())
-                .execute(&self.pool)
-                .await?
+                .execute(&mut *tx)
+                .await?;
+            let removed = done.rows_affected() > 0;
+            if removed {
+                changes::record(&mut tx, ChangeKind::Trust, None, None, None).await?;
+            }
+            tx.commit().await?;
+            removed
         };
         self.trust.clear();
-        let removed = done.rows_affected() > 0;
         if removed {
             tracing::info!(key = %fingerprint, "publisher key no longer trusted");
         }

@@ -1,8 +1,10 @@
 //! The installs a runner has looked up recently, so that a call does not read the
 //! registry's database every time.
 //!
-//! An entry is trusted for `ttl`: an install disabled, uninstalled or reconfigured in the
-//! registry is seen by the runner within that window. A call whose context names another
+//! An entry is trusted for `ttl`, and dropped sooner when the registry's change sequence
+//! (which the runner follows every 500 ms) names its install: an install disabled,
+//! uninstalled or reconfigured in the registry is seen by the runner within a poll, or
+//! within the TTL if the sequence cannot be read. A call whose context names another
 //! version than the cached entry (an upgrade the gateway already saw) reloads the install at
 //! once instead of waiting for the entry to expire.
 
@@ -10,6 +12,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use palisade_protocol::TtlCache;
+use palisade_registry::changes::{Change, ChangeKind};
 use palisade_registry::{Registry, RegistryError, ResolvedInstall};
 
 /// A bounded, time-limited cache of [`Registry::load_install`]: the install, or the fact
@@ -54,6 +57,19 @@ impl InstallCache {
             entries.insert(install_id.to_owned(), install.clone(), expires, now);
         }
         Ok(install)
+    }
+
+    /// Drops what `change` makes stale: the install of an install change, everything on
+    /// a reset.
+    pub(crate) fn apply(&self, change: &Change) {
+        let Some(entries) = &self.entries else {
+            return;
+        };
+        match (change.kind, &change.install_id) {
+            (ChangeKind::Install, Some(install_id)) => entries.invalidate(install_id.as_str()),
+            (ChangeKind::Trust, _) => {}
+            _ => entries.clear(),
+        }
     }
 
     #[cfg(test)]

@@ -95,8 +95,11 @@ pub struct RunnerState {
     pub(crate) verified: loader::VerifiedSigners,
     pub(crate) config: RunnerConfig,
     pub(crate) admission: std::sync::Arc<admission::Admission>,
-    pub(crate) installs: installs::InstallCache,
+    pub(crate) installs: Arc<installs::InstallCache>,
     pub(crate) drain: Arc<Drain>,
+    /// Follows the registry's change sequence into `installs` (and the trust cache), when
+    /// the state was made inside a Tokio runtime.
+    _changes: Option<palisade_registry::changes::Following>,
     /// Bundle loads in progress (one per content hash).
     pub(crate) loads: loader::Loads,
     /// The unpacked UI trees.
@@ -114,15 +117,24 @@ impl RunnerState {
         verifier: TokenVerifier,
         config: RunnerConfig,
     ) -> Self {
+        let installs = Arc::new(installs::InstallCache::new(
+            config.install_cache_ttl,
+            config.install_cache_entries,
+        ));
+        let changes = tokio::runtime::Handle::try_current().is_ok().then(|| {
+            let installs = Arc::clone(&installs);
+            registry.follow_changes(
+                palisade_registry::changes::DEFAULT_FOLLOW_INTERVAL,
+                move |change| installs.apply(change),
+            )
+        });
         RunnerState {
             admission: admission::Admission::new(
                 config.max_in_flight_per_install,
                 config.max_in_flight_per_tenant,
             ),
-            installs: installs::InstallCache::new(
-                config.install_cache_ttl,
-                config.install_cache_entries,
-            ),
+            installs,
+            _changes: changes,
             metrics: Arc::new(platform_metrics::PlatformMetrics::new(
                 runtime.clone(),
                 registry.query_metrics(),

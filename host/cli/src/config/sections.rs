@@ -294,8 +294,9 @@ impl UiSection {
 #[derive(Debug, Serialize, Deserialize, JsonSchema)]
 #[serde(default, deny_unknown_fields)]
 pub(crate) struct RegistrySection {
-    /// How long the trusted publisher keys read from the registry are reused, in ms: the
-    /// longest a `palisade trust add` or `remove` takes to reach a running process.
+    /// How long the trusted publisher keys read from the registry are reused, in ms. A
+    /// `palisade trust add` or `remove` reaches running processes within half a second
+    /// through the registry's change sequence; this is the bound when that cannot be read.
     pub trust_cache_ttl_ms: u64,
     /// Where bundles, signatures and precompiled artifacts are kept: `s3://bucket` or
     /// `s3://bucket/prefix`, shared by every node of a platform. Unset: `objects/` in the
@@ -334,6 +335,8 @@ pub(crate) struct RunnerSection {
     /// Calls of one tenant in flight at once.
     pub max_in_flight_per_tenant: usize,
     /// How long a looked-up install is reused before the registry is read again, in ms.
+    /// Changes reach the runner within half a second through the registry's change
+    /// sequence; this is the bound when that cannot be read.
     pub install_cache_ttl_ms: u64,
     /// Most installs kept in the runner's install cache.
     pub install_cache_entries: usize,
@@ -403,8 +406,10 @@ pub(crate) struct GatewaySection {
     pub request_timeout_ms: u64,
     /// Interval between two health checks of each runner, in ms.
     pub health_interval_ms: u64,
-    /// How long a resolved install is reused before the registry is read again, in ms: the
-    /// longest a disable, uninstall or config change takes to reach this gateway.
+    /// How long a resolved install is reused before the registry is read again, in ms. A
+    /// disable, uninstall, upgrade or config change reaches the gateway within half a
+    /// second through the registry's change sequence; this is the bound when that cannot be
+    /// read.
     pub install_cache_ttl_ms: u64,
     /// Most installs kept in the install cache.
     pub install_cache_entries: usize,
