@@ -15,6 +15,10 @@ pub(crate) const DEV_ISSUER: &str = "palisade-dev";
 /// See [`DEV_ISSUER`].
 pub(crate) const DEV_AUDIENCE: &str = "palisade";
 
+/// How long a process that finds half a key pair waits for the other half, which another
+/// process starting at the same time may be writing.
+const HALF_PAIR_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// Paths inside the data directory.
 #[derive(Debug, Clone)]
 pub(crate) struct DataDir {
@@ -272,6 +276,12 @@ impl DataDir {
     fn ed25519_pair(&self, name: &str) -> Result<ServiceKeyPair> {
         let private = self.keys().join(format!("{name}.key.pem"));
         let public = self.keys().join(format!("{name}.pub.pem"));
+        // Half a pair may be another process writing the pair right now (several processes
+        // started at once on a new directory): give it a moment to write the other half.
+        let deadline = std::time::Instant::now() + HALF_PAIR_WAIT;
+        while private.exists() != public.exists() && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
         match (private.exists(), public.exists()) {
             (true, true) => {
                 return Ok(ServiceKeyPair {
