@@ -35,6 +35,7 @@ use sha2::{Digest, Sha256};
 use tokio::sync::watch;
 
 use crate::error::{ApiError, CallError};
+use crate::quota::now_ms;
 
 /// The request header carrying the key.
 pub const IDEMPOTENCY_KEY: &str = "x-idempotency-key";
@@ -725,11 +726,6 @@ impl http_body::Body for Recording {
     fn size_hint(&self) -> http_body::SizeHint {
         self.body.size_hint()
     }
-}
-
-/// Now, in unix epoch milliseconds.
-fn now_ms() -> i64 {
-    crate::quota::now_ms()
 }
 
 #[cfg(test)]

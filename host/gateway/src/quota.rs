@@ -408,11 +408,5 @@ fn exceeded(scope: QuotaScope, metric: QuotaMetric, limit: u64, now_ms: i64) -> 
     }
 }
 
-/// Now, in unix epoch milliseconds.
-pub(crate) fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |elapsed| {
-            i64::try_from(elapsed.as_millis()).unwrap_or(i64::MAX)
-        })
-}
+/// Now, in unix epoch milliseconds (the registry's clock for its timestamp columns).
+pub(crate) use palisade_registry::db::now_millis as now_ms;

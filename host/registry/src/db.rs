@@ -371,7 +371,7 @@ fn redact_url(url: &str) -> String {
 }
 
 /// Milliseconds since the Unix epoch, the unit of every timestamp column.
-pub(crate) fn now_millis() -> i64 {
+pub fn now_millis() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
