@@ -208,10 +208,7 @@ async fn install_needs_approval_and_an_upgrade_waits_for_it() {
     assert_eq!(installed.status, StatusCode::OK, "{}", installed.json);
     assert_eq!(installed.json["version"], "0.1.0");
     assert_eq!(installed.json["enabled"], true);
-    assert_eq!(
-        platform.call(TENANT, HELLO, "/hello/ada").await.status(),
-        200
-    );
+    assert_eq!(platform.call_status(TENANT, HELLO, "/hello/ada").await, 200);
 
     // 0.2.0 also asks for metrics: with the old approval the install stays on 0.1.0.
     publish(
@@ -224,10 +221,7 @@ async fn install_needs_approval_and_an_upgrade_waits_for_it() {
         .refused(StatusCode::CONFLICT, "metrics");
     let resolved = platform.registry.resolve(TENANT, HELLO).await.unwrap();
     assert_eq!(resolved.unwrap().version, "0.1.0");
-    assert_eq!(
-        platform.call(TENANT, HELLO, "/hello/ada").await.status(),
-        200
-    );
+    assert_eq!(platform.call_status(TENANT, HELLO, "/hello/ada").await, 200);
 
     let upgraded = install(&platform, HELLO, json!({"approve": ["log", "metrics"]})).await;
     assert_eq!(upgraded.status, StatusCode::OK, "{}", upgraded.json);
@@ -263,10 +257,7 @@ async fn enable_disable_and_uninstall() {
     .await;
     assert_eq!(disabled.status, StatusCode::OK);
     assert_eq!(disabled.json["enabled"], false);
-    assert_eq!(
-        platform.call(TENANT, HELLO, "/hello/ada").await.status(),
-        404
-    );
+    assert_eq!(platform.call_status(TENANT, HELLO, "/hello/ada").await, 404);
     let enabled = admin(
         &platform,
         Method::POST,
@@ -275,17 +266,11 @@ async fn enable_disable_and_uninstall() {
     )
     .await;
     assert_eq!(enabled.json["enabled"], true);
-    assert_eq!(
-        platform.call(TENANT, HELLO, "/hello/ada").await.status(),
-        200
-    );
+    assert_eq!(platform.call_status(TENANT, HELLO, "/hello/ada").await, 200);
 
     let removed = admin(&platform, Method::DELETE, &install_path, |r| r).await;
     assert_eq!(removed.status, StatusCode::NO_CONTENT);
-    assert_eq!(
-        platform.call(TENANT, HELLO, "/hello/ada").await.status(),
-        404
-    );
+    assert_eq!(platform.call_status(TENANT, HELLO, "/hello/ada").await, 404);
 }
 
 #[tokio::test]
@@ -355,10 +340,7 @@ async fn secrets_are_write_only() {
 async fn the_execution_log_is_readable() {
     let platform = Platform::start().await;
     platform.install_hello(TENANT).await;
-    assert_eq!(
-        platform.call(TENANT, HELLO, "/hello/ada").await.status(),
-        200
-    );
+    assert_eq!(platform.call_status(TENANT, HELLO, "/hello/ada").await, 200);
 
     admin(
         &platform,
@@ -486,10 +468,7 @@ async fn the_cli_publishes_and_installs_through_the_admin_api() {
     approved.extend(["--approve", "log"]);
     let output = tokio::task::block_in_place(|| palisade(&data_dir, &approved, Some(ADMIN_TOKEN)));
     assert!(output.status.success(), "{output:?}");
-    assert_eq!(
-        platform.call(TENANT, HELLO, "/hello/ada").await.status(),
-        200
-    );
+    assert_eq!(platform.call_status(TENANT, HELLO, "/hello/ada").await, 200);
     assert!(
         !data_dir.join("registry.db").exists(),
         "--server never opens the data directory"
@@ -533,10 +512,7 @@ async fn the_cli_lists_and_changes_installs_both_ways() {
 
     let (ok, _, stderr) = run(with(&["disable", "--tenant", TENANT, HELLO], &remote));
     assert!(ok, "{stderr}");
-    assert_eq!(
-        platform.call(TENANT, HELLO, "/hello/ada").await.status(),
-        404
-    );
+    assert_eq!(platform.call_status(TENANT, HELLO, "/hello/ada").await, 404);
     let (ok, _, stderr) = run(with(&["enable", "--tenant", TENANT, HELLO], &local));
     assert!(ok, "{stderr}");
     let (_, stdout, _) = run(with(&["installs", "--tenant", TENANT], &remote));

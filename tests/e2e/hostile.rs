@@ -108,7 +108,7 @@ async fn spinning_guests_leave_the_serving_thread_to_other_calls() {
     // Compile both guests first, so only guest code runs below. (On a busy machine the
     // first call may time out while its compile finishes; the compile is cached anyway.)
     for _ in 0..5 {
-        if platform.call(TENANT, HOSTILE, "/ok").await.status() == 200 {
+        if platform.call_status(TENANT, HOSTILE, "/ok").await == 200 {
             break;
         }
     }
@@ -143,7 +143,7 @@ async fn in_flight_calls_are_capped_per_install_with_429() {
     })
     .await;
     // Warm the compile cache so both calls below overlap inside the guest.
-    assert_eq!(platform.call(TENANT, HOSTILE, "/ok").await.status(), 200);
+    assert_eq!(platform.call_status(TENANT, HOSTILE, "/ok").await, 200);
 
     let slow = platform.call(TENANT, HOSTILE, "/loop");
     let second = async {
@@ -310,7 +310,7 @@ async fn with_fuel_on_a_loop_runs_out_of_fuel_and_consumption_is_logged() {
     })
     .await;
     // Compile first, so that the timing below is the loop's alone.
-    assert_eq!(platform.call(TENANT, HOSTILE, "/ok").await.status(), 200);
+    assert_eq!(platform.call_status(TENANT, HOSTILE, "/ok").await, 200);
     let started = std::time::Instant::now();
     expect_error(&platform, HOSTILE, "/loop", 500, "trap").await;
     assert!(
@@ -354,7 +354,7 @@ async fn an_exhausted_instance_pool_is_503_not_a_crash() {
         ..Default::default()
     })
     .await;
-    assert_eq!(platform.call(TENANT, HOSTILE, "/ok").await.status(), 200);
+    assert_eq!(platform.call_status(TENANT, HOSTILE, "/ok").await, 200);
     let calls = (0..3).map(|_| platform.call(TENANT, HOSTILE, "/loop"));
     let statuses: Vec<u16> = futures::future::join_all(calls)
         .await
@@ -367,5 +367,5 @@ async fn an_exhausted_instance_pool_is_503_not_a_crash() {
         "{statuses:?}"
     );
     // The pool recovers once the loops are cut.
-    assert_eq!(platform.call(TENANT, HOSTILE, "/ok").await.status(), 200);
+    assert_eq!(platform.call_status(TENANT, HOSTILE, "/ok").await, 200);
 }

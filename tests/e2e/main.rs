@@ -34,6 +34,7 @@ mod storage;
 mod streaming;
 mod support;
 mod telemetry;
+mod tls;
 mod trust;
 mod ui;
 mod walking_skeleton;

@@ -24,10 +24,7 @@ async fn calls_are_served_from_s3_and_loaded_bundles_outlive_the_server() {
     })
     .await;
     platform.install_hello("acme").await;
-    assert_eq!(
-        platform.call("acme", HELLO, "/hello/ada").await.status(),
-        200
-    );
+    assert_eq!(platform.call_status("acme", HELLO, "/hello/ada").await, 200);
     // Another extension, published and installed, never called.
     let mut manifest = hello_manifest();
     manifest["id"] = Value::from(OTHER);

@@ -138,3 +138,18 @@ pub(crate) fn free_addr() -> String {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     listener.local_addr().unwrap().to_string()
 }
+
+/// A caller token for `tenant` (user `user-1`, 10 minutes), signed by the data directory's
+/// development caller key, which `palisade gateway --dev` accepts.
+pub(crate) fn dev_caller_token(data_dir: &Path, tenant: &str) -> String {
+    let pem = std::fs::read(data_dir.join("keys/caller-issuer.key.pem")).unwrap();
+    palisade_gateway::mint_dev_token(
+        &pem,
+        "palisade-dev",
+        "palisade",
+        tenant,
+        "user-1",
+        Duration::from_secs(600),
+    )
+    .unwrap()
+}

@@ -15,12 +15,10 @@ use palisade_gateway::pool::rendezvous_order;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-use crate::process::{Server, free_addr};
+use crate::process::{Server, dev_caller_token, free_addr};
 use crate::support::{Seeder, hello_manifest};
 
 const TENANT: &str = "acme";
-const DEV_ISSUER: &str = "palisade-dev";
-const DEV_AUDIENCE: &str = "palisade";
 
 /// Starts `palisade ARGS... --listen ADDR` on `data_dir` and its registry, at WARN, its
 /// log in the directory.
@@ -87,19 +85,6 @@ async fn seed(data_dir: &Path) -> Vec<String> {
         hashes.push(published.content_hash.to_string());
     }
     hashes
-}
-
-fn caller_token(data_dir: &Path) -> String {
-    let pem = std::fs::read(data_dir.join("keys/caller-issuer.key.pem")).unwrap();
-    palisade_gateway::mint_dev_token(
-        &pem,
-        DEV_ISSUER,
-        DEV_AUDIENCE,
-        TENANT,
-        "user-1",
-        Duration::from_secs(600),
-    )
-    .unwrap()
 }
 
 /// Pause between two calls of one loop, keeping the load under the gateway's default
@@ -216,7 +201,7 @@ async fn a_killed_runner_costs_no_get_and_repeats_no_post() {
         ],
     );
     gateway.wait_healthy(&client).await;
-    let token = caller_token(data_dir);
+    let token = dev_caller_token(data_dir, TENANT);
     let hello = format!("{}/api/ext/com.example.hello/hello/world", gateway.url);
     let notes = format!("{}/api/ext/com.example.notes/notes", gateway.url);
 
@@ -366,7 +351,7 @@ async fn a_100_mib_upload_streams_through_with_bounded_memory() {
         ],
     );
     gateway.wait_healthy(&client).await;
-    let token = caller_token(data_dir);
+    let token = dev_caller_token(data_dir, TENANT);
     let url = format!("{}/api/ext/{}/upload", gateway.url, crate::streaming::RAW);
     let upload = |size: usize| {
         let frames = futures::stream::iter((0..size / (64 << 10)).map(|_| {

@@ -259,6 +259,21 @@ impl Platform {
             .unwrap()
     }
 
+    /// The status of [`Self::call`], its body read to the end first: a call whose answer
+    /// is dropped unread is recorded as `cancelled`, and its stats arrive with the body's
+    /// end.
+    pub(crate) async fn call_status(
+        &self,
+        tenant: &str,
+        ext: &str,
+        path: &str,
+    ) -> reqwest::StatusCode {
+        let response = self.call(tenant, ext, path).await;
+        let status = response.status();
+        let _ = response.bytes().await;
+        status
+    }
+
     /// The execution-log rows of `tenant`'s `extension`, newest first, once there are
     /// `count` of them or 5 s have passed (the gateway writes them in the background).
     pub(crate) async fn execution_rows(

@@ -185,11 +185,8 @@ async fn a_caller_without_a_user_reaches_the_guest_as_none() {
 async fn palisade_logs_prints_calls_with_their_user_and_follows_new_ones() {
     let platform = Platform::start().await;
     platform.install_hello("acme").await;
-    assert_eq!(
-        platform.call("acme", HELLO, "/hello/ada").await.status(),
-        200
-    );
-    assert_eq!(platform.call("acme", HELLO, "/nope").await.status(), 404);
+    assert_eq!(platform.call_status("acme", HELLO, "/hello/ada").await, 200);
+    assert_eq!(platform.call_status("acme", HELLO, "/nope").await, 404);
     rows(&platform, HELLO, 2).await;
     let server = format!("http://{}", platform.gateway);
     let work = tempfile::tempdir().unwrap();

@@ -114,6 +114,9 @@ enum Command {
     /// Check an operator configuration file, or print the default one.
     #[command(subcommand)]
     Config(commands::config::ConfigCommand),
+    /// Make certificates for TLS between gateways and runners.
+    #[command(subcommand)]
+    Certs(commands::certs::CertsCommand),
     /// Print a shell completion script (e.g. `palisade completions bash > /etc/bash_completion.d/palisade`).
     Completions {
         /// The shell.
@@ -129,6 +132,10 @@ async fn main() -> std::process::ExitCode {
         Command::Config(command) => {
             let _telemetry = telemetry::init(cli.log_json, &Default::default(), "cli").ok();
             return exit(commands::config::config(command));
+        }
+        Command::Certs(command) => {
+            let _telemetry = telemetry::init(cli.log_json, &Default::default(), "cli").ok();
+            return exit(commands::certs::certs(command));
         }
         Command::Completions { shell } => {
             use clap::CommandFactory;
@@ -191,6 +198,7 @@ async fn main() -> std::process::ExitCode {
         Command::Gateway(args) => commands::gateway::gateway(&data_dir, args).await,
         Command::Secrets(cmd) => commands::secrets::secrets(&data_dir, cmd).await,
         Command::Config(command) => commands::config::config(command),
+        Command::Certs(command) => commands::certs::certs(command),
         Command::Completions { .. } => Ok(()),
     };
     exit(result)

@@ -95,7 +95,17 @@ impl GatewayState {
         let rate_limiter = RateLimiter::new(&config.rate_limit);
         let cors = CorsPolicy::new(&config.cors_allowed_origins);
         let idempotency = IdempotencyStore::shared(&config.idempotency, registry.clone());
-        let runner = RunnerPool::new(&config.runner_urls, config.health_interval)?;
+        let runner_tls = config
+            .runner_tls
+            .as_ref()
+            .map(palisade_protocol::tls::ClientTls::load)
+            .transpose()
+            .map_err(RunnerClientError::from)?;
+        let runner = RunnerPool::with_tls(
+            &config.runner_urls,
+            config.health_interval,
+            runner_tls.as_ref(),
+        )?;
         let installs = Arc::new(ResolveCache::new(
             config.install_cache_ttl,
             config.install_cache_capacity,

@@ -19,16 +19,18 @@ pub const DEFAULT_TENANT_CLAIM: &str = "tenant";
 pub const DEFAULT_USER_CLAIM: &str = "sub";
 /// Default interval between two health checks of one runner.
 pub const DEFAULT_HEALTH_INTERVAL: Duration = Duration::from_secs(2);
-/// Default time a resolved install (or its absence) is reused.
-pub const DEFAULT_INSTALL_CACHE_TTL: Duration = Duration::from_secs(1);
+/// Default time a resolved install is reused. Changes reach the cache through the
+/// registry's change sequence within one poll, so this only bounds how long an entry lives.
+pub const DEFAULT_INSTALL_CACHE_TTL: Duration = Duration::from_secs(300);
 /// Default bound on the (tenant, extension) pairs whose resolution is kept.
 pub const DEFAULT_INSTALL_CACHE_CAPACITY: usize = 10_000;
 /// Default longest time a verified caller token is reused.
 pub const DEFAULT_CALLER_CACHE_TTL: Duration = Duration::from_secs(60);
 /// Default bound on the verified caller tokens kept.
 pub const DEFAULT_CALLER_CACHE_CAPACITY: usize = 10_000;
-/// Default time a (tenant, extension) pair without an enabled install is remembered.
-pub const DEFAULT_UNKNOWN_EXTENSION_TTL: Duration = Duration::from_secs(1);
+/// Default time a (tenant, extension) pair without an enabled install is remembered (an
+/// install or an enable drops it at once, through the change sequence).
+pub const DEFAULT_UNKNOWN_EXTENSION_TTL: Duration = Duration::from_secs(300);
 /// Default bound on the (tenant, extension) pairs without an install that are remembered.
 pub const DEFAULT_UNKNOWN_EXTENSION_CAPACITY: usize = 10_000;
 
@@ -81,6 +83,9 @@ pub struct GatewayConfig {
     pub ui_public_base: Option<String>,
     /// Largest event payload `POST /admin/v1/events` accepts, in bytes.
     pub max_event_payload_bytes: usize,
+    /// TLS to the runners: their CA, and the gateway's client certificate for mutual TLS;
+    /// set, every runner URL must be `https://`. `None`: runners are `http://`.
+    pub runner_tls: Option<palisade_protocol::tls::ClientTlsFiles>,
     /// Limits per tenant and per install over a UTC day: calls, fuel and egress bytes.
     pub quotas: QuotaConfig,
 }
@@ -116,6 +121,7 @@ impl GatewayConfig {
             ui_public_base: None,
             max_event_payload_bytes: DEFAULT_MAX_EVENT_PAYLOAD_BYTES,
             quotas: QuotaConfig::default(),
+            runner_tls: None,
         }
     }
 }
@@ -149,6 +155,7 @@ impl std::fmt::Debug for GatewayConfig {
             .field("ui_public_base", &self.ui_public_base)
             .field("max_event_payload_bytes", &self.max_event_payload_bytes)
             .field("quotas", &self.quotas)
+            .field("runner_tls", &self.runner_tls)
             .finish_non_exhaustive()
     }
 }
@@ -243,14 +250,14 @@ mod tests {
         assert_eq!(config.idempotency.window, Duration::from_secs(24 * 3600));
         assert_eq!(config.runner_urls, ["http://127.0.0.1:1"]);
         assert_eq!(config.health_interval, Duration::from_secs(2));
-        assert_eq!(config.install_cache_ttl, Duration::from_secs(1));
+        assert_eq!(config.install_cache_ttl, Duration::from_secs(300));
         assert_eq!(config.caller_auth.cache_ttl, Duration::from_secs(60));
         assert_eq!(config.execution_log, ExecLogConfig::default());
         assert_eq!(config.tenant_rate_limit.per_second, 500.0);
         assert_eq!(config.tenant_rate_limit.burst, 1000);
         assert_eq!(config.caller_rate_limit.per_second, 200.0);
         assert_eq!(config.caller_rate_limit.burst, 400);
-        assert_eq!(config.unknown_extension_ttl, Duration::from_secs(1));
+        assert_eq!(config.unknown_extension_ttl, Duration::from_secs(300));
         assert_eq!(config.idempotency.max_entries_per_tenant, 1000);
     }
 }

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use http::StatusCode;
 use palisade_protocol::ErrorCode;
+use palisade_protocol::tls::ClientTls;
 use tokio::task::AbortHandle;
 
 use crate::runner::{ForwardError, HopRequest, RunnerClient, RunnerClientError, RunnerReply};
@@ -52,9 +53,19 @@ impl Drop for RunnerPool {
 }
 
 impl RunnerPool {
-    /// A pool of the runners at `urls`. When called inside a Tokio runtime, each runner's
-    /// `/healthz` is checked every `health_interval`; a runner starts out healthy.
+    /// A pool of the `http://` runners at `urls`: [`Self::with_tls`] without TLS.
     pub fn new(urls: &[String], health_interval: Duration) -> Result<Self, RunnerClientError> {
+        Self::with_tls(urls, health_interval, None)
+    }
+
+    /// A pool of the runners at `urls`, `https://` ones spoken to with `tls`. When called
+    /// inside a Tokio runtime, each runner's `/healthz` is checked every
+    /// `health_interval`; a runner starts out healthy.
+    pub fn with_tls(
+        urls: &[String],
+        health_interval: Duration,
+        tls: Option<&ClientTls>,
+    ) -> Result<Self, RunnerClientError> {
         if urls.is_empty() {
             return Err(RunnerClientError::NoRunners);
         }
@@ -62,7 +73,7 @@ impl RunnerPool {
             .iter()
             .map(|url| {
                 Ok(Arc::new(Member {
-                    client: RunnerClient::new(url)?,
+                    client: RunnerClient::new(url, tls)?,
                     healthy: AtomicBool::new(true),
                 }))
             })

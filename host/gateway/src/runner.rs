@@ -1,5 +1,7 @@
 //! The client side of the execute hop: one HTTP request to a runner's `/v1/execute/{path}`
-//! over pooled keep-alive connections, and the runner's `/healthz` check.
+//! over pooled keep-alive connections (TLS to an `https://` runner, through
+//! [`palisade_protocol::tls::HopConnector`]), and the runner's `/healthz` check over the
+//! same connections.
 
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -17,6 +19,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use palisade_protocol::hop::{self, EXECUTE_PREFIX};
+use palisade_protocol::tls::{ClientTls, HopConnector};
 use palisade_protocol::{ErrorCode, ExecuteStats};
 
 /// How long to wait for a TCP connection to a runner.
@@ -194,7 +197,8 @@ pub enum RunnerClientError {
     /// No runner URL is configured.
     #[error("runner_urls is empty: at least one runner is needed")]
     NoRunners,
-    /// The configured runner URL is not an `http://` URL.
+    /// The configured runner URL is not usable: not `http://` or `https://`, `https://`
+    /// without the gateway's runner TLS, or `http://` with it.
     #[error("runner_url `{url}` is not usable: {reason}")]
     BadUrl {
         /// The configured value.
@@ -202,55 +206,61 @@ pub enum RunnerClientError {
         /// What is wrong with it.
         reason: String,
     },
-    /// The health-check client could not be built.
-    #[error("building the runner HTTP client: {0}")]
-    Client(#[source] reqwest::Error),
+    /// The runner TLS files do not load.
+    #[error("runner TLS: {0}")]
+    Tls(#[from] palisade_protocol::tls::TlsError),
 }
 
 /// Calls one runner.
 #[derive(Debug, Clone)]
 pub struct RunnerClient {
-    hop: Client<HttpConnector, Body>,
-    health: reqwest::Client,
+    hop: Client<HopConnector, Body>,
     base_url: String,
     execute_url: String,
     healthz_url: String,
 }
 
 impl RunnerClient {
-    /// A client for the runner at `runner_url` (scheme, host, port, optional base path).
-    pub fn new(runner_url: &str) -> Result<Self, RunnerClientError> {
-        let bad = |reason: String| RunnerClientError::BadUrl {
+    /// A client for the runner at `runner_url` (scheme, host, port, optional base path):
+    /// `https://` with `tls` (the runner's certificate is checked against its CA, and the
+    /// gateway's own is presented when it has one), `http://` without.
+    pub fn new(runner_url: &str, tls: Option<&ClientTls>) -> Result<Self, RunnerClientError> {
+        let bad = |reason: &str| RunnerClientError::BadUrl {
             url: runner_url.to_owned(),
-            reason,
+            reason: reason.to_owned(),
         };
-        let parsed = reqwest::Url::parse(runner_url).map_err(|e| bad(e.to_string()))?;
-        if parsed.scheme() != "http" {
-            return Err(bad(format!(
-                "scheme `{}` is not supported (the hop speaks plain HTTP/1.1)",
-                parsed.scheme()
-            )));
+        let parsed = reqwest::Url::parse(runner_url).map_err(|e| bad(&e.to_string()))?;
+        match (parsed.scheme(), tls) {
+            ("http", None) | ("https", Some(_)) => {}
+            ("https", None) => {
+                return Err(bad(
+                    "an https:// runner needs the gateway's runner TLS (`[gateway] runner_tls_ca`)",
+                ));
+            }
+            ("http", Some(_)) => {
+                return Err(bad(
+                    "runner TLS is configured, so runners must be https:// (service tokens never travel in clear)",
+                ));
+            }
+            (scheme, _) => {
+                return Err(bad(&format!(
+                    "scheme `{scheme}` is not supported (http:// or https://)"
+                )));
+            }
         }
         if parsed.query().is_some() || parsed.fragment().is_some() {
-            return Err(bad("a query or fragment is not allowed".to_owned()));
+            return Err(bad("a query or fragment is not allowed"));
         }
-        let health = reqwest::Client::builder()
-            .no_proxy()
-            .connect_timeout(CONNECT_TIMEOUT)
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
-            .map_err(RunnerClientError::Client)?;
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
-        connector.set_connect_timeout(Some(CONNECT_TIMEOUT));
+        let mut tcp = HttpConnector::new();
+        tcp.set_nodelay(true);
+        tcp.set_connect_timeout(Some(CONNECT_TIMEOUT));
         let hop = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(Duration::from_secs(60))
             .pool_max_idle_per_host(POOL_IDLE_PER_RUNNER)
-            .build(connector);
+            .build(HopConnector::new(tcp, tls.cloned()));
         let base_url = runner_url.trim_end_matches('/').to_owned();
         Ok(RunnerClient {
             hop,
-            health,
             execute_url: format!("{base_url}{EXECUTE_PREFIX}"),
             healthz_url: format!("{base_url}/healthz"),
             base_url,
@@ -270,16 +280,31 @@ impl RunnerClient {
     /// Whether the runner's `/healthz` answers a success status within `timeout`. A runner
     /// that is draining answers 503 and so counts as unhealthy.
     pub async fn check_health(&self, timeout: Duration) -> bool {
-        match self
-            .health
-            .get(&self.healthz_url)
-            .timeout(timeout)
-            .send()
-            .await
-        {
-            Ok(response) => response.status().is_success(),
-            Err(err) => {
-                tracing::debug!(url = %self.healthz_url, error = %err, "runner health check failed");
+        let request = match http::Request::get(&self.healthz_url).body(Body::empty()) {
+            Ok(request) => request,
+            Err(error) => {
+                tracing::error!(url = %self.healthz_url, %error, "health check request not built");
+                return false;
+            }
+        };
+        let checked = tokio::time::timeout(timeout, async {
+            let response = self.hop.request(request).await?;
+            let healthy = response.status().is_success();
+            // Read the short answer to its end, so that the connection can be reused.
+            let _ = http_body_util::Limited::new(response.into_body(), MAX_ERROR_BODY_BYTES)
+                .collect()
+                .await;
+            Ok::<_, hyper_util::client::legacy::Error>(healthy)
+        })
+        .await;
+        match checked {
+            Ok(Ok(healthy)) => healthy,
+            Ok(Err(error)) => {
+                tracing::debug!(url = %self.healthz_url, error = ?error, "runner health check failed");
+                false
+            }
+            Err(_) => {
+                tracing::debug!(url = %self.healthz_url, ?timeout, "runner health check timed out");
                 false
             }
         }
@@ -360,9 +385,9 @@ mod tests {
     #[test]
     fn bad_urls_are_refused() {
         for url in ["ftp://x", "not a url", "http://x/?q=1", "https://x"] {
-            assert!(RunnerClient::new(url).is_err(), "{url}");
+            assert!(RunnerClient::new(url, None).is_err(), "{url}");
         }
-        let client = RunnerClient::new("http://127.0.0.1:9/").unwrap();
+        let client = RunnerClient::new("http://127.0.0.1:9/", None).unwrap();
         assert_eq!(client.execute_url(), "http://127.0.0.1:9/v1/execute");
         assert_eq!(client.base_url(), "http://127.0.0.1:9");
     }
@@ -382,7 +407,7 @@ mod tests {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap();
         drop(listener);
-        let client = RunnerClient::new(&format!("http://{addr}")).unwrap();
+        let client = RunnerClient::new(&format!("http://{addr}"), None).unwrap();
         let err = client
             .execute(&request(), Duration::from_secs(5))
             .await

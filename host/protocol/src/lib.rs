@@ -8,12 +8,16 @@
 //! cache on a call's path — caller tokens and installs in the gateway, installs and seen
 //! request ids in the runner.
 //!
+//! [`tls`] is the hop's TLS, both ends: the runner's listener (mutual TLS as an option) and
+//! the gateway's connector, from PEM files reloaded when they change.
+//!
 //! This crate links neither wasmtime nor a database, so the gateway can depend on it freely.
 
 pub mod body;
 pub mod cache;
 pub mod exposition;
 pub mod hop;
+pub mod tls;
 pub mod token;
 pub mod trace;
 

@@ -21,6 +21,11 @@ pub const KEPT_CHANGES: i64 = 10_000;
 /// Default interval between two polls of the sequence: the bound on how long a change
 /// takes to reach a following process (plus one query).
 pub const DEFAULT_FOLLOW_INTERVAL: Duration = Duration::from_millis(500);
+/// How long a follower may fail to read the sequence before it drops everything (a
+/// [`ChangeKind::Reset`], again at every failed poll after that): a process cut off from
+/// the registry serves nothing it cached more than this long ago without hearing of its
+/// changes, however long the caches' time to live.
+pub const STALE_AFTER: Duration = Duration::from_secs(5);
 
 /// What changed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -172,8 +177,10 @@ impl Registry {
 
     /// Follows the change sequence from now on, every `every`, calling `on_change` with
     /// each change in order (this handle's trust cache is dropped on trust changes before
-    /// it is called), until the returned guard is dropped; a registry that does not answer
-    /// is asked again at the next poll. Must be called inside a Tokio runtime.
+    /// it is called), until the returned guard is dropped. A registry that does not answer
+    /// is asked again at the next poll, from the last change heard of; once it has not
+    /// answered for [`STALE_AFTER`], every failed poll also gives a [`ChangeKind::Reset`].
+    /// Must be called inside a Tokio runtime.
     pub fn follow_changes(
         &self,
         every: Duration,
@@ -182,7 +189,7 @@ impl Registry {
         let registry = self.clone();
         Following(tokio::spawn(async move {
             let mut last = None;
-            let mut failing = false;
+            let mut failing_since: Option<tokio::time::Instant> = None;
             loop {
                 let polled = match last {
                     None => registry.latest_change().await.map(|seq| {
@@ -193,7 +200,9 @@ impl Registry {
                 };
                 match polled {
                     Ok(changes) => {
-                        failing = false;
+                        if failing_since.take().is_some() {
+                            tracing::info!("following the registry's changes again");
+                        }
                         for change in changes {
                             if matches!(change.kind, ChangeKind::Trust | ChangeKind::Reset) {
                                 registry.trust.clear();
@@ -203,10 +212,20 @@ impl Registry {
                         }
                     }
                     Err(error) => {
-                        if !failing {
-                            tracing::warn!(%error, "following the registry's changes failed; caches fall back on their time to live");
+                        let since = *failing_since.get_or_insert_with(|| {
+                            tracing::warn!(%error, "following the registry's changes failed; cached entries are dropped if it lasts {STALE_AFTER:?}");
+                            tokio::time::Instant::now()
+                        });
+                        if since.elapsed() >= STALE_AFTER {
+                            registry.trust.clear();
+                            on_change(&Change {
+                                seq: last.unwrap_or(0),
+                                kind: ChangeKind::Reset,
+                                tenant_id: None,
+                                extension_id: None,
+                                install_id: None,
+                            });
                         }
-                        failing = true;
                     }
                 }
                 tokio::time::sleep(every).await;
@@ -321,5 +340,26 @@ mod tests {
         assert_eq!(change.kind, ChangeKind::Install);
         assert_eq!(change.tenant_id.as_deref(), Some("t9"));
         drop(follower);
+    }
+
+    #[tokio::test]
+    async fn a_follower_cut_off_from_the_registry_drops_everything_after_a_while() {
+        let fixture = Fixture::new().await;
+        let other = Registry::open(&crate::test_support::config_in(&fixture.dir))
+            .await
+            .unwrap();
+        let (sender, mut seen) = tokio::sync::mpsc::unbounded_channel();
+        let _follower = other.follow_changes(Duration::from_millis(50), move |change| {
+            let _ = sender.send((tokio::time::Instant::now(), change.clone()));
+        });
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let cut = tokio::time::Instant::now();
+        other.pool().close().await;
+        let (at, change) = tokio::time::timeout(STALE_AFTER * 2, seen.recv())
+            .await
+            .expect("a reset within twice the bound")
+            .unwrap();
+        assert_eq!(change.kind, ChangeKind::Reset);
+        assert!(at - cut >= STALE_AFTER, "reset after {:?}", at - cut);
     }
 }

@@ -2,9 +2,10 @@
 //! keys may sign new versions of an extension id.
 //!
 //! The trusted keys live in the database, so every process using the registry (gateways,
-//! runners, the CLI) sees the same set; each reads it again at most every
-//! [`DEFAULT_TRUST_CACHE_TTL`] (see [`Registry::with_trust_cache_ttl`]), and at once after a
-//! change made through the same handle.
+//! runners, the CLI) sees the same set; each drops what it read at once after a change made
+//! through the same handle, within one poll of a change made elsewhere when it follows the
+//! change sequence ([`Registry::follow_changes`]), and otherwise after
+//! [`DEFAULT_TRUST_CACHE_TTL`] (see [`Registry::with_trust_cache_ttl`]).
 //!
 //! An extension id belongs to the key that first published it. Another key may sign new
 //! versions of it only when the operator allowed that key for the id
@@ -24,7 +25,7 @@ use crate::db::now_millis;
 use crate::error::{PublishError, RegistryError, TrustError};
 
 /// How long a registry handle reuses the trust set it read, unless configured otherwise.
-pub const DEFAULT_TRUST_CACHE_TTL: Duration = Duration::from_secs(1);
+pub const DEFAULT_TRUST_CACHE_TTL: Duration = Duration::from_secs(300);
 
 /// A trusted publisher key, as stored.
 #[derive(Debug, Clone)]

@@ -55,10 +55,10 @@ pub struct RunnerConfig {
     pub max_in_flight_per_install: usize,
     /// Most calls of one tenant in flight at once (all its installs); more get 429.
     pub max_in_flight_per_tenant: usize,
-    /// How long a looked-up install is reused without reading the registry: a disable,
-    /// uninstall or config change is seen by the runner within this window (zero: read the
-    /// registry on every call). An upgrade is seen at once, as the gateway's context names
-    /// the new version.
+    /// How long a looked-up install is reused without reading the registry (zero: read
+    /// it on every call). A disable, uninstall or config change drops the entry through the
+    /// registry's change sequence within one poll; an upgrade is seen at once, as the
+    /// gateway's context names the new version.
     pub install_cache_ttl: std::time::Duration,
     /// Most installs kept in the install cache.
     pub install_cache_entries: usize,
@@ -78,7 +78,7 @@ impl Default for RunnerConfig {
             max_request_bytes: 1024 * 1024,
             max_in_flight_per_install: 64,
             max_in_flight_per_tenant: 128,
-            install_cache_ttl: std::time::Duration::from_secs(1),
+            install_cache_ttl: std::time::Duration::from_secs(300),
             install_cache_entries: 100_000,
             metrics_token: None,
             metrics_tenant_label: false,

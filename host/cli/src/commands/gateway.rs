@@ -59,6 +59,7 @@ pub(crate) async fn gateway(data_dir: &DataDir, args: GatewayArgs) -> Result<()>
         args.health_interval_ms.map(Duration::from_millis),
         &args.policy,
         None,
+        true,
     )?;
     let (state, _) = crate::commands::serve::with_admin(state, data_dir)?;
     let listener = tokio::net::TcpListener::bind(args.listen)

@@ -2,6 +2,7 @@
 
 pub(crate) mod admin_client;
 pub(crate) mod author;
+pub(crate) mod certs;
 pub(crate) mod config;
 pub(crate) mod credentials;
 pub(crate) mod demo;

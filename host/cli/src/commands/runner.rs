@@ -23,6 +23,11 @@ pub(crate) struct RunnerArgs {
     /// `[runner] drain_timeout_secs` of the configuration file, 60).
     #[arg(long)]
     pub drain_timeout: Option<u64>,
+    /// Also serve `GET /healthz`, `/readyz` and `/metrics` in plain HTTP on this address,
+    /// for probes and scrapers that hold no client certificate when the runner's listener
+    /// requires one (`[runner] tls_client_ca`).
+    #[arg(long)]
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 pub(crate) async fn runner(data_dir: &DataDir, args: RunnerArgs) -> Result<()> {
@@ -30,23 +35,28 @@ pub(crate) async fn runner(data_dir: &DataDir, args: RunnerArgs) -> Result<()> {
     let state = Arc::new(runner_state(data_dir, &registry, None).await?);
     let dispatcher = spawn_dispatcher(data_dir, &state, false, stop_signal());
     let drain = state.drain();
+    let tls = match data_dir.operator().runner.tls_files() {
+        Some(files) => {
+            Some(palisade_protocol::tls::ServerTls::load(&files).context("[runner] tls_cert")?)
+        }
+        None => None,
+    };
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("binding the runner to {}", args.listen))?;
     let addr = listener
         .local_addr()
         .context("reading the runner's address")?;
-    tracing::info!(%addr, data_dir = %data_dir.root().display(), "runner is up");
-    println!("runner on http://{addr} (SIGTERM or Ctrl-C drains and stops)");
+    let observability = match args.metrics_listen {
+        Some(listen) => Some(serve_observability(listen, &state).await?),
+        None => None,
+    };
+    tracing::info!(%addr, tls = tls.is_some(), data_dir = %data_dir.root().display(), "runner is up");
     let drain_timeout = Duration::from_secs(
         args.drain_timeout
             .unwrap_or(data_dir.operator().runner.drain_timeout_secs),
     );
-    axum::serve(
-        crate::commands::no_delay(listener),
-        palisade_runner::app(state),
-    )
-    .with_graceful_shutdown(async move {
+    let drained = async move {
         stop_signal().await;
         drain.begin();
         if tokio::time::timeout(drain_timeout, drain.idle())
@@ -58,14 +68,57 @@ pub(crate) async fn runner(data_dir: &DataDir, args: RunnerArgs) -> Result<()> {
                 "drain timeout reached; stopping with calls still running"
             );
         }
-    })
-    .await
+    };
+    let app = palisade_runner::app(state);
+    match tls {
+        Some(tls) => {
+            let mutual = if tls.is_mutual() {
+                ", client certificates required"
+            } else {
+                ""
+            };
+            println!("runner on https://{addr}{mutual} (SIGTERM or Ctrl-C drains and stops)");
+            let listener = palisade_protocol::tls::TlsListener::new(listener, tls)
+                .context("starting the runner's TLS listener")?;
+            axum::serve(listener, app)
+                .with_graceful_shutdown(drained)
+                .await
+        }
+        None => {
+            println!("runner on http://{addr} (SIGTERM or Ctrl-C drains and stops)");
+            axum::serve(crate::commands::no_delay(listener), app)
+                .with_graceful_shutdown(drained)
+                .await
+        }
+    }
     .context("runner server")?;
+    if let Some(observability) = observability {
+        observability.abort();
+    }
     if let Some(dispatcher) = dispatcher {
         dispatcher.await.context("event dispatcher task")?;
     }
     tracing::info!("runner stopped");
     Ok(())
+}
+
+/// Serves `/healthz`, `/readyz` and `/metrics` of `state` in plain HTTP on `listen`, until
+/// the returned task is aborted.
+async fn serve_observability(
+    listen: SocketAddr,
+    state: &Arc<palisade_runner::RunnerState>,
+) -> Result<tokio::task::JoinHandle<std::io::Result<()>>> {
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("binding the metrics listener to {listen}"))?;
+    let addr = listener
+        .local_addr()
+        .context("reading the metrics address")?;
+    println!("probes and metrics on http://{addr}");
+    let app = palisade_runner::observability_app(Arc::clone(state));
+    Ok(tokio::spawn(
+        async move { axum::serve(listener, app).await },
+    ))
 }
 
 #[derive(Debug, Args)]
@@ -83,21 +136,7 @@ pub(crate) async fn dispatcher(data_dir: &DataDir, args: DispatcherArgs) -> Resu
     let registry = data_dir.registry().await?;
     let state = Arc::new(runner_state(data_dir, &registry, None).await?);
     let metrics = match args.metrics_listen {
-        Some(listen) => {
-            let listener = tokio::net::TcpListener::bind(listen)
-                .await
-                .with_context(|| format!("binding the dispatcher's metrics to {listen}"))?;
-            let addr = listener
-                .local_addr()
-                .context("reading the metrics address")?;
-            println!("dispatcher metrics on http://{addr}/metrics");
-            let app = palisade_runner::observability_app(Arc::clone(&state));
-            Some(tokio::spawn(async move {
-                axum::serve(listener, app)
-                    .with_graceful_shutdown(stop_signal())
-                    .await
-            }))
-        }
+        Some(listen) => Some(serve_observability(listen, &state).await?),
         None => None,
     };
     println!(
@@ -108,10 +147,7 @@ pub(crate) async fn dispatcher(data_dir: &DataDir, args: DispatcherArgs) -> Resu
         dispatcher.await.context("event dispatcher task")?;
     }
     if let Some(server) = metrics {
-        server
-            .await
-            .context("dispatcher metrics task")?
-            .context("dispatcher metrics server")?;
+        server.abort();
     }
     Ok(())
 }

@@ -60,7 +60,8 @@ pub(crate) async fn runner_state(
 /// `[gateway]` and its `[policy]` under the policy flags (without caller keys there, it
 /// accepts the data directory's development caller tokens), signing service tokens with
 /// the data directory's service key. `ui_public_base` is the UI's public base when the
-/// file sets none.
+/// file sets none. `hop_tls`: whether `[gateway] runner_tls_*` apply (not to `up`'s
+/// in-process loopback hop).
 pub(crate) fn gateway_state(
     data_dir: &DataDir,
     registry: Registry,
@@ -68,6 +69,7 @@ pub(crate) fn gateway_state(
     health_interval: Option<Duration>,
     policy: &PolicyArgs,
     ui_public_base: Option<String>,
+    hop_tls: bool,
 ) -> Result<GatewayState> {
     let service_keys = data_dir.service_keys()?;
     let caller_keys = data_dir.caller_issuer_keys()?;
@@ -81,6 +83,9 @@ pub(crate) fn gateway_state(
         config.health_interval = interval;
     }
     policy.over(&operator.policy)?.apply(&mut config)?;
+    if !hop_tls {
+        config.runner_tls = None;
+    }
     config.ui_public_base = operator.ui.public_base.clone().or(ui_public_base);
     config.max_event_payload_bytes = operator.events.max_payload_bytes;
     config.quotas = operator.quotas.to_quota_config();

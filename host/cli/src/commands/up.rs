@@ -76,6 +76,9 @@ pub(crate) async fn up(data_dir: &DataDir, args: UpArgs) -> Result<()> {
             None,
             &args.policy,
             Some(format!("http://{}", args.runner_addr)),
+            // The hop stays in this process's loopback: `[gateway] runner_tls_*` and
+            // `[runner] tls_*` are for separate gateways and runners.
+            false,
         )?,
         data_dir,
     )?;

@@ -227,6 +227,57 @@ fn remove(table: &mut toml::Table, path: &[Segment]) -> bool {
 }
 
 impl OperatorConfig {
+    /// TLS settings that go together but are set alone, and files that do not load.
+    fn tls_problems(&self) -> Vec<Problem> {
+        let mut problems = Vec::new();
+        let mut problem = |key: &str, message: String| {
+            problems.push(Problem {
+                key: key.to_owned(),
+                message,
+            })
+        };
+        let runner = &self.runner;
+        match (&runner.tls_cert, &runner.tls_key) {
+            (Some(_), None) => problem("runner.tls_key", "is needed with runner.tls_cert".into()),
+            (None, Some(_)) => problem("runner.tls_cert", "is needed with runner.tls_key".into()),
+            (None, None) if runner.tls_client_ca.is_some() => problem(
+                "runner.tls_client_ca",
+                "needs runner.tls_cert and runner.tls_key (client certificates are checked only over TLS)".into(),
+            ),
+            _ => {}
+        }
+        if let Some(files) = runner.tls_files()
+            && let Err(e) = palisade_protocol::tls::ServerTls::load(&files)
+        {
+            problem("runner.tls_cert", e.to_string());
+        }
+        let gateway = &self.gateway;
+        match (&gateway.runner_tls_cert, &gateway.runner_tls_key) {
+            (Some(_), None) => problem(
+                "gateway.runner_tls_key",
+                "is needed with gateway.runner_tls_cert".into(),
+            ),
+            (None, Some(_)) => problem(
+                "gateway.runner_tls_cert",
+                "is needed with gateway.runner_tls_key".into(),
+            ),
+            _ => {}
+        }
+        if gateway.runner_tls_ca.is_none() && gateway.runner_tls_cert.is_some() {
+            problem(
+                "gateway.runner_tls_ca",
+                "is needed with gateway.runner_tls_cert (the runners' CA)".into(),
+            );
+        }
+        if let Some(files) = gateway.runner_tls_files()
+            && files.cert.is_some() == files.key.is_some()
+            && let Err(e) = palisade_protocol::tls::ClientTls::load(&files)
+        {
+            problem("gateway.runner_tls_ca", e.to_string());
+        }
+        problems
+    }
+
     /// The values that are of the right type but out of range.
     fn problems(&self) -> Vec<Problem> {
         let mut problems = Vec::new();
@@ -243,6 +294,7 @@ impl OperatorConfig {
                 });
             }
         }
+        problems.extend(self.tls_problems());
         let runtime = &self.runtime;
         if runtime.max_instances == 0 {
             problems.push(Problem {
@@ -451,6 +503,79 @@ fuel = 1
             ]
         );
         assert!(problems.iter().any(|p| p.message.contains("runtime.fuel")));
+    }
+
+    #[test]
+    fn tls_settings_reach_runner_and_gateway_and_their_problems_are_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let certs = palisade_protocol::tls::dev::generate(&["localhost".to_owned()]).unwrap();
+        let write = |name: &str, text: &str| {
+            let path = dir.path().join(name);
+            std::fs::write(&path, text).unwrap();
+            path.display().to_string()
+        };
+        let (ca, cert, key) = (
+            write("ca.pem", &certs.ca.cert),
+            write("runner.pem", &certs.runner.cert),
+            write("runner.key", &certs.runner.key),
+        );
+        let (gateway_cert, gateway_key) = (
+            write("gateway.pem", &certs.gateway.cert),
+            write("gateway.key", &certs.gateway.key),
+        );
+        let config = parse(&format!(
+            "[runner]\ntls_cert = \"{cert}\"\ntls_key = \"{key}\"\ntls_client_ca = \"{ca}\"\n\
+             [gateway]\nrunner_tls_ca = \"{ca}\"\nrunner_tls_cert = \"{gateway_cert}\"\n\
+             runner_tls_key = \"{gateway_key}\"\n"
+        ))
+        .unwrap();
+        let server = config.runner.tls_files().unwrap();
+        assert_eq!(server.client_ca.unwrap().display().to_string(), ca);
+        let mut gateway = sections::gateway_defaults();
+        config.gateway.apply(&mut gateway);
+        assert_eq!(
+            gateway
+                .runner_tls
+                .unwrap()
+                .cert
+                .unwrap()
+                .display()
+                .to_string(),
+            gateway_cert
+        );
+
+        let problems = parse(&format!(
+            "[runner]\ntls_cert = \"{cert}\"\n\
+             [gateway]\nrunner_tls_cert = \"{gateway_cert}\"\nrunner_tls_key = \"{gateway_key}\"\n"
+        ))
+        .unwrap_err();
+        let mut found = keys(&problems);
+        found.sort_unstable();
+        assert_eq!(found, ["gateway.runner_tls_ca", "runner.tls_key"]);
+
+        // Files that do not load are named.
+        let problems = parse(&format!(
+            "[runner]\ntls_cert = \"{cert}\"\ntls_key = \"{gateway_key}\"\n\
+             [gateway]\nrunner_tls_ca = \"{}\"\n",
+            dir.path().join("missing.pem").display()
+        ))
+        .unwrap_err();
+        assert_eq!(
+            keys(&problems),
+            ["runner.tls_cert", "gateway.runner_tls_ca"]
+        );
+        assert!(
+            problems[0].message.contains("gateway.key"),
+            "{}",
+            problems[0].message
+        );
+        assert!(
+            problems[1].message.contains("missing.pem"),
+            "{}",
+            problems[1].message
+        );
+        let problems = parse("[runner]\ntls_client_ca = \"ca.pem\"\n").unwrap_err();
+        assert_eq!(keys(&problems), ["runner.tls_client_ca"]);
     }
 
     #[test]

@@ -296,7 +296,8 @@ impl UiSection {
 pub(crate) struct RegistrySection {
     /// How long the trusted publisher keys read from the registry are reused, in ms. A
     /// `palisade trust add` or `remove` reaches running processes within half a second
-    /// through the registry's change sequence; this is the bound when that cannot be read.
+    /// through the registry's change sequence, and a process that cannot read it for 5 s
+    /// drops the keys it read.
     pub trust_cache_ttl_ms: u64,
     /// Where bundles, signatures and precompiled artifacts are kept: `s3://bucket` or
     /// `s3://bucket/prefix`, shared by every node of a platform. Unset: `objects/` in the
@@ -336,7 +337,7 @@ pub(crate) struct RunnerSection {
     pub max_in_flight_per_tenant: usize,
     /// How long a looked-up install is reused before the registry is read again, in ms.
     /// Changes reach the runner within half a second through the registry's change
-    /// sequence; this is the bound when that cannot be read.
+    /// sequence, and a runner that cannot read it for 5 s drops its caches.
     pub install_cache_ttl_ms: u64,
     /// Most installs kept in the runner's install cache.
     pub install_cache_entries: usize,
@@ -349,6 +350,14 @@ pub(crate) struct RunnerSection {
     /// Longest wait, in seconds, for running calls to finish once a drain began (SIGTERM
     /// or Ctrl-C).
     pub drain_timeout_secs: u64,
+    /// The runner's TLS certificate chain (PEM): set, `palisade runner` serves its
+    /// listener over TLS only (with `tls_key`). Reloaded when the file changes.
+    pub tls_cert: Option<PathBuf>,
+    /// The private key (PEM) of `tls_cert`.
+    pub tls_key: Option<PathBuf>,
+    /// CA certificates (PEM) a gateway's client certificate must chain to: set, the
+    /// runner requires one (mutual TLS) and refuses any other peer during the handshake.
+    pub tls_client_ca: Option<PathBuf>,
 }
 
 impl Default for RunnerSection {
@@ -363,11 +372,23 @@ impl Default for RunnerSection {
             metrics_token_file: None,
             metrics_tenant_label: d.metrics_tenant_label,
             drain_timeout_secs: 60,
+            tls_cert: None,
+            tls_key: None,
+            tls_client_ca: None,
         }
     }
 }
 
 impl RunnerSection {
+    /// The runner's TLS files, when `tls_cert` and `tls_key` are set.
+    pub(crate) fn tls_files(&self) -> Option<palisade_protocol::tls::ServerTlsFiles> {
+        Some(palisade_protocol::tls::ServerTlsFiles {
+            cert: self.tls_cert.clone()?,
+            key: self.tls_key.clone()?,
+            client_ca: self.tls_client_ca.clone(),
+        })
+    }
+
     /// As the runner's configuration, reading the metrics token file.
     pub(crate) fn to_runner_config(&self) -> Result<RunnerConfig> {
         let metrics_token =
@@ -408,8 +429,8 @@ pub(crate) struct GatewaySection {
     pub health_interval_ms: u64,
     /// How long a resolved install is reused before the registry is read again, in ms. A
     /// disable, uninstall, upgrade or config change reaches the gateway within half a
-    /// second through the registry's change sequence; this is the bound when that cannot be
-    /// read.
+    /// second through the registry's change sequence, and a gateway that cannot read it for
+    /// 5 s drops its caches.
     pub install_cache_ttl_ms: u64,
     /// Most installs kept in the install cache.
     pub install_cache_entries: usize,
@@ -428,10 +449,19 @@ pub(crate) struct GatewaySection {
     pub unknown_extension_ttl_ms: u64,
     /// Most such pairs remembered.
     pub unknown_extension_entries: usize,
+    /// CA certificates (PEM) the runners' certificates must chain to: set, the gateway
+    /// speaks TLS to its runners, whose URLs must then be `https://`. Reloaded when the
+    /// file changes.
+    pub runner_tls_ca: Option<PathBuf>,
+    /// The gateway's client certificate (PEM), presented to runners that require one
+    /// (`[runner] tls_client_ca`); with `runner_tls_key`.
+    pub runner_tls_cert: Option<PathBuf>,
+    /// The private key (PEM) of `runner_tls_cert`.
+    pub runner_tls_key: Option<PathBuf>,
 }
 
 /// The gateway's own defaults.
-fn gateway_defaults() -> GatewayConfig {
+pub(crate) fn gateway_defaults() -> GatewayConfig {
     GatewayConfig::with_runners(
         Vec::new(),
         palisade_gateway::CallerAuthConfig::new("", "", ""),
@@ -458,6 +488,9 @@ impl Default for GatewaySection {
             execution_log_batch_interval_ms: millis(d.execution_log.batch_interval),
             unknown_extension_ttl_ms: millis(d.unknown_extension_ttl),
             unknown_extension_entries: d.unknown_extension_capacity,
+            runner_tls_ca: None,
+            runner_tls_cert: None,
+            runner_tls_key: None,
         }
     }
 }
@@ -479,6 +512,16 @@ impl GatewaySection {
         };
         config.unknown_extension_ttl = Duration::from_millis(self.unknown_extension_ttl_ms);
         config.unknown_extension_capacity = self.unknown_extension_entries;
+        config.runner_tls = self.runner_tls_files();
+    }
+
+    /// The gateway's runner TLS files, when `runner_tls_ca` is set.
+    pub(crate) fn runner_tls_files(&self) -> Option<palisade_protocol::tls::ClientTlsFiles> {
+        Some(palisade_protocol::tls::ClientTlsFiles {
+            ca: self.runner_tls_ca.clone()?,
+            cert: self.runner_tls_cert.clone(),
+            key: self.runner_tls_key.clone(),
+        })
     }
 }
 
