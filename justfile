@@ -27,6 +27,38 @@ test-browser output="output":
     cargo build -p palisade-cli
     cd tests/browser && npm ci --no-audit --no-fund && PALISADE_BROWSER_OUTPUT="{{output}}" PALISADE_BIN="$(cargo metadata --format-version 1 --no-deps | sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')/debug/palisade" npm test
 
+# The Kubernetes manifests of docs/deploy/base: each validated against the Kubernetes
+# schemas (kubernetes-validate, from PyPI, with --strict), the kustomization checked to
+# list every manifest and file, and its palisade.toml checked by `palisade config check`
+# with its TLS paths pointed at development certificates. `.ci/run` runs this.
+check-deploy:
+    #!/usr/bin/env bash
+    set -euo pipefail
+    base=docs/deploy/base
+    kubernetes-validate --strict $(ls "$base"/*.yaml | grep -v '/kustomization.yaml$')
+    python3 - "$base" <<'PY'
+    import pathlib, sys, yaml
+    base = pathlib.Path(sys.argv[1])
+    kustomization = yaml.safe_load((base / "kustomization.yaml").read_text())
+    listed = set(kustomization["resources"])
+    present = {p.name for p in base.glob("*.yaml")} - {"kustomization.yaml"}
+    files = {f for g in kustomization.get("configMapGenerator", []) for f in g["files"]}
+    problems = [f"{name} is not in kustomization.yaml resources" for name in sorted(present - listed)]
+    problems += [f"kustomization.yaml lists {name}, which does not exist" for name in sorted(listed - present)]
+    problems += [f"kustomization.yaml generates from {name}, which does not exist" for name in sorted(files) if not (base / name).is_file()]
+    for problem in problems:
+        print(f"{base}: {problem}", file=sys.stderr)
+    sys.exit(1 if problems else 0)
+    PY
+    cargo build -q -p palisade-cli --bin palisade
+    palisade="$(cargo metadata --format-version 1 --no-deps | sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')/debug/palisade"
+    work=$(mktemp -d)
+    trap 'rm -rf "$work"' EXIT
+    "$palisade" certs dev --out "$work/tls" --host palisade-runner-0.palisade-runner > /dev/null
+    sed "s#/etc/palisade/tls#$work/tls#" "$base/palisade.toml" > "$work/palisade.toml"
+    "$palisade" config check "$work/palisade.toml"
+    echo "docs/deploy/base: manifests valid, kustomization complete, palisade.toml checked"
+
 # Formatting of every cargo workspace and clippy with warnings as errors. `.ci/run` runs this.
 lint:
     cargo fmt --all -- --check

@@ -1,6 +1,7 @@
 //! `/readyz` on the gateway and the runner: ready on a working platform; not ready, with
 //! the failing check named, when the object store stops answering or the runner drains —
-//! while `/healthz` (liveness) stays up for what is still alive.
+//! while `/healthz` (liveness) stays up for what is still alive. `palisade schema`, a
+//! deployment's migration job, creates the schema and checks the same things.
 
 use palisade_registry::ObjectStoreConfig;
 use palisade_registry::testing::S3Server;
@@ -70,4 +71,33 @@ async fn a_draining_runner_is_not_ready() {
         body["checks"],
         json!({"database": "ok", "trust_set": "ok", "object_store": "ok"})
     );
+}
+
+#[test]
+fn palisade_schema_creates_the_registry_and_refuses_an_unready_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let schema = || {
+        std::process::Command::new(crate::support::palisade_binary())
+            .arg("--data-dir")
+            .arg(dir.path())
+            .arg("schema")
+            .env("RUST_LOG", "error")
+            .output()
+            .unwrap()
+    };
+    let done = schema();
+    assert!(done.status.success(), "{done:?}");
+    assert!(String::from_utf8_lossy(&done.stdout).contains("registry schema is current"));
+    assert!(dir.path().join("registry.db").is_file());
+    // Again: nothing to do, still fine.
+    assert!(schema().status.success());
+
+    // The object store replaced by a file: the job fails and says why.
+    let objects = dir.path().join("objects");
+    std::fs::remove_dir_all(&objects).unwrap();
+    std::fs::write(&objects, b"not a directory").unwrap();
+    let failed = schema();
+    assert!(!failed.status.success());
+    let stderr = String::from_utf8_lossy(&failed.stderr);
+    assert!(stderr.contains("object"), "{stderr}");
 }

@@ -98,6 +98,9 @@ enum Command {
     /// Copy a single-machine platform (SQLite registry and objects) onto PostgreSQL and the
     /// object store of `--object-store`.
     Migrate(commands::migrate::MigrateArgs),
+    /// Create or upgrade the registry database's schema, then exit (a deployment's
+    /// migration job, run before new gateways and runners start).
+    Schema,
     /// Print a tenant's usage per extension and UTC day, beside its quotas.
     Usage(commands::usage::UsageArgs),
     /// Publish events and follow their deliveries.
@@ -191,6 +194,7 @@ async fn main() -> std::process::ExitCode {
         Command::Logs(args) => commands::logs::logs(&data_dir, args).await,
         Command::Usage(args) => commands::usage::usage(&data_dir, args).await,
         Command::Migrate(args) => commands::migrate::migrate(&data_dir, args).await,
+        Command::Schema => commands::migrate::schema(&data_dir).await,
         Command::Events(command) => commands::events::events(&data_dir, command).await,
         Command::Credentials(command) => {
             commands::credentials::credentials(&data_dir, command).await

@@ -1,6 +1,9 @@
 //! `palisade migrate --to postgres://… [--from sqlite:///path/registry.db]`: copies a
 //! single-machine platform (its SQLite registry and its objects) onto PostgreSQL and the
 //! object store of `--object-store` (or `[registry] object_store`).
+//!
+//! `palisade schema`: brings the registry database's schema up to date and exits, for a
+//! deployment's migration job.
 
 use std::path::{Path, PathBuf};
 
@@ -70,5 +73,20 @@ pub(crate) async fn migrate(data_dir: &DataDir, args: MigrateArgs) -> Result<()>
         target.objects().location()
     );
     println!("done: point every runner and gateway at the new database and object store");
+    Ok(())
+}
+
+/// `palisade schema`: opens the registry (`--database-url`, `--object-store`), which
+/// applies the migrations it lacks, checks that it answers, and exits.
+pub(crate) async fn schema(data_dir: &DataDir) -> Result<()> {
+    let registry = data_dir.registry().await?;
+    let readiness = registry.readiness().await;
+    if !readiness.is_ready() {
+        bail!(
+            "the registry's schema is current, but the registry is not ready: {}",
+            serde_json::to_string(&readiness).unwrap_or_default()
+        );
+    }
+    println!("registry schema is current");
     Ok(())
 }
