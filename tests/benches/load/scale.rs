@@ -38,8 +38,6 @@ struct Platform {
     gateway: Server,
 }
 
-/// Unused pool slots the runners keep warm: enough for every extension in rotation.
-const WARM_SLOTS: u32 = 1000;
 
 pub(crate) async fn run(bench: &Bench) -> Result<String> {
     let wasm = std::fs::read(PLAIN_HELLO)?;
@@ -118,10 +116,10 @@ pub(crate) async fn run(bench: &Bench) -> Result<String> {
          {EXTENSIONS} ids): {SMALL} installs, and {large_installs} installs ({TENANTS} tenants × \
          {EXTENSIONS}), written through the registry library. Each connection takes the \
          listed (tenant, extension) pairs in turn, each call with its tenant's token; every \
-         pair was called once before measuring. Both runners keep {WARM_SLOTS} unused pool \
-         slots warm (`max_unused_warm_slots`, wasmtime's default is 100) so that calls \
-         spread over many extensions find a slot their component used last. {}. Seeding \
-         took {}, warming {}.\n\n",
+         pair was called once before measuring. Gateways and runners run with the default \
+         settings (install and trust caches of 5 minutes, 100 warm pool slots) but for the \
+         rate limits, which are off. {}. \
+         Seeding took {}, warming {}.\n\n",
         bench.settings.method(),
         seconds(seeded),
         seconds(warmed),
@@ -186,8 +184,7 @@ async fn platform(
     .buffer_unordered(INSTALL_CONCURRENCY)
     .try_collect::<Vec<_>>()
     .await?;
-    let config = format!("[runtime]\nmax_unused_warm_slots = {WARM_SLOTS}\n");
-    let runner = bench.runner(&data, Some(&config)).await?;
+    let runner = bench.runner(&data, None).await?;
     let gateway = bench.gateway(&data, &runner).await?;
     Ok(Platform {
         data,
