@@ -38,7 +38,6 @@ struct Platform {
     gateway: Server,
 }
 
-
 pub(crate) async fn run(bench: &Bench) -> Result<String> {
     let wasm = std::fs::read(PLAIN_HELLO)?;
     let template = setup::guest_manifest("plain-hello")?;
