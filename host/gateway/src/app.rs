@@ -112,13 +112,8 @@ impl GatewayState {
             config.unknown_extension_ttl,
             config.unknown_extension_capacity,
         ));
-        let changes = tokio::runtime::Handle::try_current().is_ok().then(|| {
-            let installs = Arc::clone(&installs);
-            registry.follow_changes(
-                palisade_registry::changes::DEFAULT_FOLLOW_INTERVAL,
-                move |change| installs.apply(change),
-            )
-        });
+        let followed = Arc::clone(&installs);
+        let changes = registry.follow_changes_by_default(move |change| followed.apply(change));
         let tenant_limiter = RateLimiter::new(&config.tenant_rate_limit);
         let caller_limiter = RateLimiter::new(&config.caller_rate_limit);
         let execution_log = ExecLog::start(registry.clone(), &config.execution_log);

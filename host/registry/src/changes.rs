@@ -234,6 +234,20 @@ impl Registry {
     }
 }
 
+impl Registry {
+    /// [`Self::follow_changes`] every [`DEFAULT_FOLLOW_INTERVAL`] when called inside a
+    /// Tokio runtime; `None` outside one (nothing then follows the sequence, and caches
+    /// rely on their time to live).
+    pub fn follow_changes_by_default(
+        &self,
+        on_change: impl Fn(&Change) + Send + Sync + 'static,
+    ) -> Option<Following> {
+        tokio::runtime::Handle::try_current()
+            .is_ok()
+            .then(|| self.follow_changes(DEFAULT_FOLLOW_INTERVAL, on_change))
+    }
+}
+
 /// A process following the change sequence; it stops when this is dropped.
 #[derive(Debug)]
 pub struct Following(tokio::task::JoinHandle<()>);

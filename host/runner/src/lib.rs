@@ -121,13 +121,8 @@ impl RunnerState {
             config.install_cache_ttl,
             config.install_cache_entries,
         ));
-        let changes = tokio::runtime::Handle::try_current().is_ok().then(|| {
-            let installs = Arc::clone(&installs);
-            registry.follow_changes(
-                palisade_registry::changes::DEFAULT_FOLLOW_INTERVAL,
-                move |change| installs.apply(change),
-            )
-        });
+        let followed = Arc::clone(&installs);
+        let changes = registry.follow_changes_by_default(move |change| followed.apply(change));
         RunnerState {
             admission: admission::Admission::new(
                 config.max_in_flight_per_install,
