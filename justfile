@@ -67,6 +67,7 @@ lint:
     cd tests/guests && cargo fmt --all -- --check
     cargo clippy --workspace --all-targets -- -D warnings
     cd sdk/rust && cargo clippy --all-targets -- -D warnings
+    cd sdk/rust && cargo clippy --all-targets --all-features -- -D warnings
 
 # Start everything on the embedded defaults with the demo extensions installed.
 up:

@@ -10,6 +10,7 @@ mod auth;
 mod author;
 mod cache;
 mod changes;
+mod conformance;
 mod dispatchers;
 mod egress;
 mod engine;

@@ -66,6 +66,15 @@ pub(crate) mod metrics {
     });
 }
 
+/// The `with-cache` world: `palisade:extension/cache`.
+#[cfg(feature = "cache")]
+pub(crate) mod cache {
+    wit_bindgen::generate!({
+        path: "../../wit",
+        world: "palisade:extension/with-cache",
+    });
+}
+
 /// The `with-http` world: `wasi:http/outgoing-handler`, sharing the `wasi:http/types`,
 /// `wasi:io` and `wasi:clocks` bindings of the `handler` module so that requests, bodies
 /// and streams are the same Rust types on both sides.

@@ -1,20 +1,20 @@
 //! Reading and writing whole `wasi:http` bodies, for the handler export (buffered
 //! responses) and the HTTP client.
 
-#[cfg(feature = "http-client")]
+#[cfg(all(feature = "http-client", not(palisade_fake_host)))]
 use crate::bindings::handler::wasi::http::types::IncomingBody;
 use crate::bindings::handler::wasi::http::types::OutgoingBody;
 use crate::bindings::handler::wasi::io::streams::StreamError;
 
 /// How much is asked for per read.
-#[cfg(feature = "http-client")]
+#[cfg(all(feature = "http-client", not(palisade_fake_host)))]
 const READ_CHUNK_BYTES: u64 = 64 * 1024;
 
 /// The most `blocking-write-and-flush` accepts per call.
 const WRITE_CHUNK_BYTES: usize = 4096;
 
 /// Why a body could not be read.
-#[cfg(feature = "http-client")]
+#[cfg(all(feature = "http-client", not(palisade_fake_host)))]
 pub(crate) enum ReadError {
     /// The body is longer than the limit.
     TooLarge,
@@ -25,7 +25,7 @@ pub(crate) enum ReadError {
 }
 
 /// Reads `body` to its end, refusing more than `limit` bytes.
-#[cfg(feature = "http-client")]
+#[cfg(all(feature = "http-client", not(palisade_fake_host)))]
 pub(crate) fn read_all(body: IncomingBody, limit: usize) -> Result<Vec<u8>, ReadError> {
     let stream = body.stream().map_err(|()| ReadError::Unavailable)?;
     let mut bytes = Vec::new();

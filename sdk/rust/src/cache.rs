@@ -26,15 +26,10 @@
 
 use std::time::Duration;
 
-mod wit {
-    #![allow(unsafe_code, missing_docs, unreachable_pub, clippy::all)]
-    wit_bindgen::generate!({
-        path: "../../wit",
-        world: "palisade:extension/with-cache",
-    });
-}
-
-use wit::palisade::extension::cache as host;
+#[cfg(not(palisade_fake_host))]
+use crate::bindings::cache::palisade::extension::cache as host;
+#[cfg(palisade_fake_host)]
+use crate::testing::cache as host;
 
 /// Why a value was not cached.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -1,7 +1,10 @@
 //! Who and what the current invocation is about, and the install's configuration
 //! (`palisade:extension/context`, always available).
 
+#[cfg(not(palisade_fake_host))]
 use crate::bindings::context::palisade::extension::context as wit;
+#[cfg(palisade_fake_host)]
+use crate::testing::context as wit;
 
 /// The identifiers of the current invocation.
 #[derive(Debug, Clone, PartialEq, Eq)]

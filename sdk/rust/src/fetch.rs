@@ -28,10 +28,14 @@ use std::time::Duration;
 
 use serde::Serialize;
 
+use crate::bindings::handler::wasi::http::types::{ErrorCode, HeaderError, Method as WasiMethod};
+#[cfg(not(palisade_fake_host))]
 use crate::bindings::handler::wasi::http::types::{
-    ErrorCode, Fields, HeaderError, Method as WasiMethod, OutgoingRequest, RequestOptions, Scheme,
+    Fields, OutgoingRequest, RequestOptions, Scheme,
 };
+#[cfg(not(palisade_fake_host))]
 use crate::bindings::http_client::wasi::http::outgoing_handler;
+#[cfg(not(palisade_fake_host))]
 use crate::body::{self, ReadError};
 use crate::http::{Method, Response};
 
@@ -222,6 +226,7 @@ fn parse_url(url: &str) -> Result<Target<'_>, FetchError> {
     })
 }
 
+#[cfg_attr(palisade_fake_host, allow(dead_code))]
 fn to_wasi_method(method: &Method) -> WasiMethod {
     match method {
         Method::Get => WasiMethod::Get,
@@ -259,6 +264,7 @@ fn from_error_code(url: &str, code: ErrorCode) -> FetchError {
 
 /// Classifies a failure while reading the response body from the host's description
 /// (body stream errors carry no `error-code`).
+#[cfg_attr(palisade_fake_host, allow(dead_code))]
 fn body_error(url: &str, message: String) -> FetchError {
     let lower = message.to_ascii_lowercase();
     if lower.contains("response body size exceeds limit") {
@@ -288,7 +294,35 @@ pub fn fetch(request: Request) -> Result<Response, FetchError> {
     let url = request.url.as_str();
     let target = parse_url(url)?;
     let body = request.body.clone().map_err(FetchError::InvalidRequest)?;
+    #[cfg(palisade_fake_host)]
+    {
+        use crate::testing::egress::{Refusal, send};
+        send(
+            &request.method,
+            url,
+            target.https,
+            target.authority,
+            &request.headers,
+            &body,
+        )
+        .map_err(|refusal| match refusal {
+            Refusal::Header(name, error) => header_error(&name, error),
+            Refusal::Code(code) => from_error_code(url, code),
+            Refusal::Fetch(error) => error,
+        })
+    }
+    #[cfg(not(palisade_fake_host))]
+    send(&request, url, &target, &body)
+}
 
+/// Sends the request through `wasi:http/outgoing-handler` and reads the whole response.
+#[cfg(not(palisade_fake_host))]
+fn send(
+    request: &Request,
+    url: &str,
+    target: &Target<'_>,
+    body: &[u8],
+) -> Result<Response, FetchError> {
     let fields = Fields::new();
     for (name, value) in &request.headers {
         fields

@@ -8,7 +8,7 @@
 //! A component imports only the interfaces its code calls, and publishing refuses a
 //! component that imports something its manifest does not grant. `context` and `log` are
 //! always compiled in; `storage`, `secrets`, `metrics`, `cache` and `http-client` (the
-//! `fetch` module) are cargo features.
+//! `fetch` module) are cargo features, and `testing` adds the native test host.
 //!
 //! | module | WIT interface | manifest capability | feature |
 //! |---|---|---|---|
@@ -70,9 +70,10 @@
 //! ## Testing handlers natively
 //!
 //! [`http::Request`], [`http::Response`] and [`http::Router`] are plain values, so routing
-//! and request parsing can be tested with `cargo test` on the build machine. (The host
-//! functions — [`context`], [`log`] and the feature modules — exist only inside the
-//! runner; a native test that calls them panics.)
+//! and request parsing can be tested with `cargo test` on the build machine. Handlers that
+//! call the host ([`context`], [`log`] and the feature modules) run natively under
+//! `testing::TestHost` (feature `testing`, for `[dev-dependencies]`), whose in-memory
+//! fakes answer by the host's rules; without it, a native call of a host function panics.
 //!
 //! ```
 //! use palisade_sdk::http::{Method, Request, Response, Router};
@@ -115,6 +116,8 @@ pub mod metrics;
 pub mod secrets;
 #[cfg(feature = "storage")]
 pub mod storage;
+#[cfg(palisade_fake_host)]
+pub mod testing;
 pub mod time;
 
 pub use export::MAX_REQUEST_BODY_BYTES;

@@ -11,7 +11,10 @@
 //! log::write(log::Level::Warn, "slow upstream", &[("upstream", "billing"), ("ms", "950")]);
 //! ```
 
+#[cfg(not(palisade_fake_host))]
 use crate::bindings::log::palisade::extension::log as wit;
+#[cfg(palisade_fake_host)]
+use crate::testing::log as wit;
 
 /// Severity of a log line.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]

@@ -17,7 +17,10 @@
 //! # Ok::<(), metrics::MetricError>(())
 //! ```
 
+#[cfg(not(palisade_fake_host))]
 use crate::bindings::metrics::palisade::extension::metrics as wit;
+#[cfg(palisade_fake_host)]
+use crate::testing::metrics as wit;
 
 /// Why a metric was not recorded.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

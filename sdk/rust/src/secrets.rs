@@ -11,7 +11,10 @@
 //! };
 //! ```
 
+#[cfg(not(palisade_fake_host))]
 use crate::bindings::secrets::palisade::extension::secrets as wit;
+#[cfg(palisade_fake_host)]
+use crate::testing::secrets as wit;
 
 /// Why a secret could not be read.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -33,7 +33,10 @@
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+#[cfg(not(palisade_fake_host))]
 use crate::bindings::storage::palisade::extension::storage as wit;
+#[cfg(palisade_fake_host)]
+use crate::testing::storage as wit;
 
 /// A stored value with its revision.
 #[derive(Debug, Clone, PartialEq, Eq)]
