@@ -171,9 +171,12 @@ fn files(
         "[package]\nname = \"{name}\"\nversion = \"0.1.0\"\nedition = \"2024\"\npublish = false\n\n\
          [lib]\ncrate-type = [\"cdylib\"]\n\n\
          [dependencies]\npalisade-sdk = {}\nserde = {{ version = \"1\", features = [\"derive\"] }}\nserde_json = \"1\"\n\n\
+         # `cargo test` runs the handlers natively against the SDK's test host.\n\
+         [dev-dependencies]\npalisade-sdk = {}\n\n\
          # A workspace of its own, wherever the directory is.\n[workspace]\n\n\
          [profile.release]\nopt-level = \"s\"\nlto = true\nstrip = true\n",
-        sdk.dependency(features)
+        sdk.dependency(features),
+        sdk.dependency(&[features, &["testing"]].concat()),
     );
     let mut capabilities = serde_json::json!({ "log": true });
     let endpoints = match template {
@@ -217,7 +220,9 @@ fn files(
         .with_context(|| format!("the manifest made for `{name}`"))?;
     let readme = format!(
         "# {name}\n\nA Palisade extension (`{id}`).\n\n\
-         * `cargo test` runs its unit tests natively.\n\
+         * `cargo test` runs its unit tests natively, the handlers against the SDK's test \
+         host (`palisade_sdk::testing`: in-memory storage, secrets, egress, metrics, log).\n\
+         * `palisade dev` runs it on a local platform and reloads it when a file changes.\n\
          * `palisade build` builds it for `wasm32-wasip2`, checks `manifest.json` and the \
          component's imports, packs `target/palisade/bundle.tar.zst` and prints its content hash.\n\
          * `palisade keygen`, `palisade sign target/palisade/bundle.tar.zst --key …`, then \
@@ -288,6 +293,7 @@ mod tests {
             let cargo = &files[0].1;
             assert!(cargo.contains("name = \"my-ext\""), "{cargo}");
             assert!(cargo.contains("version = \"0.1.0\""), "{cargo}");
+            assert!(cargo.contains("\"testing\"] }"), "{cargo}");
             let manifest = &files[2].1;
             assert!(manifest.contains("\"$schema\""), "{manifest}");
             assert!(manifest.contains("my_ext.wasm"), "{manifest}");
