@@ -273,6 +273,24 @@ impl DataDir {
         })
     }
 
+    /// A publisher signing key (ECDSA P-256) kept in the data directory as
+    /// `keys/<name>.key.pem`, with its public half beside it; generated on first use.
+    /// `up --demo` and `dev` sign what they publish with one.
+    pub(crate) fn publisher_key(&self, name: &str) -> Result<palisade_bundle::SigningKey> {
+        let path = self.keys().join(format!("{name}.key.pem"));
+        if path.exists() {
+            return palisade_bundle::SigningKey::from_pem(&read_bytes(&path)?)
+                .with_context(|| format!("reading {}", path.display()));
+        }
+        let key = palisade_bundle::SigningKey::generate()?;
+        write_private(&path, &key.to_pem()?)?;
+        write_file(
+            &self.keys().join(format!("{name}.pub.pem")),
+            key.public_key_pem()?.as_bytes(),
+        )?;
+        Ok(key)
+    }
+
     fn ed25519_pair(&self, name: &str) -> Result<ServiceKeyPair> {
         let private = self.keys().join(format!("{name}.key.pem"));
         let public = self.keys().join(format!("{name}.pub.pem"));

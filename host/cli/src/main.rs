@@ -89,6 +89,15 @@ enum Command {
     Call(commands::registry::CallArgs),
     /// Run registry, runner and gateway in one process on the embedded defaults.
     Up(commands::up::UpArgs),
+    /// Serve an extension crate on a local platform while it is edited: rebuilt, published
+    /// and installed for a dev tenant on every change, its log lines on the terminal.
+    #[command(
+        after_help = "Its data directory is DIR/target/palisade-dev unless --data-dir is given on \
+                      the command line (PALISADE_DATA_DIR, PALISADE_DATABASE_URL and \
+                      PALISADE_OBJECT_STORE are not read; --database-url and --object-store are \
+                      refused). See docs/dev.md."
+    )]
+    Dev(commands::dev::DevArgs),
     /// Run one runner (the execute protocol); drains gracefully on SIGTERM or Ctrl-C.
     Runner(commands::runner::RunnerArgs),
     /// Deliver events only (no calls served); any number may run beside runners.
@@ -129,7 +138,15 @@ enum Command {
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
-    let cli = Cli::parse();
+    use clap::{CommandFactory as _, FromArgMatches as _};
+    let matches = Cli::command().get_matches();
+    let cli = match Cli::from_arg_matches(&matches) {
+        Ok(cli) => cli,
+        Err(err) => err.format(&mut Cli::command()).exit(),
+    };
+    // `dev` keeps a data directory of its own unless one is named on its command line.
+    let data_dir_given =
+        matches.value_source("data_dir") == Some(clap::parser::ValueSource::CommandLine);
     // `config check` reads its own file, even when the global one is broken.
     let command = match cli.command {
         Command::Config(command) => {
@@ -141,7 +158,6 @@ async fn main() -> std::process::ExitCode {
             return exit(commands::certs::certs(command));
         }
         Command::Completions { shell } => {
-            use clap::CommandFactory;
             clap_complete::generate(
                 shell,
                 &mut Cli::command(),
@@ -159,6 +175,31 @@ async fn main() -> std::process::ExitCode {
             return std::process::ExitCode::FAILURE;
         }
     };
+    if let Command::Dev(args) = command {
+        // The guest's log lines go to the terminal, the process's own log only from WARN
+        // (unless RUST_LOG says otherwise).
+        let _telemetry = match telemetry::init_dev(
+            cli.log_json,
+            &operator.telemetry,
+            commands::dev::GuestLines::stdout(),
+        ) {
+            Ok(telemetry) => telemetry,
+            Err(err) => {
+                eprintln!("error: {err:#}");
+                return std::process::ExitCode::FAILURE;
+            }
+        };
+        let given =
+            |name: &str| matches.value_source(name) == Some(clap::parser::ValueSource::CommandLine);
+        if given("database_url") || given("object_store") {
+            eprintln!(
+                "error: dev runs on its own embedded registry in its data directory: drop --database-url and --object-store"
+            );
+            return std::process::ExitCode::FAILURE;
+        }
+        let data_dir = data_dir_given.then_some(cli.data_dir);
+        return exit(commands::dev::dev(args, data_dir, operator).await);
+    }
     // Held to the end of `main`, which flushes the spans not yet exported.
     let _telemetry = match telemetry::init(cli.log_json, &operator.telemetry, role(&command)) {
         Ok(telemetry) => telemetry,
@@ -189,6 +230,7 @@ async fn main() -> std::process::ExitCode {
         Command::Token(args) => commands::registry::token(&data_dir, args),
         Command::Call(args) => commands::registry::call(&data_dir, args).await,
         Command::Up(args) => commands::up::up(&data_dir, args).await,
+        Command::Dev(_) => unreachable!("dev is run above"),
         Command::Runner(args) => commands::runner::runner(&data_dir, args).await,
         Command::Dispatcher(args) => commands::runner::dispatcher(&data_dir, args).await,
         Command::Logs(args) => commands::logs::logs(&data_dir, args).await,
@@ -247,6 +289,37 @@ mod tests {
             panic!("parsed as another command");
         };
         assert_eq!(args.policy.rate_per_second, Some(0.0));
+    }
+
+    #[test]
+    fn dev_takes_a_crate_its_listen_address_and_install_settings() {
+        let cli = Cli::try_parse_from([
+            "palisade",
+            "dev",
+            "my-ext",
+            "--listen",
+            "127.0.0.1:0",
+            "--set",
+            "greeting=hi",
+            "--tenant",
+            "acme",
+        ])
+        .unwrap();
+        let Command::Dev(args) = cli.command else {
+            panic!("parsed as another command");
+        };
+        assert_eq!(args.dir, std::path::Path::new("my-ext"));
+        assert_eq!(args.gateway_addr.port(), 0);
+        assert_eq!(args.config, ["greeting=hi"]);
+        assert_eq!(args.tenant, "acme");
+        // Without arguments: the current directory, beside `up`'s default port.
+        let cli = Cli::try_parse_from(["palisade", "dev"]).unwrap();
+        let Command::Dev(args) = cli.command else {
+            panic!("parsed as another command");
+        };
+        assert_eq!(args.dir, std::path::Path::new("."));
+        assert_eq!(args.gateway_addr.to_string(), "127.0.0.1:8090");
+        assert_eq!(args.tenant, "dev");
     }
 
     #[test]

@@ -62,6 +62,44 @@ pub(crate) fn init(json: bool, settings: &TelemetrySection, service: &str) -> Re
     Ok(Telemetry { provider })
 }
 
+/// [`init`] for `palisade dev`: the guest's log lines go to `guest` (and not to the
+/// process's log on stderr), which shows only warnings and errors unless `RUST_LOG` says
+/// otherwise.
+pub(crate) fn init_dev(
+    json: bool,
+    settings: &TelemetrySection,
+    guest: crate::commands::dev::GuestLines,
+) -> Result<Telemetry> {
+    use std::io::IsTerminal;
+    let directives = std::env::var("RUST_LOG")
+        .ok()
+        .filter(|d| !d.trim().is_empty() && EnvFilter::try_new(d).is_ok())
+        .unwrap_or_else(|| "warn".to_owned());
+    let filter = |extra: &str| EnvFilter::new(format!("{directives}{extra}"));
+    let log = tracing_subscriber::fmt::layer()
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_writer(std::io::stderr);
+    let log = if json {
+        log.json().boxed()
+    } else {
+        log.boxed()
+    };
+    let provider = provider(settings, "dev")?;
+    let spans = provider.as_ref().map(|provider| {
+        tracing_opentelemetry::layer()
+            .with_tracer(provider.tracer("palisade"))
+            .with_filter(filter(""))
+    });
+    tracing_subscriber::registry()
+        .with(log.with_filter(filter(",guest=off")))
+        .with(spans)
+        .with(guest.with_filter(tracing_subscriber::filter::filter_fn(
+            crate::commands::dev::GuestLines::wants,
+        )))
+        .init();
+    Ok(Telemetry { provider })
+}
+
 /// The tracer provider exporting to the configured endpoint, if there is one.
 fn provider(settings: &TelemetrySection, service: &str) -> Result<Option<SdkTracerProvider>> {
     let from_environment = ENDPOINT_VARIABLES

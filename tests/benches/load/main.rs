@@ -5,8 +5,9 @@
 //!
 //! Scenarios, in order: hello throughput and latency per server (`throughput`), storage
 //! get/set through the runner on SQLite and PostgreSQL (`storage`), runner memory at 1,000 in-flight calls
-//! (`memory`), call latency with 10,000 installs (`scale`), and event publishing and
-//! delivery lag on SQLite and PostgreSQL (`events`). A scenario that errors is
+//! (`memory`), call latency with 10,000 installs (`scale`), event publishing and
+//! delivery lag on SQLite and PostgreSQL (`events`), and `palisade dev`'s time from
+//! saving a file to the new version answering (`dev-reload`). A scenario that errors is
 //! reported as failed and makes the bench exit non-zero; every process it started is
 //! killed when it ends, panics included.
 //!
@@ -29,6 +30,7 @@
 #![allow(clippy::unwrap_used, missing_docs)]
 
 mod bodies;
+mod dev_reload;
 mod events;
 mod hyper_server;
 mod memory;
@@ -44,7 +46,7 @@ use std::process::ExitCode;
 use setup::Bench;
 
 /// The scenarios: name (for `PALISADE_BENCH_ONLY` and error messages) and title.
-const SCENARIOS: [(&str, &str); 6] = [
+const SCENARIOS: [(&str, &str); 7] = [
     ("throughput", "Hello throughput and latency"),
     (
         "bodies",
@@ -54,6 +56,10 @@ const SCENARIOS: [(&str, &str); 6] = [
     ("memory", "Runner memory at 1,000 in-flight calls"),
     ("scale", "Call latency with 10,000 installs"),
     ("events", "Events: publishing and delivery lag"),
+    (
+        "dev-reload",
+        "`palisade dev`: from saving a file to the new version answering",
+    ),
 ];
 
 fn main() -> ExitCode {
@@ -94,6 +100,7 @@ async fn run() -> ExitCode {
             "memory" => memory::run(&bench).await,
             "scale" => scale::run(&bench).await,
             "events" => events::run(&bench).await,
+            "dev-reload" => dev_reload::run(&bench).await,
             other => unreachable!("scenario {other} has no runner"),
         };
         match result {

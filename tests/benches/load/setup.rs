@@ -414,7 +414,14 @@ pub(crate) struct Server {
 }
 
 impl Server {
-    fn spawn(name: &str, mut command: Command, bench: &Bench, addr: &str) -> Result<Server> {
+    /// Starts `command` as `name`, its stdout and stderr in `<name>.log` in the work
+    /// directory; `addr` is where it will listen (empty for none).
+    pub(crate) fn spawn(
+        name: &str,
+        mut command: Command,
+        bench: &Bench,
+        addr: &str,
+    ) -> Result<Server> {
         let log = bench.work.path().join(format!("{name}.log"));
         let file = std::fs::File::create(&log)?;
         let child = command
@@ -457,21 +464,31 @@ impl Server {
 
     /// Waits until the process's output holds `text` (at most a minute).
     async fn wait_logged(&mut self, text: &str) -> Result<()> {
-        let deadline = Instant::now() + Duration::from_secs(60);
+        self.wait_logged_within(text, Duration::from_secs(60)).await
+    }
+
+    /// Waits at most `timeout` until the process's output holds `text`.
+    pub(crate) async fn wait_logged_within(&mut self, text: &str, timeout: Duration) -> Result<()> {
+        let deadline = Instant::now() + timeout;
         loop {
-            if std::fs::read_to_string(&self.log).is_ok_and(|log| log.contains(text)) {
+            if self.log_text().contains(text) {
                 return Ok(());
             }
             self.check_alive()?;
             if Instant::now() > deadline {
                 bail!(
-                    "{} did not print {text:?} within a minute:\n{}",
+                    "{} did not print {text:?} within {timeout:?}:\n{}",
                     self.name,
                     self.log_tail()
                 );
             }
-            tokio::time::sleep(Duration::from_millis(50)).await;
+            tokio::time::sleep(Duration::from_millis(20)).await;
         }
+    }
+
+    /// Everything the process has printed so far.
+    pub(crate) fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
     /// Waits until `GET {url}{path}` answers 200 (at most a minute).

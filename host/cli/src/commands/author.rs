@@ -86,30 +86,10 @@ pub(crate) fn build(args: BuildArgs) -> Result<()> {
         }
         return Ok(());
     }
-    let manifest = palisade_bundle::Manifest::from_json(&read_bytes(&manifest_path)?)
-        .with_context(|| format!("{} is not a valid manifest", manifest_path.display()))?;
-    let component = components
-        .iter()
-        .find(|path| {
-            path.file_name()
-                .is_some_and(|name| name == manifest.component.as_str())
-        })
-        .or_else(|| (components.len() == 1).then(|| &components[0]))
-        .with_context(|| {
-            format!(
-                "the build made no `{}` (the manifest's `component`)",
-                manifest.component
-            )
-        })?;
+    let manifest = read_manifest(&manifest_path)?;
+    let component = pick_component(&manifest, &components)?;
     println!("built {}", component.display());
-    let wasm = read_bytes(component)?;
-    let missing = missing_grants(&wasm, &manifest.capabilities)?;
-    if !missing.is_empty() {
-        bail!(
-            "the component imports what its manifest does not ask for:\n  {}",
-            missing.join("\n  ")
-        );
-    }
+    check_component_imports(&read_bytes(component)?, &manifest)?;
     let step = crate::progress::Step::start(format!("packing {}", args.dir.display()));
     let bundle = pack_dir(&args.dir, component)
         .with_context(|| format!("packing {}", args.dir.display()))?;
@@ -126,6 +106,61 @@ pub(crate) fn build(args: BuildArgs) -> Result<()> {
         ContentHash::of(&bundle),
         bundle.len()
     );
+    Ok(())
+}
+
+/// The manifest at `path`, validated as publish validates it.
+/// First against the manifest's JSON Schema, naming every place that does not conform.
+pub(crate) fn read_manifest(path: &Path) -> Result<palisade_bundle::Manifest> {
+    let bytes = read_bytes(path)?;
+    let value: serde_json::Value = serde_json::from_slice(&bytes)
+        .with_context(|| format!("{} is not JSON", path.display()))?;
+    let problems = super::manifest_schema::problems(&value);
+    if !problems.is_empty() {
+        bail!(
+            "{} does not match the manifest schema (docs/manifest.schema.json):\n  {}",
+            path.display(),
+            problems.join("\n  ")
+        );
+    }
+    palisade_bundle::Manifest::from_json(&bytes)
+        .with_context(|| format!("{} is not a valid manifest", path.display()))
+}
+
+/// The component among those a build made that `manifest` names (its `component`), or the
+/// only one.
+pub(crate) fn pick_component<'a>(
+    manifest: &palisade_bundle::Manifest,
+    components: &'a [PathBuf],
+) -> Result<&'a PathBuf> {
+    components
+        .iter()
+        .find(|path| {
+            path.file_name()
+                .is_some_and(|name| name == manifest.component.as_str())
+        })
+        .or_else(|| (components.len() == 1).then(|| &components[0]))
+        .with_context(|| {
+            format!(
+                "the build made no `{}` (the manifest's `component`)",
+                manifest.component
+            )
+        })
+}
+
+/// Refuses a component that imports what `manifest` does not ask for, naming every
+/// manifest key to add (publish would refuse it too).
+pub(crate) fn check_component_imports(
+    component: &[u8],
+    manifest: &palisade_bundle::Manifest,
+) -> Result<()> {
+    let missing = missing_grants(component, &manifest.capabilities)?;
+    if !missing.is_empty() {
+        bail!(
+            "the component imports what its manifest does not ask for:\n  {}",
+            missing.join("\n  ")
+        );
+    }
     Ok(())
 }
 
@@ -154,7 +189,17 @@ pub(crate) const WASM_TARGET: &str = "wasm32-wasip2";
 /// files it produced. The target is added with rustup first when the toolchain lacks it.
 pub(crate) fn build_components(dir: &Path) -> Result<Vec<PathBuf>> {
     ensure_wasm_target(dir)?;
-    let output = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+    let output = cargo_build(dir)
+        .output()
+        .with_context(|| format!("running cargo in {}", dir.display()))?;
+    built_components(dir, &output)
+}
+
+/// The `cargo build` of [`build_components`] (without the target check), its diagnostics
+/// on this process's stderr and its JSON messages on stdout, for [`built_components`].
+pub(crate) fn cargo_build(dir: &Path) -> Command {
+    let mut command = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    command
         .current_dir(dir)
         .args([
             "build",
@@ -163,9 +208,13 @@ pub(crate) fn build_components(dir: &Path) -> Result<Vec<PathBuf>> {
             WASM_TARGET,
             "--message-format=json-render-diagnostics",
         ])
-        .stderr(Stdio::inherit())
-        .output()
-        .with_context(|| format!("running cargo in {}", dir.display()))?;
+        .stderr(Stdio::inherit());
+    command
+}
+
+/// The `.wasm` files a finished [`cargo_build`] in `dir` produced; an error when it
+/// failed or made none.
+pub(crate) fn built_components(dir: &Path, output: &std::process::Output) -> Result<Vec<PathBuf>> {
     if !output.status.success() {
         bail!("cargo build in {} failed", dir.display());
     }
@@ -200,7 +249,7 @@ pub(crate) fn build_components(dir: &Path) -> Result<Vec<PathBuf>> {
 /// toolchain is the one rustup picks there (`rust-toolchain.toml`, `RUSTUP_TOOLCHAIN`), so
 /// the check and the `rustup target add` run in `dir` too. Without rustup the error says
 /// what to install instead.
-fn ensure_wasm_target(dir: &Path) -> Result<()> {
+pub(crate) fn ensure_wasm_target(dir: &Path) -> Result<()> {
     let rustc = std::env::var_os("RUSTC").unwrap_or_else(|| "rustc".into());
     let libdir = Command::new(&rustc)
         .current_dir(dir)

@@ -273,13 +273,7 @@ pub(crate) async fn install(data_dir: &DataDir, args: InstallArgs) -> Result<()>
                 .map_err(|e| anyhow::anyhow!("--approve: {e}"))
         })
         .collect::<Result<Vec<_>>>()?;
-    let mut config = BTreeMap::new();
-    for pair in &args.config {
-        let Some((k, v)) = pair.split_once('=') else {
-            bail!("--set `{pair}`: expected KEY=VALUE");
-        };
-        config.insert(k.to_owned(), v.to_owned());
-    }
+    let config = config_pairs(&args.config)?;
     if let Some(client) = args.remote.client()? {
         let names: Vec<String> = approved.iter().map(|k| k.as_str().to_owned()).collect();
         let install = client
@@ -316,6 +310,18 @@ pub(crate) async fn install(data_dir: &DataDir, args: InstallArgs) -> Result<()>
         install.extension_id, install.version, install.tenant_id, install.install_id
     );
     Ok(())
+}
+
+/// The install configuration of `--set KEY=VALUE` options.
+pub(crate) fn config_pairs(pairs: &[String]) -> Result<BTreeMap<String, String>> {
+    let mut config = BTreeMap::new();
+    for pair in pairs {
+        let Some((k, v)) = pair.split_once('=') else {
+            bail!("--set `{pair}`: expected KEY=VALUE");
+        };
+        config.insert(k.to_owned(), v.to_owned());
+    }
+    Ok(config)
 }
 
 /// A development caller token for `tenant`, signed with the data directory's issuer key.

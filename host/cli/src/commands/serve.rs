@@ -23,12 +23,14 @@ pub(crate) async fn runner_state(
     registry: &Registry,
     frame_ancestor: Option<String>,
 ) -> Result<RunnerState> {
-    if registry.trusted_keys().await?.is_empty() {
-        tracing::warn!(
-            "the registry trusts no publisher key: nothing can run until one is added with `palisade trust add KEY.pub.pem` (or start with --demo)"
-        );
-    }
-    let service_key = data_dir.service_public_key()?;
+    let runtime = runner_runtime(data_dir, registry)?;
+    runner_state_on(data_dir, registry, runtime, frame_ancestor).await
+}
+
+/// The wasm engine of a runner on `registry`: the configuration file's `[runtime]`, the
+/// capabilities' host services backed by the registry, the secrets keyring and the
+/// artifact cache.
+pub(crate) fn runner_runtime(data_dir: &DataDir, registry: &Registry) -> Result<Runtime> {
     let opener = crate::commands::secrets::load_opener(data_dir)?;
     let operator = data_dir.operator();
     let mut services = palisade_runner::host_services(registry, opener);
@@ -37,8 +39,23 @@ pub(crate) async fn runner_state(
         operator.storage,
     ));
     services.artifacts = Some(data_dir.artifacts(registry)?);
-    let runtime =
-        Runtime::new(operator.runtime.clone(), services).context("starting the wasm engine")?;
+    Runtime::new(operator.runtime.clone(), services).context("starting the wasm engine")
+}
+
+/// [`runner_state`] on an engine made by [`runner_runtime`].
+pub(crate) async fn runner_state_on(
+    data_dir: &DataDir,
+    registry: &Registry,
+    runtime: Runtime,
+    frame_ancestor: Option<String>,
+) -> Result<RunnerState> {
+    if registry.trusted_keys().await?.is_empty() {
+        tracing::warn!(
+            "the registry trusts no publisher key: nothing can run until one is added with `palisade trust add KEY.pub.pem` (or start with --demo)"
+        );
+    }
+    let service_key = data_dir.service_public_key()?;
+    let operator = data_dir.operator();
     Ok(RunnerState::new(
         registry.clone(),
         runtime,

@@ -4,18 +4,17 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use clap::Args;
-use palisade_bundle::{Manifest, SigningKey, pack_dir};
+use palisade_bundle::{Manifest, pack_dir};
 use palisade_registry::Registry;
 
 use crate::commands::author::build_components;
+use crate::commands::platform::{Listeners, Platform, Stop};
 use crate::commands::registry::{add_trusted_key, dev_token};
-use crate::commands::serve::{gateway_state, runner_state};
-use crate::datadir::{DataDir, read_bytes, write_file, write_private};
+use crate::datadir::{DataDir, read_bytes};
 
 #[derive(Debug, Args)]
 pub(crate) struct UpArgs {
@@ -57,99 +56,51 @@ pub(crate) async fn up(data_dir: &DataDir, args: UpArgs) -> Result<()> {
     } else {
         None
     };
-    // The demo host page is on the gateway's origin: it may frame the UIs.
-    let gateway_origin = format!("http://{}", args.gateway_addr);
-    let runner = Arc::new(runner_state(data_dir, &registry, Some(gateway_origin.clone())).await?);
-    // Bind both listeners before the gateway exists: its first health check of the runner
-    // then finds the runner's socket instead of marking it unhealthy.
-    let runner_listener = tokio::net::TcpListener::bind(args.runner_addr)
-        .await
-        .with_context(|| format!("binding the runner to {}", args.runner_addr))?;
-    let gateway_listener = tokio::net::TcpListener::bind(args.gateway_addr)
-        .await
-        .with_context(|| format!("binding the gateway to {}", args.gateway_addr))?;
-    let (gateway, admin_token) = crate::commands::serve::with_admin(
-        gateway_state(
-            data_dir,
-            registry,
-            vec![format!("http://{}", args.runner_addr)],
-            None,
-            &args.policy,
-            Some(format!("http://{}", args.runner_addr)),
-            // The hop stays in this process's loopback: `[gateway] runner_tls_*` and
-            // `[runner] tls_*` are for separate gateways and runners.
-            false,
-        )?,
-        data_dir,
-    )?;
-    let gateway = Arc::new(gateway);
-
-    let dispatcher = crate::commands::serve::spawn_dispatcher(data_dir, &runner, false, shutdown());
-    let runner_server = tokio::spawn(
-        axum::serve(
-            crate::commands::no_delay(runner_listener),
-            palisade_runner::app(runner),
-        )
-        .with_graceful_shutdown(shutdown())
-        .into_future(),
-    );
-    let mut gateway_app = palisade_gateway::app(Arc::clone(&gateway));
-    if let Some(demo) = &demo {
-        let token = demo_token(data_dir)?;
-        let uis = demo
-            .uis
-            .iter()
-            .map(|ui| crate::commands::demo::MountedUi {
-                public_base: format!("http://{}", args.runner_addr),
-                gateway: gateway_origin.clone(),
-                token: token.clone(),
-                ..ui.clone()
-            })
-            .collect();
-        gateway_app = gateway_app.merge(crate::commands::demo::router(uis));
-    }
-    let gateway_server = tokio::spawn(
-        axum::serve(crate::commands::no_delay(gateway_listener), gateway_app)
-            .with_graceful_shutdown(shutdown())
-            .into_future(),
-    );
-    tracing::info!(gateway = %args.gateway_addr, runner = %args.runner_addr, data_dir = %data_dir.root().display(), "palisade is up");
+    let listeners = Listeners::bind(args.gateway_addr, args.runner_addr).await?;
+    let platform = Platform::new(data_dir, registry, &listeners, &args.policy).await?;
+    let (gateway_addr, runner_addr) = (listeners.gateway_addr, listeners.runner_addr);
+    let demo_page = match &demo {
+        Some(demo) => {
+            let token = demo_token(data_dir)?;
+            let uis = demo
+                .uis
+                .iter()
+                .map(|ui| crate::commands::demo::MountedUi {
+                    public_base: listeners.runner_url(),
+                    gateway: listeners.gateway_url(),
+                    token: token.clone(),
+                    ..ui.clone()
+                })
+                .collect();
+            Some(crate::commands::demo::router(uis))
+        }
+        None => None,
+    };
+    let stop = Stop::on(shutdown());
+    let serving = platform.serve(data_dir, listeners, demo_page, &stop);
+    tracing::info!(gateway = %gateway_addr, runner = %runner_addr, data_dir = %data_dir.root().display(), "palisade is up");
 
     println!(
-        "admin API on http://{}/admin/v1, admin token: {admin_token} (kept in {})",
-        args.gateway_addr,
+        "admin API on http://{gateway_addr}/admin/v1, admin token: {} (kept in {})",
+        platform.admin_token,
         crate::commands::admin_client::admin_token_path(data_dir).display()
     );
     if let Some(demo) = demo {
-        show_demo(data_dir, &demo, args.gateway_addr).await?;
+        show_demo(data_dir, &demo, gateway_addr).await?;
         for ui in &demo.uis {
             println!(
-                "open the demo host page of {} in a browser: http://{}{}",
+                "open the demo host page of {} in a browser: http://{gateway_addr}{}",
                 ui.extension_id,
-                args.gateway_addr,
                 crate::commands::demo::page_path(&ui.extension_id)
             );
         }
         if args.check_only {
-            gateway.flush_execution_log().await;
+            platform.gateway.flush_execution_log().await;
             return Ok(());
         }
     }
-    println!(
-        "gateway on http://{}, runner on http://{} (Ctrl-C stops)",
-        args.gateway_addr, args.runner_addr
-    );
-    let (runner, gateway_served) = tokio::join!(runner_server, gateway_server);
-    // Execution-log rows are written in the background: write what is queued before exiting.
-    gateway.flush_execution_log().await;
-    runner.context("runner task")?.context("runner server")?;
-    if let Some(dispatcher) = dispatcher {
-        dispatcher.await.context("event dispatcher task")?;
-    }
-    gateway_served
-        .context("gateway task")?
-        .context("gateway server")?;
-    Ok(())
+    println!("gateway on http://{gateway_addr}, runner on http://{runner_addr} (Ctrl-C stops)");
+    serving.finish().await
 }
 
 async fn shutdown() {
@@ -182,7 +133,7 @@ async fn install_demo(data_dir: &DataDir, registry: &Registry, guests: &Path) ->
     }
     println!("building the sample extensions in {} ...", guests.display());
     let components = build_components(guests)?;
-    let key = demo_publisher_key(data_dir)?;
+    let key = data_dir.publisher_key("demo-publisher")?;
     add_trusted_key(registry, key.public_key()).await?;
     let trust = registry.trust_set().await?;
 
@@ -192,7 +143,9 @@ async fn install_demo(data_dir: &DataDir, registry: &Registry, guests: &Path) ->
     let mut dirs: Vec<PathBuf> = std::fs::read_dir(guests)
         .with_context(|| format!("listing {}", guests.display()))?
         .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.join("manifest.json").exists())
+        // The Rust samples, which the cargo build above made; the JavaScript sample is built
+        // with npm (guests/js-hello/README.md).
+        .filter(|p| p.join("manifest.json").exists() && p.join("Cargo.toml").exists())
         .collect();
     dirs.sort();
     for dir in dirs {
@@ -276,27 +229,12 @@ fn example_topic(pattern: &str) -> String {
 }
 
 /// `/hello/:name` → `/hello/world`.
-fn example_path(template: &str) -> String {
+pub(crate) fn example_path(template: &str) -> String {
     template
         .split('/')
         .map(|seg| if seg.starts_with(':') { "world" } else { seg })
         .collect::<Vec<_>>()
         .join("/")
-}
-
-fn demo_publisher_key(data_dir: &DataDir) -> Result<SigningKey> {
-    let path = data_dir.root().join("keys/demo-publisher.key.pem");
-    if path.exists() {
-        return SigningKey::from_pem(&read_bytes(&path)?)
-            .with_context(|| format!("reading {}", path.display()));
-    }
-    let key = SigningKey::generate()?;
-    write_private(&path, &key.to_pem()?)?;
-    write_file(
-        &data_dir.root().join("keys/demo-publisher.pub.pem"),
-        key.public_key_pem()?.as_bytes(),
-    )?;
-    Ok(key)
 }
 
 /// A caller token of the demo tenant, valid for a day.
