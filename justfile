@@ -5,12 +5,14 @@ build-guests:
     cd guests && cargo build --release --target wasm32-wasip2
 
 # Run every test on the embedded defaults: the SDK and the sample extensions natively, the
-# UI bridge (`sdk/ui`, with Node's test runner), then the workspace (host crates and
-# end-to-end; the README's command). `.ci/run` runs this.
+# UI bridge (`sdk/ui`, with Node's test runner), the JavaScript sample (Node's test runner,
+# then its component, which the end-to-end tests publish), then the workspace (host crates
+# and end-to-end; the README's command). `.ci/run` runs this.
 test:
     cd sdk/rust && cargo test --all-features
     cd guests && cargo test
     cd sdk/ui && npm ci --no-audit --no-fund && npm test
+    cd guests/js-hello && npm ci --no-audit --no-fund && npm test && npm run build
     cargo test --workspace
 
 # The tests again with the registry and end-to-end suites on PostgreSQL (default: the
@@ -18,6 +20,7 @@ test:
 # schema in it. `.ci/run` runs this.
 test-pg server="postgres://postgres@127.0.0.1:5432" database="palisade_test_pg":
     psql "{{server}}/postgres" -v ON_ERROR_STOP=1 -q -c 'DROP DATABASE IF EXISTS {{database}} WITH (FORCE)' -c 'CREATE DATABASE {{database}}'
+    cd guests/js-hello && npm ci --no-audit --no-fund && npm run build
     PALISADE_TEST_POSTGRES_URL="{{server}}/{{database}}" cargo test --workspace
 
 # The browser suite: `palisade up --demo` and Debian's Chromium (/usr/bin/chromium, never a

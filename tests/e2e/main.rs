@@ -21,6 +21,7 @@ mod gateway_policy;
 mod guest_output;
 mod hostile;
 mod integrity;
+mod js;
 mod keys;
 mod metrics;
 mod migrate;

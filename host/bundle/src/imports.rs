@@ -216,6 +216,55 @@ mod tests {
         }
     }
 
+    /// What a JavaScript component built with componentize-js 0.23.0 (StarlingMonkey)
+    /// without its `http` feature imports (`guests/js-hello`): the engine's WASI 0.2.10
+    /// beside the 0.2.12 of the adapter it is wrapped with, and its world's imports.
+    const COMPONENTIZE_JS: [&str; 19] = [
+        "palisade:extension/context@0.2.0",
+        "palisade:extension/log@0.2.0",
+        "wasi:io/poll@0.2.12",
+        "wasi:clocks/monotonic-clock@0.2.12",
+        "wasi:io/error@0.2.12",
+        "wasi:io/streams@0.2.12",
+        "wasi:http/types@0.2.10",
+        "wasi:cli/stdin@0.2.12",
+        "wasi:cli/stdout@0.2.12",
+        "wasi:cli/stderr@0.2.12",
+        "wasi:cli/terminal-input@0.2.12",
+        "wasi:cli/terminal-output@0.2.12",
+        "wasi:cli/terminal-stdin@0.2.12",
+        "wasi:cli/terminal-stdout@0.2.12",
+        "wasi:cli/terminal-stderr@0.2.12",
+        "wasi:clocks/wall-clock@0.2.12",
+        "wasi:filesystem/types@0.2.12",
+        "wasi:filesystem/preopens@0.2.12",
+        "wasi:random/random@0.2.12",
+    ];
+
+    #[test]
+    fn a_javascript_component_needs_the_grants_of_its_world_only() {
+        let imports = names(&COMPONENTIZE_JS);
+        check_imports(&imports, &Capabilities::default()).unwrap();
+        assert_eq!(
+            check_imports(&imports, &Capabilities::none()).unwrap_err(),
+            ImportError::NotGranted {
+                interface: "palisade:extension/log@0.2.0".into(),
+                grant: CapabilityKey::Log,
+            }
+        );
+        // With componentize-js's `http` feature on, `fetch` needs the egress grant.
+        let mut with_fetch = imports.clone();
+        with_fetch.push("wasi:http/outgoing-handler@0.2.10".into());
+        assert_eq!(
+            check_imports(&with_fetch, &Capabilities::default()).unwrap_err(),
+            ImportError::NotGranted {
+                interface: "wasi:http/outgoing-handler@0.2.10".into(),
+                grant: CapabilityKey::Http,
+            }
+        );
+        check_imports(&with_fetch, &crate::manifest::everything()).unwrap();
+    }
+
     #[test]
     fn not_granted_message_names_interface_and_key() {
         let err = check_imports(

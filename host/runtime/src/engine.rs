@@ -14,7 +14,7 @@ use wasmtime_wasi_http::p2::bindings::ProxyPre;
 
 use crate::capability::metrics::ExtensionMetrics;
 use crate::capability::{self, Configure, Configured, GrantSet, HostServices};
-use crate::compile::{CompileCache, CompileCounters, engine_hash};
+use crate::compile::{CompileCache, CompileCounters, Compiling, engine_hash};
 use crate::config::RuntimeConfig;
 use crate::error::LoadError;
 use crate::state::InstanceState;
@@ -110,6 +110,8 @@ pub struct Runtime {
     pub(crate) counters: Arc<CompileCounters>,
     /// Content hashes whose compile ran out of time, and until when they are refused.
     pub(crate) compile_refused: Arc<Mutex<HashMap<String, std::time::Instant>>>,
+    /// Loads running now, by content hash (see [`Compiling`]).
+    pub(crate) compiling: Compiling,
     /// Pre-instances by content hash, then grant set: looked up on every call, so read
     /// without allocating and under a read lock.
     prepared: Arc<RwLock<HashMap<String, HashMap<GrantSet, Prepared>>>>,
@@ -154,6 +156,7 @@ impl Runtime {
             engine_hash: engine_hash(&engine),
             counters: Arc::default(),
             compile_refused: Arc::default(),
+            compiling: Compiling::default(),
             engine,
             capabilities,
             config: Arc::new(config),
