@@ -39,17 +39,8 @@ impl Drop for Telemetry {
 /// Installs the global subscriber: the log to stderr, and the OTLP export when configured.
 /// `service` names the process's role (`up`, `gateway`, ...) in the default service name.
 pub(crate) fn init(json: bool, settings: &TelemetrySection, service: &str) -> Result<Telemetry> {
-    use std::io::IsTerminal;
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    // Colours only for a person at a terminal, not in files or log collectors.
-    let log = tracing_subscriber::fmt::layer()
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_writer(std::io::stderr);
-    let log = if json {
-        log.json().boxed()
-    } else {
-        log.boxed()
-    };
+    let log = stderr_log(json);
     let provider = provider(settings, service)?;
     let spans = provider
         .as_ref()
@@ -70,20 +61,12 @@ pub(crate) fn init_dev(
     settings: &TelemetrySection,
     guest: crate::commands::dev::GuestLines,
 ) -> Result<Telemetry> {
-    use std::io::IsTerminal;
     let directives = std::env::var("RUST_LOG")
         .ok()
         .filter(|d| !d.trim().is_empty() && EnvFilter::try_new(d).is_ok())
         .unwrap_or_else(|| "warn".to_owned());
     let filter = |extra: &str| EnvFilter::new(format!("{directives}{extra}"));
-    let log = tracing_subscriber::fmt::layer()
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_writer(std::io::stderr);
-    let log = if json {
-        log.json().boxed()
-    } else {
-        log.boxed()
-    };
+    let log = stderr_log(json);
     let provider = provider(settings, "dev")?;
     let spans = provider.as_ref().map(|provider| {
         tracing_opentelemetry::layer()
@@ -98,6 +81,23 @@ pub(crate) fn init_dev(
         )))
         .init();
     Ok(Telemetry { provider })
+}
+
+/// The process's log on stderr, as text or JSON; colours only for a person at a terminal,
+/// not in files or log collectors.
+fn stderr_log<S>(json: bool) -> Box<dyn Layer<S> + Send + Sync>
+where
+    S: tracing::Subscriber + for<'span> tracing_subscriber::registry::LookupSpan<'span>,
+{
+    use std::io::IsTerminal;
+    let log = tracing_subscriber::fmt::layer()
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_writer(std::io::stderr);
+    if json {
+        log.json().boxed()
+    } else {
+        log.boxed()
+    }
 }
 
 /// The tracer provider exporting to the configured endpoint, if there is one.
